@@ -1,0 +1,196 @@
+"""OpenCL device discovery and choice, and the one place that builds programs.
+
+Nothing above this module touches pyopencl contexts, queues or programs directly: layers and
+ops ask a `Device` for kernels (built once per source file and set of -D defines, then cached)
+and allocate their arrays from its memory pool.
+"""
+import os
+from importlib import resources
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cl_array
+import pyopencl.tools as cl_tools
+
+from .errors import DeviceError, KernelBuildError
+
+_KERNEL_PACKAGE = "clcnn.kernels"
+
+
+def _all_devices():
+    found = []
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:
+        # pyopencl raises PLATFORM_NOT_FOUND_KHR when no ICD is installed at all.
+        platforms = []
+    for p_index, platform in enumerate(platforms):
+        try:
+            devices = platform.get_devices()
+        except cl.Error:
+            continue
+        for d_index, device in enumerate(devices):
+            found.append((f"{p_index}:{d_index}", platform, device))
+    return found
+
+
+def _type_name(device):
+    kind = device.type
+    if kind & cl.device_type.GPU:
+        return "GPU"
+    if kind & cl.device_type.CPU:
+        return "CPU"
+    if kind & cl.device_type.ACCELERATOR:
+        return "ACCELERATOR"
+    return "OTHER"
+
+
+def list_devices():
+    """Every OpenCL device: [(index "P:D", platform name, device name, type), ...]."""
+    return [(index, p.name.strip(), d.name.strip(), _type_name(d)) for index, p, d in _all_devices()]
+
+
+def _matches(spec, index, platform, device):
+    spec_l = spec.lower()
+    type_name = _type_name(device).lower()
+    if spec_l == index:
+        return True
+    if spec_l in ("cpu", "gpu", "accelerator"):
+        return spec_l == type_name
+    if spec_l == "pocl":
+        return "portable computing language" in platform.name.lower() or "pocl" in platform.name.lower()
+    haystack = f"{platform.name} {platform.vendor} {device.name} {device.vendor}".lower()
+    return spec_l in haystack
+
+
+def _score(platform, device):
+    # A GPU before a CPU; among PoCL platforms prefer the newer driver (faster, wider vectors).
+    kind = _type_name(device)
+    rank = {"GPU": 2, "ACCELERATOR": 1}.get(kind, 0)
+    return (rank, platform.version, device.max_compute_units)
+
+
+def get_device(spec=None, profiling=False):
+    """Return a `Device` for `spec`, else $CLCNN_DEVICE, else the best available (GPU first).
+
+    spec: a `Device` (returned as is), "pocl", "cpu", "gpu", a vendor such as "nvidia",
+    a platform:device index such as "0:1", or any substring of the platform or device name.
+    """
+    if isinstance(spec, Device):
+        return spec
+    spec = spec if spec is not None else os.environ.get("CLCNN_DEVICE") or None
+    devices = _all_devices()
+    if not devices:
+        raise DeviceError(
+            "no OpenCL device found; install a CPU OpenCL driver with "
+            "'pip install \"pyopencl[pocl]\"' (or a GPU vendor's OpenCL driver)")
+    if spec is None:
+        candidates = devices
+    else:
+        spec = str(spec).strip()
+        candidates = [entry for entry in devices if _matches(spec, *entry)]
+        if not candidates:
+            listing = "; ".join(f"{i} {p} / {d} ({t})" for i, p, d, t in list_devices())
+            raise DeviceError(f"no OpenCL device matches {spec!r}; devices found: {listing}")
+    index, platform, device = max(candidates, key=lambda entry: _score(entry[1], entry[2]))
+    key = (index, bool(profiling))
+    if key not in _OPEN_DEVICES:
+        _OPEN_DEVICES[key] = Device(index, platform, device, profiling=profiling)
+    return _OPEN_DEVICES[key]
+
+
+_OPEN_DEVICES = {}
+
+
+def _read_kernel_source(filename):
+    try:
+        return resources.files(_KERNEL_PACKAGE).joinpath(filename).read_text()
+    except (FileNotFoundError, OSError) as exc:
+        raise KernelBuildError(f"kernel source {filename!r} not found in {_KERNEL_PACKAGE}: {exc}") from exc
+
+
+ACTIVATION_CODES = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
+
+
+def _define_options(defines):
+    options = []
+    for name, value in sorted(defines.items()):
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, float):
+            value = f"{value!r}f"
+        options.append(f"-D{name}={value}")
+    return options
+
+
+class Device:
+    """One OpenCL device with its context, in-order queue, memory pool and program cache."""
+
+    def __init__(self, index, platform, device, profiling=False):
+        self.index = index
+        self.platform = platform
+        self.cl_device = device
+        self.context = cl.Context([device])
+        props = cl.command_queue_properties.PROFILING_ENABLE if profiling else 0
+        self.queue = cl.CommandQueue(self.context, device, properties=props)
+        self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
+        self._programs = {}
+        self._kernels = {}
+
+    @property
+    def name(self):
+        return self.cl_device.name.strip()
+
+    @property
+    def type(self):
+        return _type_name(self.cl_device)
+
+    @property
+    def is_cpu(self):
+        return self.type == "CPU"
+
+    def __repr__(self):
+        return f"Device({self.index!r}, {self.platform.name.strip()!r}, {self.name!r}, {self.type})"
+
+    # -- programs and kernels -------------------------------------------------------------
+    def program(self, filename, **defines):
+        """Build kernels/<filename> with -D defines, once per (file, defines) on this device."""
+        options = tuple(_define_options(defines))
+        key = (filename, options)
+        program = self._programs.get(key)
+        if program is None:
+            # common.h (activation codes and helpers) is prepended rather than #included so
+            # that no include path has to be resolved on the device's compiler.
+            source = _read_kernel_source("common.h") + "\n" + _read_kernel_source(filename)
+            try:
+                program = cl.Program(self.context, source).build(options=list(options))
+            except cl.RuntimeError as exc:
+                raise KernelBuildError(
+                    f"building {filename} with {' '.join(options) or 'no defines'} failed on "
+                    f"{self.name}:\n{exc}") from exc
+            self._programs[key] = program
+        return program
+
+    def kernel(self, filename, name, **defines):
+        """The kernel `name` from kernels/<filename>, built with `defines` and cached."""
+        options = tuple(_define_options(defines))
+        key = (filename, options, name)
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            kernel = getattr(self.program(filename, **defines), name)
+            self._kernels[key] = kernel
+        return kernel
+
+    # -- arrays ---------------------------------------------------------------------------
+    def empty(self, shape, dtype=np.float32):
+        return cl_array.empty(self.queue, shape, dtype, allocator=self.pool)
+
+    def zeros(self, shape, dtype=np.float32):
+        return cl_array.zeros(self.queue, shape, dtype, allocator=self.pool)
+
+    def to_device(self, host_array, dtype=np.float32):
+        host_array = np.ascontiguousarray(host_array, dtype=dtype)
+        return cl_array.to_device(self.queue, host_array, allocator=self.pool)
+
+    def synchronize(self):
+        self.queue.finish()

@@ -1,0 +1,17 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+import clcnn
+
+# CI runs a bounded number of examples; CLCNN_HYPOTHESIS_EXAMPLES raises it for deeper fuzzing.
+settings.register_profile("clcnn", max_examples=int(os.environ.get("CLCNN_HYPOTHESIS_EXAMPLES", "25")),
+                          deadline=None, derandomize=False, print_blob=True)
+settings.load_profile("clcnn")
+
+
+@pytest.fixture(scope="session")
+def device():
+    return clcnn.get_device(os.environ.get("CLCNN_TEST_DEVICE", "cpu"))
