@@ -102,6 +102,14 @@ def get_device(spec=None, profiling=False):
 _OPEN_DEVICES = {}
 
 
+def device_of(array):
+    """The clcnn Device whose context holds a pyopencl array."""
+    for device in _OPEN_DEVICES.values():
+        if device.context == array.context:
+            return device
+    raise ValueError("the array is not on a device that clcnn opened")
+
+
 def _read_kernel_source(filename):
     try:
         return resources.files(_KERNEL_PACKAGE).joinpath(filename).read_text()

@@ -1,0 +1,83 @@
+"""From uint8 images to training batches: normalisation and padding, shuffled index batches,
+random-shift augmentation. NumPy only and vectorised, so it never holds a training step up.
+
+Typical use in a training loop::
+
+    x = prepare_images(images, pad=2)               # (N, 1, 32, 32) float32, once
+    for idx in iterate_batches(len(x), 64, shuffle=True, rng=rng):
+        xb = random_shift(x[idx], 2, rng)           # augmentation, train only
+        yb = labels[idx]
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+# The mean and standard deviation of MNIST training pixels scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+def background_value(mean=MNIST_MEAN, std=MNIST_STD):
+    """The normalised value of a 0 (background) pixel: (0 - mean) / std."""
+    return (0.0 - mean) / std
+
+
+BACKGROUND = background_value()
+
+
+def prepare_images(images, pad=0, mean=MNIST_MEAN, std=MNIST_STD):
+    """uint8 images (N, H, W) or (N, C, H, W) -> float32 (N, C, H + 2 pad, W + 2 pad) with
+    value (pixel / 255 - mean) / std; the padding holds the value of a 0 pixel (background),
+    as if the images had been padded before normalising."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"prepare_images takes uint8 images, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise ValueError(f"prepare_images takes images of shape (N, H, W) or (N, C, H, W), "
+                         f"got {images.shape}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    n, c, h, w = images.shape
+    out = np.full((n, c, h + 2 * pad, w + 2 * pad), background_value(mean, std), np.float32)
+    inner = out[:, :, pad:pad + h, pad:pad + w]
+    np.multiply(images, np.float32(1.0 / (255.0 * std)), out=inner)
+    inner -= np.float32(mean / std)
+    return out
+
+
+def iterate_batches(n, batch_size, shuffle=True, rng=None):
+    """Yield index arrays that cover range(n) once: in order, or in a random order drawn from
+    `rng` (a numpy Generator or a seed) when `shuffle`; the last batch may be smaller."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.random.default_rng(rng).permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def shift_images(batch, shifts, fill=BACKGROUND):
+    """Move each image of `batch` (N, C, H, W) by its own whole-pixel amount: ``shifts[i] =
+    (dy, dx)`` moves image i down by dy and right by dx (negative: up, left), so that
+    ``out[i, :, y, x] = batch[i, :, y - dy, x - dx]``; uncovered pixels get `fill`."""
+    batch = np.asarray(batch)
+    shifts = np.asarray(shifts, dtype=np.intp).reshape(len(batch), 2)
+    m = int(np.abs(shifts).max()) if len(batch) else 0
+    if m == 0:
+        return batch.copy()
+    n, c, h, w = batch.shape
+    padded = np.full((n, c, h + 2 * m, w + 2 * m), fill, batch.dtype)
+    padded[:, :, m:m + h, m:m + w] = batch
+    # Every H x W window of the padded images, indexed by its top-left corner (no copy);
+    # image i takes the window whose corner is (m - dy, m - dx).
+    windows = sliding_window_view(padded, (h, w), axis=(2, 3))  # (N, C, 2m+1, 2m+1, H, W)
+    return windows[np.arange(n), :, m - shifts[:, 0], m - shifts[:, 1]]
+
+
+def random_shift(batch, max_shift, rng=None, fill=BACKGROUND):
+    """`shift_images` by amounts drawn per image, uniform in [-max_shift, max_shift] for y and
+    x independently: ``rng.integers(-max_shift, max_shift + 1, size=(N, 2))`` (dy, dx) from
+    `rng` (a numpy Generator or a seed). `fill` defaults to the MNIST-normalised background."""
+    rng = np.random.default_rng(rng)
+    shifts = rng.integers(-max_shift, max_shift + 1, size=(len(batch), 2))
+    return shift_images(batch, shifts, fill)

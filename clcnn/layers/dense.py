@@ -1,0 +1,61 @@
+"""Dense (fully connected): y = act(x @ weight.T + bias), weight (out_features, in_features)."""
+from .. import init
+from ..errors import ShapeError
+from ..ops import activation as act_ops
+from ..ops import dense as dense_ops
+from ..parameter import Parameter
+from .base import Layer
+from .conv import check_activation
+
+
+class Dense(Layer):
+    """(N, in_features) -> (N, out_features). Put a Flatten before it for NCHW input."""
+
+    def __init__(self, in_features, out_features, bias=True, activation=None):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Dense {name} must be a positive int, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.bias = bool(bias)
+        self.activation = check_activation(activation)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        self.params = {"weight": Parameter("weight", init.uniform_fan_in(
+            (self.out_features, self.in_features), self.in_features))}
+        if self.bias:
+            self.params["bias"] = Parameter("bias", init.uniform_fan_in((self.out_features,), self.in_features))
+
+    def output_shape(self, in_shape):
+        if len(in_shape) != 1 or in_shape[0] != self.in_features:
+            raise ShapeError(f"Dense expects {self.in_features} input features per sample, got "
+                             f"input of shape {tuple(in_shape)}"
+                             + (" (add a Flatten before it)" if len(in_shape) > 1 else ""))
+        return (self.out_features,)
+
+    def forward(self, x, activation=None, negative_slope=0.01):
+        self.output_shape(x.shape[1:])
+        self._x = x
+        self._act = activation or self.activation
+        self._slope = negative_slope
+        bias = self.params["bias"].data if self.bias else None
+        y = dense_ops.dense_forward(self.device, x, self.params["weight"].data, bias,
+                                    activation=self._act, negative_slope=negative_slope)
+        self._y = y if self._act else None
+        return y
+
+    def backward(self, gy, need_input_grad=True):
+        if self._act:
+            gy = act_ops.activation_backward(self.device, self._act, self._y, gy,
+                                             negative_slope=self._slope)
+        gx, gw, gb = dense_ops.dense_backward(self.device, self._x, self.params["weight"].data, gy,
+                                              has_bias=self.bias, need_input_grad=need_input_grad)
+        self.params["weight"].grad = gw
+        if self.bias:
+            self.params["bias"].grad = gb
+        return gx
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias, "activation": self.activation}

@@ -1,0 +1,88 @@
+"""Max, average and global pooling over NCHW input (PyTorch semantics: max pads with -inf,
+average counts padded zeros unless count_include_pad=False)."""
+from ..ops import pool as pool_ops
+from ..shapes import check_padding, output_hw, pair
+from .base import Layer
+
+
+class _Pool2D(Layer):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride if stride is not None else kernel_size, "stride")
+        pads = check_padding(padding)
+        if pads == "same":
+            raise ValueError(f"{type(self).__name__} padding must be ints, not 'same'")
+        kh, kw = self.kernel_size
+        if pads[0] > kh // 2 or pads[1] > kh // 2 or pads[2] > kw // 2 or pads[3] > kw // 2:
+            raise ValueError(f"{type(self).__name__} padding {pads} must be at most half the "
+                             f"kernel size {self.kernel_size} (a window must see real pixels)")
+        self.padding = pads
+
+    def output_shape(self, in_shape):
+        self._require_rank(in_shape, 3, "(C, H, W)")
+        oh, ow = output_hw(in_shape[1:], self.kernel_size, self.stride, self.padding, type(self).__name__)
+        return (in_shape[0], oh, ow)
+
+    def config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding)}
+
+
+class MaxPool2D(_Pool2D):
+    def forward(self, x):
+        self.output_shape(x.shape[1:])
+        self._x_shape = x.shape
+        y, self._argmax = pool_ops.maxpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    def backward(self, gy, need_input_grad=True):
+        return pool_ops.maxpool2d_backward(self.device, gy, self._argmax, self._x_shape)
+
+
+class AvgPool2D(_Pool2D):
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x):
+        self.output_shape(x.shape[1:])
+        self._x_shape = x.shape
+        return pool_ops.avgpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding,
+                                          count_include_pad=self.count_include_pad)
+
+    def backward(self, gy, need_input_grad=True):
+        return pool_ops.avgpool2d_backward(self.device, gy, self._x_shape, self.kernel_size, self.stride,
+                                           self.padding, count_include_pad=self.count_include_pad)
+
+    def config(self):
+        return {**super().config(), "count_include_pad": self.count_include_pad}
+
+
+class GlobalAvgPool2D(Layer):
+    """(N, C, H, W) -> (N, C, 1, 1): the mean of each channel."""
+
+    def output_shape(self, in_shape):
+        self._require_rank(in_shape, 3, "(C, H, W)")
+        return (in_shape[0], 1, 1)
+
+    def forward(self, x):
+        self.output_shape(x.shape[1:])
+        self._x_shape = x.shape
+        return pool_ops.global_avgpool2d_forward(self.device, x)
+
+    def backward(self, gy, need_input_grad=True):
+        return pool_ops.global_avgpool2d_backward(self.device, gy, self._x_shape)
+
+
+class GlobalMaxPool2D(GlobalAvgPool2D):
+    """(N, C, H, W) -> (N, C, 1, 1): the max of each channel."""
+
+    def forward(self, x):
+        self.output_shape(x.shape[1:])
+        self._x_shape = x.shape
+        y, self._argmax = pool_ops.global_maxpool2d_forward(self.device, x)
+        return y
+
+    def backward(self, gy, need_input_grad=True):
+        return pool_ops.global_maxpool2d_backward(self.device, gy, self._argmax, self._x_shape)

@@ -1,0 +1,230 @@
+"""Conv2D forward and backward on the device (kernels/conv2d.cl).
+
+Forward: zero-pad the input once (skipped when there is no padding), pack the weights as
+(C*KH*KW, O rounded up to the channel block), then one register-blocked direct convolution with
+the bias and the activation fused. Backward w.r.t. the input is the same forward kernel run on
+gy dilated by the stride and padded by K-1-pad, with the kernel flipped and its channel axes
+swapped. Backward w.r.t. the weights transposes gy to pixel-major order, sums slices of the
+output rows in parallel, and a small kernel adds the slices up (bias gradient included).
+"""
+from .. import device as _device
+from ..errors import ShapeError
+from ._common import buf, check_array, f32, i32, launch
+
+_FILE = "conv2d.cl"
+_INT32_MAX = 2**31 - 1
+# Cost of moving one column value through memory (written, then read by conv2d_col2im), in
+# multiply-add lanes, for choosing the form of the input gradient.
+_COLUMN_COST = 64
+# "gather" or "columns" forces that form of the input gradient (the tests run both); None picks.
+_INPUT_GRAD_FORM = None
+# Work items to aim for in the weight-gradient kernel, so both cores (or a GPU) get work.
+_WEIGHT_GRAD_ITEMS = 64
+
+
+def _check_params(stride, pads):
+    if len(stride) != 2 or min(stride) < 1:
+        raise ShapeError(f"conv2d: stride must be two ints >= 1, got {stride!r}")
+    if len(pads) != 4 or min(pads) < 0:
+        raise ShapeError(f"conv2d: pads must be four ints >= 0 (top, bottom, left, right), got {pads!r}")
+    return tuple(int(s) for s in stride), tuple(int(p) for p in pads)
+
+
+def _output_hw(x_shape, w_shape, stride, pads):
+    n, c, h, wd = x_shape
+    o, wc, kh, kw = w_shape
+    if wc != c:
+        raise ShapeError(f"conv2d: weight has {wc} input channels (shape {tuple(w_shape)}) "
+                         f"but the input has {c} (shape {tuple(x_shape)})")
+    top, bottom, left, right = pads
+    if kh > h + top + bottom or kw > wd + left + right:
+        raise ShapeError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
+                         f"{h + top + bottom}x{wd + left + right}")
+    oh = (h + top + bottom - kh) // stride[0] + 1
+    ow = (wd + left + right - kw) // stride[1] + 1
+    if max(n * c * (h + top + bottom) * (wd + left + right), n * o * oh * ow) > _INT32_MAX:
+        raise ShapeError("conv2d: tensors above 2**31 elements are not supported (32-bit indices)")
+    return oh, ow
+
+
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
+
+
+def _forward_blocking(co, seg):
+    """(OBV, PB) of conv2d_forward: float8s of output channels x pixels per work item.
+    Fewest wasted lanes (channels past CO, pixels computed twice), at most 8 accumulators
+    (3x4 also fits) because PoCL's code gets 16 vector registers; ties to the bigger block and
+    to two channel vectors (each broadcast input feeds two FMAs)."""
+    def key(obv_pb):
+        obv, pb = obv_pb
+        waste = _round_up(co, 8 * obv) / co * (_round_up(seg, pb) / seg)
+        return (round(waste * (8 / min(8, obv * pb)) ** 0.5, 3), -obv * pb, abs(obv - 2))
+    options = [(obv, pb) for obv in range(1, 5) for pb in range(1, min(seg, 8) + 1)
+               if obv * pb <= 8 or (obv, pb) == (3, 4)]
+    return min(options, key=key)
+
+
+def _weight_blocking(co, kh, kw):
+    """(OBV, KHB, PBW) of conv2d_backward_weight: float8s of output channels x kernel rows per
+    work item (OBV*KHB*KW accumulators, at most 12; KHB divides KH so no row is done twice),
+    then pixels per step with their OBV gy vectors in the registers left."""
+    def key(option):
+        obv, khb = option
+        acc = obv * khb * kw
+        return (round(_round_up(co, 8 * obv) / co * (8 / min(8, acc)) ** 0.5, 3), -pbw(option), -acc)
+
+    def pbw(option):
+        obv, khb = option
+        return max(1, min(4, (13 - obv * khb * kw) // obv))
+    options = [(obv, khb) for obv in range(1, 5) for khb in range(1, kh + 1)
+               if kh % khb == 0 and obv * khb * kw <= 12] or [(1, 1)]
+    best = min(options, key=key)
+    return best + (pbw(best),)
+
+
+def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow):
+    """The -D defines of one convolution shape, shared by its forward and weight-gradient
+    kernels so that both come from one build."""
+    seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
+    obv, pb = _forward_blocking(co, seg)
+    obvw, khb, pbw = _weight_blocking(co, kh, kw)
+    return dict(CI=ci, HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
+                OH=oh, OW=ow, NPIX=n * oh * ow, OBV=obv, PB=pb, COP=_round_up(co, 8 * obv),
+                OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, 8 * obvw))
+
+
+def _local(dev, global_size):
+    """CPU: small work-groups so that both cores get some (PoCL runs a group on one thread and
+    would otherwise pick one big group for a small grid). Elsewhere the driver chooses."""
+    if not dev.is_cpu:
+        return None
+    return (min(8, global_size[0]),) + (1,) * (len(global_size) - 1)
+
+
+def _pad(dev, x, hp, wp, top, left, sh=1, sw=1):
+    """x (N, C, H, W) into a zeroed (N, C, hp, wp) at rows top + k*sh, columns left + k*sw."""
+    n, c, h, w = x.shape
+    out = dev.empty((n, c, hp, wp))
+    kernel = dev.kernel(_FILE, "conv2d_pad")
+    launch(dev, kernel, (hp, n * c), None, buf(x), buf(out), i32(h), i32(w), i32(hp), i32(wp),
+           i32(top), i32(left), i32(sh), i32(sw))
+    return out
+
+
+def _pack_weights(dev, w, b, cop, mode):
+    """w packed for conv2d_forward (mode 0: forward, 1: flipped for the gather-form input
+    gradient, 2: a 1x1 conv making columns), the bias (or zeros) as one more row."""
+    o, c, kh, kw = w.shape
+    rows = (c * kh * kw, o * kh * kw, o)[mode]
+    out = dev.empty((rows + 1, cop))
+    kernel = dev.kernel(_FILE, "conv2d_pack_weights")
+    launch(dev, kernel, (cop, rows + 1), None, buf(w), buf(b if b is not None else w), buf(out),
+           i32(o), i32(c), i32(kh), i32(kw), i32(cop), i32(mode), i32(b is not None))
+    return out
+
+
+def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01):
+    """conv2d_forward over an already padded input xp and packed weights wt."""
+    d = plan
+    seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
+    grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["COP"] // (8 * d["OBV"]))
+    y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["CO"], d["OH"], d["OW"]))
+    launch(dev, dev.kernel(_FILE, "conv2d_forward", **plan), grid, _local(dev, grid), buf(xp), buf(wt), buf(y), i32(_device.ACTIVATION_CODES[activation]),
+           f32(negative_slope))
+    return y
+
+
+def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01):
+    """x (N,C,H,W), w (O,C,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right).
+    Output (N,O,OH,OW), OH = (H+top+bottom-KH)//sh + 1. activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias."""
+    check_array(x, 4, "conv2d input")
+    check_array(w, 4, "conv2d weight")
+    stride, pads = _check_params(stride, pads)
+    if activation not in _device.ACTIVATION_CODES:
+        raise ValueError(f"conv2d: unknown activation {activation!r}; "
+                         f"choose one of {list(_device.ACTIVATION_CODES)}")
+    oh, ow = _output_hw(x.shape, w.shape, stride, pads)
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    if b is not None:
+        check_array(b, 1, "conv2d bias")
+        if b.shape[0] != o:
+            raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {o} filters")
+    top, bottom, left, right = pads
+    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
+    plan = _plan(n, c, xp.shape[2], xp.shape[3], o, kh, kw, stride, oh, ow)
+    wt = _pack_weights(dev, w, b, plan["COP"], mode=0)
+    return _direct_conv(dev, xp, wt, plan, activation, negative_slope)
+
+
+def _input_grad(dev, w, gy, x_shape, stride, pads):
+    """dL/dx by the cheaper of two forms (see conv2d.cl): the gather form multiplies every
+    input pixel by all KH*KW taps, the columns form only the taps that hit, but writes and
+    reads N*C*KH*KW*OH*OW columns in between."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    _, _, oh, ow = gy.shape
+    top, _, left, _ = pads
+    gather_cost = h * wd * kh * kw * o * _round_up(c, 8)
+    columns_cost = oh * ow * o * _round_up(c * kh * kw, 8) + _COLUMN_COST * oh * ow * c * kh * kw
+    form = _INPUT_GRAD_FORM or ("gather" if gather_cost <= columns_cost else "columns")
+    if form == "gather":
+        gyd = _pad(dev, gy, h + kh - 1, wd + kw - 1, kh - 1 - top, kw - 1 - left, *stride)
+        plan = _plan(n, o, h + kh - 1, wd + kw - 1, c, kh, kw, (1, 1), h, wd)
+        wt = _pack_weights(dev, w, None, plan["COP"], mode=1)
+        return _direct_conv(dev, gyd, wt, plan)
+    plan = _plan(n, o, oh, ow, c * kh * kw, 1, 1, (1, 1), oh, ow)
+    cols = _direct_conv(dev, gy, _pack_weights(dev, w, None, plan["COP"], mode=2), plan)
+    gx = dev.empty(x_shape)
+    launch(dev, dev.kernel(_FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
+           i32(c), i32(h), i32(wd), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride[0]),
+           i32(stride[1]), i32(top), i32(left))
+    return gx
+
+
+def _weight_grad(dev, xp, gy, w_shape, stride, has_bias):
+    o, c, kh, kw = w_shape
+    n, _, oh, ow = gy.shape
+    plan = _plan(n, c, xp.shape[2], xp.shape[3], o, kh, kw, stride, oh, ow)
+    cop, ob, khb = plan["COPW"], 8 * plan["OBVW"], plan["KHB"]
+    gyt = dev.empty((n * oh * ow, cop))
+    launch(dev, dev.kernel(_FILE, "conv2d_transpose_nchw"), (-(-oh * ow // 8), cop // 8, n), None,
+           buf(gy), buf(gyt), i32(o), i32(oh * ow), i32(cop))
+
+    items = cop // ob * c * (kh // khb)
+    rows = n * oh
+    rows_per_slice = -(-rows // max(1, min(rows, -(-_WEIGHT_GRAD_ITEMS // items))))
+    slices = -(-rows // rows_per_slice)
+    part = dev.empty((slices, c * kh * kw, cop))
+    partb = dev.empty((slices, cop))
+    grid = (cop // ob, c * (kh // khb), slices)
+    launch(dev, dev.kernel(_FILE, "conv2d_backward_weight", **plan), grid, (1, 1, 1) if dev.is_cpu else None,
+           buf(xp), buf(gyt), buf(part), buf(partb), i32(rows_per_slice))
+
+    gw = dev.empty(w_shape)
+    gb = dev.empty((o,)) if has_bias else None
+    t_count = c * kh * kw
+    launch(dev, dev.kernel(_FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias), o),
+           None, buf(part), buf(partb), buf(gw), buf(gb if has_bias else gw), i32(slices),
+           i32(t_count), i32(o), i32(cop))
+    return gw, gb
+
+
+def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True):
+    """gy = dL/dy (N,O,OH,OW) of the PRE-activation output (the layer undoes the fused activation
+    first). Returns (gx or None, gw (O,C,KH,KW), gb (O,) or None)."""
+    check_array(x, 4, "conv2d input")
+    check_array(w, 4, "conv2d weight")
+    check_array(gy, 4, "conv2d output gradient")
+    stride, pads = _check_params(stride, pads)
+    oh, ow = _output_hw(x.shape, w.shape, stride, pads)
+    expected = (x.shape[0], w.shape[0], oh, ow)
+    if tuple(gy.shape) != expected:
+        raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
+    n, c, h, wd = x.shape
+    top, bottom, left, right = pads
+    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
+    gw, gb = _weight_grad(dev, xp, gy, w.shape, stride, has_bias)
+    gx = _input_grad(dev, w, gy, x.shape, stride, pads) if need_input_grad else None
+    return gx, gw, gb

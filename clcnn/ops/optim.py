@@ -1,0 +1,56 @@
+"""Optimizer update host wrappers (kernels/optim.cl): in place on device arrays, exactly the
+update rules of torch.optim.SGD and torch.optim.Adam (Adam's weight decay is L2, not AdamW)."""
+import math
+
+import numpy as np
+
+from ..errors import ShapeError
+from ._common import buf, f32, i32, launch
+
+# A fixed local size: PoCL compiles one work-group function per local size, and with None it
+# would pick (and compile) a new one for every new parameter size.
+_LOCAL = (64,)
+
+
+def _check_same(param, *others):
+    for name, array in others:
+        if array.dtype != np.float32 or param.dtype != np.float32:
+            raise TypeError(f"optimizer buffers must be float32, got {param.dtype} and {name} {array.dtype}")
+        if tuple(array.shape) != tuple(param.shape):
+            raise ShapeError(f"{name} shape {tuple(array.shape)} != parameter shape {tuple(param.shape)}")
+        if not array.flags.c_contiguous or not param.flags.c_contiguous:
+            raise ValueError("optimizer buffers must be C-contiguous")
+    return param.size
+
+
+def sgd_update(dev, param, grad, momentum_buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+               nesterov=False, first_step=False):
+    """param -= lr * step, torch.optim.SGD's rule; momentum_buf (updated in place) may be None
+    when momentum == 0. first_step: the buffer is set to the gradient instead of decayed."""
+    use_momentum = momentum != 0
+    if use_momentum and momentum_buf is None:
+        raise ValueError("sgd_update with momentum needs a momentum buffer")
+    count = _check_same(param, ("grad", grad), *([("momentum_buf", momentum_buf)] if use_momentum else []))
+    if count == 0:
+        return
+    launch(dev, dev.kernel("optim.cl", "sgd_update"), (count,), _LOCAL,
+           buf(param), buf(grad), buf(momentum_buf if use_momentum else param), i32(count),
+           f32(lr), f32(momentum), f32(1.0 - dampening), f32(weight_decay),
+           i32(use_momentum), i32(bool(nesterov)), i32(bool(first_step)))
+
+
+def adam_update(dev, param, grad, exp_avg, exp_avg_sq, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, step=1):
+    """One torch.optim.Adam step (step counts from 1); param, exp_avg, exp_avg_sq in place."""
+    if step < 1:
+        raise ValueError(f"Adam step counts from 1, got {step}")
+    count = _check_same(param, ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq))
+    if count == 0:
+        return
+    # Bias corrections in double precision on the host, as torch does for its Python-float step.
+    step_size = lr / (1.0 - beta1 ** step)
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    launch(dev, dev.kernel("optim.cl", "adam_update"), (count,), _LOCAL,
+           buf(param), buf(grad), buf(exp_avg), buf(exp_avg_sq), i32(count),
+           f32(beta1), f32(beta2), f32(1.0 - beta1), f32(1.0 - beta2), f32(eps), f32(weight_decay),
+           f32(step_size), f32(bc2_sqrt))

@@ -1,0 +1,103 @@
+"""Model files and training checkpoints: a NumPy .npz archive (no pickle) holding the arrays and
+one JSON header (format, version, architecture, anything else the caller adds). Written to a
+temporary file beside the target, flushed to disk, then renamed over it, so a crash mid-write
+leaves the previous file intact."""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .errors import CheckpointError
+
+FORMAT = "clcnn"
+VERSION = 1
+_HEADER = "__header__"
+
+
+def architecture(model):
+    return [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]
+
+
+def build_model(arch, device=None):
+    from .layers import LAYER_TYPES
+    from .model import Sequential
+    layers = []
+    for index, entry in enumerate(arch):
+        cls = LAYER_TYPES.get(entry.get("type"))
+        if cls is None:
+            raise CheckpointError(f"layer {index}: unknown layer type {entry.get('type')!r}")
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.get("config", {}).items()}
+        layers.append(cls(**config))
+    return Sequential(layers, device=device)
+
+
+def write_archive(path, header, arrays):
+    """Atomically write header (JSON-able dict) and arrays (name -> ndarray) to path."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    header = {"format": FORMAT, "version": VERSION, **header}
+    payload = {_HEADER: np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+    payload.update({name: np.asarray(value) for name, value in arrays.items()})
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".clcnn", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_archive(path):
+    """(header, arrays) from a file write_archive made; CheckpointError on anything else."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable clcnn file (truncated or corrupt): {exc}") from None
+    if _HEADER not in arrays:
+        raise CheckpointError(f"{path}: not a clcnn file (no header)")
+    try:
+        header = json.loads(arrays.pop(_HEADER).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt header: {exc}") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a clcnn file (format {header.get('format')!r})")
+    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
+        raise CheckpointError(f"{path}: written by a newer clcnn (format version {header.get('version')}, "
+                              f"this one reads up to {VERSION}); upgrade clcnn")
+    return header, arrays
+
+
+def save_model(model, path, extra_header=None, extra_arrays=None):
+    header = {"architecture": architecture(model), **(extra_header or {})}
+    arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+    arrays.update(extra_arrays or {})
+    write_archive(path, header, arrays)
+
+
+def load(path, device=None):
+    """The model saved at path (architecture and weights) on device."""
+    header, arrays = read_archive(path)
+    if "architecture" not in header:
+        raise CheckpointError(f"{path}: holds no model architecture")
+    model = build_model(header["architecture"], device=device)
+    load_weights(model, arrays, path)
+    return model
+
+
+def load_weights(model, arrays, path):
+    state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model: {exc}") from None

@@ -1,0 +1,249 @@
+"""Trainer: mini-batch training with validation, checkpoints, resume and clean interruption.
+
+All randomness of a run derives from (seed, epoch, batch): the epoch's shuffle from
+(seed, epoch), augmentation from (seed, epoch, batch), dropout masks from each layer's
+(seed, step). A checkpoint therefore needs only those counters to resume exactly, even from
+the middle of an epoch.
+"""
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from .errors import CheckpointError, ClcnnError
+from .layers import Dropout
+from .progress import ProgressBar
+from .serialization import architecture, load_weights, read_archive, write_archive
+
+
+class TrainingDiverged(ClcnnError):
+    """The loss became NaN or Inf."""
+
+
+def random_shift(images, max_shift, rng):
+    """Shift each image by up to max_shift pixels in x and y, filling with its border value."""
+    from .datasets.batches import random_shift as shift
+    return shift(images, max_shift, rng)
+
+
+class Trainer:
+    """Train `model` with `loss` and `optimizer`.
+
+    schedule: optional callable (base_lr, epoch) -> lr (see clcnn.schedules).
+    augment_shift: random shifts of up to this many pixels for each training image.
+    checkpoint_dir: where last.clcnn (every epoch, and on Ctrl-C) and best.clcnn go.
+    """
+
+    def __init__(self, model, loss, optimizer, schedule=None, augment_shift=0, seed=0,
+                 checkpoint_dir=None, progress=True, metadata=None):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.metadata = metadata or {}  # saved in checkpoints (e.g. preprocessing for predict)
+        self.schedule, self.augment_shift, self.seed = schedule, int(augment_shift), int(seed)
+        self.checkpoint_dir, self.progress = checkpoint_dir, progress
+        self.base_lr = optimizer.lr
+        self.history = []
+        self.epoch = 0            # epochs completed
+        self.batch = 0            # batches completed in the current epoch
+        self._partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.best_accuracy = -1.0
+        self.interrupted = False
+
+    # -- one step -----------------------------------------------------------------------
+    def train_step(self, x, y):
+        """Forward, backward and update on one batch; returns (loss, correct count)."""
+        logits = self.model.forward(x)
+        loss = self.loss.forward(logits, y)
+        self.model.backward(self.loss.backward(), need_input_grad=False)
+        self.optimizer.step()
+        value = float(loss.get()[0])
+        correct = int((logits.get().argmax(axis=1) == y).sum())
+        return value, correct
+
+    # -- epochs -------------------------------------------------------------------------
+    def fit(self, train_data, epochs=10, batch_size=64, validation_data=None):
+        """Train until `epochs` epochs are complete (counting any resumed ones); returns the
+        history: one dict per epoch with loss, accuracy, val_loss, val_accuracy, seconds,
+        images_per_second and lr."""
+        images, labels = check_data(train_data, "train_data")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.interrupted = False
+        with _DeferredInterrupt() as interrupt:
+            while self.epoch < epochs:
+                self._run_epoch(images, labels, batch_size, epochs, interrupt)
+                if interrupt.requested:
+                    self.interrupted = True
+                    self._save_checkpoint("last.clcnn")
+                    break
+                record = self._finish_epoch(validation_data, batch_size)
+                self.history.append(record)
+                self._save_checkpoint("last.clcnn")
+                if record.get("val_accuracy", record["accuracy"]) > self.best_accuracy:
+                    self.best_accuracy = record.get("val_accuracy", record["accuracy"])
+                    self._save_checkpoint("best.clcnn")
+        return self.history
+
+    def _run_epoch(self, images, labels, batch_size, epochs, interrupt):
+        n = len(images)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        batches = math.ceil(n / batch_size)
+        self.optimizer.lr = self.schedule(self.base_lr, self.epoch) if self.schedule else self.base_lr
+        self.model.train()
+        bar = ProgressBar(batches, f"epoch {self.epoch + 1}/{epochs}") if self.progress else None
+        part = self._partial
+        while self.batch < batches:
+            if interrupt.requested:
+                if bar:
+                    bar.close("interrupted")
+                return
+            start = time.perf_counter()
+            index = order[self.batch * batch_size:(self.batch + 1) * batch_size]
+            x, y = images[index], labels[index]
+            if self.augment_shift:
+                rng = np.random.default_rng([self.seed, self.epoch, self.batch])
+                x = random_shift(x, self.augment_shift, rng)
+            value, correct = self.train_step(x, y)
+            if not math.isfinite(value):
+                if bar:
+                    bar.close("diverged")
+                raise TrainingDiverged(
+                    f"loss became {value} at epoch {self.epoch + 1}, batch {self.batch + 1}; "
+                    "training stopped, the last good checkpoint is kept. Try a smaller --lr.")
+            part["loss"] += value * len(index)
+            part["correct"] += correct
+            part["seen"] += len(index)
+            part["seconds"] += time.perf_counter() - start
+            self.batch += 1
+            if bar:
+                bar.update(self.batch, loss=f"{part['loss'] / part['seen']:.4f}",
+                           acc=f"{100 * part['correct'] / part['seen']:.2f}%",
+                           **{"img/s": f"{part['seen'] / part['seconds']:,.0f}"})
+        if bar:
+            bar.close(f"loss {part['loss'] / part['seen']:.4f} acc {100 * part['correct'] / part['seen']:.2f}% "
+                      f"{part['seen'] / part['seconds']:,.0f} img/s")
+
+    def _finish_epoch(self, validation_data, batch_size):
+        part = self._partial
+        record = {"epoch": self.epoch + 1, "loss": part["loss"] / part["seen"],
+                  "accuracy": part["correct"] / part["seen"], "seconds": part["seconds"],
+                  "images_per_second": part["seen"] / part["seconds"], "lr": self.optimizer.lr}
+        if validation_data is not None:
+            metrics = self.evaluate(validation_data, batch_size=max(batch_size, 256))
+            record["val_loss"], record["val_accuracy"] = metrics["loss"], metrics["accuracy"]
+            if self.progress:
+                print(f"  validation: loss {metrics['loss']:.4f} accuracy {100 * metrics['accuracy']:.2f}%",
+                      flush=True)
+        self.epoch += 1
+        self.batch = 0
+        self._partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        return record
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self, data, batch_size=256):
+        """{"loss", "accuracy", "n", "confusion"} of the model on (images, labels)."""
+        return evaluate(self.model, data, batch_size)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def state(self):
+        opt_header, opt_arrays = self.optimizer.state_dict()
+        header = {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
+                  "base_lr": self.base_lr, "partial": self._partial, "history": self.history,
+                  "best_accuracy": self.best_accuracy, "optimizer": {"type": type(self.optimizer).__name__, **opt_header},
+                  "dropout": [[i, layer.seed, layer.step] for i, layer in enumerate(self.model.layers)
+                              if isinstance(layer, Dropout)]}
+        return header, {f"optim/{k}": v for k, v in opt_arrays.items()}
+
+    def save_checkpoint(self, path):
+        header, arrays = self.state()
+        arrays.update({f"param/{k}": v for k, v in self.model.state_dict().items()})
+        write_archive(path, {"architecture": architecture(self.model), "trainer": header,
+                             "metadata": self.metadata}, arrays)
+
+    def _save_checkpoint(self, name):
+        if self.checkpoint_dir:
+            self.save_checkpoint(os.path.join(self.checkpoint_dir, name))
+
+    def load_checkpoint(self, path):
+        """Restore weights, optimizer state and position from a checkpoint of this model."""
+        header, arrays = read_archive(path)
+        if "trainer" not in header:
+            raise CheckpointError(f"{path}: a model file, not a training checkpoint (no trainer state)")
+        if header.get("architecture") != architecture(self.model):
+            raise CheckpointError(f"{path}: checkpoint of another architecture than this model")
+        state = header["trainer"]
+        if state["optimizer"]["type"] != type(self.optimizer).__name__:
+            raise CheckpointError(f"{path}: checkpoint used {state['optimizer']['type']}, "
+                                  f"this run {type(self.optimizer).__name__}")
+        load_weights(self.model, arrays, path)
+        self.optimizer.load_state_dict(state["optimizer"], {k[len("optim/"):]: v for k, v in arrays.items()
+                                                            if k.startswith("optim/")})
+        self.epoch, self.batch, self.seed = state["epoch"], state["batch"], state["seed"]
+        self.base_lr, self._partial = state["base_lr"], state["partial"]
+        self.history, self.best_accuracy = state["history"], state["best_accuracy"]
+        for index, seed, step in state["dropout"]:
+            self.model.layers[index].seed, self.model.layers[index].step = seed, step
+
+
+def check_data(data, name):
+    """(images float32, labels int64) from a pair, or a clear error."""
+    try:
+        images, labels = data
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (images float32 (N, C, H, W), labels (N,))") from None
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim < 2 or len(images) != len(labels) or len(images) == 0:
+        raise ValueError(f"{name}: need as many labels as images (> 0), got {images.shape} and {labels.shape}")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(f"{name}: images must be float32 (normalised), got {images.dtype}")
+    return images.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)
+
+
+def predict(model, images, batch_size=256):
+    """Logits for every image, in eval mode, as a NumPy array (N, classes)."""
+    was_training = model.training
+    model.eval()
+    out = [model.forward(images[i:i + batch_size]).get() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return np.concatenate(out)
+
+
+def evaluate(model, data, batch_size=256):
+    """{"loss", "accuracy", "n", "confusion"}: mean cross-entropy, accuracy, count and the
+    confusion matrix (rows: true class, columns: predicted)."""
+    images, labels = check_data(data, "data")
+    logits = predict(model, images, batch_size).astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    predicted = logits.argmax(axis=1)
+    classes = logits.shape[1]
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    return {"loss": loss, "accuracy": float((predicted == labels).mean()), "n": int(len(labels)),
+            "confusion": confusion}
+
+
+class _DeferredInterrupt:
+    """Turn Ctrl-C (SIGINT) into a flag checked between steps, so a checkpoint is never taken
+    of half-updated weights. A second Ctrl-C interrupts at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False

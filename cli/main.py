@@ -1,0 +1,218 @@
+"""The `clcnn` command: devices, summary, train, evaluate, predict, bench, check.
+
+User mistakes end in one line on stderr and a non-zero exit code, never a traceback: every
+clcnn error is turned into a click error here.
+"""
+import functools
+import json
+import os
+import sys
+
+import click
+import numpy as np
+
+import clcnn
+from clcnn import datasets, models, schedules
+from clcnn.errors import ClcnnError
+
+# Per model: the input padding and the normalisation applied to MNIST-style digits.
+PREPROCESS = {"lenet5": {"pad": 2, "mean": 0.1307, "std": 0.3081},
+              "mnist-cnn": {"pad": 0, "mean": 0.1307, "std": 0.3081}}
+DEFAULTS = {  # epochs, batch size, optimizer, learning rate
+    "lenet5": dict(epochs=15, batch_size=64, optimizer="adam", lr=2e-3),
+    "mnist-cnn": dict(epochs=12, batch_size=64, optimizer="adam", lr=1e-3),
+}
+
+
+def user_errors(func):
+    """Turn clcnn's errors (and a few of the OS's) into one clear line and exit code 1."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (ClcnnError, ValueError, TypeError, KeyError, OSError) as exc:
+            if os.environ.get("CLCNN_DEBUG"):  # developers want the traceback
+                raise
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise click.ClickException(message) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(clcnn.__version__, prog_name="clcnn")
+def cli():
+    """clcnn: convolutional neural networks in OpenCL kernels."""
+
+
+@cli.command()
+@user_errors
+def devices():
+    """List OpenCL platforms and devices (the index is what --device P:D takes)."""
+    found = clcnn.list_devices()
+    if not found:
+        raise click.ClickException("no OpenCL device found; install one with: pip install \"pyopencl[pocl]\"")
+    default = clcnn.get_device()
+    for index, platform, name, kind in found:
+        mark = "*" if index == default.index else " "
+        click.echo(f"{mark} {index}  {kind:<4} {name}  [{platform}]")
+    click.echo("* the default device (set CLCNN_DEVICE or --device to choose another)")
+
+
+@cli.command()
+@click.argument("model", type=click.Choice(sorted(models.MODELS)))
+@click.option("--device", default=None, help="Device spec (pocl, cpu, gpu, P:D, name substring).")
+@user_errors
+def summary(model, device):
+    """Print MODEL's layers, output shapes and parameter counts."""
+    build, input_shape = models.MODELS[model]
+    build(device=device).summary(input_shape, print_fn=click.echo)
+
+
+def _load_data(name, split, data_dir, model):
+    images, labels = datasets.dataset(name, split, data_dir=data_dir)
+    prep = PREPROCESS[model]
+    return datasets.prepare_images(images, pad=prep["pad"], mean=prep["mean"], std=prep["std"]), labels
+
+
+@cli.command()
+@click.argument("model", type=click.Choice(sorted(models.MODELS)))
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs to train (default per model).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None)
+@click.option("--momentum", type=click.FloatRange(min=0), default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--schedule", type=click.Choice(["cosine", "step", "none"]), default="cosine", show_default=True)
+@click.option("--device", default=None, help="Device spec (pocl, cpu, gpu, P:D, name substring).")
+@click.option("--dataset", "dataset_name", default="mnist", show_default=True,
+              help="mnist, fashion-mnist, or a folder of IDX files in MNIST naming.")
+@click.option("--data-dir", default=None, help="Where to look for / download Fashion-MNIST.")
+@click.option("--augment", is_flag=True, help="Random shifts of up to 2 pixels.")
+@click.option("--out", default=None, help="Output folder (default runs/MODEL).")
+@click.option("--resume", "resume_path", default=None, help="Continue from this checkpoint (last.clcnn).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N images only.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def train(model, epochs, batch_size, lr, optimizer, momentum, schedule, device, dataset_name, data_dir,
+          augment, out, resume_path, seed, limit, quiet):
+    """Train MODEL (lenet5, mnist-cnn); writes last/best checkpoints, history and curves."""
+    defaults = DEFAULTS[model]
+    epochs = epochs or defaults["epochs"]
+    batch_size = batch_size or defaults["batch_size"]
+    optimizer = optimizer or defaults["optimizer"]
+    lr = lr or (defaults["lr"] if optimizer == defaults["optimizer"] else {"sgd": 0.05, "adam": 1e-3}[optimizer])
+    out = out or os.path.join("runs", model)
+    if resume_path and not os.path.isfile(resume_path):
+        raise click.BadParameter(f"no such checkpoint: {resume_path}", param_hint="--resume")
+
+    dev = clcnn.get_device(device)
+    train_data = _load_data(dataset_name, "train", data_dir, model)
+    test_data = _load_data(dataset_name, "test", data_dir, model)
+    if limit:
+        train_data = (train_data[0][:limit], train_data[1][:limit])
+    clcnn.seed(seed)
+    net = models.MODELS[model][0](device=dev)
+    opt = (clcnn.optim.Adam(net, lr=lr) if optimizer == "adam"
+           else clcnn.optim.SGD(net, lr=lr, momentum=momentum))
+    plan = {"cosine": schedules.CosineLR(epochs), "step": schedules.StepLR(max(epochs // 3, 1), 0.1),
+            "none": None}[schedule]
+    metadata = {"model": model, "dataset": dataset_name, "input_shape": list(train_data[0].shape[1:]),
+                "preprocess": PREPROCESS[model]}
+    trainer = clcnn.Trainer(net, clcnn.losses.SoftmaxCrossEntropy(), opt, schedule=plan,
+                            augment_shift=2 if augment else 0, seed=seed, checkpoint_dir=out,
+                            progress=not quiet, metadata=metadata)
+    if resume_path:
+        trainer.load_checkpoint(resume_path)
+        click.echo(f"resuming from {resume_path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+    click.echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images, "
+               f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}", err=True)
+    history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size, validation_data=test_data)
+    _write_history(out, history)
+    if trainer.interrupted:
+        click.echo(f"interrupted: checkpoint saved to {os.path.join(out, 'last.clcnn')}; "
+                   f"continue with --resume {os.path.join(out, 'last.clcnn')}")
+        return
+    if history:
+        last = history[-1]
+        click.echo(f"done: test accuracy {100 * last['val_accuracy']:.2f}%, loss {last['val_loss']:.4f}; "
+                   f"{last['images_per_second']:,.0f} images/s; checkpoints in {out}")
+
+
+def _write_history(out, history):
+    from clcnn.plot import plot_history
+    os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, ".history.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(history, f, indent=1)
+    os.replace(tmp, os.path.join(out, "history.json"))
+    if history:
+        plot_history(history, os.path.join(out, "curves.png"))
+
+
+def _load_checkpoint(path, device):
+    header, _ = clcnn.serialization.read_archive(path)
+    return clcnn.load(path, device=device), header.get("metadata", {})
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dataset", "dataset_name", default=None, help="mnist, fashion-mnist or a folder (default: the training set's).")
+@click.option("--data-dir", default=None)
+@click.option("--device", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def evaluate(checkpoint, dataset_name, data_dir, device, as_json):
+    """Loss, accuracy, per-class accuracy and confusion matrix of CHECKPOINT on a test set."""
+    net, meta = _load_checkpoint(checkpoint, device)
+    prep = meta.get("preprocess", PREPROCESS["lenet5"])
+    images, labels = datasets.dataset(dataset_name or meta.get("dataset", "mnist"), "test", data_dir=data_dir)
+    x = datasets.prepare_images(images, pad=prep["pad"], mean=prep["mean"], std=prep["std"])
+    metrics = clcnn.train.evaluate(net, (x, labels))
+    confusion = metrics.pop("confusion")
+    per_class = (np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)).tolist()
+    metrics.update(per_class_accuracy=per_class, confusion=confusion.tolist())
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    click.echo(f"n {metrics['n']}  loss {metrics['loss']:.4f}  accuracy {100 * metrics['accuracy']:.2f}%")
+    click.echo("per-class accuracy: " + "  ".join(f"{c}:{100 * a:.1f}%" for c, a in enumerate(per_class)))
+    click.echo("confusion matrix (rows true, columns predicted):")
+    for row in confusion:
+        click.echo(" ".join(f"{v:5d}" for v in row))
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--device", default=None)
+@user_errors
+def predict(checkpoint, images, top, device):
+    """Class and top probabilities for each image (PNG, PGM or .npy; white digit on black)."""
+    from clcnn.imageio import read_image
+    net, meta = _load_checkpoint(checkpoint, device)
+    prep = meta.get("preprocess", PREPROCESS["lenet5"])
+    channels, height, width = meta.get("input_shape", [1, 32, 32])
+    batch = []
+    for path in images:
+        image = read_image(path)
+        raw_size = (height - 2 * prep["pad"], width - 2 * prep["pad"])
+        if image.shape != raw_size:
+            raise click.ClickException(f"{path}: image is {image.shape[0]}x{image.shape[1]}, the model "
+                                       f"takes {raw_size[0]}x{raw_size[1]} digits; resize it first")
+        batch.append(np.round(image * 255).astype(np.uint8))
+    x = datasets.prepare_images(np.stack(batch), pad=prep["pad"], mean=prep["mean"], std=prep["std"])
+    logits = clcnn.train.predict(net, x).astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    for path, p in zip(images, probs):
+        best = np.argsort(-p)[:top]
+        click.echo(f"{path}: {best[0]}  (" + ", ".join(f"{c}: {p[c]:.3f}" for c in best) + ")")
+
+
+def main():
+    cli(prog_name="clcnn")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+/* conv2d.cl: Conv2D (cross-correlation, as PyTorch's conv2d), forward and backward.
+ *
+ * Layouts (row-major, NCHW):
+ *   x / xp  (N, CI, H, W), element x[((n*CI + c)*H + h)*W + w]; xp is x already zero-padded
+ *           (HP = H + top + bottom rows, WP = W + left + right columns) by conv2d_pad, so the
+ *           inner loops read without bounds checks.
+ *   y       (N, CO, OH, OW), OH = (HP - KH)/SH + 1, OW = (WP - KW)/SW + 1.
+ *   wt      packed weights (CI*KH*KW + 1, COP): wt[((c*KH + i)*KW + j)*COP + o] = w[o, c, i, j],
+ *           then the bias row; COP = CO rounded up to the output-channel block, zeros beyond CO
+ *           (conv2d_pack_weights).
+ *   gyt     gy transposed pixel-major (N*OH*OW, COPW), zeros beyond CO (conv2d_transpose_nchw).
+ *
+ * CPU-style kernels: each work item owns a register block and the vector lanes run over 8
+ * output channels (float8), so any stride and any output width vectorise the same way, and a
+ * scalar input value is broadcast against a vector of weights. No local memory, no barriers:
+ * every kernel works with any work-group size (the host passes None or a 1-D size).
+ * Shape constants come in as -D defines so the tap loops unroll; the defaults below only make
+ * the file compile alone. The helpers (pad, pack, transpose, reduce) take runtime arguments so
+ * they are built once per device.
+ *
+ * The backward pass w.r.t. the input reuses conv2d_forward in one of two ways: gather form,
+ * gx is the stride-1 convolution of gy (dilated by the stride and padded by K-1-pad) with the
+ * kernel flipped and its channel axes swapped (no extra memory, but it multiplies the zeros
+ * around and between gy's pixels); columns form, cols = w^T gy as a 1x1 convolution, then
+ * conv2d_col2im sums each input pixel's taps (for strides > 1 and small outputs).
+ */
+
+#ifndef CI
+#define CI 1            /* input channels */
+#endif
+#ifndef HP
+#define HP 1            /* padded input height */
+#endif
+#ifndef WP
+#define WP 1            /* padded input width */
+#endif
+#ifndef KH
+#define KH 1
+#endif
+#ifndef KW
+#define KW 1
+#endif
+#ifndef SH
+#define SH 1
+#endif
+#ifndef SW
+#define SW 1
+#endif
+#ifndef CO
+#define CO 1            /* output channels */
+#endif
+#ifndef COP
+#define COP 8           /* CO rounded up to a multiple of 8*OBV */
+#endif
+#ifndef OH
+#define OH 1
+#endif
+#ifndef OW
+#define OW 1
+#endif
+#ifndef NPIX
+#define NPIX 1          /* N*OH*OW */
+#endif
+#ifndef OBV
+#define OBV 1           /* float8 vectors of output channels per work item */
+#endif
+#ifndef PB
+#define PB 1            /* output pixels per work item (forward) */
+#endif
+#ifndef OBVW
+#define OBVW 1          /* float8 vectors of output channels per work item (backward weight) */
+#endif
+#ifndef COPW
+#define COPW 8          /* CO rounded up to a multiple of 8*OBVW: gyt's row length */
+#endif
+#ifndef KHB
+#define KHB 1           /* kernel rows per work item (backward weight) */
+#endif
+#ifndef PBW
+#define PBW 1           /* output pixels per step along a row (backward weight) */
+#endif
+
+#define OB (8 * OBV)
+#define OBW (8 * OBVW)
+
+/* PoCL's CPU driver calls builtins such as mad, vload8, vstore8 and min out of line (a function
+ * call per use, and no unrolling around it), so the hot loops use none of them: a * b + c
+ * contracts to an FMA, and a float8 built from eight adjacent scalars compiles to one vector
+ * load. */
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
+#define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
+                          (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+
+/* Pixel blocks. A work item's PB output pixels are consecutive within one segment, so their
+ * input windows sit at constant offsets PSTEP apart and the unrolled loops address them from
+ * one pointer: a segment is an output row (PSTEP = SW) or, for a 1x1 output, the whole batch
+ * (PSTEP = one image). The last block of a segment is shifted back to end at the segment's
+ * end, overlapping its neighbour rather than idling (both store the same values); the host
+ * keeps PB <= SEG. */
+#if OH * OW == 1
+#define SEG NPIX
+#define PSTEP (CI * HP * WP)
+#define YSTEP CO
+#else
+#define SEG OW
+#define PSTEP SW
+#define YSTEP 1
+#endif
+#define BLOCKS_PER_SEG ((SEG + PB - 1) / PB)
+
+/* tanh as Eigen's rational approximation (odd degree 13 over even degree 6, inputs clamped
+ * to +-7.9053): within 4e-7 of tanh everywhere, pure multiply-adds and one divide, where
+ * PoCL's tanh builtin costs ~40 cycles per float8 and dominated a LeNet conv1 forward. */
+inline float8 tanh8(float8 x) {
+    const float clamp = 7.90531110763549805f;
+    x = x > clamp ? (float8)(clamp) : x;
+    x = x < -clamp ? (float8)(-clamp) : x;
+    const float8 x2 = x * x;
+    float8 p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    float8 q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
+}
+
+/* activate() of common.h on a float8 (the ternary selects per lane). */
+inline float8 activate8(float8 v, int act, float slope) {
+    if (act == ACT_RELU) return v > 0.0f ? v : (float8)(0.0f);
+    if (act == ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
+    if (act == ACT_TANH) return tanh8(v);
+    if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));
+    return v;
+}
+
+/* y = act(conv(xp, w) + b). Work item (pixel block, channel block): PB pixels of one segment
+ * times OB output channels, accumulated in OBV*PB float8 registers.
+ * act: an ACT_ code of common.h, applied after the bias.
+ * Global size (NPIX/SEG * BLOCKS_PER_SEG, COP/OB). */
+__kernel void conv2d_forward(__global const float* restrict xp,
+                             __global const float* restrict wt,
+                             __global float* restrict y,
+                             const int act, const float slope)
+{
+    const int seg = get_global_id(0) / BLOCKS_PER_SEG;
+    const int b = get_global_id(0) - seg * BLOCKS_PER_SEG;
+    const int ob = get_global_id(1);
+    if (seg >= NPIX / SEG) return;
+    const int q0 = seg * SEG + MIN(b * PB, SEG - PB);   /* first pixel, (n*OH + oh)*OW + ow */
+    const int n0 = q0 / (OH * OW);
+    const int r0 = q0 - n0 * (OH * OW);
+    const int oh0 = r0 / OW;
+    const __global float* x0 = xp + n0 * (CI * HP * WP) + oh0 * SH * WP + (r0 - oh0 * OW) * SW;
+
+    float8 acc[OBV][PB];
+    #pragma unroll
+    for (int v = 0; v < OBV; v++)
+        #pragma unroll
+        for (int p = 0; p < PB; p++)
+            acc[v][p] = (float8)(0.0f);
+
+    const __global float* wb = wt + ob * OB;
+    for (int c = 0; c < CI; c++) {
+        const __global float* xc = x0 + c * (HP * WP);
+        const __global float* wc = wb + c * (KH * KW * COP);
+        #pragma unroll
+        for (int i = 0; i < KH; i++) {
+            #pragma unroll
+            for (int j = 0; j < KW; j++) {
+                float8 wv[OBV];
+                #pragma unroll
+                for (int v = 0; v < OBV; v++)
+                    wv[v] = LOAD8(wc + (i * KW + j) * COP + v * 8);
+                #pragma unroll
+                for (int p = 0; p < PB; p++) {
+                    const float8 xv = (float8)(xc[p * PSTEP + i * WP + j]);
+                    #pragma unroll
+                    for (int v = 0; v < OBV; v++)
+                        acc[v][p] = xv * wv[v] + acc[v][p];
+                }
+            }
+        }
+    }
+
+    /* Bias (the packed row after the weights) and activation on whole float8s: PoCL's vector
+     * tanh and exp cost a fraction of eight scalar calls. */
+    __global float* y0 = y + n0 * (CO * OH * OW) + r0;
+    #pragma unroll
+    for (int v = 0; v < OBV; v++) {
+        const float8 bv = LOAD8(wb + CI * KH * KW * COP + v * 8);
+        float out[PB][8];
+        #pragma unroll
+        for (int p = 0; p < PB; p++)
+            STORE8(activate8(acc[v][p] + bv, act, slope), out[p]);
+        #pragma unroll
+        for (int l = 0; l < 8; l++) {
+            const int o = ob * OB + v * 8 + l;
+            if (o < CO) {
+                #pragma unroll
+                for (int p = 0; p < PB; p++)
+                    y0[o * (OH * OW) + p * YSTEP] = out[p][l];
+            }
+        }
+    }
+}
+
+/* Partial weight (and bias) gradients over a slice of the output rows.
+ * Work item (channel block ob, input channel c and kernel-row block kb, slice s) sums over the
+ * output rows (n, oh) of slice s (rows_per_slice of the N*OH rows):
+ *   part[s, (c*KH + i)*KW + j, o] = sum gy[n, o, oh, ow] * xp[n, c, oh*SH + i, ow*SW + j]
+ *   partb[s, o]                   = sum gy[n, o, oh, ow]   (by the c == 0, kb == 0 items only)
+ * for its KHB kernel rows i (KHB divides KH) and all KW columns: OBVW*KHB*KW float8 registers.
+ * Along a row, PBW pixels at a time: their gy vectors stay in registers and, with stride 1,
+ * neighbouring pixels share input loads; a plain loop without that blocking let LLVM rotate
+ * the accumulators through registers every pixel.
+ * Global size (COPW/OBW, CI*NKB, slices). */
+#define NKB (KH / KHB)
+
+/* acc += gy (x) x over P pixels starting at column ow of output row `gr` / input row `xr`;
+ * with BIAS, accb += gy too. */
+#define BW_PIXELS(P, BIAS)                                                                    \
+    {                                                                                         \
+        float8 gv[P][OBVW];                                                                    \
+        _Pragma("unroll")                                                                     \
+        for (int p = 0; p < (P); p++)                                                         \
+            _Pragma("unroll")                                                                 \
+            for (int v = 0; v < OBVW; v++) {                                                   \
+                gv[p][v] = LOAD8(gr + (ow + p) * COPW + v * 8);                                \
+                if (BIAS) accb[v] += gv[p][v];                                                \
+            }                                                                                 \
+        _Pragma("unroll")                                                                     \
+        for (int i = 0; i < KHB; i++)                                                         \
+            _Pragma("unroll")                                                                 \
+            for (int j = 0; j < KW; j++)                                                      \
+                _Pragma("unroll")                                                             \
+                for (int p = 0; p < (P); p++) {                                               \
+                    const float8 xv = (float8)(xr[(ow + p) * SW + i * WP + j]);               \
+                    _Pragma("unroll")                                                         \
+                    for (int v = 0; v < OBVW; v++)                                             \
+                        acc[v][i][j] = xv * gv[p][v] + acc[v][i][j];                          \
+                }                                                                             \
+    }
+
+#define BW_ROWS(BIAS)                                                                         \
+    for (int row = row_begin; row < row_end; row++) {                                         \
+        const int n = row / OH;                                                               \
+        const int oh = row - n * OH;                                                          \
+        const __global float* xr = xp + (n * CI + c) * (HP * WP) + (oh * SH + i0) * WP;       \
+        const __global float* gr = gyt + row * (OW * COPW) + ob * OBW;                          \
+        int ow = 0;                                                                           \
+        for (; ow + PBW <= OW; ow += PBW)                                                     \
+            BW_PIXELS(PBW, BIAS)                                                              \
+        for (; ow < OW; ow++)                                                                 \
+            BW_PIXELS(1, BIAS)                                                                \
+    }
+
+__kernel void conv2d_backward_weight(__global const float* restrict xp,
+                                     __global const float* restrict gyt,
+                                     __global float* restrict part,
+                                     __global float* restrict partb,
+                                     const int rows_per_slice)
+{
+    const int ob = get_global_id(0);
+    const int c = get_global_id(1) / NKB;
+    const int kb = get_global_id(1) - c * NKB;
+    const int i0 = kb * KHB;
+    const int s = get_global_id(2);
+    const int row_begin = s * rows_per_slice;
+    const int row_end = MIN(row_begin + rows_per_slice, NPIX / OW);
+
+    float8 acc[OBVW][KHB][KW];
+    float8 accb[OBVW];
+    #pragma unroll
+    for (int v = 0; v < OBVW; v++) {
+        accb[v] = (float8)(0.0f);
+        #pragma unroll
+        for (int i = 0; i < KHB; i++)
+            #pragma unroll
+            for (int j = 0; j < KW; j++)
+                acc[v][i][j] = (float8)(0.0f);
+    }
+
+    /* One item per channel block also sums the bias gradient; the others run a loop without
+     * those registers. */
+    const bool bias_item = (c == 0 && kb == 0);
+    if (bias_item) {
+        BW_ROWS(1)
+    } else {
+        BW_ROWS(0)
+    }
+
+    __global float* ps = part + s * (CI * KH * KW * COPW) + ob * OBW;
+    #pragma unroll
+    for (int i = 0; i < KHB; i++)
+        #pragma unroll
+        for (int j = 0; j < KW; j++)
+            #pragma unroll
+            for (int v = 0; v < OBVW; v++)
+                STORE8(acc[v][i][j], ps + ((c * KH + i0 + i) * KW + j) * COPW + v * 8);
+    if (bias_item)
+        #pragma unroll
+        for (int v = 0; v < OBVW; v++)
+            STORE8(accb[v], partb + s * COPW + ob * OBW + v * 8);
+}
+
+/* ---- helpers with runtime shapes (built once) ------------------------------------------- */
+
+/* dst (planes, hp, wp) = src (planes, h, w) placed at rows pt + k*sh, columns pl + k*sw, zeros
+ * elsewhere: zero padding when sh = sw = 1, zero insertion (dilation) for the backward pass.
+ * pt / pl may be negative (rows or columns cropped). Work item per destination row:
+ * global size (hp, planes). */
+__kernel void conv2d_pad(__global const float* restrict src, __global float* restrict dst,
+                         const int h, const int w, const int hp, const int wp,
+                         const int pt, const int pl, const int sh, const int sw)
+{
+    const int r = get_global_id(0);
+    const int plane = get_global_id(1);
+    __global float* d = dst + (plane * hp + r) * wp;
+    for (int j = 0; j < wp; j++)
+        d[j] = 0.0f;
+    const int k = r - pt;
+    if (k < 0 || k % sh != 0 || k / sh >= h)
+        return;
+    const __global float* s = src + (plane * h + k / sh) * w;
+    /* Source columns whose destination pl + t*sw falls inside [0, wp). */
+    const int t_begin = pl >= 0 ? 0 : (-pl + sw - 1) / sw;
+    const int t_end = MIN(w, (wp - 1 - pl) / sw + 1);
+    for (int t = t_begin; t < t_end; t++)
+        d[pl + t * sw] = s[t];
+}
+
+/* Packed weights wt (rows, cop), zeros for co >= the mode's output count, then one more row
+ * holding the bias (zeros when has_bias is 0). From w (O, C, KH, KW):
+ * mode 0 (forward):         wt[(c*kh + i)*kw + j, o] = w[o, c, i, j]
+ * mode 1 (gather gx):       wt[(o*kh + i)*kw + j, c] = w[o, c, kh-1-i, kw-1-j]
+ * mode 2 (columns for gx):  wt[o, (c*kh + i)*kw + j] = w[o, c, i, j]   (a 1x1 conv's weights)
+ * Global size (cop, rows + 1). */
+__kernel void conv2d_pack_weights(__global const float* restrict w, __global const float* restrict b,
+                                  __global float* restrict wt, const int o_count,
+                                  const int c_count, const int kh, const int kw, const int cop,
+                                  const int mode, const int has_bias)
+{
+    const int co = get_global_id(0);
+    const int t = get_global_id(1);
+    const int taps = kh * kw;
+    const int n_co = mode == 0 ? o_count : mode == 1 ? c_count : c_count * taps;
+    const int rows = mode == 0 ? c_count * taps : mode == 1 ? o_count * taps : o_count;
+    const int j = t % kw;
+    const int i = (t / kw) % kh;
+    const int ci = t / taps;
+    float v = 0.0f;
+    if (co < n_co && t < rows) {
+        if (mode == 0)
+            v = w[((co * c_count + ci) * kh + i) * kw + j];
+        else if (mode == 1)
+            v = w[((ci * c_count + co) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+        else
+            v = w[t * n_co + co];
+    }
+    if (co < n_co && t == rows && has_bias)
+        v = b[co];
+    wt[t * cop + co] = v;
+}
+
+/* gx[n, c, h, w] = sum of cols[n, (c*kh + i)*kw + j, oh, ow] over the taps with
+ * h + pt - i = oh*sh and w + pl - j = ow*sw inside the output: the gather half of the
+ * columns form of the input gradient (cols = w^T gy, made by conv2d_forward as a 1x1 conv).
+ * Loops run over the hitting taps only. Global size (w, h, N*C). */
+__kernel void conv2d_col2im(__global const float* restrict cols, __global float* restrict gx,
+                            const int c_count, const int h, const int w, const int kh,
+                            const int kw, const int oh, const int ow, const int sh, const int sw,
+                            const int pt, const int pl)
+{
+    const int x = get_global_id(0);
+    const int y = get_global_id(1);
+    const int nc = get_global_id(2);
+    if (x >= w || y >= h) return;
+    const int n = nc / c_count;
+    const int c = nc - n * c_count;
+    const __global float* cn = cols + ((n * c_count + c) * kh * kw) * (oh * ow);
+    float sum = 0.0f;
+    const int ys = y + pt, xs = x + pl;
+    for (int r = MIN(oh - 1, ys / sh); r >= 0 && ys - r * sh < kh; r--) {
+        const int i = ys - r * sh;
+        for (int q = MIN(ow - 1, xs / sw); q >= 0 && xs - q * sw < kw; q--) {
+            const int j = xs - q * sw;
+            sum += cn[(i * kw + j) * (oh * ow) + r * ow + q];
+        }
+    }
+    gx[(nc * h + y) * w + x] = sum;
+}
+
+/* gyt[(n*r_count + r)*cop + o] = gy[(n*o_count + o)*r_count + r], zeros for o >= o_count.
+ * Work item per (8 pixels, 8 channels, image): global size (ceil(r_count/8), cop/8, N). */
+__kernel void conv2d_transpose_nchw(__global const float* restrict gy, __global float* restrict gyt,
+                                    const int o_count, const int r_count, const int cop)
+{
+    const int r0 = get_global_id(0) * 8;
+    const int o0 = get_global_id(1) * 8;
+    const int n = get_global_id(2);
+    if (r0 >= r_count) return;
+    float tile[8][8];   /* [channel][pixel] */
+    #pragma unroll
+    for (int a = 0; a < 8; a++) {
+        const int o = o0 + a;
+        #pragma unroll
+        for (int b = 0; b < 8; b++) {
+            const int r = r0 + b;
+            tile[a][b] = (o < o_count && r < r_count) ? gy[(n * o_count + o) * r_count + r] : 0.0f;
+        }
+    }
+    for (int b = 0; b < 8 && r0 + b < r_count; b++) {
+        const float8 v = (float8)(tile[0][b], tile[1][b], tile[2][b], tile[3][b],
+                                  tile[4][b], tile[5][b], tile[6][b], tile[7][b]);
+        STORE8(v, gyt + (n * r_count + r0 + b) * cop + o0);
+    }
+}
+
+/* gw[o, t] = sum_s part[s, t, o] for t over C*KH*KW; gb[o] = sum_s partb[s, o] (t_count ==
+ * index t_count, only when has_bias). Global size (t_count + has_bias, o_count). */
+__kernel void conv2d_backward_weight_reduce(__global const float* restrict part,
+                                            __global const float* restrict partb,
+                                            __global float* restrict gw, __global float* restrict gb,
+                                            const int slices, const int t_count, const int o_count,
+                                            const int cop)
+{
+    const int t = get_global_id(0);
+    const int o = get_global_id(1);
+    float sum = 0.0f;
+    if (t < t_count) {
+        for (int s = 0; s < slices; s++)
+            sum += part[(s * t_count + t) * cop + o];
+        gw[o * t_count + t] = sum;
+    } else {
+        for (int s = 0; s < slices; s++)
+            sum += partb[s * cop + o];
+        gb[o] = sum;
+    }
+}

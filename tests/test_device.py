@@ -1,0 +1,76 @@
+"""Device choice and the program builder."""
+import pytest
+
+import clcnn
+from clcnn.errors import DeviceError, KernelBuildError
+
+
+def test_list_devices_reports_index_platform_name_type():
+    found = clcnn.list_devices()
+    assert found, "the test environment installs PoCL, so at least one device must exist"
+    for index, platform, name, kind in found:
+        p, d = index.split(":")
+        assert p.isdigit() and d.isdigit() and platform and name
+        assert kind in ("CPU", "GPU", "ACCELERATOR", "OTHER")
+
+
+@pytest.mark.parametrize("spec", ["pocl", "cpu", "0:0", "POCL"])
+def test_device_specs_select_the_pocl_cpu(spec):
+    if not any("portable" in p.lower() for _, p, _, _ in clcnn.list_devices()):
+        pytest.skip("needs PoCL")
+    device = clcnn.get_device(spec)
+    assert device.type == "CPU" or spec == "0:0"
+
+
+def test_name_substring_selects_a_device():
+    index, platform, name, kind = clcnn.list_devices()[0]
+    assert clcnn.get_device(name[:6]).name == name or clcnn.get_device(name[:6]).type in ("CPU", "GPU")
+
+
+def test_environment_variable_chooses_the_default(monkeypatch):
+    index = clcnn.list_devices()[0][0]
+    monkeypatch.setenv("CLCNN_DEVICE", index)
+    assert clcnn.get_device().index == index
+
+
+def test_unknown_device_lists_what_exists():
+    with pytest.raises(DeviceError) as info:
+        clcnn.get_device("no-such-accelerator")
+    message = str(info.value)
+    assert "no-such-accelerator" in message
+    for index, _, name, _ in clcnn.list_devices():
+        assert index in message and name in message
+
+
+def test_same_device_object_is_reused():
+    assert clcnn.get_device("cpu") is clcnn.get_device("cpu")
+
+
+def test_build_failure_carries_the_build_log(device, tmp_path, monkeypatch):
+    from clcnn import device as device_module
+    real = device_module._read_kernel_source
+    monkeypatch.setattr(device_module, "_read_kernel_source",
+                        lambda name: "__kernel void broken(__global float *x) { x[0] = undefined_symbol; }"
+                        if name == "broken.cl" else real(name))
+    with pytest.raises(KernelBuildError) as info:
+        device.program("broken.cl")
+    assert "broken.cl" in str(info.value) and "undefined_symbol" in str(info.value)
+
+
+def test_programs_are_built_once_per_defines(device, monkeypatch):
+    from clcnn import device as device_module
+    real = device_module._read_kernel_source
+    reads = []
+
+    def source(name):
+        reads.append(name)
+        return ("__kernel void put(__global float *x) { x[0] = VALUE; }" if name == "tiny.cl" else real(name))
+
+    monkeypatch.setattr(device_module, "_read_kernel_source", source)
+    first = device.program("tiny.cl", VALUE=1.5)
+    assert device.program("tiny.cl", VALUE=1.5) is first
+    assert device.program("tiny.cl", VALUE=2) is not first
+    assert reads.count("tiny.cl") == 2
+    out = device.zeros((1,))
+    device.kernel("tiny.cl", "put", VALUE=1.5)(device.queue, (1,), None, out.data)
+    assert out.get()[0] == 1.5
