@@ -13,7 +13,8 @@
  * CPU-style kernels: each work item owns a register block and the vector lanes run over 8
  * output channels (float8), so any stride and any output width vectorise the same way, and a
  * scalar input value is broadcast against a vector of weights. No local memory, no barriers:
- * every kernel works with any work-group size (the host passes None or a 1-D size).
+ * every kernel works with any work-group size (on CPUs the host passes small ones so that
+ * both cores get groups).
  * Shape constants come in as -D defines so the tap loops unroll; the defaults below only make
  * the file compile alone. The helpers (pad, pack, transpose, reduce) take runtime arguments so
  * they are built once per device.

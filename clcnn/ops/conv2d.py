@@ -1,11 +1,14 @@
 """Conv2D forward and backward on the device (kernels/conv2d.cl).
 
 Forward: zero-pad the input once (skipped when there is no padding), pack the weights as
-(C*KH*KW, O rounded up to the channel block), then one register-blocked direct convolution with
-the bias and the activation fused. Backward w.r.t. the input is the same forward kernel run on
-gy dilated by the stride and padded by K-1-pad, with the kernel flipped and its channel axes
-swapped. Backward w.r.t. the weights transposes gy to pixel-major order, sums slices of the
-output rows in parallel, and a small kernel adds the slices up (bias gradient included).
+(C*KH*KW, O rounded up to the channel block) with the bias as one more row, then one
+register-blocked direct convolution with bias and activation fused. Backward w.r.t. the input
+runs the same kernel either on gy dilated by the stride and padded by K-1-pad with the kernel
+flipped and its channel axes swapped (gather form), or as a 1x1 convolution making columns
+w^T gy that conv2d_col2im sums per input pixel (columns form, for strides > 1 and outputs
+smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights transposes gy to
+pixel-major order, sums slices of the output rows in parallel, and a small kernel adds the
+slices up (bias gradient included).
 """
 from .. import device as _device
 from ..errors import ShapeError
@@ -169,6 +172,8 @@ def _input_grad(dev, w, gy, x_shape, stride, pads):
     gather_cost = h * wd * kh * kw * o * _round_up(c, 8)
     columns_cost = oh * ow * o * _round_up(c * kh * kw, 8) + _COLUMN_COST * oh * ow * c * kh * kw
     form = _INPUT_GRAD_FORM or ("gather" if gather_cost <= columns_cost else "columns")
+    if n * c * kh * kw * oh * ow > _INT32_MAX:
+        form = "gather"     # the columns would overflow the kernels' 32-bit indices
     if form == "gather":
         gyd = _pad(dev, gy, h + kh - 1, wd + kw - 1, kh - 1 - top, kw - 1 - left, *stride)
         plan = _plan(n, o, h + kh - 1, wd + kw - 1, c, kh, kw, (1, 1), h, wd)
