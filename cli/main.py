@@ -210,6 +210,35 @@ def predict(checkpoint, images, top, device):
         click.echo(f"{path}: {best[0]}  (" + ", ".join(f"{c}: {p[c]:.3f}" for c in best) + ")")
 
 
+@cli.command()
+@click.option("--device", "device_spec", default=None, help='Device spec, or "all" to compare every device.')
+@click.option("--model", type=click.Choice(sorted(models.MODELS)), default="lenet5", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=3), default=20, show_default=True,
+              help="Timed runs per figure (after warm-up); medians are reported.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def bench(device_spec, model, batch_size, repeat, as_json):
+    """Per-op and whole-step timings of MODEL, against NumPy (and PyTorch when installed)."""
+    from clcnn import bench as benchmark
+    report = benchmark.run(device_spec, model=model, batch_size=batch_size, repeat=repeat,
+                           progress=not as_json)
+    click.echo(json.dumps(report, indent=1) if as_json else benchmark.format_report(report))
+
+
+@cli.command()
+@click.option("--device", "device_spec", default=None, help="Device spec (pocl, cpu, gpu, P:D, name substring).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def check(device_spec, as_json):
+    """Run every kernel on the device against the NumPy oracle; exit 1 on any failure."""
+    from clcnn import check as checker
+    report = checker.run(device_spec)
+    click.echo(json.dumps(report, indent=1) if as_json else checker.format_report(report))
+    if not report["passed"]:
+        sys.exit(1)
+
+
 def main():
     cli(prog_name="clcnn")
 
