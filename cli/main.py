@@ -18,9 +18,9 @@ from clcnn.errors import ClcnnError
 # Per model: the input padding and the normalisation applied to MNIST-style digits.
 PREPROCESS = {"lenet5": {"pad": 2, "mean": 0.1307, "std": 0.3081},
               "mnist-cnn": {"pad": 0, "mean": 0.1307, "std": 0.3081}}
-DEFAULTS = {  # epochs, batch size, optimizer, learning rate
-    "lenet5": dict(epochs=15, batch_size=64, optimizer="adam", lr=2e-3),
-    "mnist-cnn": dict(epochs=12, batch_size=64, optimizer="adam", lr=1e-3),
+DEFAULTS = {  # epochs, batch size, optimizer, learning rate, weight decay
+    "lenet5": dict(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-4),
+    "mnist-cnn": dict(epochs=12, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-4),
 }
 
 
@@ -81,6 +81,8 @@ def _load_data(name, split, data_dir, model):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None)
 @click.option("--momentum", type=click.FloatRange(min=0), default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="L2 weight decay (default per model).")
 @click.option("--schedule", type=click.Choice(["cosine", "step", "none"]), default="cosine", show_default=True)
 @click.option("--device", default=None, help="Device spec (pocl, cpu, gpu, P:D, name substring).")
 @click.option("--dataset", "dataset_name", default="mnist", show_default=True,
@@ -93,7 +95,7 @@ def _load_data(name, split, data_dir, model):
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N images only.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def train(model, epochs, batch_size, lr, optimizer, momentum, schedule, device, dataset_name, data_dir,
+def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name, data_dir,
           augment, out, resume_path, seed, limit, quiet):
     """Train MODEL (lenet5, mnist-cnn); writes last/best checkpoints, history and curves."""
     defaults = DEFAULTS[model]
@@ -112,8 +114,10 @@ def train(model, epochs, batch_size, lr, optimizer, momentum, schedule, device, 
         train_data = (train_data[0][:limit], train_data[1][:limit])
     clcnn.seed(seed)
     net = models.MODELS[model][0](device=dev)
-    opt = (clcnn.optim.Adam(net, lr=lr) if optimizer == "adam"
-           else clcnn.optim.SGD(net, lr=lr, momentum=momentum))
+    if weight_decay is None:
+        weight_decay = defaults["weight_decay"]
+    opt = (clcnn.optim.Adam(net, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
+           else clcnn.optim.SGD(net, lr=lr, momentum=momentum, weight_decay=weight_decay))
     plan = {"cosine": schedules.CosineLR(epochs), "step": schedules.StepLR(max(epochs // 3, 1), 0.1),
             "none": None}[schedule]
     metadata = {"model": model, "dataset": dataset_name, "input_shape": list(train_data[0].shape[1:]),
