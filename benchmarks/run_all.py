@@ -1,0 +1,296 @@
+"""Run every benchmark of clcnn and write benchmarks/results.md.
+
+    python benchmarks/run_all.py [--repeat 20] [--out benchmarks/results.md] [--quick]
+
+1. the NumPy float32 sgemm 1024^3 rate, as the machine's ceiling, measured in the same run;
+2. `clcnn bench` of LeNet-5 at batch 64 and 256 (per-op, training step, inference, vs PyTorch);
+3. single Conv2D layers, forward and backward, vs PyTorch's conv and the sgemm ceiling;
+4. start-up: a fresh `clcnn train lenet5` process to its first trained batch, with empty
+   program caches (cold) and with filled ones (warm).
+Every figure is a median of repeated runs; clcnn's per-op figures are device (kernel) time
+from OpenCL event profiling, the whole-step and PyTorch figures wall time.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import clcnn
+from clcnn import bench, opspec
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# (label, x shape, weight shape, pads): the issue's reference layer, LeNet-5's three convs at
+# batch 64, and 3x3 / 5x5 "same" convs at 64 and 128 channels.
+CONV_SWEEP = [
+    ("64x16x32x32 32x3x3 pad 1", (64, 16, 32, 32), (32, 16, 3, 3), (1, 1, 1, 1)),
+    ("LeNet conv1 64x1x32x32 6x5x5", (64, 1, 32, 32), (6, 1, 5, 5), (0, 0, 0, 0)),
+    ("LeNet conv2 64x6x14x14 16x5x5", (64, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)),
+    ("LeNet conv3 64x16x5x5 120x5x5", (64, 16, 5, 5), (120, 16, 5, 5), (0, 0, 0, 0)),
+    ("32x64x16x16 64x3x3 pad 1", (32, 64, 16, 16), (64, 64, 3, 3), (1, 1, 1, 1)),
+    ("32x128x16x16 128x3x3 pad 1", (32, 128, 16, 16), (128, 128, 3, 3), (1, 1, 1, 1)),
+    ("32x64x16x16 64x5x5 pad 2", (32, 64, 16, 16), (64, 64, 5, 5), (2, 2, 2, 2)),
+    ("32x128x16x16 128x5x5 pad 2", (32, 128, 16, 16), (128, 128, 5, 5), (2, 2, 2, 2)),
+]
+
+
+def log(text):
+    print(f"run_all: {text}", file=sys.stderr, flush=True)
+
+
+def sgemm_ceiling(repeat):
+    a, b = (np.random.default_rng(i).standard_normal((1024, 1024)).astype(np.float32) for i in (0, 1))
+    stats = bench.time_host(lambda: a @ b, repeat)
+    # A ceiling: the fastest run, the one least disturbed by other work on the machine.
+    return {**stats, "gflops": 2 * 1024**3 / (stats["min_ms"] * 1e-3) * 1e-9}
+
+
+def torch_conv(x_shape, w_shape, pads, repeat):
+    """PyTorch's conv2d forward and backward (input, weight and bias gradients), wall ms."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal(x_shape).astype(np.float32)).requires_grad_()
+    w = torch.from_numpy(rng.standard_normal(w_shape).astype(np.float32)).requires_grad_()
+    b = torch.zeros(w_shape[0], requires_grad=True)
+    padding = (pads[0], pads[2])
+    with torch.no_grad():
+        fwd = bench.time_host(lambda: torch.nn.functional.conv2d(x, w, b, 1, padding), repeat)
+    y = torch.nn.functional.conv2d(x, w, b, 1, padding)
+    gy = torch.ones_like(y)
+    bwd = bench.time_host(lambda: torch.autograd.grad(y, (x, w, b), gy, retain_graph=True), repeat)
+    return {"forward": fwd, "backward": bwd, "version": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def conv_sweep(dev, repeat):
+    rows = []
+    for label, x_shape, w_shape, pads in CONV_SWEEP:
+        log(f"conv {label}")
+        case = opspec.conv2d(x_shape, w_shape, pads=pads)
+        result = bench.bench_case(dev, case, repeat)
+        rows.append({"label": label, "clcnn": result, "torch": torch_conv(x_shape, w_shape, pads, repeat)})
+    return rows
+
+
+STARTUP_CHILD = r"""
+import json, os, sys, time
+t0 = float(sys.argv[1])
+import pyopencl as cl
+spent = {"build_s": 0.0, "builds": 0}
+_build = cl.Program.build
+def build(self, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return _build(self, *args, **kwargs)
+    finally:
+        spent["build_s"] += time.perf_counter() - start
+        spent["builds"] += 1
+cl.Program.build = build
+import clcnn.train
+from clcnn.cli.main import main
+t_import = time.time()
+_step = clcnn.train.Trainer.train_step
+def step(self, x, y):
+    t_step, before = time.time(), dict(spent)
+    _step(self, x, y)
+    t_end = time.time()
+    print("STARTUP " + json.dumps({"import_s": t_import - t0, "to_first_step_s": t_step - t0,
+          "first_step_s": t_end - t_step, "total_s": t_end - t0, "build_s": spent["build_s"],
+          "builds": spent["builds"], "builds_in_first_step": spent["builds"] - before["builds"]}), flush=True)
+    os._exit(0)
+clcnn.train.Trainer.train_step = step
+sys.argv = ["clcnn", "train", "lenet5", "--epochs", "1", "--quiet", "--out", sys.argv[2]]
+main()
+"""
+
+
+def startup_once(cache_dir, out_dir):
+    # pyopencl keeps binaries under $XDG_CACHE_HOME/pyopencl (and pytools' caches beside
+    # them); PoCL its compiled kernels under $POCL_CACHE_DIR (else $XDG_CACHE_HOME/pocl).
+    env = dict(os.environ, XDG_CACHE_HOME=cache_dir, POCL_CACHE_DIR=os.path.join(cache_dir, "pocl"))
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", STARTUP_CHILD, repr(start), out_dir], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("STARTUP ")), None)
+    if line is None:
+        raise RuntimeError(f"start-up run failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(line[len("STARTUP "):])
+
+
+def startup(runs=2):
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory() as cache:
+                log("start-up, cold caches")
+                cold.append(startup_once(cache, out))
+                log("start-up, warm caches")
+                warm.append(startup_once(cache, out))
+    return {"cold": cold, "warm": warm}
+
+
+# -- markdown ----------------------------------------------------------------------------------
+def _ms(stats):
+    return f"{stats['median_ms']:.3f} ({stats['min_ms']:.3f}-{stats['max_ms']:.3f})"
+
+
+def _gf(flops, stats):
+    return flops / (stats["median_ms"] * 1e-3) * 1e-9
+
+
+def model_section(reports, ceiling):
+    out = ["## LeNet-5: training step and inference", "",
+           "clcnn and PyTorch run the same network (same weights) and the same SGD (lr 0.01, momentum 0.9) "
+           "on the same random batch; a training step includes reading the loss and the accuracy back, as "
+           "`Trainer.train_step` does. Model GFLOP/s = forward + backward FLOPs of the convs and dense "
+           "layers / step time.", "",
+           "| batch | clcnn train img/s | torch train img/s | clcnn/torch | NumPy oracle img/s | clcnn/oracle "
+           "| clcnn model GFLOP/s | % of sgemm | kernels % of step | clcnn infer img/s | torch infer img/s "
+           "| clcnn/torch |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in reports:
+        t = r["torch"]
+        flops = sum(op["flops"]["forward"] + op["flops"]["backward"] for op in r["ops"])
+        gflops = _gf(flops, r["train_step"])
+        kernels = r["ops_total_ms"]["forward"] + r["ops_total_ms"]["backward"]
+        torch_train = f"{t['train_step']['images_per_s']:,.0f}" if t["available"] else "absent"
+        torch_infer = f"{t['inference']['images_per_s']:,.0f}" if t["available"] else "absent"
+        out.append(
+            f"| {r['batch_size']} | {r['train_step']['images_per_s']:,.0f} | {torch_train} | "
+            f"{t.get('clcnn_train_ratio', float('nan')):.2f} | {r['numpy_train_step']['images_per_s']:,.0f} | "
+            f"{r['numpy_train_step']['clcnn_speedup']:.1f}x | {gflops:.1f} | {100 * gflops / ceiling:.1f}% | "
+            f"{100 * kernels / r['train_step']['median_ms']:.0f}% | {r['inference']['images_per_s']:,.0f} | "
+            f"{torch_infer} | {t.get('clcnn_inference_ratio', float('nan')):.2f} |")
+    for r in reports:
+        out += ["", f"### Per op, batch {r['batch_size']} (device time from event profiling; host = wall "
+                "time of the call + queue.finish())", "",
+                "| layer | op | fwd ms | fwd rate | fwd host ms | bwd ms | bwd rate | bwd host ms | check vs oracle |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for op in r["ops"]:
+            cells = []
+            for p in ("forward", "backward"):
+                e = op[p]
+                if e is None:
+                    cells += ["-", "-", "-"]
+                else:
+                    rate = f"{e['gflops']:.1f} GFLOP/s" if "gflops" in e else f"{e['gbs']:.2f} GB/s"
+                    cells += [_ms(e), rate, f"{e['host']['median_ms']:.3f}"]
+            check = f"{'ok' if op['check']['ok'] else 'FAILED'} (max err {op['check']['max_error']:.1e})"
+            layer = "" if op["layer"] is None else op["layer"]
+            out.append(f"| {layer} | {op['name']} | " + " | ".join(cells) + f" | {check} |")
+        out.append(f"| | all kernels | {r['ops_total_ms']['forward']:.3f} | | | {r['ops_total_ms']['backward']:.3f} | | | |")
+        out.append(f"\nWhole step: train {_ms(r['train_step'])} ms, inference {_ms(r['inference'])} ms, "
+                   f"NumPy oracle train {_ms(r['numpy_train_step'])} ms ({r['numpy_train_step']['runs']} runs)"
+                   + (f", PyTorch train {_ms(r['torch']['train_step'])} ms, inference "
+                      f"{_ms(r['torch']['inference'])} ms ({r['torch']['threads']} threads)."
+                      if r["torch"]["available"] else "; PyTorch absent."))
+    return out
+
+
+def conv_section(rows, ceiling):
+    out = ["## Single Conv2D layers", "",
+           "Stride 1, bias, no activation. FLOPs = 2*N*O*C*KH*KW*OH*OW forward, twice that backward "
+           "(input and weight gradients). clcnn kernel = device time from event profiling; clcnn wall = "
+           "call + queue.finish(); PyTorch = wall time (conv2d forward under no_grad; autograd.grad for "
+           "x, w, b). Ratios to PyTorch use clcnn's wall time (like for like).", ""]
+    for p, name in (("forward", "Forward"), ("backward", "Backward")):
+        out += [f"### {name}", "",
+                "| layer | GFLOP | clcnn kernel ms | clcnn kernel GFLOP/s | clcnn wall GFLOP/s | torch GFLOP/s "
+                "| clcnn wall / torch | clcnn kernel / sgemm | check |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            c, t = row["clcnn"], row["torch"]
+            flops = c["flops"][p]
+            wall = _gf(flops, c[p]["host"])
+            torch_rate = _gf(flops, t[p]) if t else None
+            out.append(
+                f"| {row['label']} | {flops * 1e-9:.3f} | {_ms(c[p])} | {c[p]['gflops']:.1f} | {wall:.1f} | "
+                + (f"{torch_rate:.1f} | {wall / torch_rate:.2f}" if t else "absent | -")
+                + f" | {100 * c[p]['gflops'] / ceiling:.0f}% | {'ok' if c['check']['ok'] else 'FAILED'} |")
+        out.append("")
+    return out
+
+
+def startup_section(result):
+    out = ["## Start-up: fresh `clcnn train lenet5` process to its first trained batch", "",
+           "Cold: empty pyopencl and PoCL caches (XDG_CACHE_HOME and POCL_CACHE_DIR pointed at a new "
+           "temporary folder); warm: the same folder again, now filled. import = interpreter start to "
+           "clcnn and its CLI imported; to first step = includes loading and normalising MNIST (train and "
+           "test) and building the model; build = time inside pyopencl's Program.build (compile, or "
+           "load from cache); first step = the first train_step, which also holds PoCL's lazy "
+           "per-work-group-size compiles. Seconds; each run listed.", "",
+           "| caches | total s | import s | to first step s | program build s (count) | first step s |",
+           "|---|---|---|---|---|---|"]
+    for kind in ("cold", "warm"):
+        for r in result[kind]:
+            out.append(f"| {kind} | {r['total_s']:.2f} | {r['import_s']:.2f} | {r['to_first_step_s']:.2f} | "
+                       f"{r['build_s']:.2f} ({r['builds']}) | {r['first_step_s']:.2f} |")
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--out", default=os.path.join(HERE, "results.md"))
+    parser.add_argument("--quick", action="store_true", help="3 runs per figure, no start-up runs (smoke test)")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else args.repeat
+    started = time.time()
+    load_start = os.getloadavg()
+    dev = clcnn.get_device(None, profiling=True)
+    log("sgemm ceiling")
+    ceiling = sgemm_ceiling(repeat)
+    reports = []
+    for batch in (64, 256):
+        log(f"lenet5 batch {batch}")
+        reports.append(bench.run_device(dev.index, "lenet5", batch, repeat, progress=True))
+    rows = conv_sweep(dev, min(repeat, 10))
+    ceiling_end = sgemm_ceiling(repeat)
+    start = None if args.quick else startup()
+    r0 = reports[0]
+    d, h = r0["device"], r0["host"]
+    t = r0["torch"]
+    lines = [
+        "# clcnn benchmark results", "",
+        f"Written by `python benchmarks/run_all.py` on {time.strftime('%Y-%m-%d %H:%M')} in "
+        f"{(time.time() - started) / 60:.1f} minutes; medians of {repeat} runs (min-max in brackets) "
+        "after warm-up.", "",
+        "**The machine is shared and noisy**: other jobs ran on the same cores during this run, so absolute "
+        "figures move by tens of percent between runs (PyTorch's OpenMP threads suffer most from it). "
+        "Compare ratios taken within one run, not figures across runs. Load average (1, 5, 15 min) at the "
+        f"start: {', '.join(f'{v:.1f}' for v in load_start)}; at the end: "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} (on {os.cpu_count()} cores).", "",
+        "## Machine", "",
+        f"- host: {h['cpu']}, {h['cores']} cores ({h['usable_cores']} usable); {h['os']}",
+        f"- OpenCL device {d['index']}: {d['name']} ({d['type']}, {d['compute_units']} compute units), "
+        f"platform {d['platform']} {d['platform_version']}, driver {d['driver_version']}, {d['opencl_version']}",
+        f"- Python {h['python']}, NumPy {h['numpy']}, pyopencl {h['pyopencl']}, "
+        + (f"PyTorch {t['version']} ({t['threads']} threads)" if t["available"] else "PyTorch absent"),
+        f"- ceiling: NumPy float32 sgemm 1024^3, fastest of {ceiling['runs']} runs: {ceiling['gflops']:.0f} GFLOP/s "
+        f"at the start of the run, {ceiling_end['gflops']:.0f} GFLOP/s after the conv sweep (medians "
+        f"{2 * 1024**3 / ceiling['median_ms'] * 1e-6:.0f} and {2 * 1024**3 / ceiling_end['median_ms'] * 1e-6:.0f}); "
+        f"ratios use the higher, **{max(ceiling['gflops'], ceiling_end['gflops']):.0f} GFLOP/s**.", ""]
+    peak = max(ceiling["gflops"], ceiling_end["gflops"])
+    lines += model_section(reports, peak) + [""]
+    lines += conv_section(rows, peak)
+    if start:
+        lines += startup_section(start)
+    lines += ["", "Raw figures: results.json beside this file."]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(os.path.dirname(args.out), "results.json"), "w") as f:
+        json.dump({"sgemm": [ceiling, ceiling_end], "lenet5": reports, "conv_sweep": rows, "startup": start}, f, indent=1)
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

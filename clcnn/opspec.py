@@ -1,0 +1,396 @@
+"""One description per op: its inputs, the device call, the NumPy oracle, FLOP and byte counts.
+
+The benchmark (clcnn.bench, benchmarks/) times exactly these calls and tests/test_bench.py
+checks exactly these calls against the oracle, so every benchmark figure is of a verified
+computation (STYLE.md point 5).
+
+An `OpCase` holds:
+  make_inputs(rng) -> {name: numpy array}   (float32; "labels" int32; "gy" = upstream gradient)
+  forward(dev, a)  -> tuple of device arrays   (a: the inputs on the device)
+  backward(dev, a, out) -> tuple of device arrays, or None for a forward-only op
+  oracle_forward(a) / oracle_backward(a, out): the same in NumPy (a, out: numpy arrays)
+  flops / bytes: (forward, backward) counts, for GFLOP/s (conv, dense) or GB/s (the rest)
+
+model_cases(model, input_shape, batch) lists the cases a training step of a Sequential runs,
+layer by layer, with a fused activation (Conv2D/Dense + activation layer) as one case, as
+Sequential runs it; then the loss and the SGD update.
+"""
+import math
+
+import numpy as np
+
+from .oracle import activation as o_act
+from .oracle import conv2d as o_conv
+from .oracle import dense as o_dense
+from .oracle import dropout as o_drop
+from .oracle import loss as o_loss
+from .oracle import optim as o_optim
+from .oracle import pool as o_pool
+from .ops import activation as k_act
+from .ops import conv2d as k_conv
+from .ops import dense as k_dense
+from .ops import dropout as k_drop
+from .ops import loss as k_loss
+from .ops import optim as k_optim
+from .ops import pool as k_pool
+from .shapes import output_hw, resolve_padding
+
+F32 = 4  # bytes per element
+ELEMENTWISE = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+# Tolerances (atol, rtol) for comparing a kernel with the float64 oracle; check() accepts
+# |kernel - oracle| <= atol * max(1, rms(oracle)) + rtol * |oracle|. The absolute part scales
+# with the tensor's RMS because a float32 sum's rounding error follows the size of its terms,
+# not of its result: a weight gradient sums N*OH*OW products (65,536 in the benched layers)
+# and entries near zero carry the error of the large ones around them.
+# Conv/dense: sums of float32 products and conv2d.cl's rational tanh, ~1e-5 relative.
+TOL_SUM = (1e-4, 1e-3)
+# Pooling, activations, dropout, loss, the optimizer: a few float32 roundings per element.
+TOL_ELEMENTWISE = (1e-5, 1e-4)
+
+
+class OpCase:
+    def __init__(self, name, kind, make_inputs, forward, oracle_forward, backward=None,
+                 oracle_backward=None, flops=(0, 0), bytes=(0, 0), tol=TOL_ELEMENTWISE):
+        self.name, self.kind = name, kind
+        self.make_inputs, self.forward, self.backward = make_inputs, forward, backward
+        self.oracle_forward, self.oracle_backward = oracle_forward, oracle_backward
+        self.flops, self.bytes, self.tol = flops, bytes, tol
+
+    @property
+    def compute_bound(self):
+        return self.flops[0] > 0
+
+    def __repr__(self):
+        return f"OpCase({self.name!r})"
+
+
+def _normal(rng, shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _uniform(rng, shape, fan_in):
+    bound = 1.0 / math.sqrt(fan_in)   # the layers' init: keeps tanh out of saturation
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+
+def _numel(*shapes):
+    return sum(math.prod(s) for s in shapes)
+
+
+def _drop_none(values):
+    return tuple(v for v in values if v is not None)
+
+
+# -- compute-bound ops ---------------------------------------------------------------------
+def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activation=None,
+           need_input_grad=True, name=None):
+    """Conv2D forward (bias and activation fused) and backward (activation gradient, then the
+    input gradient if need_input_grad, the weight and bias gradients)."""
+    n, c, h, w = x_shape
+    o, _, kh, kw = w_shape
+    stride, pads = tuple(stride), tuple(pads)
+    oh, ow = output_hw((h, w), (kh, kw), stride, pads, "conv2d")
+    y_shape = (n, o, oh, ow)
+    macs = n * o * c * kh * kw * oh * ow
+
+    def make(rng):
+        a = {"x": _normal(rng, x_shape), "w": _uniform(rng, w_shape, c * kh * kw),
+             "gy": _normal(rng, y_shape)}
+        if bias:
+            a["b"] = _uniform(rng, (o,), c * kh * kw)
+        return a
+
+    def forward(dev, a):
+        return (k_conv.conv2d_forward(dev, a["x"], a["w"], a.get("b"), stride, pads, activation=activation),)
+
+    def backward(dev, a, out):
+        gy = a["gy"]
+        if activation:
+            gy = k_act.activation_backward(dev, activation, out[0], gy)
+        return _drop_none(k_conv.conv2d_backward(dev, a["x"], a["w"], gy, stride, pads,
+                                                 need_input_grad=need_input_grad, has_bias=bias))
+
+    def o_forward(a):
+        y = o_conv.conv2d_forward(a["x"], a["w"], a.get("b"), stride, pads)
+        return (o_act.activation_forward(activation, y) if activation else y,)
+
+    def o_backward(a, out):
+        gy = o_act.activation_backward(activation, out[0], a["gy"]) if activation else a["gy"]
+        gx, gw, gb = o_conv.conv2d_backward(a["x"], a["w"], gy, stride, pads)
+        return _drop_none((gx if need_input_grad else None, gw, gb if bias else None))
+
+    act_bytes = 2 * _numel(y_shape) if activation else 0
+    fwd_bytes = F32 * _numel(x_shape, w_shape, y_shape, (o,) if bias else ())
+    bwd_bytes = F32 * (_numel(x_shape, w_shape, y_shape) * 2 + act_bytes)
+    name = name or (f"conv2d {c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
+                    + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else ""))
+    return OpCase(name, "conv2d", make, forward, o_forward, backward, o_backward,
+                  flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
+                  bytes=(fwd_bytes, bwd_bytes), tol=TOL_SUM)
+
+
+def dense(n, in_features, out_features, bias=True, activation=None, need_input_grad=True, name=None):
+    """Dense forward y = act(x w^T + b) and backward (activation gradient, gx, gw, gb)."""
+    def make(rng):
+        a = {"x": _normal(rng, (n, in_features)), "w": _uniform(rng, (out_features, in_features), in_features),
+             "gy": _normal(rng, (n, out_features))}
+        if bias:
+            a["b"] = _uniform(rng, (out_features,), in_features)
+        return a
+
+    def forward(dev, a):
+        return (k_dense.dense_forward(dev, a["x"], a["w"], a.get("b"), activation=activation),)
+
+    def backward(dev, a, out):
+        gy = a["gy"]
+        if activation:
+            gy = k_act.activation_backward(dev, activation, out[0], gy)
+        return _drop_none(k_dense.dense_backward(dev, a["x"], a["w"], gy, has_bias=bias,
+                                                 need_input_grad=need_input_grad))
+
+    def o_forward(a):
+        return (o_dense.dense_forward(a["x"], a["w"], a.get("b"), activation=activation),)
+
+    def o_backward(a, out):
+        gy = o_act.activation_backward(activation, out[0], a["gy"]) if activation else a["gy"]
+        return _drop_none(o_dense.dense_backward(a["x"], a["w"], gy, has_bias=bias,
+                                                 need_input_grad=need_input_grad))
+
+    macs = n * in_features * out_features
+    shapes = ((n, in_features), (out_features, in_features), (n, out_features))
+    name = name or f"dense {in_features}->{out_features}" + (f" +{activation}" if activation else "")
+    return OpCase(name, "dense", make, forward, o_forward, backward, o_backward,
+                  flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
+                  bytes=(F32 * _numel(*shapes), 2 * F32 * _numel(*shapes)), tol=TOL_SUM)
+
+
+# -- memory-bound ops ----------------------------------------------------------------------
+def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count_include_pad=True):
+    """kind: "max", "avg", "global_max" or "global_avg"."""
+    n, c, h, w = x_shape
+    kernel, stride, pads = tuple(kernel), tuple(stride), tuple(pads)
+    if kind.startswith("global"):
+        y_shape = (n, c, 1, 1)
+        name = f"{kind}pool2d"
+    else:
+        y_shape = (n, c) + output_hw((h, w), kernel, stride, pads, "pool")
+        name = f"{kind}pool2d {kernel[0]}x{kernel[1]} s{stride[0]}"
+
+    def make(rng):
+        return {"x": _normal(rng, x_shape), "gy": _normal(rng, y_shape)}
+
+    if kind == "avg":
+        def forward(dev, a):
+            return (k_pool.avgpool2d_forward(dev, a["x"], kernel, stride, pads, count_include_pad),)
+
+        def backward(dev, a, out):
+            return (k_pool.avgpool2d_backward(dev, a["gy"], x_shape, kernel, stride, pads, count_include_pad),)
+
+        def o_forward(a):
+            return (o_pool.avgpool2d_forward(a["x"], kernel, stride, pads, count_include_pad),)
+
+        def o_backward(a, out):
+            return (o_pool.avgpool2d_backward(a["gy"], x_shape, kernel, stride, pads, count_include_pad),)
+    elif kind == "max":
+        def forward(dev, a):
+            return k_pool.maxpool2d_forward(dev, a["x"], kernel, stride, pads)
+
+        def backward(dev, a, out):
+            return (k_pool.maxpool2d_backward(dev, a["gy"], out[1], x_shape),)
+
+        def o_forward(a):
+            return o_pool.maxpool2d_forward(a["x"], kernel, stride, pads)
+
+        def o_backward(a, out):
+            return (o_pool.maxpool2d_backward(a["gy"], out[1], x_shape),)
+    elif kind == "global_avg":
+        def forward(dev, a):
+            return (k_pool.global_avgpool2d_forward(dev, a["x"]),)
+
+        def backward(dev, a, out):
+            return (k_pool.global_avgpool2d_backward(dev, a["gy"], x_shape),)
+
+        def o_forward(a):
+            return (o_pool.global_avgpool2d_forward(a["x"]),)
+
+        def o_backward(a, out):
+            return (o_pool.global_avgpool2d_backward(a["gy"], x_shape),)
+    elif kind == "global_max":
+        def forward(dev, a):
+            return k_pool.global_maxpool2d_forward(dev, a["x"])
+
+        def backward(dev, a, out):
+            return (k_pool.global_maxpool2d_backward(dev, a["gy"], out[1], x_shape),)
+
+        def o_forward(a):
+            return o_pool.global_maxpool2d_forward(a["x"])
+
+        def o_backward(a, out):
+            return (o_pool.global_maxpool2d_backward(a["gy"], out[1], x_shape),)
+    else:
+        raise ValueError(f"unknown pooling {kind!r}")
+    # Forward reads x and writes y (+ argmax for max); backward reads gy (+ argmax), writes gx.
+    extra = _numel(y_shape) if "max" in kind else 0
+    moved = (F32 * (_numel(x_shape, y_shape) + extra), F32 * (_numel(x_shape, y_shape) + extra))
+    return OpCase(name, "pool", make, forward, o_forward, backward, o_backward, bytes=moved)
+
+
+def activation(name, shape, negative_slope=0.01):
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, shape)}
+    size = _numel(shape)
+    return OpCase(
+        name, "activation", make,
+        lambda dev, a: (k_act.activation_forward(dev, name, a["x"], negative_slope),),
+        lambda a: (o_act.activation_forward(name, a["x"], negative_slope),),
+        lambda dev, a, out: (k_act.activation_backward(dev, name, out[0], a["gy"], negative_slope),),
+        lambda a, out: (o_act.activation_backward(name, out[0], a["gy"], negative_slope),),
+        bytes=(2 * F32 * size, 3 * F32 * size))
+
+
+def softmax(shape):
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, shape)}
+    size = _numel(shape)
+    return OpCase(
+        "softmax", "activation", make,
+        lambda dev, a: (k_act.softmax_forward(dev, a["x"]),),
+        lambda a: (o_act.softmax_forward(a["x"]),),
+        lambda dev, a, out: (k_act.softmax_backward(dev, out[0], a["gy"]),),
+        lambda a, out: (o_act.softmax_backward(out[0], a["gy"]),),
+        bytes=(2 * F32 * size, 3 * F32 * size))
+
+
+def dropout(shape, p, seed=1234, step=0):
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, shape)}
+    size = _numel(shape)
+    return OpCase(
+        f"dropout p={p}", "dropout", make,
+        lambda dev, a: k_drop.dropout_forward(dev, a["x"], p, seed, step),
+        lambda a: o_drop.dropout_forward(a["x"], p, seed, step),
+        lambda dev, a, out: (k_drop.dropout_backward(dev, a["gy"], out[1]),),
+        lambda a, out: (o_drop.dropout_backward(a["gy"], out[1]),),
+        bytes=(3 * F32 * size, 3 * F32 * size))
+
+
+def softmax_cross_entropy(n, classes):
+    """Forward: (loss (1,), probs); backward: dL/dlogits."""
+    def make(rng):
+        return {"logits": _normal(rng, (n, classes), 3.0),
+                "labels": rng.integers(0, classes, n).astype(np.int32)}
+
+    def o_forward(a):
+        loss, probs = o_loss.softmax_cross_entropy_forward(a["logits"], a["labels"])
+        return np.reshape(loss, (1,)), probs
+    size = n * classes
+    return OpCase(
+        "softmax cross-entropy", "loss", make,
+        lambda dev, a: k_loss.softmax_cross_entropy_forward(dev, a["logits"], a["labels"]),
+        o_forward,
+        lambda dev, a, out: (k_loss.softmax_cross_entropy_backward(dev, out[1], a["labels"]),),
+        lambda a, out: (o_loss.softmax_cross_entropy_backward(out[1], a["labels"]),),
+        bytes=(F32 * (2 * size + 2 * n), F32 * (2 * size + n)))
+
+
+def sgd(param_shapes, lr=0.01, momentum=0.9):
+    """One SGD step over every parameter (torch.optim.SGD with momentum, not the first step).
+    Forward only; it updates param and buffer in place and returns them."""
+    def make(rng):
+        a = {}
+        for i, shape in enumerate(param_shapes):
+            a[f"p{i}"], a[f"g{i}"], a[f"m{i}"] = _normal(rng, shape), _normal(rng, shape), _normal(rng, shape)
+        return a
+
+    def forward(dev, a):
+        out = []
+        for i in range(len(param_shapes)):
+            k_optim.sgd_update(dev, a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], lr, momentum)
+            out += [a[f"p{i}"], a[f"m{i}"]]
+        return tuple(out)
+
+    def o_forward(a):
+        out = []
+        for i in range(len(param_shapes)):
+            out += o_optim.sgd_update(a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], lr, momentum)
+        return tuple(out)
+    size = _numel(*param_shapes)
+    return OpCase(f"sgd momentum={momentum} ({len(param_shapes)} tensors)", "optim", make,
+                  forward, o_forward, bytes=(5 * F32 * size, 0))
+
+
+# -- a whole model ---------------------------------------------------------------------------
+def model_cases(model, input_shape, batch, momentum=0.9):
+    """[(layer index, OpCase), ...] for one training step of a Sequential on (batch,) + input_shape,
+    in forward order, then (None, loss) and (None, sgd). Layers without a kernel (Flatten, and
+    Dropout in eval) are skipped."""
+    from .serialization import architecture
+    arch = architecture(model)
+    shapes = [(batch,) + tuple(input_shape)] + [(batch,) + tuple(s) for s in model.output_shapes(input_shape)]
+    cases, i, first = [], 0, True
+    while i < len(arch):
+        kind, cfg = arch[i]["type"], arch[i]["config"]
+        x_shape = shapes[i]
+        nxt = arch[i + 1]["type"] if i + 1 < len(arch) else None
+        act, skip = cfg.get("activation"), 0
+        if kind in ("Conv2D", "Dense") and act is None and nxt in ELEMENTWISE:
+            act, skip = ELEMENTWISE[nxt], 1   # Sequential fuses it into this layer's kernel
+            if nxt == "LeakyReLU" and arch[i + 1]["config"]["negative_slope"] != 0.01:
+                raise ValueError("opspec: fused LeakyReLU with a non-default slope is not described")
+        case = None
+        if kind == "Conv2D":
+            kh, kw = cfg["kernel_size"]
+            pads = tuple(resolve_padding(cfg["padding"], x_shape[2:], (kh, kw), cfg["stride"]))
+            case = conv2d(x_shape, (cfg["out_channels"], cfg["in_channels"], kh, kw), cfg["stride"], pads,
+                          bias=cfg["bias"], activation=act, need_input_grad=not first)
+        elif kind == "Dense":
+            case = dense(batch, cfg["in_features"], cfg["out_features"], bias=cfg["bias"], activation=act,
+                         need_input_grad=not first)
+        elif kind in ("MaxPool2D", "AvgPool2D"):
+            case = pool2d("max" if kind == "MaxPool2D" else "avg", x_shape, cfg["kernel_size"], cfg["stride"],
+                          cfg["padding"], cfg.get("count_include_pad", True))
+        elif kind in ("GlobalMaxPool2D", "GlobalAvgPool2D"):
+            case = pool2d("global_max" if kind == "GlobalMaxPool2D" else "global_avg", x_shape)
+        elif kind in ELEMENTWISE:
+            case = activation(ELEMENTWISE[kind], x_shape, cfg.get("negative_slope", 0.01))
+        elif kind == "Softmax":
+            case = softmax(x_shape)
+        elif kind == "Dropout":
+            case = dropout(x_shape, cfg["p"])
+        elif kind != "Flatten":
+            raise ValueError(f"opspec: no description of layer type {kind!r}")
+        if case is not None:
+            cases.append((i, case))
+            first = False
+        i += 1 + skip
+    cases.append((None, softmax_cross_entropy(batch, math.prod(shapes[-1][1:]))))
+    cases.append((None, sgd([p.shape for p in model.parameters()], momentum=momentum)))
+    return cases
+
+
+def check(case, dev, rng):
+    """Run the case on `dev` and in the float64 oracle from the same inputs.
+    Returns {"ok": bool, "max_error": max |kernel - oracle|, "worst": output name}."""
+    a = case.make_inputs(rng)
+    d = {k: dev.to_device(v, dtype=v.dtype) for k, v in a.items()}
+    a64 = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in a.items()}
+    out = case.forward(dev, d)
+    expected = case.oracle_forward(a64)
+    pairs = [(f"forward[{j}]", g, e) for j, (g, e) in enumerate(zip(out, expected))]
+    if case.backward is not None:
+        pairs += [(f"backward[{j}]", g, e) for j, (g, e) in
+                  enumerate(zip(case.backward(dev, d, out), case.oracle_backward(a64, expected)))]
+    ok, worst, where = True, 0.0, None
+    atol, rtol = case.tol
+    for what, got, want in pairs:
+        got = got.get().astype(np.float64)
+        want = np.asarray(want, dtype=np.float64)
+        if got.shape != want.shape:
+            return {"ok": False, "max_error": float("inf"), "worst": f"{what} shape {got.shape} != {want.shape}"}
+        err = np.abs(got - want)
+        scale = max(1.0, float(np.sqrt(np.mean(want ** 2)))) if want.size else 1.0
+        if np.any(err > atol * scale + rtol * np.abs(want)) or not np.all(np.isfinite(got)):
+            ok = False
+        if err.size and err.max() >= worst:
+            worst, where = float(err.max()), what
+    return {"ok": ok, "max_error": worst, "worst": where}
