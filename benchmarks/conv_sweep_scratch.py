@@ -1,10 +1,11 @@
 """Scratch timing of the Conv2D kernels on the benchmark layers (not part of the test suite).
 
-    python benchmarks/conv_sweep_scratch.py [case ...]
+    python benchmarks/conv_sweep_scratch.py [--algorithm direct|tiled] [case ...]
 
 Per kernel: the minimum over repeated runs of its OpenCL event time (the machine is shared, so
 the minimum is the figure least disturbed by other work), GFLOP/s = 2*N*O*OH*OW*C*KH*KW / time
-for the convolution kernels; then the whole forward and backward as wall time after
+for the convolution kernels (the forward, input- and weight-gradient kernels all do that
+many); then the whole forward and backward as wall time after
 queue.finish(), host overhead included.
 """
 import collections
@@ -29,7 +30,7 @@ CASES = {  # N, C, H, W, O, KH, KW, stride, pads
 REPS = 10
 
 
-def main(names):
+def main(names, algorithm="direct"):
     dev = clcnn.get_device("cpu", profiling=True)
     events = []
     launch = _common.launch
@@ -50,23 +51,27 @@ def main(names):
         for _ in range(REPS):
             events.clear()
             t0 = time.perf_counter()
-            y = K.conv2d_forward(dev, x, wt, b, stride, pads, "tanh")
+            y = K.conv2d_forward(dev, x, wt, b, stride, pads, "tanh", algorithm=algorithm)
             dev.queue.finish()
             t1 = time.perf_counter()
-            K.conv2d_backward(dev, x, wt, y, stride, pads)
+            K.conv2d_backward(dev, x, wt, y, stride, pads, algorithm=algorithm)
             dev.queue.finish()
             walls["forward"].append(t1 - t0)
             walls["backward"].append(time.perf_counter() - t1)
             for index, (fn, event) in enumerate(events):
                 kernel_times[(index, fn)].append((event.profile.end - event.profile.start) * 1e-9)
         flop = 2.0 * n * o * y.shape[2] * y.shape[3] * c * kh * kw
-        print(f"{name}: {flop / 1e6:.1f} MFLOP per pass; wall forward {min(walls['forward']) * 1e3:.2f} ms, "
+        print(f"{name} [{algorithm}]: {flop / 1e6:.1f} MFLOP per pass; wall forward {min(walls['forward']) * 1e3:.2f} ms, "
               f"backward (gx, gw, gb) {min(walls['backward']) * 1e3:.2f} ms")
         for (_, fn), times in kernel_times.items():
             t = min(times)
-            rate = f"{flop / t / 1e9:7.1f} GFLOP/s" if fn in ("conv2d_forward", "conv2d_backward_weight") else ""
+            rate = f"{flop / t / 1e9:7.1f} GFLOP/s" if fn in ("conv2d_forward", "conv2d_backward_weight") or fn.endswith("_tiled") else ""
             print(f"    {fn:32s} {t * 1e3:8.3f} ms {rate}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(CASES))
+    args = sys.argv[1:]
+    algo = "direct"
+    if args[:1] == ["--algorithm"]:
+        algo, args = args[1], args[2:]
+    main(args or list(CASES), algo)

@@ -12,7 +12,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 import pyopencl.tools as cl_tools
 
-from .errors import DeviceError, KernelBuildError
+from .errors import DeviceError, DeviceOutOfMemory, KernelBuildError
 
 _KERNEL_PACKAGE = "clcnn.kernels"
 
@@ -117,6 +117,28 @@ def _read_kernel_source(filename):
         raise KernelBuildError(f"kernel source {filename!r} not found in {_KERNEL_PACKAGE}: {exc}") from exc
 
 
+# Status codes that mean "the device ran out of memory": the first two are worth a retry after
+# the pool gives its cached blocks back; a buffer above the device's maximum allocation never fits.
+_OOM_CODES = (cl.status_code.MEM_OBJECT_ALLOCATION_FAILURE, cl.status_code.OUT_OF_RESOURCES)
+_TOO_BIG_CODE = cl.status_code.INVALID_BUFFER_SIZE
+
+
+def _error_code(exc):
+    try:
+        return exc.code
+    except Exception:   # a cl.Error built without an error record
+        return None
+
+
+def is_out_of_memory(exc):
+    """True for a pyopencl error that says the device is out of memory or resources."""
+    return isinstance(exc, cl.Error) and _error_code(exc) in _OOM_CODES + (_TOO_BIG_CODE,)
+
+
+def _megabytes(nbytes):
+    return f"{nbytes / 2**20:,.1f} MiB"
+
+
 ACTIVATION_CODES = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
 
 
@@ -131,10 +153,30 @@ def _define_options(defines):
     return options
 
 
+def capability_problems(cl_device):
+    """What this device lacks that clcnn's float32 kernels need (empty when nothing): IEEE
+    infinities and NaNs (max pooling pads with -inf; divergence is detected by NaN) and
+    round-to-nearest, which embedded-profile devices may leave out, and an online compiler."""
+    problems = []
+    fp = cl_device.single_fp_config
+    if not fp & cl.device_fp_config.INF_NAN:
+        problems.append("float32 infinities and NaNs (CL_FP_INF_NAN)")
+    if not fp & cl.device_fp_config.ROUND_TO_NEAREST:
+        problems.append("float32 round-to-nearest (CL_FP_ROUND_TO_NEAREST)")
+    if not cl_device.compiler_available:
+        problems.append("an OpenCL C compiler (CL_DEVICE_COMPILER_AVAILABLE)")
+    return problems
+
+
 class Device:
     """One OpenCL device with its context, in-order queue, memory pool and program cache."""
 
     def __init__(self, index, platform, device, profiling=False):
+        problems = capability_problems(device)
+        if problems:
+            raise DeviceError(f"device {index} ({device.name.strip()}) lacks {', '.join(problems)}, "
+                              "which clcnn's kernels need; choose another with --device "
+                              "(see 'clcnn devices')")
         self.index = index
         self.platform = platform
         self.cl_device = device
@@ -189,16 +231,48 @@ class Device:
             self._kernels[key] = kernel
         return kernel
 
+    # -- memory ---------------------------------------------------------------------------
+    def out_of_memory(self, what, exc=None):
+        """The DeviceOutOfMemory error for `what` (a sentence fragment naming the buffer or step)."""
+        total = _megabytes(self.cl_device.global_mem_size)
+        largest = _megabytes(self.cl_device.max_mem_alloc_size)
+        cause = f" ({exc})" if exc is not None else ""
+        return DeviceOutOfMemory(
+            f"out of device memory on {self.name} for {what}{cause}; the device has {total}, "
+            f"at most {largest} per buffer. Use a smaller --batch-size (or a smaller model).")
+
+    def with_memory_retry(self, what, func, *args, **kwargs):
+        """func(*args, **kwargs); on an out-of-memory error give the pool's cached blocks back
+        to the device and try once more, then raise DeviceOutOfMemory naming `what`."""
+        try:
+            return func(*args, **kwargs)
+        except cl.Error as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if _error_code(exc) == _TOO_BIG_CODE:   # above the device's per-buffer limit
+                raise self.out_of_memory(what, exc) from None
+        self.pool.free_held()
+        try:
+            return func(*args, **kwargs)
+        except cl.Error as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise self.out_of_memory(what, exc) from None
+
+    def allocate(self, nbytes):
+        """A buffer of nbytes from the memory pool (the allocator of every clcnn array)."""
+        return self.with_memory_retry(f"a buffer of {_megabytes(nbytes)}", self.pool, nbytes)
+
     # -- arrays ---------------------------------------------------------------------------
     def empty(self, shape, dtype=np.float32):
-        return cl_array.empty(self.queue, shape, dtype, allocator=self.pool)
+        return cl_array.empty(self.queue, shape, dtype, allocator=self.allocate)
 
     def zeros(self, shape, dtype=np.float32):
-        return cl_array.zeros(self.queue, shape, dtype, allocator=self.pool)
+        return cl_array.zeros(self.queue, shape, dtype, allocator=self.allocate)
 
     def to_device(self, host_array, dtype=np.float32):
         host_array = np.ascontiguousarray(host_array, dtype=dtype)
-        return cl_array.to_device(self.queue, host_array, allocator=self.pool)
+        return cl_array.to_device(self.queue, host_array, allocator=self.allocate)
 
     def synchronize(self):
         self.queue.finish()

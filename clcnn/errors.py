@@ -23,3 +23,12 @@ class CheckpointError(ClcnnError):
 
 class DataError(ClcnnError):
     """A data file (IDX, image) is missing, truncated or corrupt."""
+
+
+class DeviceOutOfMemory(DeviceError):
+    """The device could not hold a buffer (or a launch's working set), even after the memory
+    pool gave back every block it was holding."""
+
+
+class NonFiniteError(ClcnnError, ValueError):
+    """An input holds NaN or Inf where finite values were asked for (check_finite=True)."""

@@ -5,21 +5,43 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from .device import get_device
-from .errors import ShapeError
-from .layers import Conv2D, Dense
+from .errors import DeviceOutOfMemory, NonFiniteError, ShapeError
+from .layers import AvgPool2D, Conv2D, Dense
 
 
-def _check_input(x, device):
-    """Device arrays pass through; NumPy floats become float32 device arrays; others refused."""
+def _check_input(x, device, what="input"):
+    """Device arrays pass through; NumPy floats become float32 device arrays; others refused.
+    An empty batch is refused before anything is uploaded."""
     if isinstance(x, cl_array.Array):
         if x.dtype != np.float32:
-            raise TypeError(f"input must be float32, got a device array of {x.dtype}")
+            raise TypeError(f"{what} must be float32, got a device array of {x.dtype}")
+    else:
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"{what} must be floating point (float32), got {x.dtype}; "
+                            "convert it, e.g. images.astype(np.float32) / 255")
+    if x.ndim < 2 or x.shape[0] == 0 or 0 in x.shape:
+        raise ShapeError(f"{what} must be a non-empty batch (N, ...) with N >= 1, got shape "
+                         f"{tuple(x.shape)}; check the data slice or the --limit/--batch-size")
+    if isinstance(x, cl_array.Array):
         return x
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"input must be floating point (float32), got {x.dtype}; "
-                        "convert it, e.g. images.astype(np.float32) / 255")
-    return device.to_device(x)
+    try:
+        return device.to_device(x)
+    except DeviceOutOfMemory as exc:
+        raise DeviceOutOfMemory(f"{what} of batch size {x.shape[0]}: {exc}") from None
+
+
+def _check_finite(x, what="input"):
+    """NonFiniteError when x (NumPy or device array; the latter is read back) holds NaN/Inf."""
+    host = x.get() if isinstance(x, cl_array.Array) else np.asarray(x)
+    finite = np.isfinite(host)
+    if not finite.all():
+        bad = ~finite
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise NonFiniteError(
+            f"{what} holds {int(np.isnan(host).sum())} NaN and {int(np.isinf(host).sum())} Inf "
+            f"values (first at index {first}); clean or re-normalise the data "
+            "(e.g. np.nan_to_num), or pass check_finite=False to skip this check")
 
 
 class Sequential:
@@ -30,10 +52,12 @@ class Sequential:
     the layer list (and so the names) stays as written.
     """
 
-    def __init__(self, layers, device=None):
+    def __init__(self, layers, device=None, check_finite=False):
         self.layers = list(layers)
         self.device = get_device(device)
         self.training = True
+        # check_finite: refuse inputs holding NaN/Inf (costs a host read of device inputs).
+        self.check_finite = bool(check_finite)
         for index, layer in enumerate(self.layers):
             layer.bind(self.device)
             for name, param in layer.params.items():
@@ -56,21 +80,34 @@ class Sequential:
         return plan
 
     # -- running -----------------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x, check_finite=None):
+        """y = the layers applied to x (N, C, H, W) or (N, features). check_finite (default:
+        the model's setting) refuses inputs holding NaN or Inf with NonFiniteError."""
+        if self.check_finite if check_finite is None else check_finite:
+            _check_finite(x)
         x = _check_input(x, self.device)
-        if x.ndim < 2 or x.shape[0] == 0:
-            raise ShapeError(f"input must be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
+        source = "the model input"
         for index, fused in self._plan:
             layer = self.layers[index]
+            kwargs = {}
+            if fused is not None:
+                act = self.layers[fused]
+                kwargs = dict(activation=act.fusable_activation, negative_slope=act.negative_slope)
+            name = f"layer {index} ({type(layer).__name__})"
             try:
-                if fused is None:
-                    x = layer.forward(x)
-                else:
-                    act = self.layers[fused]
-                    x = layer.forward(x, activation=act.fusable_activation,
-                                      negative_slope=act.negative_slope)
+                # An out-of-memory error at enqueue time (drivers allocate lazily) gets one
+                # retry after the pool frees its cached blocks, then a DeviceOutOfMemory.
+                x = self.device.with_memory_retry(f"{name} at batch size {x.shape[0]}",
+                                                  layer.forward, x, **kwargs)
             except ShapeError as exc:
-                raise ShapeError(f"layer {index} ({type(layer).__name__}): {exc}") from None
+                raise ShapeError(f"{name} cannot take {source} of shape {tuple(x.shape)}: {exc}") from None
+            except DeviceOutOfMemory as exc:
+                if str(exc).startswith("layer "):
+                    raise
+                raise DeviceOutOfMemory(f"layer {index} ({type(layer).__name__}) at batch size "
+                                        f"{x.shape[0]}: {exc}") from None
+            last = fused if fused is not None else index
+            source = f"the output of layer {last} ({type(self.layers[last]).__name__})"
         return x
 
     __call__ = forward
@@ -78,10 +115,30 @@ class Sequential:
     def backward(self, gy, need_input_grad=True):
         """Back-propagate dL/dy; writes every parameter's .grad and returns dL/dx (None when
         need_input_grad is False, which saves the first layer's input-gradient pass)."""
-        gy = _check_input(gy, self.device)
-        for position in range(len(self._plan) - 1, -1, -1):
+        gy = _check_input(gy, self.device, "output gradient")
+        position = len(self._plan) - 1
+        while position >= 0:
             index, _ = self._plan[position]
-            gy = self.layers[index].backward(gy, need_input_grad=position > 0 or need_input_grad)
+            layer, kwargs = self.layers[index], {}
+            before = self.layers[self._plan[position - 1][0]] if position > 0 else None
+            if (isinstance(layer, AvgPool2D) and isinstance(before, (Conv2D, Dense))
+                    and before._act is not None):
+                # The pool's backward also undoes the activation fused into the layer before
+                # it (one pass over the big gradient instead of two); that layer then starts
+                # from the pre-activation gradient.
+                kwargs = dict(activation=before._act, act_output=before._y, negative_slope=before._slope)
+            gy = self.device.with_memory_retry(
+                f"the backward pass of layer {index} ({type(layer).__name__}) at batch "
+                f"size {gy.shape[0]}", layer.backward, gy,
+                need_input_grad=position > 0 or need_input_grad, **kwargs)
+            if kwargs:
+                position -= 1
+                index = self._plan[position][0]
+                gy = self.device.with_memory_retry(
+                    f"the backward pass of layer {index} ({type(before).__name__}) at batch "
+                    f"size {gy.shape[0]}", before.backward, gy,
+                    need_input_grad=position > 0 or need_input_grad, pre_activation=True)
+            position -= 1
         return gy
 
     def train(self, mode=True):

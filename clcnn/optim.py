@@ -1,7 +1,7 @@
 """Optimizers that update parameters on the device, exactly as torch.optim defines them."""
 import numpy as np
 
-from .ops.optim import adam_update, sgd_update
+from .ops.optim import adam_update, sgd_update_many
 
 
 def _params(model_or_params):
@@ -51,11 +51,12 @@ class SGD(Optimizer):
         self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
 
     def step(self):
-        first = self.step_count == 0
-        for p in self.params:
-            buf = self._buffer(p, "momentum_buffer") if self.momentum else None
-            sgd_update(p.device, p.data, p.grad, buf, self.lr, self.momentum, self.dampening,
-                       self.weight_decay, self.nesterov, first_step=first)
+        if self.params:
+            bufs = [self._buffer(p, "momentum_buffer") for p in self.params] if self.momentum else None
+            sgd_update_many(self.params[0].device, [p.data for p in self.params],
+                            [p.grad for p in self.params], bufs, self.lr, self.momentum,
+                            self.dampening, self.weight_decay, self.nesterov,
+                            first_step=self.step_count == 0)
         self.step_count += 1
 
 

@@ -12,11 +12,20 @@ import threading
 import time
 
 import numpy as np
+import pyopencl as cl
+import pyopencl.array as cl_array
 
-from .errors import CheckpointError, ClcnnError
+from .datasets.batches import BACKGROUND
+from .errors import CheckpointError, ClcnnError, ShapeError
 from .layers import Dropout
+from .losses import SoftmaxCrossEntropy
+from .ops import data as data_ops
+from .ops import loss as loss_ops
 from .progress import ProgressBar
 from .serialization import architecture, load_weights, read_archive, write_archive
+
+# Seconds between reads of the per-step loss and accuracy (each read waits for the device).
+_READ_INTERVAL = 0.25
 
 
 class TrainingDiverged(ClcnnError):
@@ -27,6 +36,36 @@ def random_shift(images, max_shift, rng):
     """Shift each image by up to max_shift pixels in x and y, filling with its border value."""
     from .datasets.batches import random_shift as shift
     return shift(images, max_shift, rng)
+
+
+def _shifts(seed, epoch, batch, count, max_shift):
+    """The (dy, dx) of each image of a batch: the draw of datasets.batches.random_shift from the
+    (seed, epoch, batch) generator, so host and device augmentation agree."""
+    rng = np.random.default_rng([seed, epoch, batch])
+    return rng.integers(-max_shift, max_shift + 1, size=(count, 2))
+
+
+class _DeviceData:
+    """A training set uploaded once; batches are gathered (and shifted) on the device."""
+
+    def __init__(self, device, images, labels):
+        self.device = device
+        self.images = device.to_device(images)
+        self.labels = device.to_device(labels, dtype=np.int32)
+        self.order = self.shifts = None
+
+    @staticmethod
+    def fits(device, images):
+        dev = device.cl_device
+        return images.nbytes <= min(dev.max_mem_alloc_size, dev.global_mem_size // 4)
+
+    def start_epoch(self, order, shifts):
+        self.order = self.device.to_device(order, dtype=np.int32)
+        self.shifts = None if shifts is None else self.device.to_device(shifts, dtype=np.int32)
+
+    def batch(self, start, count):
+        return data_ops.batch_gather(self.device, self.images, self.labels, self.order, start, count,
+                                     self.shifts, BACKGROUND)
 
 
 class Trainer:
@@ -50,17 +89,54 @@ class Trainer:
         self._partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.best_accuracy = -1.0
         self.interrupted = False
+        self._stats = None        # device (slots, 2): loss and correct count of each batch
+        self._in_flight = None    # marker event after the last enqueued step
 
     # -- one step -----------------------------------------------------------------------
     def train_step(self, x, y):
-        """Forward, backward and update on one batch; returns (loss, correct count)."""
+        """Forward, backward and update on one batch (numpy or device arrays; y int labels).
+
+        Nothing is read back: the batch's loss and correct count go to slot `self.batch` of a
+        device buffer (see step_stats). At most two steps are in flight: the call returns when
+        the previous step has finished, so the host prepares the next batch while the device
+        computes this one."""
+        dev, slot = self.model.device, self.batch
+        if self._stats is None or slot >= self._stats.shape[0]:
+            self._stats = dev.zeros((max(slot + 1, 64), 2))
         logits = self.model.forward(x)
-        loss = self.loss.forward(logits, y)
-        self.model.backward(self.loss.backward(), need_input_grad=False)
+        labels = self._labels(y, logits)
+        if isinstance(self.loss, SoftmaxCrossEntropy) and labels is not None:
+            grad = loss_ops.softmax_cross_entropy_train(dev, logits, labels, self._stats, slot)
+        else:
+            loss = self.loss.forward(logits, y)
+            loss_ops.step_stats(dev, loss, logits, labels, self._stats, slot)
+            grad = self.loss.backward()
+        self.model.backward(grad, need_input_grad=False)
         self.optimizer.step()
-        value = float(loss.get()[0])
-        correct = int((logits.get().argmax(axis=1) == y).sum())
-        return value, correct
+        done, self._in_flight = self._in_flight, cl.enqueue_marker(dev.queue)
+        if done is not None:
+            done.wait()
+
+    def _labels(self, y, logits):
+        """y as int32 class indices on the device, or None when y is no such thing (MSE)."""
+        if isinstance(y, cl_array.Array):
+            return y if y.dtype == np.int32 and y.ndim == 1 else None
+        y = np.asarray(y)
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or logits.ndim != 2:
+            return None
+        if len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
+            raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}], got values in "
+                             f"[{y.min()}, {y.max()}]")
+        labels = self.model.device.empty(y.shape, np.int32)
+        labels.set(np.ascontiguousarray(y, dtype=np.int32), async_=True)   # no wait for the device
+        return labels
+
+    def step_stats(self, first=0, last=None):
+        """[(loss, correct count), ...] of the steps in slots [first, last) (waits for them)."""
+        if self._stats is None:
+            return []
+        host = self._stats.get()[first:last]
+        return [(float(loss), int(correct)) for loss, correct in host]
 
     # -- epochs -------------------------------------------------------------------------
     def fit(self, train_data, epochs=10, batch_size=64, validation_data=None):
@@ -70,10 +146,20 @@ class Trainer:
         images, labels = check_data(train_data, "train_data")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        data = None
+        if labels.ndim == 1 and _DeviceData.fits(self.model.device, images):
+            try:
+                classes = self.model.output_shapes(images.shape[1:])[-1]
+            except ShapeError:
+                classes = ()    # the first forward reports it, as on the host path
+            if len(classes) == 1 and (labels.min() < 0 or labels.max() >= classes[0]):
+                raise ValueError(f"train_data: labels must lie in [0, {classes[0] - 1}], got values "
+                                 f"in [{labels.min()}, {labels.max()}]")
+            data = _DeviceData(self.model.device, images, labels)
         self.interrupted = False
         with _DeferredInterrupt() as interrupt:
             while self.epoch < epochs:
-                self._run_epoch(images, labels, batch_size, epochs, interrupt)
+                self._run_epoch(images, labels, data, batch_size, epochs, interrupt)
                 if interrupt.requested:
                     self.interrupted = True
                     self._save_checkpoint("last.clcnn")
@@ -86,44 +172,76 @@ class Trainer:
                     self._save_checkpoint("best.clcnn")
         return self.history
 
-    def _run_epoch(self, images, labels, batch_size, epochs, interrupt):
+    def _run_epoch(self, images, labels, data, batch_size, epochs, interrupt):
         n = len(images)
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         batches = math.ceil(n / batch_size)
         self.optimizer.lr = self.schedule(self.base_lr, self.epoch) if self.schedule else self.base_lr
         self.model.train()
         bar = ProgressBar(batches, f"epoch {self.epoch + 1}/{epochs}") if self.progress else None
-        part = self._partial
+        if data is not None:
+            shifts = None
+            if self.augment_shift:
+                shifts = np.concatenate([_shifts(self.seed, self.epoch, b, min(batch_size, n - b * batch_size),
+                                                 self.augment_shift) for b in range(batches)])
+            data.start_epoch(order, shifts)
+        # Per-batch loss and correct count stay on the device until read (every
+        # _READ_INTERVAL seconds, at the end of the epoch and before a checkpoint).
+        self._stats = self.model.device.zeros((batches, 2))
+        self._in_flight = None
+        self._read_from, self._batch_size, self._n = self.batch, batch_size, n
+        last_read = time.perf_counter()
         while self.batch < batches:
             if interrupt.requested:
+                self._collect(bar)
                 if bar:
                     bar.close("interrupted")
                 return
             start = time.perf_counter()
-            index = order[self.batch * batch_size:(self.batch + 1) * batch_size]
-            x, y = images[index], labels[index]
-            if self.augment_shift:
-                rng = np.random.default_rng([self.seed, self.epoch, self.batch])
-                x = random_shift(x, self.augment_shift, rng)
-            value, correct = self.train_step(x, y)
+            count = min(batch_size, n - self.batch * batch_size)
+            if data is not None:
+                x, y = data.batch(self.batch * batch_size, count)
+            else:
+                index = order[self.batch * batch_size:self.batch * batch_size + count]
+                x, y = images[index], labels[index]
+                if self.augment_shift:
+                    rng = np.random.default_rng([self.seed, self.epoch, self.batch])
+                    x = random_shift(x, self.augment_shift, rng)
+            self.train_step(x, y)
+            self.batch += 1
+            now = time.perf_counter()
+            self._partial["seconds"] += now - start
+            if now - last_read >= _READ_INTERVAL:
+                self._collect(bar)
+                last_read = time.perf_counter()
+        self._collect(bar)
+        part = self._partial
+        if bar:
+            bar.close(f"loss {part['loss'] / part['seen']:.4f} acc {100 * part['correct'] / part['seen']:.2f}% "
+                      f"{part['seen'] / part['seconds']:,.0f} img/s")
+
+    def _collect(self, bar=None):
+        """Read the statistics of the steps done since the last read into the epoch's running
+        totals; stop with TrainingDiverged naming the first step whose loss is not finite."""
+        start = time.perf_counter()
+        part, first = self._partial, self._read_from
+        for slot, (value, correct) in enumerate(self.step_stats(first, self.batch), start=first):
             if not math.isfinite(value):
                 if bar:
                     bar.close("diverged")
                 raise TrainingDiverged(
-                    f"loss became {value} at epoch {self.epoch + 1}, batch {self.batch + 1}; "
+                    f"loss became {value} at epoch {self.epoch + 1}, batch {slot + 1}; "
                     "training stopped, the last good checkpoint is kept. Try a smaller --lr.")
-            part["loss"] += value * len(index)
+            count = min(self._batch_size, self._n - slot * self._batch_size)
+            part["loss"] += value * count
             part["correct"] += correct
-            part["seen"] += len(index)
-            part["seconds"] += time.perf_counter() - start
-            self.batch += 1
-            if bar:
-                bar.update(self.batch, loss=f"{part['loss'] / part['seen']:.4f}",
-                           acc=f"{100 * part['correct'] / part['seen']:.2f}%",
-                           **{"img/s": f"{part['seen'] / part['seconds']:,.0f}"})
-        if bar:
-            bar.close(f"loss {part['loss'] / part['seen']:.4f} acc {100 * part['correct'] / part['seen']:.2f}% "
-                      f"{part['seen'] / part['seconds']:,.0f} img/s")
+            part["seen"] += count
+        self._read_from = self.batch
+        part["seconds"] += time.perf_counter() - start   # the wait for the device
+        if bar and part["seen"]:
+            bar.update(self.batch, loss=f"{part['loss'] / part['seen']:.4f}",
+                       acc=f"{100 * part['correct'] / part['seen']:.2f}%",
+                       **{"img/s": f"{part['seen'] / part['seconds']:,.0f}"})
 
     def _finish_epoch(self, validation_data, batch_size):
         part = self._partial
@@ -206,8 +324,21 @@ def predict(model, images, batch_size=256):
     """Logits for every image, in eval mode, as a NumPy array (N, classes)."""
     was_training = model.training
     model.eval()
-    out = [model.forward(images[i:i + batch_size]).get() for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+    dev, pending, out = model.device, [], []
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size]
+            if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating) and x.size:
+                # Upload without waiting and read each result two batches later, so the host
+                # never leaves the device idle between batches.
+                host, x = np.ascontiguousarray(x, dtype=np.float32), dev.empty(x.shape)
+                x.set(host, async_=True)
+            pending.append(model.forward(x))
+            if len(pending) > 2:
+                out.append(pending.pop(0).get())
+        out += [y.get() for y in pending]
+    finally:
+        model.train(was_training)
     return np.concatenate(out)
 
 

@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +11,9 @@ import clcnn
 settings.register_profile("clcnn", max_examples=int(os.environ.get("CLCNN_HYPOTHESIS_EXAMPLES", "25")),
                           deadline=None, derandomize=False, print_blob=True)
 settings.load_profile("clcnn")
+
+# Tuning choices made by the tests go to a throw-away folder, not the user's ~/.cache/clcnn.
+os.environ.setdefault("CLCNN_CACHE_DIR", tempfile.mkdtemp(prefix="clcnn-test-cache-"))
 
 
 @pytest.fixture(scope="session")

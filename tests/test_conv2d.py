@@ -1,8 +1,13 @@
-"""Conv2D kernels vs the NumPy oracle, the oracle vs finite differences and worked examples."""
+"""Conv2D kernels (every algorithm) vs the NumPy oracle, the tuner that picks among them, the
+oracle vs finite differences and worked examples."""
+import json
+import time
+
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
+from clcnn import tuning
 from clcnn.errors import ShapeError
 from clcnn.ops import conv2d as ops
 from clcnn.oracle import conv2d as oracle
@@ -27,10 +32,10 @@ def _bound(abs_ref):
     return 2e-5 * float(np.max(abs_ref, initial=0.0)) + 4e-7
 
 
-def _run(device, x, w, b, stride, pads, activation=None):
+def _run(device, x, w, b, stride, pads, activation=None, algorithm=None):
     y = ops.conv2d_forward(device, device.to_device(x), device.to_device(w),
                            None if b is None else device.to_device(b), stride, pads,
-                           activation=activation, negative_slope=0.1)
+                           activation=activation, negative_slope=0.1, algorithm=algorithm)
     return y.get()
 
 
@@ -51,8 +56,21 @@ def conv_cases(draw):
     return (n, c, h, w), (o, c, kh, kw), (sh, sw), pads, bias, activation, form, seed
 
 
-@given(conv_cases())
+@given(case=conv_cases())
 def test_conv2d_matches_oracle(device, case):
+    _check_case(device, "direct", case)
+
+
+# Every new shape costs PoCL ~2-3 s compiling the tiled kernels' barrier work-groups (the
+# direct ones ~0.1 s), so the tiled form gets a third of the examples (CLCNN_HYPOTHESIS_EXAMPLES
+# raises both for deeper fuzzing).
+@settings(max_examples=max(6, settings.default.max_examples // 3))
+@given(case=conv_cases())
+def test_conv2d_tiled_matches_oracle(device, case):
+    _check_case(device, "tiled", case)
+
+
+def _check_case(device, algorithm, case):
     x_shape, w_shape, stride, pads, bias, activation, form, seed = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -62,7 +80,7 @@ def test_conv2d_matches_oracle(device, case):
 
     pre = oracle.conv2d_forward(x64, w64, b64, stride, pads)
     abs_pre = oracle.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64), stride, pads)
-    y = _run(device, x, w, b, stride, pads, activation)
+    y = _run(device, x, w, b, stride, pads, activation, algorithm)
     # The activations are 1-Lipschitz, so the pre-activation bound carries over.
     assert_close(y, ACTIVATIONS[activation](pre), _bound(abs_pre), 0.0, f"forward ({activation})")
 
@@ -70,13 +88,14 @@ def test_conv2d_matches_oracle(device, case):
     ops._INPUT_GRAD_FORM = form    # both forms of the input gradient, and the automatic choice
     try:
         gx, gw, gb = ops.conv2d_backward(device, device.to_device(x), device.to_device(w),
-                                         device.to_device(gy), stride, pads, has_bias=bias)
+                                         device.to_device(gy), stride, pads, has_bias=bias,
+                                         algorithm=algorithm)
     finally:
         ops._INPUT_GRAD_FORM = None
     gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy.astype(np.float64), stride, pads)
     abs_gx, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x64), np.abs(w64),
                                                     np.abs(gy.astype(np.float64)), stride, pads)
-    assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, f"input gradient ({form or 'auto'} form)")
+    assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, f"input gradient ({algorithm}, {form or 'auto'} form)")
     assert_close(gw.get(), gw_ref, _bound(abs_gw), 0.0, "weight gradient")
     if bias:
         assert_close(gb.get(), gb_ref, _bound(abs_gb), 0.0, "bias gradient")
@@ -84,6 +103,7 @@ def test_conv2d_matches_oracle(device, case):
         assert gb is None
 
 
+@pytest.mark.parametrize("algorithm", ops.ALGORITHMS)
 @pytest.mark.parametrize("n,c,h,w,o,k,stride,pads", [
     (64, 1, 32, 32, 6, (5, 5), (1, 1), (0, 0, 0, 0)),     # LeNet-5 conv1
     (4, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0, 0, 0)),     # conv2
@@ -92,19 +112,21 @@ def test_conv2d_matches_oracle(device, case):
     (1, 3, 1, 40, 20, (1, 3), (1, 2), (0, 0, 1, 0)),      # one-row image
     (2, 2, 9, 1, 3, (4, 1), (2, 1), (2, 1, 0, 0)),        # one-column image
 ])
-def test_conv2d_network_shapes(device, n, c, h, w, o, k, stride, pads):
+def test_conv2d_network_shapes(device, n, c, h, w, o, k, stride, pads, algorithm):
     """The shapes the models and benchmarks run, the same bounds as above."""
     rng = np.random.default_rng(n * 1000 + c)
     x = rng.standard_normal((n, c, h, w))
     wt = rng.standard_normal((o, c) + k)
     b = rng.standard_normal(o)
-    y = _run(device, x.astype(np.float32), wt.astype(np.float32), b.astype(np.float32), stride, pads, "tanh")
+    y = _run(device, x.astype(np.float32), wt.astype(np.float32), b.astype(np.float32), stride, pads,
+             "tanh", algorithm)
     pre = oracle.conv2d_forward(x, wt, b, stride, pads)
     assert_close(y, np.tanh(pre), _bound(oracle.conv2d_forward(np.abs(x), np.abs(wt), np.abs(b), stride, pads)), 0.0, "forward")
     gy = rng.standard_normal(pre.shape)
     gx, gw, gb = ops.conv2d_backward(device, device.to_device(x.astype(np.float32)),
                                      device.to_device(wt.astype(np.float32)),
-                                     device.to_device(gy.astype(np.float32)), stride, pads)
+                                     device.to_device(gy.astype(np.float32)), stride, pads,
+                                     algorithm=algorithm)
     refs = oracle.conv2d_backward(x, wt, gy, stride, pads)
     abs_refs = oracle.conv2d_backward(np.abs(x), np.abs(wt), np.abs(gy), stride, pads)
     for got, ref, abs_ref, what in zip((gx, gw, gb), refs, abs_refs, ("gx", "gw", "gb")):
@@ -119,6 +141,80 @@ def test_conv2d_backward_skips_input_grad(device):
                                      need_input_grad=False, has_bias=False)
     assert gx is None and gb is None
     np.testing.assert_allclose(gw.get(), np.full((3, 2, 3, 3), 9.0))
+
+
+# -- the tuner ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tuner_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLCNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CLCNN_TUNE", "1")
+    return tmp_path / "tuning.json"
+
+
+def _fail():
+    raise AssertionError("a cached choice must not be timed again")
+
+
+def test_tuner_picks_faster_and_persists(device, tuner_env):
+    calls = {"slow": 0, "fast": 0}
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.01)
+
+    def fast():
+        calls["fast"] += 1
+    choice = tuning.Tuner(str(tuner_env)).choose(device, "op:1", {"slow": slow, "fast": fast}, "slow")
+    assert choice == "fast" and calls["slow"] >= 2 and calls["fast"] >= 2
+    stored = json.loads(tuner_env.read_text())["choices"]
+    assert [v["choice"] for k, v in stored.items() if k.endswith("|op:1")] == ["fast"]
+    assert tuning.device_key(device) in next(iter(stored))
+    # A fresh tuner (a new process) reads the choice back instead of timing.
+    assert tuning.Tuner(str(tuner_env)).choose(device, "op:1", {"slow": _fail, "fast": _fail}, "slow") == "fast"
+
+
+def test_tuner_off_and_auto_use_the_default(device, tuner_env, monkeypatch):
+    monkeypatch.setenv("CLCNN_TUNE", "0")
+    assert tuning.Tuner(str(tuner_env)).choose(device, "op:2", {"a": _fail, "b": _fail}, "b") == "b"
+    monkeypatch.delenv("CLCNN_TUNE")
+    assert tuning.Tuner(str(tuner_env)).choose(device, "op:2", {"a": _fail, "b": _fail}, "b",
+                                               worth_tuning=False) == "b"
+    assert not tuner_env.exists()
+
+
+def test_tuner_survives_corrupt_cache(device, tuner_env):
+    tuner_env.write_text('{"format": 1, "choices": {"x": ')
+    with pytest.warns(RuntimeWarning, match="ignoring the tuning cache"):
+        choice = tuning.Tuner(str(tuner_env)).choose(device, "op:3", {"a": lambda: None, "b": lambda: time.sleep(0.01)}, "b")
+    assert choice == "a"
+    assert json.loads(tuner_env.read_text())["format"] == 1    # rewritten whole
+
+
+def test_tuner_skips_failing_candidate(device, tuner_env):
+    with pytest.warns(RuntimeWarning, match="candidate failed"):
+        choice = tuning.Tuner(str(tuner_env)).choose(device, "op:4", {"broken": lambda: 1 / 0, "ok": lambda: None}, "broken")
+    assert choice == "ok"
+
+
+def test_conv2d_tunes_real_candidates(device, tuner_env):
+    """The op itself, tuned on a batch >= 16: both candidates run, the result is right either way."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 2, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    y = _run(device, x, w, None, (1, 1), (1, 1, 1, 1))
+    ref = oracle.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1, 1, 1))
+    abs_ref = oracle.conv2d_forward(np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64)), None, (1, 1), (1, 1, 1, 1))
+    assert_close(y, ref, _bound(abs_ref), 0.0, "tuned forward")
+    stored = json.loads(tuner_env.read_text())["choices"]
+    (entry,) = [v for k, v in stored.items() if "conv2d.forward" in k]
+    assert set(entry["ms"]) == set(ops.ALGORITHMS) and entry["choice"] in ops.ALGORITHMS
+
+
+def test_unknown_algorithm(device):
+    x = device.to_device(np.zeros((1, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="algorithm"):
+        ops.conv2d_forward(device, x, x, None, (1, 1), (0, 0, 0, 0), algorithm="winograd")
 
 
 # -- worked examples (values computed by hand) ------------------------------------------------

@@ -45,8 +45,10 @@ class Dense(Layer):
         self._y = y if self._act else None
         return y
 
-    def backward(self, gy, need_input_grad=True):
-        if self._act:
+    def backward(self, gy, need_input_grad=True, pre_activation=False):
+        """pre_activation: gy is already dL/d(output before the fused activation) (the model
+        lets the next layer back-propagate through the activation in its own pass)."""
+        if self._act and not pre_activation:
             gy = act_ops.activation_backward(self.device, self._act, self._y, gy,
                                              negative_slope=self._slope)
         gx, gw, gb = dense_ops.dense_backward(self.device, self._x, self.params["weight"].data, gy,

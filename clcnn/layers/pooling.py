@@ -51,9 +51,13 @@ class AvgPool2D(_Pool2D):
         return pool_ops.avgpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding,
                                           count_include_pad=self.count_include_pad)
 
-    def backward(self, gy, need_input_grad=True):
+    def backward(self, gy, need_input_grad=True, activation=None, act_output=None, negative_slope=0.01):
+        """With activation and act_output (that activation's output, this layer's input), the
+        gradient also goes back through the activation: dL/d(its input), in the same pass."""
         return pool_ops.avgpool2d_backward(self.device, gy, self._x_shape, self.kernel_size, self.stride,
-                                           self.padding, count_include_pad=self.count_include_pad)
+                                           self.padding, count_include_pad=self.count_include_pad,
+                                           activation=activation, act_output=act_output,
+                                           negative_slope=negative_slope)
 
     def config(self):
         return {**super().config(), "count_include_pad": self.count_include_pad}

@@ -15,10 +15,14 @@ VEC = 8
 _MAX_INT = 2 ** 31 - 1
 
 
-def _code(name):
+def check_name(name):
     if name not in NAMES:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(NAMES)}")
-    return ACTIVATION_CODES[name]
+    return name
+
+
+def _code(name):
+    return ACTIVATION_CODES[check_name(name)]
 
 
 def _flat(dev, kernel_name, code, arrays, out_shape, slope):

@@ -9,12 +9,23 @@ w^T gy that conv2d_col2im sums per input pixel (columns form, for strides > 1 an
 smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights transposes gy to
 pixel-major order, sums slices of the output rows in parallel, and a small kernel adds the
 slices up (bias gradient included).
+
+Each pass also has a GPU-style implicit-GEMM form (kernels/conv2d_tiled.cl: __local tiles and
+barriers, padding folded into bounds checks, weights read unpacked, so one launch per pass).
+`algorithm` ("direct" | "tiled" | None) forces one; None lets clcnn.tuning pick per device and
+shape (timed once for batches >= 16 and cached on disk, else direct on CPUs, tiled on GPUs).
 """
+import functools
+
 from .. import device as _device
+from .. import tuning
 from ..errors import ShapeError
 from ._common import buf, check_array, f32, i32, launch
 
 _FILE = "conv2d.cl"
+_TILED_FILE = "conv2d_tiled.cl"
+ALGORITHMS = ("direct", "tiled")
+_TUNE_MIN_BATCH = 16    # smaller batches (tests, single images) run the heuristic untimed
 _INT32_MAX = 2**31 - 1
 # Cost of moving one column value through memory (written, then read by conv2d_col2im), in
 # multiply-add lanes, for choosing the form of the input gradient.
@@ -54,6 +65,7 @@ def _round_up(value, multiple):
     return -(-value // multiple) * multiple
 
 
+@functools.lru_cache(maxsize=None)
 def _forward_blocking(co, seg):
     """(OBV, PB) of conv2d_forward: float8s of output channels x pixels per work item.
     Fewest wasted lanes (channels past CO, pixels computed twice), at most 8 accumulators
@@ -68,6 +80,7 @@ def _forward_blocking(co, seg):
     return min(options, key=key)
 
 
+@functools.lru_cache(maxsize=None)
 def _weight_blocking(co, kh, kw):
     """(OBV, KHB, PBW) of conv2d_backward_weight: float8s of output channels x kernel rows per
     work item (OBV*KHB*KW accumulators, at most 12; KHB divides KH so no row is done twice),
@@ -86,6 +99,7 @@ def _weight_blocking(co, kh, kw):
     return best + (pbw(best),)
 
 
+@functools.lru_cache(maxsize=None)
 def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow):
     """The -D defines of one convolution shape, shared by its forward and weight-gradient
     kernels so that both come from one build."""
@@ -95,6 +109,20 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow):
     return dict(CI=ci, HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
                 OH=oh, OW=ow, NPIX=n * oh * ow, OBV=obv, PB=pb, COP=_round_up(co, 8 * obv),
                 OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, 8 * obvw))
+
+
+_KERNELS = {}
+
+
+def _kernel(dev, filename, name, defines=None):
+    """dev.kernel without rebuilding the option strings on every call (host overhead counts
+    on the small LeNet layers): `defines` is a dict that _plan / _tiled_plan cache, so its
+    id stands for its contents."""
+    key = (dev, filename, name, id(defines))
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        kernel = _KERNELS[key] = dev.kernel(filename, name, **(defines or {}))
+    return kernel
 
 
 def _local(dev, global_size):
@@ -109,7 +137,7 @@ def _pad(dev, x, hp, wp, top, left, sh=1, sw=1):
     """x (N, C, H, W) into a zeroed (N, C, hp, wp) at rows top + k*sh, columns left + k*sw."""
     n, c, h, w = x.shape
     out = dev.empty((n, c, hp, wp))
-    kernel = dev.kernel(_FILE, "conv2d_pad")
+    kernel = _kernel(dev, _FILE, "conv2d_pad")
     launch(dev, kernel, (hp, n * c), None, buf(x), buf(out), i32(h), i32(w), i32(hp), i32(wp),
            i32(top), i32(left), i32(sh), i32(sw))
     return out
@@ -121,7 +149,7 @@ def _pack_weights(dev, w, b, cop, mode):
     o, c, kh, kw = w.shape
     rows = (c * kh * kw, o * kh * kw, o)[mode]
     out = dev.empty((rows + 1, cop))
-    kernel = dev.kernel(_FILE, "conv2d_pack_weights")
+    kernel = _kernel(dev, _FILE, "conv2d_pack_weights")
     launch(dev, kernel, (cop, rows + 1), None, buf(w), buf(b if b is not None else w), buf(out),
            i32(o), i32(c), i32(kh), i32(kw), i32(cop), i32(mode), i32(b is not None))
     return out
@@ -133,27 +161,14 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01):
     seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
     grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["COP"] // (8 * d["OBV"]))
     y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["CO"], d["OH"], d["OW"]))
-    launch(dev, dev.kernel(_FILE, "conv2d_forward", **plan), grid, _local(dev, grid), buf(xp), buf(wt), buf(y), i32(_device.ACTIVATION_CODES[activation]),
+    launch(dev, _kernel(dev, _FILE, "conv2d_forward", plan), grid, _local(dev, grid), buf(xp), buf(wt), buf(y), i32(_device.ACTIVATION_CODES[activation]),
            f32(negative_slope))
     return y
 
 
-def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01):
-    """x (N,C,H,W), w (O,C,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right).
-    Output (N,O,OH,OW), OH = (H+top+bottom-KH)//sh + 1. activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias."""
-    check_array(x, 4, "conv2d input")
-    check_array(w, 4, "conv2d weight")
-    stride, pads = _check_params(stride, pads)
-    if activation not in _device.ACTIVATION_CODES:
-        raise ValueError(f"conv2d: unknown activation {activation!r}; "
-                         f"choose one of {list(_device.ACTIVATION_CODES)}")
-    oh, ow = _output_hw(x.shape, w.shape, stride, pads)
+def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    if b is not None:
-        check_array(b, 1, "conv2d bias")
-        if b.shape[0] != o:
-            raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {o} filters")
     top, bottom, left, right = pads
     xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
     plan = _plan(n, c, xp.shape[2], xp.shape[3], o, kh, kw, stride, oh, ow)
@@ -161,7 +176,126 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     return _direct_conv(dev, xp, wt, plan, activation, negative_slope)
 
 
-def _input_grad(dev, w, gy, x_shape, stride, pads):
+# -- the tiled implicit-GEMM form (conv2d_tiled.cl) -------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _tiled_geometry(max_group, m, nc):
+    """(RTSM, RTSN, WPTM, WPTN) for a product of m x nc outputs: 16x16 work items (8x8 where
+    the device allows fewer than 256), and the fewest outputs per item (1, 2 or 4) whose tile
+    still covers m (nc): small LeNet layers (6 or 16 filters) waste less of a 16-row tile."""
+    rts = 16 if max_group >= 256 else 8
+    wptm = next((v for v in (1, 2) if rts * v >= m), 4)
+    wptn = next((v for v in (1, 2) if rts * v >= nc), 4)
+    return rts, rts, wptm, wptn
+
+
+@functools.lru_cache(maxsize=None)
+def _tiled_plan(max_group, compute_units, n, c, h, wd, o, kh, kw, stride, pads, oh, ow):
+    """-D defines of one shape (all three passes come from one build) and the (global, local)
+    size of each pass."""
+    products = {"forward": (o, n * oh * ow), "input": (c, n * h * wd), "weight": (o, c * kh * kw + 1)}
+    defines = dict(CI=c, H=h, W=wd, CO=o, KH=kh, KW=kw, SH=stride[0], SW=stride[1], PT=pads[0],
+                   PL=pads[2], OH=oh, OW=ow, NB=n, TSK=16)
+    sizes = {}
+    for pass_, (m, nc) in products.items():
+        rtsm, rtsn, wptm, wptn = _tiled_geometry(max_group, m, nc)
+        suffix = {"forward": "F", "input": "I", "weight": "G"}[pass_]
+        defines.update({"RTSM": rtsm, "RTSN": rtsn, "WPTM_" + suffix: wptm, "WPTN_" + suffix: wptn})
+        sizes[pass_] = [-(-nc // (rtsn * wptn)) * rtsn, -(-m // (rtsm * wptm)) * rtsm, 1], (rtsn, rtsm, 1)
+    # The weight gradient has few output tiles but a long K (the batch's pixels): split K so
+    # that every compute unit gets a few groups, keeping >= 8 K-tiles (128 pixels) per slice.
+    grid, local = sizes["weight"]
+    groups = grid[0] // local[0] * (grid[1] // local[1])
+    defines["KSPLIT"] = grid[2] = max(1, min(-(-4 * compute_units // groups), n * oh * ow // (16 * 8)))
+    return defines, {k: (tuple(g), l) for k, (g, l) in sizes.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _limits(dev):
+    return dev.cl_device.max_work_group_size, dev.cl_device.max_compute_units
+
+
+def _tiled(dev, x_shape, w_shape, stride, pads, oh, ow, pass_):
+    o, _, kh, kw = w_shape
+    defines, sizes = _tiled_plan(*_limits(dev), *x_shape, o, kh, kw, stride, pads, oh, ow)
+    return (defines,) + sizes[pass_]
+
+
+def _forward_tiled(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope):
+    defines, grid, local = _tiled(dev, x.shape, w.shape, stride, pads, oh, ow, "forward")
+    y = dev.empty((x.shape[0], w.shape[0], oh, ow))
+    launch(dev, _kernel(dev, _TILED_FILE, "conv2d_forward_tiled", defines), grid, local,
+           buf(x), buf(w), buf(b if b is not None else w), buf(y), i32(b is not None),
+           i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope))
+    return y
+
+
+def _input_grad_tiled(dev, w, gy, x_shape, stride, pads):
+    defines, grid, local = _tiled(dev, x_shape, w.shape, stride, pads, gy.shape[2], gy.shape[3], "input")
+    gx = dev.empty(x_shape)
+    launch(dev, _kernel(dev, _TILED_FILE, "conv2d_backward_input_tiled", defines), grid, local,
+           buf(gy), buf(w), buf(gx))
+    return gx
+
+
+def _weight_grad_tiled(dev, x, gy, w_shape, stride, pads, has_bias):
+    defines, grid, local = _tiled(dev, x.shape, w_shape, stride, pads, gy.shape[2], gy.shape[3], "weight")
+    o, c, kh, kw = w_shape
+    slices, t_count = defines["KSPLIT"], c * kh * kw
+    part = dev.empty((slices, t_count, o))
+    partb = dev.empty((slices, o))
+    launch(dev, _kernel(dev, _TILED_FILE, "conv2d_backward_weight_tiled", defines), grid, local,
+           buf(x), buf(gy), buf(part), buf(partb))
+    gw = dev.empty(w_shape)
+    gb = dev.empty((o,)) if has_bias else None
+    launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias), o),
+           None, buf(part), buf(partb), buf(gw), buf(gb if has_bias else gw), i32(slices),
+           i32(t_count), i32(o), i32(o))
+    return gw, gb
+
+
+# -- choosing ------------------------------------------------------------------------------------
+
+def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates):
+    """The algorithm to run: the forced one, else the tuner's choice for this device and shape
+    (timed once when the batch is >= _TUNE_MIN_BATCH), else direct on CPUs, tiled elsewhere.
+
+    On CPU devices the automatic mode does not time: there the tiled kernels measured 50-1000x
+    slower than the direct ones on every LeNet and 3x3 layer, and compiling their barrier
+    work-groups costs PoCL 2-3 s a shape, which would only slow the first run. CLCNN_TUNE=1
+    times them anyway."""
+    if algorithm is not None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"conv2d: unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+        return algorithm
+    key = f"conv2d.{pass_}:{x_shape}:{tuple(w_shape)}:{stride}:{pads}".replace(" ", "")
+    return tuning.get_tuner().choose(dev, key, candidates, "direct" if dev.is_cpu else "tiled",
+                                     worth_tuning=x_shape[0] >= _TUNE_MIN_BATCH and not dev.is_cpu)
+
+
+def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None):
+    """x (N,C,H,W), w (O,C,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right).
+    Output (N,O,OH,OW), OH = (H+top+bottom-KH)//sh + 1. activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias.
+    algorithm: "direct", "tiled" or None (tuned per device and shape, see clcnn.tuning)."""
+    check_array(x, 4, "conv2d input")
+    check_array(w, 4, "conv2d weight")
+    stride, pads = _check_params(stride, pads)
+    if activation not in _device.ACTIVATION_CODES:
+        raise ValueError(f"conv2d: unknown activation {activation!r}; "
+                         f"choose one of {list(_device.ACTIVATION_CODES)}")
+    oh, ow = _output_hw(x.shape, w.shape, stride, pads)
+    if b is not None:
+        check_array(b, 1, "conv2d bias")
+        if b.shape[0] != w.shape[0]:
+            raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
+    forms = {"direct": _forward_direct, "tiled": _forward_tiled}
+    args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope)
+    algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
+                 {name: functools.partial(f, *args) for name, f in forms.items()})
+    return forms[algo](*args)
+
+
+def _input_grad_direct(dev, w, gy, x_shape, stride, pads):
     """dL/dx by the cheaper of two forms (see conv2d.cl): the gather form multiplies every
     input pixel by all KH*KW taps, the columns form only the taps that hit, but writes and
     reads N*C*KH*KW*OH*OW columns in between."""
@@ -182,19 +316,22 @@ def _input_grad(dev, w, gy, x_shape, stride, pads):
     plan = _plan(n, o, oh, ow, c * kh * kw, 1, 1, (1, 1), oh, ow)
     cols = _direct_conv(dev, gy, _pack_weights(dev, w, None, plan["COP"], mode=2), plan)
     gx = dev.empty(x_shape)
-    launch(dev, dev.kernel(_FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
+    launch(dev, _kernel(dev, _FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
            i32(c), i32(h), i32(wd), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride[0]),
            i32(stride[1]), i32(top), i32(left))
     return gx
 
 
-def _weight_grad(dev, xp, gy, w_shape, stride, has_bias):
+def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias):
+    n, c, h, wd = x.shape
+    top, bottom, left, right = pads
+    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
     o, c, kh, kw = w_shape
     n, _, oh, ow = gy.shape
     plan = _plan(n, c, xp.shape[2], xp.shape[3], o, kh, kw, stride, oh, ow)
     cop, ob, khb = plan["COPW"], 8 * plan["OBVW"], plan["KHB"]
     gyt = dev.empty((n * oh * ow, cop))
-    launch(dev, dev.kernel(_FILE, "conv2d_transpose_nchw"), (-(-oh * ow // 8), cop // 8, n), None,
+    launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), (-(-oh * ow // 8), cop // 8, n), None,
            buf(gy), buf(gyt), i32(o), i32(oh * ow), i32(cop))
 
     items = cop // ob * c * (kh // khb)
@@ -204,21 +341,22 @@ def _weight_grad(dev, xp, gy, w_shape, stride, has_bias):
     part = dev.empty((slices, c * kh * kw, cop))
     partb = dev.empty((slices, cop))
     grid = (cop // ob, c * (kh // khb), slices)
-    launch(dev, dev.kernel(_FILE, "conv2d_backward_weight", **plan), grid, (1, 1, 1) if dev.is_cpu else None,
+    launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight", plan), grid, (1, 1, 1) if dev.is_cpu else None,
            buf(xp), buf(gyt), buf(part), buf(partb), i32(rows_per_slice))
 
     gw = dev.empty(w_shape)
     gb = dev.empty((o,)) if has_bias else None
     t_count = c * kh * kw
-    launch(dev, dev.kernel(_FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias), o),
+    launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias), o),
            None, buf(part), buf(partb), buf(gw), buf(gb if has_bias else gw), i32(slices),
            i32(t_count), i32(o), i32(cop))
     return gw, gb
 
 
-def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True):
+def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True, algorithm=None):
     """gy = dL/dy (N,O,OH,OW) of the PRE-activation output (the layer undoes the fused activation
-    first). Returns (gx or None, gw (O,C,KH,KW), gb (O,) or None)."""
+    first). Returns (gx or None, gw (O,C,KH,KW), gb (O,) or None). algorithm: as conv2d_forward,
+    chosen separately for the weight and the input gradient when None."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     check_array(gy, 4, "conv2d output gradient")
@@ -227,9 +365,16 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
     expected = (x.shape[0], w.shape[0], oh, ow)
     if tuple(gy.shape) != expected:
         raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
-    n, c, h, wd = x.shape
-    top, bottom, left, right = pads
-    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
-    gw, gb = _weight_grad(dev, xp, gy, w.shape, stride, has_bias)
-    gx = _input_grad(dev, w, gy, x.shape, stride, pads) if need_input_grad else None
+    weight_forms = {"direct": _weight_grad_direct, "tiled": _weight_grad_tiled}
+    args = (dev, x, gy, w.shape, stride, pads, has_bias)
+    algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
+                 {name: functools.partial(f, *args) for name, f in weight_forms.items()})
+    gw, gb = weight_forms[algo](*args)
+    gx = None
+    if need_input_grad:
+        input_forms = {"direct": _input_grad_direct, "tiled": _input_grad_tiled}
+        args = (dev, w, gy, x.shape, stride, pads)
+        algo = _pick(dev, algorithm, "input", x.shape, w.shape, stride, pads,
+                     {name: functools.partial(f, *args) for name, f in input_forms.items()})
+        gx = input_forms[algo](*args)
     return gx, gw, gb

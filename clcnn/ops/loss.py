@@ -82,3 +82,41 @@ def mse_backward(dev, pred, target):
     launch(dev, dev.kernel("loss.cl", "mse_backward"), (count,), _ELEMENTS,
            buf(pred), buf(target), buf(grad), i32(count), f32(2.0 / count))
     return grad
+
+
+def softmax_cross_entropy_train(dev, logits, labels, stats, slot):
+    """Training form of the loss, no host round trip: returns dlogits = dL/dlogits of the mean
+    cross-entropy and writes stats[slot] = (that loss, rows whose argmax is the label) into
+    `stats`, a float32 device array (slots, 2) that the caller reads when it likes."""
+    n, k = _check_logits_labels(logits, labels)
+    _check_stats(stats, slot)
+    dlogits = dev.empty((n, k))
+    row_loss = dev.empty((n,))
+    row_correct = dev.empty((n,))
+    launch(dev, dev.kernel("loss.cl", "softmax_cross_entropy_train"), (n,), _ROWS,
+           buf(logits), buf(labels), buf(dlogits), buf(row_loss), buf(row_correct), i32(n), i32(k),
+           f32(1.0 / n))
+    launch(dev, dev.kernel("loss.cl", "step_stats_rows"), (1,), _SINGLE,
+           buf(row_loss), buf(row_correct), buf(stats), i32(slot), i32(n), f32(1.0 / n))
+    return dlogits
+
+
+def step_stats(dev, loss, logits, labels, stats, slot):
+    """stats[slot] = (loss[0], rows of logits (N, K) whose argmax is the label); labels int32
+    (N,) or None (count 0): what the Trainer keeps for a loss other than cross-entropy."""
+    check_array(loss, 1, "loss")
+    _check_stats(stats, slot)
+    if labels is not None:
+        n, k = _check_logits_labels(logits, labels)
+    else:
+        n, k = 0, 1
+    launch(dev, dev.kernel("loss.cl", "step_stats_generic"), (1,), _SINGLE,
+           buf(loss), buf(logits), buf(labels if labels is not None else loss), buf(stats),
+           i32(slot), i32(n), i32(k), i32(labels is not None))
+
+
+def _check_stats(stats, slot):
+    check_array(stats, 2, "stats")
+    if stats.shape[1] != 2 or not 0 <= slot < stats.shape[0]:
+        raise ShapeError(f"stats must be (slots, 2) with 0 <= slot < slots, got {tuple(stats.shape)} "
+                         f"and slot {slot}")

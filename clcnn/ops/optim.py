@@ -10,6 +10,8 @@ from ._common import buf, f32, i32, launch
 # A fixed local size: PoCL compiles one work-group function per local size, and with None it
 # would pick (and compile) a new one for every new parameter size.
 _LOCAL = (64,)
+_MAX_INT = 2 ** 31 - 1
+_CHUNK = 16    # elements per work item in sgd_update4
 
 
 def _check_same(param, *others):
@@ -37,6 +39,34 @@ def sgd_update(dev, param, grad, momentum_buf, lr, momentum=0.0, dampening=0.0, 
            buf(param), buf(grad), buf(momentum_buf if use_momentum else param), i32(count),
            f32(lr), f32(momentum), f32(1.0 - dampening), f32(weight_decay),
            i32(use_momentum), i32(bool(nesterov)), i32(bool(first_step)))
+
+
+def sgd_update_many(dev, params, grads, momentum_bufs, lr, momentum=0.0, dampening=0.0,
+                    weight_decay=0.0, nesterov=False, first_step=False):
+    """sgd_update of every (param, grad, momentum_buf) of the lists, four tensors per launch.
+    momentum_bufs may be None (no momentum)."""
+    use_momentum = momentum != 0
+    if momentum_bufs is None:
+        if use_momentum:
+            raise ValueError("sgd_update_many with momentum needs momentum buffers")
+        momentum_bufs = params
+    triples = []
+    for param, grad, mbuf in zip(params, grads, momentum_bufs):
+        count = _check_same(param, ("grad", grad), *([("momentum_buf", mbuf)] if use_momentum else []))
+        if count:
+            triples.append((param, grad, mbuf, count))
+    kernel = dev.kernel("optim.cl", "sgd_update4", CHUNK=_CHUNK)
+    for start in range(0, len(triples), 4):
+        group = triples[start:start + 4]
+        group += [group[-1][:3] + (0,)] * (4 - len(group))   # unused slots: count 0
+        counts = [t[3] for t in group]
+        if max(counts) > _MAX_INT - _CHUNK:
+            raise ValueError("parameters too large for 32-bit indexing")
+        firsts = np.cumsum([-(-c // _CHUNK) for c in counts])
+        launch(dev, kernel, (int(firsts[-1]),), _LOCAL, *[buf(a) for t in group for a in t[:3]],
+               *[i32(c) for c in counts], *[i32(f) for f in firsts], f32(lr), f32(momentum),
+               f32(1.0 - dampening), f32(weight_decay), i32(use_momentum), i32(bool(nesterov)),
+               i32(bool(first_step)))
 
 
 def adam_update(dev, param, grad, exp_avg, exp_avg_sq, lr, beta1=0.9, beta2=0.999, eps=1e-8,

@@ -12,11 +12,22 @@ that adds gy at argmax in row-major output order.
 """
 import numpy as np
 
+from ..device import ACTIVATION_CODES
 from ..shapes import output_hw
-from ._common import buf, check_array, i32, launch
+from . import activation as act_ops
+from ._common import buf, check_array, f32, i32, launch
 
 _MAX_INT = 2 ** 31 - 1
 VEC = 8            # pixels of a row per work item in the 2-D kernels (pool.cl works in float8)
+# Work-group size of the tiled kernels (one output row per work item). Fixed: PoCL compiles one
+# work-group function per local size; small, so that a small batch still feeds both cores.
+_LOCAL = (16,)
+
+
+def _tiled(defines):
+    """Windows tile the plane (stride == kernel, no padding): the *_tiled kernels apply."""
+    d = defines
+    return (d["SH"], d["SW"]) == (d["KH"], d["KW"]) and not (d["PT"] or d["PB"] or d["PL"] or d["PR"])
 
 
 def _ints(value, length, name):
@@ -94,21 +105,41 @@ def avgpool2d_forward(dev, x, kernel, stride, pads, count_include_pad=True):
     check_array(x, 4, "x")
     defines, y_shape = _geometry(x.shape, kernel, stride, pads)
     y = dev.empty(y_shape)
+    if _tiled(defines):
+        rows = y_shape[0] * y_shape[1] * y_shape[2]
+        launch(dev, dev.kernel("pool.cl", "avgpool2d_forward_tiled", **defines), (rows,), _LOCAL,
+               buf(x), buf(y), i32(rows))
+        return y
     items = _row_chunks(y_shape)
     launch(dev, dev.kernel("pool.cl", "avgpool2d_forward", **defines), (items,), None,
            buf(x), buf(y), i32(items), i32(bool(count_include_pad)))
     return y
 
 
-def avgpool2d_backward(dev, gy, x_shape, kernel, stride, pads, count_include_pad=True):
-    """gx (x_shape): each input pixel gathers gy / divisor from every window that holds it."""
+def avgpool2d_backward(dev, gy, x_shape, kernel, stride, pads, count_include_pad=True,
+                       activation=None, act_output=None, negative_slope=0.01):
+    """gx (x_shape): each input pixel gathers gy / divisor from every window that holds it.
+
+    activation (a name of ops.activation) and act_output (its forward output, which was the
+    pool's input x): also back-propagate through that activation, giving dL/d(its input)."""
     x_shape = _x_shape(x_shape)
     defines, y_shape = _geometry(x_shape, kernel, stride, pads)
     _check_out(gy, y_shape, "gy")
+    if activation is not None:
+        _check_out(act_output, x_shape, "act_output")
     gx = dev.empty(x_shape)
+    if _tiled(defines):
+        rows = y_shape[0] * y_shape[1] * y_shape[2]
+        code = ACTIVATION_CODES[act_ops.check_name(activation)] if activation else 0
+        launch(dev, dev.kernel("pool.cl", "avgpool2d_backward_tiled", ACTIVATION=code, **defines),
+               (rows,), _LOCAL, buf(gy), buf(act_output if activation else gx), buf(gx), i32(rows),
+               f32(negative_slope))
+        return gx
     items = _row_chunks(x_shape)
     launch(dev, dev.kernel("pool.cl", "avgpool2d_backward", **defines), (items,), None,
            buf(gy), buf(gx), i32(items), i32(bool(count_include_pad)))
+    if activation is not None:
+        gx = act_ops.activation_backward(dev, activation, act_output, gx, negative_slope)
     return gx
 
 

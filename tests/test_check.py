@@ -1,0 +1,98 @@
+"""`clcnn check`: every op against the oracle on the device, a table, JSON, and failures that
+are reported rather than hidden."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from clcnn import check
+from clcnn.cli.main import cli
+from clcnn.errors import KernelBuildError
+from clcnn.ops import conv2d as conv_ops
+
+EXPECTED_OPS = {"conv2d forward", "conv2d backward", "maxpool2d forward", "maxpool2d backward",
+                "avgpool2d forward", "avgpool2d backward", "global_maxpool2d forward",
+                "global_maxpool2d backward", "global_avgpool2d forward", "global_avgpool2d backward",
+                "activation forward", "activation backward", "softmax forward", "softmax backward",
+                "gemm", "dense forward", "dense backward", "dropout forward", "dropout backward",
+                "cross_entropy forward", "cross_entropy backward", "mse forward", "mse backward",
+                "sgd update", "adam update", "lenet5 step"}
+
+
+@pytest.fixture(scope="module")
+def report(device):
+    return check.run(device)
+
+
+def test_every_op_passes_on_the_test_device(report):
+    assert {r["op"] for r in report["results"]} == EXPECTED_OPS
+    for r in report["results"]:
+        assert r["cases"] >= 1 and r["passed"] and r["max_error"] <= r["tolerance"], r
+    assert report["passed"] is True
+    assert report["seconds"] < 60          # the issue's budget for PoCL
+    json.dumps(report)                      # --json needs it JSON-able
+
+
+def test_report_table_names_every_op(report):
+    text = check.format_report(report)
+    for op in EXPECTED_OPS:
+        assert op in text
+    assert "FAIL" not in text and "all 26 ops pass" in text
+
+
+def _only(monkeypatch, *names):
+    monkeypatch.setattr(check, "OPS", [entry for entry in check.OPS if entry[0] in names])
+
+
+def test_a_wrong_kernel_fails_the_check_and_the_cli_exits_1(device, monkeypatch):
+    _only(monkeypatch, "conv2d forward", "gemm")
+    real = conv_ops.conv2d_forward
+
+    def off_by_one_percent(*args, **kwargs):
+        y = real(*args, **kwargs)
+        return y * np.float32(1.01)
+    monkeypatch.setattr(conv_ops, "conv2d_forward", off_by_one_percent)
+    report = check.run(device)
+    by_op = {r["op"]: r for r in report["results"]}
+    assert not report["passed"]
+    assert not by_op["conv2d forward"]["passed"] and by_op["conv2d forward"]["max_error"] > 5e-3
+    assert by_op["gemm"]["passed"]
+    assert "conv2d forward" in check.format_report(report).splitlines()[-1]
+    result = CliRunner().invoke(cli, ["check", "--device", device.index])
+    assert result.exit_code == 1 and "FAIL" in result.output
+
+
+def test_nan_from_a_kernel_is_a_failure(device, monkeypatch):
+    _only(monkeypatch, "conv2d forward")
+    real = conv_ops.conv2d_forward
+
+    def nan_out(*args, **kwargs):
+        y = real(*args, **kwargs)
+        y.fill(np.float32(np.nan))
+        return y
+    monkeypatch.setattr(conv_ops, "conv2d_forward", nan_out)
+    assert check.run(device)["results"][0]["max_error"] == float("inf")
+
+
+def test_an_op_that_raises_is_reported_and_the_rest_still_run(device, monkeypatch):
+    _only(monkeypatch, "conv2d backward", "dense forward")
+
+    def broken(*args, **kwargs):
+        raise KernelBuildError("building conv2d.cl failed: error: fake build log line")
+    monkeypatch.setattr(conv_ops, "conv2d_backward", broken)
+    report = check.run(device)
+    conv, dense = report["results"]
+    assert not conv["passed"] and "fake build log line" in conv["error"]
+    assert dense["passed"] and dense["cases"] == 3
+    assert "fake build log line" in check.format_report(report)
+
+
+def test_cli_json_and_unknown_device(device, monkeypatch):
+    _only(monkeypatch, "gemm", "sgd update")
+    result = CliRunner().invoke(cli, ["check", "--device", device.index, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["passed"] and [r["op"] for r in data["results"]] == ["gemm", "sgd update"]
+    result = CliRunner().invoke(cli, ["check", "--device", "no-such-device"])
+    assert result.exit_code == 1 and "no-such-device" in result.output and "Traceback" not in result.output
