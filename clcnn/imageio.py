@@ -66,9 +66,13 @@ def _decode_pgm(data, path):
 def _decode_png(data, path):
     pos, idat, header = 8, [], None
     while pos < len(data):
+        if pos + 12 > len(data):
+            raise DataError(f"{path}: truncated PNG (cut inside a chunk header)")
         (length,) = struct.unpack(">I", data[pos:pos + 4])
         kind = data[pos + 4:pos + 8]
         body = data[pos + 8:pos + 8 + length]
+        if len(body) != length:
+            raise DataError(f"{path}: truncated PNG ({kind.decode('latin-1')} chunk cut short)")
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":

@@ -29,7 +29,10 @@ def build_model(arch, device=None):
         if cls is None:
             raise CheckpointError(f"layer {index}: unknown layer type {entry.get('type')!r}")
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.get("config", {}).items()}
-        layers.append(cls(**config))
+        try:
+            layers.append(cls(**config))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"layer {index} ({cls.__name__}): bad settings in the file: {exc}") from None
     return Sequential(layers, device=device)
 
 
@@ -90,7 +93,10 @@ def load(path, device=None):
     header, arrays = read_archive(path)
     if "architecture" not in header:
         raise CheckpointError(f"{path}: holds no model architecture")
-    model = build_model(header["architecture"], device=device)
+    try:
+        model = build_model(header["architecture"], device=device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     load_weights(model, arrays, path)
     return model
 

@@ -322,6 +322,8 @@ def check_data(data, name):
 
 def predict(model, images, batch_size=256):
     """Logits for every image, in eval mode, as a NumPy array (N, classes)."""
+    if len(images) == 0:
+        raise ShapeError("predict got no images: pass an array of shape (N, C, H, W) with N >= 1")
     was_training = model.training
     model.eval()
     dev, pending, out = model.device, [], []
