@@ -144,6 +144,7 @@ class Trainer:
         history: one dict per epoch with loss, accuracy, val_loss, val_accuracy, seconds,
         images_per_second and lr."""
         images, labels = check_data(train_data, "train_data")
+        self._remove_stale_temporaries()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         data = None
@@ -279,6 +280,14 @@ class Trainer:
         arrays.update({f"param/{k}": v for k, v in self.model.state_dict().items()})
         write_archive(path, {"architecture": architecture(self.model), "trainer": header,
                              "metadata": self.metadata}, arrays)
+
+    def _remove_stale_temporaries(self):
+        """A process killed while writing a checkpoint leaves its temporary file behind (the
+        checkpoint itself is intact, see serialization.write_archive); tidy those up."""
+        if self.checkpoint_dir and os.path.isdir(self.checkpoint_dir):
+            for name in os.listdir(self.checkpoint_dir):
+                if name.startswith(".tmp-") and name.endswith(".clcnn"):
+                    os.unlink(os.path.join(self.checkpoint_dir, name))
 
     def _save_checkpoint(self, name):
         if self.checkpoint_dir:

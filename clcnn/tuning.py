@@ -22,6 +22,8 @@ import tempfile
 import time
 import warnings
 
+from .errors import DeviceOutOfMemory
+
 _FORMAT = 1
 _REPEATS = 3        # timed runs per candidate after one warm-up (which also builds the kernels)
 _GIVE_UP = 4.0      # a candidate this many times slower than the best so far is not repeated
@@ -130,7 +132,9 @@ def _time(dev, fn, best_so_far):
             times.append(time.perf_counter() - t0)
             if times[0] > _GIVE_UP * best_so_far:
                 break
-    except Exception as exc:    # noqa: BLE001 -- any failure just disqualifies the candidate
+    except DeviceOutOfMemory:
+        raise                   # the batch does not fit: no other candidate will help
+    except Exception as exc:    # noqa: BLE001 -- any other failure just disqualifies the candidate
         warnings.warn(f"clcnn: tuning candidate failed ({exc})", RuntimeWarning, stacklevel=3)
         return float("inf")
     return sorted(times)[len(times) // 2]

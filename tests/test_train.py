@@ -145,3 +145,10 @@ def test_schedules():
     assert StepLR(2, 0.5)(1.0, 0) == 1.0 and StepLR(2, 0.5)(1.0, 3) == 0.5
     cosine = CosineLR(10)
     assert cosine(1.0, 0) == 1.0 and abs(cosine(1.0, 5) - 0.5) < 1e-12 and cosine(1.0, 10) < 1e-12
+
+
+def test_fit_removes_temporaries_left_by_a_killed_checkpoint_write(device, digits, tmp_path):
+    leftover = tmp_path / ".tmp-abc123.clcnn"
+    leftover.write_bytes(b"half a checkpoint")
+    make_trainer(device, tmp_path).fit((digits[0][0][:64], digits[0][1][:64]), epochs=1, batch_size=64)
+    assert not leftover.exists() and (tmp_path / "last.clcnn").is_file()
