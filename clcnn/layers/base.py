@@ -1,5 +1,6 @@
 """The Layer base class: validate and store hyperparameters, own parameters, forward/backward."""
 from ..errors import ShapeError
+from ..ops.activation import activation_backward
 
 
 class Layer:
@@ -50,3 +51,32 @@ class Layer:
         if len(in_shape) != rank:
             raise ShapeError(f"{type(self).__name__} expects input of shape {layout} per sample, "
                              f"got {tuple(in_shape)}")
+
+
+class WeightedLayer(Layer):
+    """Shared by Conv2D and Dense: a weight, an optional bias and an optional fused activation.
+
+    Subclasses implement `_forward_op(x, bias, activation, negative_slope)` and
+    `_backward_op(gy, need_input_grad) -> (gx, gw, gb)` around their kernels."""
+
+    def forward(self, x, activation=None, negative_slope=0.01):
+        """`activation` lets the model fuse the activation layer that follows this one."""
+        self.output_shape(x.shape[1:])
+        self._x = x
+        self._act = activation or self.activation
+        self._slope = negative_slope
+        bias = self.params["bias"].data if self.bias else None
+        y = self._forward_op(x, bias, self._act, negative_slope)
+        self._y = y if self._act else None   # the activation's backward works from its output
+        return y
+
+    def backward(self, gy, need_input_grad=True, pre_activation=False):
+        """pre_activation: gy is already dL/d(output before the fused activation) (the model
+        lets the next layer back-propagate through the activation in its own pass)."""
+        if self._act and not pre_activation:
+            gy = activation_backward(self.device, self._act, self._y, gy, negative_slope=self._slope)
+        gx, gw, gb = self._backward_op(gy, need_input_grad)
+        self.params["weight"].grad = gw
+        if self.bias:
+            self.params["bias"].grad = gb
+        return gx

@@ -2,11 +2,10 @@
 from .. import init
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
-from ..ops import activation as act_ops
 from ..ops import conv2d as conv_ops
 from ..parameter import Parameter
 from ..shapes import check_padding, output_hw, pair, resolve_padding
-from .base import Layer
+from .base import WeightedLayer
 
 
 def check_activation(activation):
@@ -16,7 +15,7 @@ def check_activation(activation):
     return activation
 
 
-class Conv2D(Layer):
+class Conv2D(WeightedLayer):
     """y = act(conv(x, weight) + bias); weight (out, in, kh, kw).
 
     Output size per axis: floor((n + pad_before + pad_after - k) / stride) + 1; padding is an
@@ -58,32 +57,15 @@ class Conv2D(Layer):
         oh, ow = output_hw(in_shape[1:], self.kernel_size, self.stride, self._pads(in_shape), "Conv2D")
         return (self.out_channels, oh, ow)
 
-    def forward(self, x, activation=None, negative_slope=0.01):
-        """`activation` lets the model fuse the activation layer that follows this one."""
-        self.output_shape(x.shape[1:])
-        self._x = x
-        self._act = activation or self.activation
-        self._slope = negative_slope
-        bias = self.params["bias"].data if self.bias else None
-        y = conv_ops.conv2d_forward(self.device, x, self.params["weight"].data, bias, self.stride,
-                                    self._pads(x.shape[1:]), activation=self._act,
-                                    negative_slope=self._slope)
-        self._y = y if self._act else None
-        return y
+    def _forward_op(self, x, bias, activation, negative_slope):
+        return conv_ops.conv2d_forward(self.device, x, self.params["weight"].data, bias, self.stride,
+                                       self._pads(x.shape[1:]), activation=activation,
+                                       negative_slope=negative_slope)
 
-    def backward(self, gy, need_input_grad=True, pre_activation=False):
-        """pre_activation: gy is already dL/d(output before the fused activation) (the model
-        lets the next layer back-propagate through the activation in its own pass)."""
-        if self._act and not pre_activation:
-            gy = act_ops.activation_backward(self.device, self._act, self._y, gy,
-                                             negative_slope=self._slope)
-        gx, gw, gb = conv_ops.conv2d_backward(
-            self.device, self._x, self.params["weight"].data, gy, self.stride,
-            self._pads(self._x.shape[1:]), need_input_grad=need_input_grad, has_bias=self.bias)
-        self.params["weight"].grad = gw
-        if self.bias:
-            self.params["bias"].grad = gb
-        return gx
+    def _backward_op(self, gy, need_input_grad):
+        return conv_ops.conv2d_backward(self.device, self._x, self.params["weight"].data, gy, self.stride,
+                                        self._pads(self._x.shape[1:]), need_input_grad=need_input_grad,
+                                        has_bias=self.bias)
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -1,14 +1,13 @@
 """Dense (fully connected): y = act(x @ weight.T + bias), weight (out_features, in_features)."""
 from .. import init
 from ..errors import ShapeError
-from ..ops import activation as act_ops
 from ..ops import dense as dense_ops
 from ..parameter import Parameter
-from .base import Layer
+from .base import WeightedLayer
 from .conv import check_activation
 
 
-class Dense(Layer):
+class Dense(WeightedLayer):
     """(N, in_features) -> (N, out_features). Put a Flatten before it for NCHW input."""
 
     def __init__(self, in_features, out_features, bias=True, activation=None):
@@ -34,29 +33,13 @@ class Dense(Layer):
                              + (" (add a Flatten before it)" if len(in_shape) > 1 else ""))
         return (self.out_features,)
 
-    def forward(self, x, activation=None, negative_slope=0.01):
-        self.output_shape(x.shape[1:])
-        self._x = x
-        self._act = activation or self.activation
-        self._slope = negative_slope
-        bias = self.params["bias"].data if self.bias else None
-        y = dense_ops.dense_forward(self.device, x, self.params["weight"].data, bias,
-                                    activation=self._act, negative_slope=negative_slope)
-        self._y = y if self._act else None
-        return y
+    def _forward_op(self, x, bias, activation, negative_slope):
+        return dense_ops.dense_forward(self.device, x, self.params["weight"].data, bias,
+                                       activation=activation, negative_slope=negative_slope)
 
-    def backward(self, gy, need_input_grad=True, pre_activation=False):
-        """pre_activation: gy is already dL/d(output before the fused activation) (the model
-        lets the next layer back-propagate through the activation in its own pass)."""
-        if self._act and not pre_activation:
-            gy = act_ops.activation_backward(self.device, self._act, self._y, gy,
-                                             negative_slope=self._slope)
-        gx, gw, gb = dense_ops.dense_backward(self.device, self._x, self.params["weight"].data, gy,
-                                              has_bias=self.bias, need_input_grad=need_input_grad)
-        self.params["weight"].grad = gw
-        if self.bias:
-            self.params["bias"].grad = gb
-        return gx
+    def _backward_op(self, gy, need_input_grad):
+        return dense_ops.dense_backward(self.device, self._x, self.params["weight"].data, gy,
+                                        has_bias=self.bias, need_input_grad=need_input_grad)
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
