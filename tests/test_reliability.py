@@ -373,7 +373,9 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
 
 
 def _train_cmd(out, *extra):
-    return ["train", "lenet5", "--epochs", "3", "--limit", "1024", "--batch-size", "64", "--device", "cpu",
+    # Six short epochs: after the first checkpoint appears, about two seconds of training remain for
+    # the SIGINT to land in, however fast the device.
+    return ["train", "lenet5", "--epochs", "6", "--limit", "1024", "--batch-size", "64", "--device", "cpu",
             "--seed", "3", "--quiet", "--out", str(out), *extra]
 
 
