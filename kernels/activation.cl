@@ -80,12 +80,7 @@ __kernel void softmax_forward(__global const float* restrict x, __global float* 
     __global float* yr = y + (size_t)r * K;
     float m = -INFINITY;
     for (int k = 0; k < K; ++k) m = fmax(m, xr[k]);
-    float s = 0.0f;
-    for (int k = 0; k < K; ++k) {
-        const float e = exp(xr[k] - m);
-        yr[k] = e;
-        s += e;
-    }
+    const float s = exp_shifted_row(xr, yr, K, m);
     const float inv = 1.0f / s;
     for (int k = 0; k < K; ++k) yr[k] *= inv;
 }

@@ -34,3 +34,16 @@ inline float activate_grad_from_output(float y, int act, float slope) {
     if (act == ACT_SIGMOID) return y * (1.0f - y);
     return 1.0f;
 }
+
+/* out[k] = exp(z[k] - zmax) for k < K, returning their sum: the shifted exponentials of a
+ * numerically stable softmax (zmax is the row's maximum, so no term overflows). Shared by
+ * softmax in activation.cl and the cross-entropy kernels in loss.cl. */
+inline float exp_shifted_row(__global const float* z, __global float* out, int K, float zmax) {
+    float sum = 0.0f;
+    for (int k = 0; k < K; ++k) {
+        const float e = exp(z[k] - zmax);
+        out[k] = e;
+        sum += e;
+    }
+    return sum;
+}

@@ -24,12 +24,7 @@ __kernel void softmax_cross_entropy_forward(__global const float* restrict logit
     __global float* p = probs + (size_t)n * K;
     float zmax = z[0];
     for (int k = 1; k < K; ++k) zmax = z[k] > zmax ? z[k] : zmax;
-    float sum = 0.0f;
-    for (int k = 0; k < K; ++k) {
-        const float e = exp(z[k] - zmax);
-        p[k] = e;
-        sum += e;
-    }
+    const float sum = exp_shifted_row(z, p, K, zmax);
     const float inv = 1.0f / sum;
     for (int k = 0; k < K; ++k) p[k] *= inv;
     const int label = labels[n];
@@ -109,12 +104,7 @@ __kernel void softmax_cross_entropy_train(__global const float* restrict logits,
     for (int k = 1; k < K; ++k) {
         if (z[k] > zmax) { zmax = z[k]; best = k; }
     }
-    float sum = 0.0f;
-    for (int k = 0; k < K; ++k) {
-        const float e = exp(z[k] - zmax);
-        d[k] = e;
-        sum += e;
-    }
+    const float sum = exp_shifted_row(z, d, K, zmax);
     const float inv = 1.0f / sum;
     const int label = labels[n];
     for (int k = 0; k < K; ++k) d[k] = (d[k] * inv - (k == label ? 1.0f : 0.0f)) * inv_n;
