@@ -55,6 +55,19 @@
 #define ICHUNKS ((W + VEC - 1) / VEC)
 #define LANES (int8)(0, 1, 2, 3, 4, 5, 6, 7)
 
+/* Store the first `n` lanes of v at out (all 8 when n >= 8): the last chunk of a row may be
+ * shorter than a vector, and writing past it would touch the next row or plane. */
+inline void store8_clipped(const float8 v, __global float* out, const int n)
+{
+    if (n >= VEC) {
+        vstore8(v, 0, out);
+    } else {
+        float b[VEC];
+        vstore8(v, 0, b);
+        for (int j = 0; j < n; ++j) out[j] = b[j];
+    }
+}
+
 /* Load the SPAN input columns [ws0, ws0 + SPAN) of row `row` into s, PAD where outside. */
 #define LOAD_SPAN(s, row, ws0, PAD)                                                   \
     if ((ws0) >= 0 && (ws0) + SPAN <= W) {                                            \
@@ -159,13 +172,7 @@ __kernel void avgpool2d_forward(__global const float* restrict x, __global float
                                        : (min(he, H) - max(hs, 0)) * (min(we, W) - max(ws, 0));
     const float8 r = acc / convert_float8(cnt);
     const size_t o = ((size_t)nc * OH + oh) * OW + ow0;
-    if (ow0 + VEC <= OW) {
-        vstore8(r, 0, y + o);
-    } else {
-        float b[VEC];
-        vstore8(r, 0, b);
-        for (int j = 0; j < OW - ow0; ++j) y[o + j] = b[j];
-    }
+    store8_clipped(r, y + o, OW - ow0);
 }
 
 /* Gather form: a work item owns VEC consecutive input pixels of row ih and adds gy / divisor
@@ -214,13 +221,7 @@ __kernel void avgpool2d_backward(__global const float* restrict gy, __global flo
     }
 #endif
     const size_t o = ((size_t)nc * H + ih) * W + iw0;
-    if (iw0 + VEC <= W) {
-        vstore8(acc, 0, gx + o);
-    } else {
-        float b[VEC];
-        vstore8(acc, 0, b);
-        for (int j = 0; j < W - iw0; ++j) gx[o + j] = b[j];
-    }
+    store8_clipped(acc, gx + o, W - iw0);
 }
 
 /* ---- tiled average pooling: windows that tile the plane (stride == kernel, no padding) ----
