@@ -27,7 +27,8 @@ BACKGROUND = background_value()
 def prepare_images(images, pad=0, mean=MNIST_MEAN, std=MNIST_STD):
     """uint8 images (N, H, W) or (N, C, H, W) -> float32 (N, C, H + 2 pad, W + 2 pad) with
     value (pixel / 255 - mean) / std; the padding holds the value of a 0 pixel (background),
-    as if the images had been padded before normalising."""
+    as if the images had been padded before normalising. `mean` and `std` are one number, or
+    one per channel (CIFAR-10's: clcnn.datasets.CIFAR10_MEAN, CIFAR10_STD)."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ValueError(f"prepare_images takes uint8 images, got {images.dtype}")
@@ -39,10 +40,18 @@ def prepare_images(images, pad=0, mean=MNIST_MEAN, std=MNIST_STD):
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     n, c, h, w = images.shape
-    out = np.full((n, c, h + 2 * pad, w + 2 * pad), background_value(mean, std), np.float32)
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    for name, value in (("mean", mean), ("std", std)):
+        if value.ndim > 1 or value.size not in (1, c):
+            raise ValueError(f"{name} must be one number or {c} (one per channel), got {value.tolist()}")
+    # Per-channel constants as (C or 1, 1, 1), broadcast over each image's (C, H, W).
+    scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(-1, 1, 1)
+    shift = (mean / std).astype(np.float32).reshape(-1, 1, 1)
+    out = np.empty((n, c, h + 2 * pad, w + 2 * pad), np.float32)
+    out[...] = background_value(mean, std).astype(np.float32).reshape(-1, 1, 1)
     inner = out[:, :, pad:pad + h, pad:pad + w]
-    np.multiply(images, np.float32(1.0 / (255.0 * std)), out=inner)
-    inner -= np.float32(mean / std)
+    np.multiply(images, scale, out=inner)
+    inner -= shift
     return out
 
 

@@ -21,6 +21,10 @@ FASHION_MNIST_SHA256 = {
     "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
 }
 
+# The names of labels 0-9 (the dataset's own README).
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
 # Folders that system packages fill, searched last: Debian's dataset-fashion-mnist.
 SYSTEM_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
 
