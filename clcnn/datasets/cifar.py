@@ -106,6 +106,10 @@ def extract(archive):
                     if member.isfile() and name in wanted:
                         with tar.extractfile(member) as src, open(tmp / name, "wb") as out:
                             shutil.copyfileobj(src, out)
+                # tarfile stops quietly at a cut between members: read the gzip stream to its
+                # end, where a cut or a bad CRC shows.
+                while tar.fileobj.read(1 << 20):
+                    pass
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
             # gzip reports a corrupt stream as OSError (BadGzipFile), as it does a full disk.
             raise DataError(f"cannot extract {archive} ({e}): the archive is truncated or "
