@@ -4,8 +4,8 @@ files, read with Pillow.
     root/cat/001.png, root/cat/sub/002.jpg, root/dog/003.bmp, ...
 
 Class names are the sorted sub-folder names; label k is the k-th name. Files are taken from
-all depths of a class folder, sorted by path; names starting with "." and other extensions are
-skipped. The held-out test split is either given (``root/train/<class>/...`` and
+all depths of a class folder, folder by folder in sorted order (a folder's own files, sorted,
+before its sub-folders'); names starting with "." and other extensions are skipped. The held-out test split is either given (``root/train/<class>/...`` and
 ``root/test/<class>/...``) or drawn: a fixed fraction of each class, chosen by a seeded
 shuffle of that class's files alone, so the split never changes between runs and one class's
 files do not move another's.
@@ -112,7 +112,8 @@ def _split_root(root):
 
 
 def _images_in(folder):
-    """The image files under `folder`, at any depth, sorted by path."""
+    """The image files under `folder`, at any depth: its own files sorted by name, then each
+    sub-folder's, in sorted order."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
