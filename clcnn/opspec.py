@@ -24,6 +24,7 @@ from .oracle import conv2d as o_conv
 from .oracle import dense as o_dense
 from .oracle import dropout as o_drop
 from .oracle import loss as o_loss
+from .oracle import merge as o_merge
 from .oracle import optim as o_optim
 from .oracle import pool as o_pool
 from .ops import activation as k_act
@@ -31,6 +32,7 @@ from .ops import conv2d as k_conv
 from .ops import dense as k_dense
 from .ops import dropout as k_drop
 from .ops import loss as k_loss
+from .ops import merge as k_merge
 from .ops import optim as k_optim
 from .ops import pool as k_pool
 from .shapes import output_hw, resolve_padding
@@ -272,6 +274,44 @@ def dropout(shape, p, seed=1234, step=0):
         lambda dev, a, out: (k_drop.dropout_backward(dev, a["gy"], out[1]),),
         lambda a, out: (o_drop.dropout_backward(a["gy"], out[1]),),
         bytes=(3 * F32 * size, 3 * F32 * size))
+
+
+def add(shape, count=2, activation=None):
+    """Add of `count` tensors of one shape (+ fused relu); backward: the one gradient every
+    input receives."""
+    def make(rng):
+        a = {f"x{i}": _normal(rng, shape) for i in range(count)}
+        a["gy"] = _normal(rng, shape)
+        return a
+    xs = lambda a: [a[f"x{i}"] for i in range(count)]
+    size = _numel(shape)
+    return OpCase(
+        f"add x{count}" + (f" +{activation}" if activation else ""), "merge", make,
+        lambda dev, a: (k_merge.add_forward(dev, xs(a), activation),),
+        lambda a: (o_merge.add_forward(xs(a), activation),),
+        lambda dev, a, out: (k_merge.add_backward(dev, a["gy"], count, activation, out[0]),),
+        lambda a, out: (o_merge.add_backward(a["gy"], count, activation, out[0]),),
+        bytes=((count + 1) * F32 * size, (3 if activation else 0) * F32 * size))
+
+
+def concat(shapes, axis=1):
+    """Concat of tensors that agree on every axis but `axis`; backward splits gy."""
+    sizes = [s[axis] for s in shapes]
+    y_shape = tuple(shapes[0][:axis]) + (sum(sizes),) + tuple(shapes[0][axis + 1:])
+
+    def make(rng):
+        a = {f"x{i}": _normal(rng, s) for i, s in enumerate(shapes)}
+        a["gy"] = _normal(rng, y_shape)
+        return a
+    xs = lambda a: [a[f"x{i}"] for i in range(len(shapes))]
+    size = _numel(y_shape)
+    return OpCase(
+        f"concat x{len(shapes)} axis={axis}", "merge", make,
+        lambda dev, a: (k_merge.concat_forward(dev, xs(a), axis),),
+        lambda a: (o_merge.concat_forward(xs(a), axis),),
+        lambda dev, a, out: tuple(k_merge.concat_backward(dev, a["gy"], sizes, axis)),
+        lambda a, out: tuple(o_merge.concat_backward(a["gy"], sizes, axis)),
+        bytes=(2 * F32 * size, 2 * F32 * size))
 
 
 def softmax_cross_entropy(n, classes):
