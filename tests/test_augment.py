@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clcnn.datasets import (CIFAR10_MEAN, CIFAR10_STD, augment_draw, crop_flip, prepare_images,
-                            random_crop_flip)
+from clcnn.datasets import (CIFAR10_MEAN, CIFAR10_STD, augment_draw, background_value, crop_flip,
+                            prepare_images, random_crop_flip)
 from clcnn.errors import ShapeError
 from clcnn.ops import data as data_ops
 
@@ -148,3 +148,27 @@ def test_prepare_images_cifar_constants_and_bad_lengths():
         prepare_images(images, mean=(0.5, 0.5), std=0.25)
     with pytest.raises(ValueError, match="std must be one number or 1"):
         prepare_images(images[:, 0], std=(0.2, 0.3, 0.4))
+
+
+def test_device_crop_flip_equals_crop_of_black_padded_pixels_then_normalise(device):
+    """torchvision's CIFAR recipe (pad the uint8 image with 4 black pixels, crop 32x32 at a
+    random corner, maybe mirror, then normalise) equals gathering the normalised images with
+    shifts, flips and the per-channel value of a black pixel as fill."""
+    rng = np.random.default_rng(8)
+    images = rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8)
+    order, p = rng.permutation(10), 4
+    corners = rng.integers(0, 2 * p + 1, (10, 2))           # crop corner in the padded image
+    flips = rng.integers(0, 2, 10)
+    fill = background_value(CIFAR10_MEAN, CIFAR10_STD)
+    assert len(fill) == 3 and fill[0] == pytest.approx(-0.4914 / 0.2470)
+    x, _ = data_ops.batch_gather(
+        device, device.to_device(prepare_images(images, mean=CIFAR10_MEAN, std=CIFAR10_STD)),
+        device.to_device(np.zeros(10), dtype=np.int32), device.to_device(order, dtype=np.int32), 0, 10,
+        device.to_device(p - corners, dtype=np.int32), fill, device.to_device(flips, dtype=np.int32))
+    crops = []
+    for k, m in enumerate(order):
+        padded = np.pad(images[m], ((0, 0), (p, p), (p, p)))
+        crop = padded[:, corners[k, 0]:corners[k, 0] + 32, corners[k, 1]:corners[k, 1] + 32]
+        crops.append(crop[:, :, ::-1] if flips[k] else crop)
+    expected = prepare_images(np.stack(crops), mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    np.testing.assert_allclose(x.get(), expected, rtol=0, atol=1e-6)

@@ -17,8 +17,11 @@ MNIST_STD = 0.3081
 
 
 def background_value(mean=MNIST_MEAN, std=MNIST_STD):
-    """The normalised value of a 0 (background) pixel: (0 - mean) / std."""
-    return (0.0 - mean) / std
+    """The normalised value of a 0 (background) pixel: (0 - mean) / std; a tuple of one value
+    per channel when mean or std is a sequence (the per-channel fill of augmentation)."""
+    if np.ndim(mean) == 0 and np.ndim(std) == 0:
+        return (0.0 - mean) / std
+    return tuple(((0.0 - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)).tolist())
 
 
 BACKGROUND = background_value()
@@ -48,7 +51,7 @@ def prepare_images(images, pad=0, mean=MNIST_MEAN, std=MNIST_STD):
     scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(-1, 1, 1)
     shift = (mean / std).astype(np.float32).reshape(-1, 1, 1)
     out = np.empty((n, c, h + 2 * pad, w + 2 * pad), np.float32)
-    out[...] = background_value(mean, std).astype(np.float32).reshape(-1, 1, 1)
+    out[...] = np.asarray(background_value(mean, std), np.float32).reshape(-1, 1, 1)
     inner = out[:, :, pad:pad + h, pad:pad + w]
     np.multiply(images, scale, out=inner)
     inner -= shift
