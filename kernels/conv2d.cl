@@ -1,14 +1,19 @@
 /* conv2d.cl: Conv2D (cross-correlation, as PyTorch's conv2d), forward and backward.
  *
  * Layouts (row-major, NCHW):
- *   x / xp  (N, CI, H, W), element x[((n*CI + c)*H + h)*W + w]; xp is x already zero-padded
+ *   x / xp  (N, G*CI, H, W), element x[((n*G*CI + g*CI + c)*H + h)*W + w]: G groups of CI
+ *           channels (CI and CO below count one group's channels); xp is x already zero-padded
  *           (HP = H + top + bottom rows, WP = W + left + right columns) by conv2d_pad, so the
  *           inner loops read without bounds checks.
- *   y       (N, CO, OH, OW), OH = (HP - KH)/SH + 1, OW = (WP - KW)/SW + 1.
- *   wt      packed weights (CI*KH*KW + 1, COP): wt[((c*KH + i)*KW + j)*COP + o] = w[o, c, i, j],
- *           then the bias row; COP = CO rounded up to the output-channel block, zeros beyond CO
+ *   y       (N, G*CO, OH, OW), OH = (HP - DH*(KH-1) - 1)/SH + 1, OW likewise: tap (i, j) of
+ *           output pixel (oh, ow) reads xp[oh*SH + i*DH, ow*SW + j*DW] (DH, DW the dilation).
+ *   wt      packed weights, per group g a block of (CI*KH*KW + 1) rows of COP:
+ *           wt[(g*(CI*KH*KW + 1) + (c*KH + i)*KW + j)*COP + o] = w[g*CO + o, c, i, j], then the
+ *           bias row; COP = CO rounded up to the output-channel block, zeros beyond CO
  *           (conv2d_pack_weights).
- *   gyt     gy transposed pixel-major (N*OH*OW, COPW), zeros beyond CO (conv2d_transpose_nchw).
+ *   gyt     gy transposed pixel-major (N*OH*OW, G*COPW), group g's channels at g*COPW, zeros
+ *           beyond CO (conv2d_transpose_nchw).
+ * With G = 1 and DH = DW = 1 (the defaults) the index arithmetic folds to that of a plain conv.
  *
  * CPU-style kernels: each work item owns a register block and the vector lanes run over 8
  * output channels (float8), so any stride and any output width vectorise the same way, and a
@@ -27,7 +32,7 @@
  */
 
 #ifndef CI
-#define CI 1            /* input channels */
+#define CI 1            /* input channels (per group) */
 #endif
 #ifndef HP
 #define HP 1            /* padded input height */
@@ -48,7 +53,16 @@
 #define SW 1
 #endif
 #ifndef CO
-#define CO 1            /* output channels */
+#define CO 1            /* output channels (per group) */
+#endif
+#ifndef G
+#define G 1             /* groups */
+#endif
+#ifndef DH
+#define DH 1            /* dilation along rows */
+#endif
+#ifndef DW
+#define DW 1            /* dilation along columns */
 #endif
 #ifndef COP
 #define COP 8           /* CO rounded up to a multiple of 8*OBV */
@@ -101,8 +115,8 @@
  * keeps PB <= SEG. */
 #if OH * OW == 1
 #define SEG NPIX
-#define PSTEP (CI * HP * WP)
-#define YSTEP CO
+#define PSTEP (G * CI * HP * WP)
+#define YSTEP (G * CO)
 #else
 #define SEG OW
 #define PSTEP SW
@@ -142,7 +156,8 @@ inline float8 activate8(float8 v, int act, float slope) {
 /* y = act(conv(xp, w) + b). Work item (pixel block, channel block): PB pixels of one segment
  * times OB output channels, accumulated in OBV*PB float8 registers.
  * act: an ACT_ code of common.h, applied after the bias.
- * Global size (NPIX/SEG * BLOCKS_PER_SEG, COP/OB). */
+ * Global size (NPIX/SEG * BLOCKS_PER_SEG, G * COP/OB): the second axis runs over the channel
+ * blocks of group 0, then group 1, ... */
 __kernel void conv2d_forward(__global const float* restrict xp,
                              __global const float* restrict wt,
                              __global float* restrict y,
@@ -150,13 +165,14 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 {
     const int seg = get_global_id(0) / BLOCKS_PER_SEG;
     const int b = get_global_id(0) - seg * BLOCKS_PER_SEG;
-    const int ob = get_global_id(1);
+    const int g = G == 1 ? 0 : get_global_id(1) / (COP / OB);
+    const int ob = get_global_id(1) - g * (COP / OB);
     if (seg >= NPIX / SEG) return;
     const int q0 = seg * SEG + MIN(b * PB, SEG - PB);   /* first pixel, (n*OH + oh)*OW + ow */
     const int n0 = q0 / (OH * OW);
     const int r0 = q0 - n0 * (OH * OW);
     const int oh0 = r0 / OW;
-    const __global float* x0 = xp + n0 * (CI * HP * WP) + oh0 * SH * WP + (r0 - oh0 * OW) * SW;
+    const __global float* x0 = xp + (n0 * G + g) * (CI * HP * WP) + oh0 * SH * WP + (r0 - oh0 * OW) * SW;
 
     float8 acc[OBV][PB];
     #pragma unroll
@@ -165,7 +181,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
         for (int p = 0; p < PB; p++)
             acc[v][p] = (float8)(0.0f);
 
-    const __global float* wb = wt + ob * OB;
+    const __global float* wb = wt + g * ((CI * KH * KW + 1) * COP) + ob * OB;
     for (int c = 0; c < CI; c++) {
         const __global float* xc = x0 + c * (HP * WP);
         const __global float* wc = wb + c * (KH * KW * COP);
@@ -179,7 +195,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
                     wv[v] = LOAD8(wc + (i * KW + j) * COP + v * 8);
                 #pragma unroll
                 for (int p = 0; p < PB; p++) {
-                    const float8 xv = (float8)(xc[p * PSTEP + i * WP + j]);
+                    const float8 xv = (float8)(xc[p * PSTEP + i * DH * WP + j * DW]);
                     #pragma unroll
                     for (int v = 0; v < OBV; v++)
                         acc[v][p] = xv * wv[v] + acc[v][p];
@@ -190,7 +206,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 
     /* Bias (the packed row after the weights) and activation on whole float8s: PoCL's vector
      * tanh and exp cost a fraction of eight scalar calls. */
-    __global float* y0 = y + n0 * (CO * OH * OW) + r0;
+    __global float* y0 = y + (n0 * G + g) * (CO * OH * OW) + r0;
     #pragma unroll
     for (int v = 0; v < OBV; v++) {
         const float8 bv = LOAD8(wb + CI * KH * KW * COP + v * 8);
@@ -211,15 +227,16 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 }
 
 /* Partial weight (and bias) gradients over a slice of the output rows.
- * Work item (channel block ob, input channel c and kernel-row block kb, slice s) sums over the
- * output rows (n, oh) of slice s (rows_per_slice of the N*OH rows):
- *   part[s, (c*KH + i)*KW + j, o] = sum gy[n, o, oh, ow] * xp[n, c, oh*SH + i, ow*SW + j]
- *   partb[s, o]                   = sum gy[n, o, oh, ow]   (by the c == 0, kb == 0 items only)
+ * Work item (group g and channel block ob, input channel c and kernel-row block kb, slice s)
+ * sums over the output rows (n, oh) of slice s (rows_per_slice of the N*OH rows):
+ *   part[s, g, (c*KH + i)*KW + j, o] = sum gy[n, g*CO + o, oh, ow]
+ *                                        * xp[n, g*CI + c, oh*SH + i*DH, ow*SW + j*DW]
+ *   partb[s, g, o]                   = sum gy[n, g*CO + o, oh, ow]   (c == 0, kb == 0 items only)
  * for its KHB kernel rows i (KHB divides KH) and all KW columns: OBVW*KHB*KW float8 registers.
  * Along a row, PBW pixels at a time: their gy vectors stay in registers and, with stride 1,
  * neighbouring pixels share input loads; a plain loop without that blocking let LLVM rotate
  * the accumulators through registers every pixel.
- * Global size (COPW/OBW, CI*NKB, slices). */
+ * Global size (G * COPW/OBW, CI*NKB, slices). */
 #define NKB (KH / KHB)
 
 /* acc += gy (x) x over P pixels starting at column ow of output row `gr` / input row `xr`;
@@ -231,7 +248,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
         for (int p = 0; p < (P); p++)                                                         \
             _Pragma("unroll")                                                                 \
             for (int v = 0; v < OBVW; v++) {                                                   \
-                gv[p][v] = LOAD8(gr + (ow + p) * COPW + v * 8);                                \
+                gv[p][v] = LOAD8(gr + (ow + p) * (G * COPW) + v * 8);                          \
                 if (BIAS) accb[v] += gv[p][v];                                                \
             }                                                                                 \
         _Pragma("unroll")                                                                     \
@@ -240,7 +257,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             for (int j = 0; j < KW; j++)                                                      \
                 _Pragma("unroll")                                                             \
                 for (int p = 0; p < (P); p++) {                                               \
-                    const float8 xv = (float8)(xr[(ow + p) * SW + i * WP + j]);               \
+                    const float8 xv = (float8)(xr[(ow + p) * SW + i * DH * WP + j * DW]);     \
                     _Pragma("unroll")                                                         \
                     for (int v = 0; v < OBVW; v++)                                             \
                         acc[v][i][j] = xv * gv[p][v] + acc[v][i][j];                          \
@@ -251,8 +268,9 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     for (int row = row_begin; row < row_end; row++) {                                         \
         const int n = row / OH;                                                               \
         const int oh = row - n * OH;                                                          \
-        const __global float* xr = xp + (n * CI + c) * (HP * WP) + (oh * SH + i0) * WP;       \
-        const __global float* gr = gyt + row * (OW * COPW) + ob * OBW;                          \
+        const __global float* xr = xp + ((n * G + g) * CI + c) * (HP * WP)                    \
+                                   + (oh * SH + i0 * DH) * WP;                                \
+        const __global float* gr = gyt + row * (OW * G * COPW) + g * COPW + ob * OBW;          \
         int ow = 0;                                                                           \
         for (; ow + PBW <= OW; ow += PBW)                                                     \
             BW_PIXELS(PBW, BIAS)                                                              \
@@ -266,7 +284,8 @@ __kernel void conv2d_backward_weight(__global const float* restrict xp,
                                      __global float* restrict partb,
                                      const int rows_per_slice)
 {
-    const int ob = get_global_id(0);
+    const int g = G == 1 ? 0 : get_global_id(0) / (COPW / OBW);
+    const int ob = get_global_id(0) - g * (COPW / OBW);
     const int c = get_global_id(1) / NKB;
     const int kb = get_global_id(1) - c * NKB;
     const int i0 = kb * KHB;
@@ -295,7 +314,7 @@ __kernel void conv2d_backward_weight(__global const float* restrict xp,
         BW_ROWS(0)
     }
 
-    __global float* ps = part + s * (CI * KH * KW * COPW) + ob * OBW;
+    __global float* ps = part + (s * G + g) * (CI * KH * KW * COPW) + ob * OBW;
     #pragma unroll
     for (int i = 0; i < KHB; i++)
         #pragma unroll
@@ -306,7 +325,7 @@ __kernel void conv2d_backward_weight(__global const float* restrict xp,
     if (bias_item)
         #pragma unroll
         for (int v = 0; v < OBVW; v++)
-            STORE8(accb[v], partb + s * COPW + ob * OBW + v * 8);
+            STORE8(accb[v], partb + (s * G + g) * COPW + ob * OBW + v * 8);
 }
 
 /* ---- helpers with runtime shapes (built once) ------------------------------------------- */
@@ -335,12 +354,13 @@ __kernel void conv2d_pad(__global const float* restrict src, __global float* res
         d[pl + t * sw] = s[t];
 }
 
-/* Packed weights wt (rows, cop), zeros for co >= the mode's output count, then one more row
- * holding the bias (zeros when has_bias is 0). From w (O, C, KH, KW):
- * mode 0 (forward):         wt[(c*kh + i)*kw + j, o] = w[o, c, i, j]
- * mode 1 (gather gx):       wt[(o*kh + i)*kw + j, c] = w[o, c, kh-1-i, kw-1-j]
- * mode 2 (columns for gx):  wt[o, (c*kh + i)*kw + j] = w[o, c, i, j]   (a 1x1 conv's weights)
- * Global size (cop, rows + 1). */
+/* Packed weights wt (groups, rows + 1, cop), per group zeros for co >= the mode's output count,
+ * then one more row holding the bias (zeros when has_bias is 0). From w (groups*O, C, KH, KW),
+ * O and C (o_count, c_count) counted per group, w_g = w[g*O:(g+1)*O], b_g = b[g*O:(g+1)*O]:
+ * mode 0 (forward):         wt[g, (c*kh + i)*kw + j, o] = w_g[o, c, i, j]
+ * mode 1 (gather gx):       wt[g, (o*kh + i)*kw + j, c] = w_g[o, c, kh-1-i, kw-1-j]
+ * mode 2 (columns for gx):  wt[g, o, (c*kh + i)*kw + j] = w_g[o, c, i, j]   (a 1x1 conv's weights)
+ * Global size (cop, rows + 1, groups). */
 __kernel void conv2d_pack_weights(__global const float* restrict w, __global const float* restrict b,
                                   __global float* restrict wt, const int o_count,
                                   const int c_count, const int kh, const int kw, const int cop,
@@ -348,7 +368,10 @@ __kernel void conv2d_pack_weights(__global const float* restrict w, __global con
 {
     const int co = get_global_id(0);
     const int t = get_global_id(1);
+    const int g = get_global_id(2);
     const int taps = kh * kw;
+    w += g * o_count * c_count * taps;
+    b += g * o_count;
     const int n_co = mode == 0 ? o_count : mode == 1 ? c_count : c_count * taps;
     const int rows = mode == 0 ? c_count * taps : mode == 1 ? o_count * taps : o_count;
     const int j = t % kw;
@@ -365,17 +388,19 @@ __kernel void conv2d_pack_weights(__global const float* restrict w, __global con
     }
     if (co < n_co && t == rows && has_bias)
         v = b[co];
-    wt[t * cop + co] = v;
+    wt[(g * (rows + 1) + t) * cop + co] = v;
 }
 
 /* gx[n, c, h, w] = sum of cols[n, (c*kh + i)*kw + j, oh, ow] over the taps with
- * h + pt - i = oh*sh and w + pl - j = ow*sw inside the output: the gather half of the
- * columns form of the input gradient (cols = w^T gy, made by conv2d_forward as a 1x1 conv).
- * Loops run over the hitting taps only. Global size (w, h, N*C). */
+ * h + pt - i*dh = oh*sh and w + pl - j*dw = ow*sw inside the output: the gather half of the
+ * columns form of the input gradient (cols = w^T gy, made by conv2d_forward as a 1x1 conv,
+ * per group when grouped: the channel order is the same). Loops run over the output pixels
+ * whose (dilated) window covers (h, w), skipping those that fall between two dilated taps.
+ * Global size (w, h, N*C). */
 __kernel void conv2d_col2im(__global const float* restrict cols, __global float* restrict gx,
                             const int c_count, const int h, const int w, const int kh,
                             const int kw, const int oh, const int ow, const int sh, const int sw,
-                            const int pt, const int pl)
+                            const int pt, const int pl, const int dh, const int dw)
 {
     const int x = get_global_id(0);
     const int y = get_global_id(1);
@@ -386,60 +411,72 @@ __kernel void conv2d_col2im(__global const float* restrict cols, __global float*
     const __global float* cn = cols + ((n * c_count + c) * kh * kw) * (oh * ow);
     float sum = 0.0f;
     const int ys = y + pt, xs = x + pl;
-    for (int r = MIN(oh - 1, ys / sh); r >= 0 && ys - r * sh < kh; r--) {
-        const int i = ys - r * sh;
-        for (int q = MIN(ow - 1, xs / sw); q >= 0 && xs - q * sw < kw; q--) {
-            const int j = xs - q * sw;
-            sum += cn[(i * kw + j) * (oh * ow) + r * ow + q];
+    const int ekh = (kh - 1) * dh + 1, ekw = (kw - 1) * dw + 1;   /* dilated kernel extent */
+    for (int r = MIN(oh - 1, ys / sh); r >= 0 && ys - r * sh < ekh; r--) {
+        const int di = ys - r * sh;
+        if (di % dh != 0) continue;
+        for (int q = MIN(ow - 1, xs / sw); q >= 0 && xs - q * sw < ekw; q--) {
+            const int dj = xs - q * sw;
+            if (dj % dw != 0) continue;
+            sum += cn[((di / dh) * kw + dj / dw) * (oh * ow) + r * ow + q];
         }
     }
     gx[(nc * h + y) * w + x] = sum;
 }
 
-/* gyt[(n*r_count + r)*cop + o] = gy[(n*o_count + o)*r_count + r], zeros for o >= o_count.
- * Work item per (8 pixels, 8 channels, image): global size (ceil(r_count/8), cop/8, N). */
+/* gyt[(n*r_count + r)*groups*cop + g*cop + o] = gy[(n*groups*o_count + g*o_count + o)*r_count + r],
+ * zeros for o >= o_count (o_count channels per group, each group's run padded to cop).
+ * Work item per (8 pixels, 8 channels, image): global size (ceil(r_count/8), groups*cop/8, N). */
 __kernel void conv2d_transpose_nchw(__global const float* restrict gy, __global float* restrict gyt,
-                                    const int o_count, const int r_count, const int cop)
+                                    const int o_count, const int r_count, const int cop,
+                                    const int groups)
 {
     const int r0 = get_global_id(0) * 8;
-    const int o0 = get_global_id(1) * 8;
+    const int o0 = get_global_id(1) * 8;    /* g*cop + the channel in the group */
     const int n = get_global_id(2);
     if (r0 >= r_count) return;
+    const int g = o0 / cop;
+    gy += (n * groups + g) * o_count * r_count;
     float tile[8][8];   /* [channel][pixel] */
     #pragma unroll
     for (int a = 0; a < 8; a++) {
-        const int o = o0 + a;
+        const int o = o0 - g * cop + a;
         #pragma unroll
         for (int b = 0; b < 8; b++) {
             const int r = r0 + b;
-            tile[a][b] = (o < o_count && r < r_count) ? gy[(n * o_count + o) * r_count + r] : 0.0f;
+            tile[a][b] = (o < o_count && r < r_count) ? gy[o * r_count + r] : 0.0f;
         }
     }
     for (int b = 0; b < 8 && r0 + b < r_count; b++) {
         const float8 v = (float8)(tile[0][b], tile[1][b], tile[2][b], tile[3][b],
                                   tile[4][b], tile[5][b], tile[6][b], tile[7][b]);
-        STORE8(v, gyt + (n * r_count + r0 + b) * cop + o0);
+        STORE8(v, gyt + (n * r_count + r0 + b) * (groups * cop) + o0);
     }
 }
 
-/* gw[o, t] = sum_s part[s, t, o] for t over C*KH*KW; gb[o] = sum_s partb[s, o] (t_count ==
- * index t_count, only when has_bias). Global size (t_count + has_bias, o_count). */
+/* gw[o, t] = sum_s part[s, g, t, o - g*og] for t over C*KH*KW (C per group) and o in group
+ * g = o / og (og output channels per group, rows of part cop long); gb[o] = sum_s
+ * partb[s, g, o - g*og] (t == t_count, only when has_bias). Global size (t_count + has_bias,
+ * o_count). */
 __kernel void conv2d_backward_weight_reduce(__global const float* restrict part,
                                             __global const float* restrict partb,
                                             __global float* restrict gw, __global float* restrict gb,
                                             const int slices, const int t_count, const int o_count,
-                                            const int cop)
+                                            const int cop, const int og)
 {
     const int t = get_global_id(0);
     const int o = get_global_id(1);
+    const int groups = o_count / og;
+    const int g = o / og;
+    const int ol = o - g * og;
     float sum = 0.0f;
     if (t < t_count) {
         for (int s = 0; s < slices; s++)
-            sum += part[(s * t_count + t) * cop + o];
+            sum += part[((s * groups + g) * t_count + t) * cop + ol];
         gw[o * t_count + t] = sum;
     } else {
         for (int s = 0; s < slices; s++)
-            sum += partb[s * cop + o];
+            sum += partb[(s * groups + g) * cop + ol];
         gb[o] = sum;
     }
 }

@@ -2,8 +2,11 @@
  * forward, input gradient and weight gradient; the alternative to the CPU-style direct kernels
  * of conv2d.cl, chosen per device and shape by clcnn.tuning.
  *
- * Layouts (row-major, NCHW): x (N, CI, H, W), x[((n*CI + c)*H + h)*W + w]; w (CO, CI, KH, KW);
- * y and gy (N, CO, OH, OW), OH = (H + PT + PB_ - KH)/SH + 1 (the host passes OH, OW).
+ * Layouts (row-major, NCHW), G groups of CI input and CO output channels (CI, CO per group):
+ * x (N, G*CI, H, W), x[((n*G*CI + g*CI + c)*H + h)*W + w]; w (G*CO, CI, KH, KW);
+ * y and gy (N, G*CO, OH, OW), OH = (H + PT + PB_ - DH*(KH-1) - 1)/SH + 1 (the host passes OH,
+ * OW): tap (i, j) of output pixel (oh, ow) reads x[oh*SH + i*DH - PT, ow*SW + j*DW - PL].
+ * Each group is its own matrix product below, group g on grid axis 2.
  * Nothing is packed or padded beforehand: the tile loads read w, x and gy in place, and taps
  * that fall into the zero padding (or, for the input gradient, between strided outputs) load
  * 0 by a bounds check, so each pass is one launch (plus a small reduction for the weights).
@@ -22,7 +25,7 @@
  * pass; TSM = RTSM*WPTM, TSN = RTSN*WPTN) at rows ty + r*RTSM and columns tx + c*RTSN, so neighbouring items read
  * neighbouring __local words. K advances TSK at a time through __local tiles of A and B, with
  * a barrier after loading and after using them. Global size (ceil(NC/TSN)*RTSN,
- * ceil(M/TSM)*RTSM, KSPLIT). Portable OpenCL 1.2; on a CPU driver (PoCL) it is correct but
+ * ceil(M/TSM)*RTSM, G*KSPLIT), axis 2 = g*KSPLIT + slice. Portable OpenCL 1.2; on a CPU driver (PoCL) it is correct but
  * several times slower than the direct kernels, which is why both exist.
  */
 
@@ -97,6 +100,15 @@
 #ifndef KSPLIT
 #define KSPLIT 1        /* slices of K (weight gradient only) */
 #endif
+#ifndef G
+#define G 1             /* groups */
+#endif
+#ifndef DH
+#define DH 1            /* dilation along rows */
+#endif
+#ifndef DW
+#define DW 1            /* dilation along columns */
+#endif
 
 /* TSM and TSN follow whichever WPTM / WPTN the kernel below defines for itself. */
 #define TSM (RTSM * WPTM)
@@ -104,11 +116,12 @@
 #define NT (RTSM * RTSN)
 #define TAPS (KH * KW)
 
-/* Input window element (c, i, j) of output pixel (n, oh, ow): 0 in the padding. */
+/* Input window element (c, i, j) of output pixel (n, oh, ow), x already offset to the group's
+ * first channel: 0 in the padding. */
 inline float x_window(__global const float* x, int n, int c, int i, int j, int oh, int ow) {
-    const int h = oh * SH + i - PT;
-    const int w = ow * SW + j - PL;
-    return (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * CI + c) * H + h) * W + w] : 0.0f;
+    const int h = oh * SH + i * DH - PT;
+    const int w = ow * SW + j * DW - PL;
+    return (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * G * CI + c) * H + h) * W + w] : 0.0f;
 }
 
 /* The shared GEMM loop. LOAD_A(m, k) and LOAD_B(k, p) read an element of A or B (0 outside
@@ -162,6 +175,13 @@ void conv2d_forward_tiled(__global const float* restrict x, __global const float
 #define K_ (CI * TAPS)
     const int tx = get_local_id(0), ty = get_local_id(1);
     const int p0 = get_group_id(0) * TSN, m0 = get_group_id(1) * TSM;
+    const int g = get_group_id(2);
+    /* Group g's slices of every tensor; y's image stride stays G*CO planes (n below counts
+     * images times G). */
+    x += g * CI * (H * W);
+    w += g * CO * K_;
+    b += g * CO;
+    y += g * CO * (OH * OW);
 #define FWD_A(m, k) w[(m) * K_ + (k)]
 #define FWD_B(k, p) x_window(x, (p) / (OH * OW), (k) / TAPS, ((k) % TAPS) / KW, (k) % KW,     \
                              ((p) % (OH * OW)) / OW, (p) % OW)
@@ -173,7 +193,7 @@ void conv2d_forward_tiled(__global const float* restrict x, __global const float
         for (int c = 0; c < WPTN; c++) {
             const int p = p0 + tx + c * RTSN;
             if (p < NC_) {
-                const int n = p / (OH * OW);
+                const int n = p / (OH * OW) * G;
                 y[(n * CO + m) * (OH * OW) + p % (OH * OW)] = activate(acc[r][c] + bias, act, slope);
             }
         }
@@ -188,10 +208,10 @@ void conv2d_forward_tiled(__global const float* restrict x, __global const float
 /* gy's element for input pixel (n, h, w) through tap (o, i, j): the output pixel whose window
  * puts tap (i, j) on (h, w), or 0 when there is none (padding, or between strided outputs). */
 inline float gy_gather(__global const float* gy, int n, int o, int i, int j, int h, int w) {
-    const int th = h + PT - i, tw = w + PL - j;
+    const int th = h + PT - i * DH, tw = w + PL - j * DW;
     if (th < 0 || tw < 0 || th % SH != 0 || tw % SW != 0) return 0.0f;
     const int oh = th / SH, ow = tw / SW;
-    return (oh < OH && ow < OW) ? gy[((n * CO + o) * OH + oh) * OW + ow] : 0.0f;
+    return (oh < OH && ow < OW) ? gy[((n * G * CO + o) * OH + oh) * OW + ow] : 0.0f;
 }
 
 /* gx = w^T (as M = CI rows) times the gathered gy. */
@@ -206,6 +226,10 @@ void conv2d_backward_input_tiled(__global const float* restrict gy,
 #define K_ (CO * TAPS)
     const int tx = get_local_id(0), ty = get_local_id(1);
     const int p0 = get_group_id(0) * TSN, m0 = get_group_id(1) * TSM;
+    const int g = get_group_id(2);
+    gy += g * CO * (OH * OW);
+    w += g * CO * (CI * TAPS);
+    gx += g * CI * (H * W);
 #define GX_A(m, k) w[((k) / TAPS * CI + (m)) * TAPS + (k) % TAPS]
 #define GX_B(k, p) gy_gather(gy, (p) / (H * W), (k) / TAPS, ((k) % TAPS) / KW, (k) % KW,     \
                              ((p) % (H * W)) / W, (p) % W)
@@ -217,7 +241,7 @@ void conv2d_backward_input_tiled(__global const float* restrict gy,
             const int p = p0 + tx + c * RTSN;
             if (p < NC_) {
                 const int n = p / (H * W);
-                gx[(n * CI + m) * (H * W) + p % (H * W)] = acc[r][c];
+                gx[(n * G * CI + m) * (H * W) + p % (H * W)] = acc[r][c];
             }
         }
     }
@@ -228,8 +252,9 @@ void conv2d_backward_input_tiled(__global const float* restrict gy,
 #undef WPTM
 #undef WPTN
 
-/* Partial gw (and gb, as column CI*KH*KW) over slice s of the N*OH*OW pixels, in the layout
- * of conv2d.cl's conv2d_backward_weight: part[s, t, o] and partb[s, o], row length CO. */
+/* Partial gw (and gb, as column CI*KH*KW) of group g over slice s of the N*OH*OW pixels, in
+ * the layout of conv2d.cl's conv2d_backward_weight: part[s, g, t, o] and partb[s, g, o], row
+ * length CO. */
 #define WPTM WPTM_G
 #define WPTN WPTN_G
 __kernel __attribute__((reqd_work_group_size(RTSN, RTSM, 1)))
@@ -242,12 +267,15 @@ void conv2d_backward_weight_tiled(__global const float* restrict x,
 #define K_ (NB * OH * OW)
     const int tx = get_local_id(0), ty = get_local_id(1);
     const int p0 = get_group_id(0) * TSN, m0 = get_group_id(1) * TSM;
-    const int s = get_group_id(2);
+    const int g = get_group_id(2) / KSPLIT;
+    const int s = get_group_id(2) - g * KSPLIT;
+    x += g * CI * (H * W);
+    gy += g * CO * (OH * OW);
     /* Slices are whole TSK steps, so only the last one is ragged. */
     const int per_slice = ((K_ + TSK - 1) / TSK + KSPLIT - 1) / KSPLIT * TSK;
     const int kbeg = s * per_slice;
     const int kend = min(kbeg + per_slice, K_);
-#define GW_A(m, k) gy[((k) / (OH * OW) * CO + (m)) * (OH * OW) + (k) % (OH * OW)]
+#define GW_A(m, k) gy[((k) / (OH * OW) * (G * CO) + (m)) * (OH * OW) + (k) % (OH * OW)]
 #define GW_B(k, p) ((p) == CI * TAPS ? 1.0f                                                  \
                     : x_window(x, (k) / (OH * OW), (p) / TAPS, ((p) % TAPS) / KW, (p) % KW,   \
                                ((k) % (OH * OW)) / OW, (k) % OW))
@@ -258,9 +286,9 @@ void conv2d_backward_weight_tiled(__global const float* restrict x,
         for (int c = 0; c < WPTN; c++) {
             const int p = p0 + tx + c * RTSN;
             if (p < CI * TAPS)
-                part[(s * (CI * TAPS) + p) * CO + m] = acc[r][c];
+                part[((s * G + g) * (CI * TAPS) + p) * CO + m] = acc[r][c];
             else if (p == CI * TAPS)
-                partb[s * CO + m] = acc[r][c];
+                partb[(s * G + g) * CO + m] = acc[r][c];
         }
     }
 #undef M_

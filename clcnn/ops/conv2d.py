@@ -10,6 +10,12 @@ smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights tra
 pixel-major order, sums slices of the output rows in parallel, and a small kernel adds the
 slices up (bias gradient included).
 
+Grouped convolutions run every group in the same launches (a group index on one grid axis,
+the groups' weights packed one block after another); dilation is folded into the kernels'
+index arithmetic by -D defines, so groups=1, dilation=1 builds exactly the plain kernels.
+Depthwise convolutions (groups == input channels > 1) go to their own kernels
+(clcnn/ops/depthwise.py) unless an algorithm is forced.
+
 Each pass also has a GPU-style implicit-GEMM form (kernels/conv2d_tiled.cl: __local tiles and
 barriers, padding folded into bounds checks, weights read unpacked, so one launch per pass).
 `algorithm` ("direct" | "tiled" | None) forces one; None lets clcnn.tuning pick per device and
@@ -36,26 +42,40 @@ _INPUT_GRAD_FORM = None
 _WEIGHT_GRAD_ITEMS = 64
 
 
-def _check_params(stride, pads):
+def _check_params(stride, pads, dilation=(1, 1), groups=1):
     if len(stride) != 2 or min(stride) < 1:
         raise ShapeError(f"conv2d: stride must be two ints >= 1, got {stride!r}")
     if len(pads) != 4 or min(pads) < 0:
         raise ShapeError(f"conv2d: pads must be four ints >= 0 (top, bottom, left, right), got {pads!r}")
-    return tuple(int(s) for s in stride), tuple(int(p) for p in pads)
+    if len(dilation) != 2 or min(dilation) < 1:
+        raise ShapeError(f"conv2d: dilation must be two ints >= 1, got {dilation!r}")
+    if int(groups) != groups or groups < 1:
+        raise ShapeError(f"conv2d: groups must be an int >= 1, got {groups!r}")
+    return (tuple(int(s) for s in stride), tuple(int(p) for p in pads),
+            tuple(int(d) for d in dilation), int(groups))
 
 
-def _output_hw(x_shape, w_shape, stride, pads):
+def _output_hw(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1):
     n, c, h, wd = x_shape
     o, wc, kh, kw = w_shape
-    if wc != c:
-        raise ShapeError(f"conv2d: weight has {wc} input channels (shape {tuple(w_shape)}) "
-                         f"but the input has {c} (shape {tuple(x_shape)})")
+    if c % groups:
+        raise ShapeError(f"conv2d: the input's {c} channels are not divisible by groups={groups}; "
+                         f"use a number of groups that divides {c}")
+    if o % groups:
+        raise ShapeError(f"conv2d: the weight's {o} filters (output channels) are not divisible by "
+                         f"groups={groups}; use a number of groups that divides {o}")
+    if wc * groups != c:
+        raise ShapeError(f"conv2d: weight has {wc} input channels per group (shape {tuple(w_shape)}) "
+                         f"but the input has {c} channels (shape {tuple(x_shape)}) in {groups} "
+                         f"group(s), so it needs {c // groups}: weights are (O, C/groups, KH, KW)")
     top, bottom, left, right = pads
-    if kh > h + top + bottom or kw > wd + left + right:
-        raise ShapeError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
+    ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    if ekh > h + top + bottom or ekw > wd + left + right:
+        spans = f" with dilation {dilation[0]}x{dilation[1]} spans {ekh}x{ekw}, which is" if ekh * ekw != kh * kw else " is"
+        raise ShapeError(f"conv2d: kernel {kh}x{kw}{spans} larger than the padded input "
                          f"{h + top + bottom}x{wd + left + right}")
-    oh = (h + top + bottom - kh) // stride[0] + 1
-    ow = (wd + left + right - kw) // stride[1] + 1
+    oh = (h + top + bottom - ekh) // stride[0] + 1
+    ow = (wd + left + right - ekw) // stride[1] + 1
     if max(n * c * (h + top + bottom) * (wd + left + right), n * o * oh * ow) > _INT32_MAX:
         raise ShapeError("conv2d: tensors above 2**31 elements are not supported (32-bit indices)")
     return oh, ow
@@ -100,15 +120,16 @@ def _weight_blocking(co, kh, kw):
 
 
 @functools.lru_cache(maxsize=None)
-def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow):
-    """The -D defines of one convolution shape, shared by its forward and weight-gradient
-    kernels so that both come from one build."""
+def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1)):
+    """The -D defines of one convolution shape (ci, co per group), shared by its forward and
+    weight-gradient kernels so that both come from one build."""
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
     obv, pb = _forward_blocking(co, seg)
     obvw, khb, pbw = _weight_blocking(co, kh, kw)
     return dict(CI=ci, HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
                 OH=oh, OW=ow, NPIX=n * oh * ow, OBV=obv, PB=pb, COP=_round_up(co, 8 * obv),
-                OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, 8 * obvw))
+                OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, 8 * obvw), G=groups,
+                DH=dilation[0], DW=dilation[1])
 
 
 _KERNELS = {}
@@ -143,14 +164,16 @@ def _pad(dev, x, hp, wp, top, left, sh=1, sw=1):
     return out
 
 
-def _pack_weights(dev, w, b, cop, mode):
+def _pack_weights(dev, w, b, cop, mode, groups=1):
     """w packed for conv2d_forward (mode 0: forward, 1: flipped for the gather-form input
-    gradient, 2: a 1x1 conv making columns), the bias (or zeros) as one more row."""
+    gradient, 2: a 1x1 conv making columns), the bias (or zeros) as one more row; one such
+    block per group."""
     o, c, kh, kw = w.shape
+    o //= groups
     rows = (c * kh * kw, o * kh * kw, o)[mode]
-    out = dev.empty((rows + 1, cop))
+    out = dev.empty((groups * (rows + 1), cop))
     kernel = _kernel(dev, _FILE, "conv2d_pack_weights")
-    launch(dev, kernel, (cop, rows + 1), None, buf(w), buf(b if b is not None else w), buf(out),
+    launch(dev, kernel, (cop, rows + 1, groups), None, buf(w), buf(b if b is not None else w), buf(out),
            i32(o), i32(c), i32(kh), i32(kw), i32(cop), i32(mode), i32(b is not None))
     return out
 
@@ -159,20 +182,22 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01):
     """conv2d_forward over an already padded input xp and packed weights wt."""
     d = plan
     seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
-    grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["COP"] // (8 * d["OBV"]))
-    y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["CO"], d["OH"], d["OW"]))
+    grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["G"] * d["COP"] // (8 * d["OBV"]))
+    y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["G"] * d["CO"], d["OH"], d["OW"]))
     launch(dev, _kernel(dev, _FILE, "conv2d_forward", plan), grid, _local(dev, grid), buf(xp), buf(wt), buf(y), i32(_device.ACTIVATION_CODES[activation]),
            f32(negative_slope))
     return y
 
 
-def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope):
+def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope,
+                    dilation=(1, 1), groups=1):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     top, bottom, left, right = pads
     xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
-    plan = _plan(n, c, xp.shape[2], xp.shape[3], o, kh, kw, stride, oh, ow)
-    wt = _pack_weights(dev, w, b, plan["COP"], mode=0)
+    plan = _plan(n, c // groups, xp.shape[2], xp.shape[3], o // groups, kh, kw, stride, oh, ow,
+                 groups, dilation)
+    wt = _pack_weights(dev, w, b, plan["COP"], mode=0, groups=groups)
     return _direct_conv(dev, xp, wt, plan, activation, negative_slope)
 
 
@@ -190,23 +215,25 @@ def _tiled_geometry(max_group, m, nc):
 
 
 @functools.lru_cache(maxsize=None)
-def _tiled_plan(max_group, compute_units, n, c, h, wd, o, kh, kw, stride, pads, oh, ow):
+def _tiled_plan(max_group, compute_units, n, c, h, wd, o, kh, kw, stride, pads, oh, ow,
+                groups=1, dilation=(1, 1)):
     """-D defines of one shape (all three passes come from one build) and the (global, local)
-    size of each pass."""
+    size of each pass; c and o count one group's channels, each group is grid axis 2."""
     products = {"forward": (o, n * oh * ow), "input": (c, n * h * wd), "weight": (o, c * kh * kw + 1)}
     defines = dict(CI=c, H=h, W=wd, CO=o, KH=kh, KW=kw, SH=stride[0], SW=stride[1], PT=pads[0],
-                   PL=pads[2], OH=oh, OW=ow, NB=n, TSK=16)
+                   PL=pads[2], OH=oh, OW=ow, NB=n, TSK=16, G=groups, DH=dilation[0], DW=dilation[1])
     sizes = {}
     for pass_, (m, nc) in products.items():
         rtsm, rtsn, wptm, wptn = _tiled_geometry(max_group, m, nc)
         suffix = {"forward": "F", "input": "I", "weight": "G"}[pass_]
         defines.update({"RTSM": rtsm, "RTSN": rtsn, "WPTM_" + suffix: wptm, "WPTN_" + suffix: wptn})
-        sizes[pass_] = [-(-nc // (rtsn * wptn)) * rtsn, -(-m // (rtsm * wptm)) * rtsm, 1], (rtsn, rtsm, 1)
+        sizes[pass_] = [-(-nc // (rtsn * wptn)) * rtsn, -(-m // (rtsm * wptm)) * rtsm, groups], (rtsn, rtsm, 1)
     # The weight gradient has few output tiles but a long K (the batch's pixels): split K so
     # that every compute unit gets a few groups, keeping >= 8 K-tiles (128 pixels) per slice.
     grid, local = sizes["weight"]
-    groups = grid[0] // local[0] * (grid[1] // local[1])
-    defines["KSPLIT"] = grid[2] = max(1, min(-(-4 * compute_units // groups), n * oh * ow // (16 * 8)))
+    tiles = grid[0] // local[0] * (grid[1] // local[1]) * groups
+    defines["KSPLIT"] = max(1, min(-(-4 * compute_units // tiles), n * oh * ow // (16 * 8)))
+    grid[2] = groups * defines["KSPLIT"]
     return defines, {k: (tuple(g), l) for k, (g, l) in sizes.items()}
 
 
@@ -215,14 +242,17 @@ def _limits(dev):
     return dev.cl_device.max_work_group_size, dev.cl_device.max_compute_units
 
 
-def _tiled(dev, x_shape, w_shape, stride, pads, oh, ow, pass_):
+def _tiled(dev, x_shape, w_shape, stride, pads, oh, ow, pass_, dilation, groups):
     o, _, kh, kw = w_shape
-    defines, sizes = _tiled_plan(*_limits(dev), *x_shape, o, kh, kw, stride, pads, oh, ow)
+    n, c, h, wd = x_shape
+    defines, sizes = _tiled_plan(*_limits(dev), n, c // groups, h, wd, o // groups, kh, kw, stride,
+                                 pads, oh, ow, groups, dilation)
     return (defines,) + sizes[pass_]
 
 
-def _forward_tiled(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope):
-    defines, grid, local = _tiled(dev, x.shape, w.shape, stride, pads, oh, ow, "forward")
+def _forward_tiled(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope,
+                   dilation=(1, 1), groups=1):
+    defines, grid, local = _tiled(dev, x.shape, w.shape, stride, pads, oh, ow, "forward", dilation, groups)
     y = dev.empty((x.shape[0], w.shape[0], oh, ow))
     launch(dev, _kernel(dev, _TILED_FILE, "conv2d_forward_tiled", defines), grid, local,
            buf(x), buf(w), buf(b if b is not None else w), buf(y), i32(b is not None),
@@ -230,33 +260,44 @@ def _forward_tiled(dev, x, w, b, stride, pads, oh, ow, activation, negative_slop
     return y
 
 
-def _input_grad_tiled(dev, w, gy, x_shape, stride, pads):
-    defines, grid, local = _tiled(dev, x_shape, w.shape, stride, pads, gy.shape[2], gy.shape[3], "input")
+def _input_grad_tiled(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1):
+    defines, grid, local = _tiled(dev, x_shape, w.shape, stride, pads, gy.shape[2], gy.shape[3],
+                                  "input", dilation, groups)
     gx = dev.empty(x_shape)
     launch(dev, _kernel(dev, _TILED_FILE, "conv2d_backward_input_tiled", defines), grid, local,
            buf(gy), buf(w), buf(gx))
     return gx
 
 
-def _weight_grad_tiled(dev, x, gy, w_shape, stride, pads, has_bias):
-    defines, grid, local = _tiled(dev, x.shape, w_shape, stride, pads, gy.shape[2], gy.shape[3], "weight")
+def _weight_grad_tiled(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1):
+    defines, grid, local = _tiled(dev, x.shape, w_shape, stride, pads, gy.shape[2], gy.shape[3],
+                                  "weight", dilation, groups)
     o, c, kh, kw = w_shape
-    slices, t_count = defines["KSPLIT"], c * kh * kw
-    part = dev.empty((slices, t_count, o))
-    partb = dev.empty((slices, o))
+    slices, t_count, og = defines["KSPLIT"], c * kh * kw, o // groups
+    part = dev.empty((slices, groups, t_count, og))
+    partb = dev.empty((slices, groups, og))
     launch(dev, _kernel(dev, _TILED_FILE, "conv2d_backward_weight_tiled", defines), grid, local,
            buf(x), buf(gy), buf(part), buf(partb))
+    return _reduce_weight_grad(dev, part, partb, slices, w_shape, og, has_bias)
+
+
+def _reduce_weight_grad(dev, part, partb, slices, w_shape, cop, has_bias):
+    """gw (and gb) from per-slice partial sums part (slices, groups, C/groups*KH*KW, cop) and
+    partb (slices, groups, cop)."""
+    o, c, kh, kw = w_shape
+    groups = part.shape[1]
     gw = dev.empty(w_shape)
     gb = dev.empty((o,)) if has_bias else None
+    t_count = c * kh * kw
     launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias), o),
            None, buf(part), buf(partb), buf(gw), buf(gb if has_bias else gw), i32(slices),
-           i32(t_count), i32(o), i32(o))
+           i32(t_count), i32(o), i32(cop), i32(o // groups))
     return gw, gb
 
 
 # -- choosing ------------------------------------------------------------------------------------
 
-def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates):
+def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates, dilation=(1, 1), groups=1):
     """The algorithm to run: the forced one, else the tuner's choice for this device and shape
     (timed once when the batch is >= _TUNE_MIN_BATCH), else direct on CPUs, tiled elsewhere.
 
@@ -266,115 +307,140 @@ def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates):
     times them anyway."""
     if algorithm is not None:
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"conv2d: unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+            raise ValueError(f"conv2d: unknown algorithm {algorithm!r}; choose one of {ALGORITHMS} "
+                             f"(or 'depthwise' for groups == input channels)")
         return algorithm
     key = f"conv2d.{pass_}:{x_shape}:{tuple(w_shape)}:{stride}:{pads}".replace(" ", "")
+    if groups != 1 or dilation != (1, 1):     # plain convs keep the keys of earlier caches
+        key += f":d{dilation[0]}x{dilation[1]}:g{groups}"
     return tuning.get_tuner().choose(dev, key, candidates, "direct" if dev.is_cpu else "tiled",
                                      worth_tuning=x_shape[0] >= _TUNE_MIN_BATCH and not dev.is_cpu)
 
 
-def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None):
-    """x (N,C,H,W), w (O,C,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right).
-    Output (N,O,OH,OW), OH = (H+top+bottom-KH)//sh + 1. activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias.
-    algorithm: "direct", "tiled" or None (tuned per device and shape, see clcnn.tuning)."""
+def _use_depthwise(algorithm, x_shape, groups):
+    """Depthwise kernels for groups == C > 1, unless "direct" or "tiled" is forced."""
+    depthwise = groups > 1 and groups == x_shape[1]
+    if algorithm == "depthwise" and not depthwise:
+        raise ValueError(f"conv2d: algorithm 'depthwise' needs groups == input channels, got "
+                         f"groups={groups} for {x_shape[1]} channels")
+    return depthwise and algorithm in (None, "depthwise")
+
+
+def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
+                   dilation=(1, 1), groups=1):
+    """x (N,C,H,W), w (O,C/groups,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right),
+    dilation=(dh,dw), groups dividing C and O (input channels g*C/groups.. meet only output
+    channels g*O/groups..). Output (N,O,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1.
+    activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias.
+    algorithm: "direct", "tiled", "depthwise" (groups == C only) or None (depthwise kernels when
+    groups == C > 1, else tuned per device and shape, see clcnn.tuning)."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
-    stride, pads = _check_params(stride, pads)
+    stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
     if activation not in _device.ACTIVATION_CODES:
         raise ValueError(f"conv2d: unknown activation {activation!r}; "
                          f"choose one of {list(_device.ACTIVATION_CODES)}")
-    oh, ow = _output_hw(x.shape, w.shape, stride, pads)
+    oh, ow = _output_hw(x.shape, w.shape, stride, pads, dilation, groups)
     if b is not None:
         check_array(b, 1, "conv2d bias")
         if b.shape[0] != w.shape[0]:
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
+    if _use_depthwise(algorithm, x.shape, groups):
+        from . import depthwise
+        return depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation, negative_slope,
+                                           dilation)
     forms = {"direct": _forward_direct, "tiled": _forward_tiled}
-    args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope)
+    args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
     algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
-                 {name: functools.partial(f, *args) for name, f in forms.items()})
+                 {name: functools.partial(f, *args) for name, f in forms.items()}, dilation, groups)
     return forms[algo](*args)
 
 
-def _input_grad_direct(dev, w, gy, x_shape, stride, pads):
+def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1):
     """dL/dx by the cheaper of two forms (see conv2d.cl): the gather form multiplies every
     input pixel by all KH*KW taps, the columns form only the taps that hit, but writes and
     reads N*C*KH*KW*OH*OW columns in between."""
     n, c, h, wd = x_shape
-    o, _, kh, kw = w.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
     _, _, oh, ow = gy.shape
     top, _, left, _ = pads
-    gather_cost = h * wd * kh * kw * o * _round_up(c, 8)
-    columns_cost = oh * ow * o * _round_up(c * kh * kw, 8) + _COLUMN_COST * oh * ow * c * kh * kw
+    ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    gather_cost = groups * h * wd * kh * kw * og * _round_up(cg, 8)
+    columns_cost = groups * oh * ow * og * _round_up(cg * kh * kw, 8) + _COLUMN_COST * oh * ow * c * kh * kw
     form = _INPUT_GRAD_FORM or ("gather" if gather_cost <= columns_cost else "columns")
     if n * c * kh * kw * oh * ow > _INT32_MAX:
         form = "gather"     # the columns would overflow the kernels' 32-bit indices
     if form == "gather":
-        gyd = _pad(dev, gy, h + kh - 1, wd + kw - 1, kh - 1 - top, kw - 1 - left, *stride)
-        plan = _plan(n, o, h + kh - 1, wd + kw - 1, c, kh, kw, (1, 1), h, wd)
-        wt = _pack_weights(dev, w, None, plan["COP"], mode=1)
+        # gx = gy dilated by the stride, padded by (dilated extent - 1 - pad), convolved (same
+        # dilation, stride 1) with the flipped kernel, per group with the channel axes swapped.
+        gyd = _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left, *stride)
+        plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation)
+        wt = _pack_weights(dev, w, None, plan["COP"], mode=1, groups=groups)
         return _direct_conv(dev, gyd, wt, plan)
-    plan = _plan(n, o, oh, ow, c * kh * kw, 1, 1, (1, 1), oh, ow)
-    cols = _direct_conv(dev, gy, _pack_weights(dev, w, None, plan["COP"], mode=2), plan)
+    plan = _plan(n, og, oh, ow, cg * kh * kw, 1, 1, (1, 1), oh, ow, groups)
+    cols = _direct_conv(dev, gy, _pack_weights(dev, w, None, plan["COP"], mode=2, groups=groups), plan)
     gx = dev.empty(x_shape)
     launch(dev, _kernel(dev, _FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
            i32(c), i32(h), i32(wd), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride[0]),
-           i32(stride[1]), i32(top), i32(left))
+           i32(stride[1]), i32(top), i32(left), i32(dilation[0]), i32(dilation[1]))
     return gx
 
 
-def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias):
+def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1):
     n, c, h, wd = x.shape
     top, bottom, left, right = pads
     xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
-    o, c, kh, kw = w_shape
+    o, cg, kh, kw = w_shape
+    og = o // groups
     n, _, oh, ow = gy.shape
-    plan = _plan(n, c, xp.shape[2], xp.shape[3], o, kh, kw, stride, oh, ow)
+    plan = _plan(n, cg, xp.shape[2], xp.shape[3], og, kh, kw, stride, oh, ow, groups, dilation)
     cop, ob, khb = plan["COPW"], 8 * plan["OBVW"], plan["KHB"]
-    gyt = dev.empty((n * oh * ow, cop))
-    launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), (-(-oh * ow // 8), cop // 8, n), None,
-           buf(gy), buf(gyt), i32(o), i32(oh * ow), i32(cop))
+    gyt = dev.empty((n * oh * ow, groups * cop))
+    launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), (-(-oh * ow // 8), groups * cop // 8, n),
+           None, buf(gy), buf(gyt), i32(og), i32(oh * ow), i32(cop), i32(groups))
 
-    items = cop // ob * c * (kh // khb)
+    items = groups * cop // ob * cg * (kh // khb)
     rows = n * oh
     rows_per_slice = -(-rows // max(1, min(rows, -(-_WEIGHT_GRAD_ITEMS // items))))
     slices = -(-rows // rows_per_slice)
-    part = dev.empty((slices, c * kh * kw, cop))
-    partb = dev.empty((slices, cop))
-    grid = (cop // ob, c * (kh // khb), slices)
+    part = dev.empty((slices, groups, cg * kh * kw, cop))
+    partb = dev.empty((slices, groups, cop))
+    grid = (groups * cop // ob, cg * (kh // khb), slices)
     launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight", plan), grid, (1, 1, 1) if dev.is_cpu else None,
            buf(xp), buf(gyt), buf(part), buf(partb), i32(rows_per_slice))
-
-    gw = dev.empty(w_shape)
-    gb = dev.empty((o,)) if has_bias else None
-    t_count = c * kh * kw
-    launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias), o),
-           None, buf(part), buf(partb), buf(gw), buf(gb if has_bias else gw), i32(slices),
-           i32(t_count), i32(o), i32(cop))
-    return gw, gb
+    return _reduce_weight_grad(dev, part, partb, slices, w_shape, cop, has_bias)
 
 
-def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True, algorithm=None):
+def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True, algorithm=None,
+                    dilation=(1, 1), groups=1):
     """gy = dL/dy (N,O,OH,OW) of the PRE-activation output (the layer undoes the fused activation
-    first). Returns (gx or None, gw (O,C,KH,KW), gb (O,) or None). algorithm: as conv2d_forward,
-    chosen separately for the weight and the input gradient when None."""
+    first). Returns (gx or None, gw (O,C/groups,KH,KW), gb (O,) or None). dilation, groups and
+    algorithm: as conv2d_forward, the algorithm chosen separately for the weight and the input
+    gradient when None."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     check_array(gy, 4, "conv2d output gradient")
-    stride, pads = _check_params(stride, pads)
-    oh, ow = _output_hw(x.shape, w.shape, stride, pads)
+    stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
+    oh, ow = _output_hw(x.shape, w.shape, stride, pads, dilation, groups)
     expected = (x.shape[0], w.shape[0], oh, ow)
     if tuple(gy.shape) != expected:
         raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
+    if _use_depthwise(algorithm, x.shape, groups):
+        from . import depthwise
+        return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
+                                            dilation)
     weight_forms = {"direct": _weight_grad_direct, "tiled": _weight_grad_tiled}
-    args = (dev, x, gy, w.shape, stride, pads, has_bias)
+    args = (dev, x, gy, w.shape, stride, pads, has_bias, dilation, groups)
     algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
-                 {name: functools.partial(f, *args) for name, f in weight_forms.items()})
+                 {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
     gw, gb = weight_forms[algo](*args)
     gx = None
     if need_input_grad:
         input_forms = {"direct": _input_grad_direct, "tiled": _input_grad_tiled}
-        args = (dev, w, gy, x.shape, stride, pads)
+        args = (dev, w, gy, x.shape, stride, pads, dilation, groups)
         algo = _pick(dev, algorithm, "input", x.shape, w.shape, stride, pads,
-                     {name: functools.partial(f, *args) for name, f in input_forms.items()})
+                     {name: functools.partial(f, *args) for name, f in input_forms.items()},
+                     dilation, groups)
         gx = input_forms[algo](*args)
     return gx, gw, gb
