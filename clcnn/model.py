@@ -1,12 +1,26 @@
-"""Sequential: a chain of layers on one device, with state_dict, summary, save and load."""
+"""Model: a graph of layers on one device (any DAG: branches, merges, shared layers), and
+Sequential, the chain. Forward, backward, parameters, state_dict, summary, save and load.
+
+Both keep their layer calls as one list of `_Call`s in an order where every call comes after
+the calls it reads; a call reads "values": the model inputs first, then each call's output.
+Everything else (fusion, running, saving) walks that list.
+"""
 import math
+import types
+from collections import namedtuple
 
 import numpy as np
 import pyopencl.array as cl_array
 
+from . import fusion
 from .device import get_device
-from .errors import DeviceOutOfMemory, NonFiniteError, ShapeError
-from .layers import AvgPool2D, Conv2D, Dense
+from .errors import CheckpointError, DeviceOutOfMemory, NonFiniteError, ShapeError
+from .graph import as_tensor_list, topological_order
+from .layers.base import Layer
+from .serialization import read_archive, write_archive
+
+# One layer call: the layer, the value indices it reads, the name of its output.
+_Call = namedtuple("_Call", "layer inputs name")
 
 
 def _check_input(x, device, what="input"):
@@ -44,107 +58,204 @@ def _check_finite(x, what="input"):
             "(e.g. np.nan_to_num), or pass check_finite=False to skip this check")
 
 
-class Sequential:
-    """Layers applied in order. Parameters are named "<index>.<name>" as torch.nn.Sequential
-    names them, so state dicts move between the two.
+class Model:
+    """A graph of layers: `Model(inputs, outputs)` from `L.Input` tensors and the tensors that
+    layers called on them return (one or a list of each).
 
-    A Conv2D or Dense followed by an elementwise activation layer runs as one fused kernel;
-    the layer list (and so the names) stays as written.
+        inp = L.Input((1, 28, 28))
+        x = L.Conv2D(1, 8, 3, padding=1, name="conv")(inp)
+        out = L.Dense(8 * 28 * 28, 10, name="fc")(L.Flatten()(L.ReLU()(x)))
+        model = clcnn.Model(inp, out, device=dev)
+
+    `state_dict()` keys are "<layer name>.<param>". A tensor read by several layers gets the
+    sum of their gradients; a layer called twice shares its weights (gradients summed).
     """
 
-    def __init__(self, layers, device=None, check_finite=False):
-        self.layers = list(layers)
+    def __init__(self, inputs, outputs, device=None, check_finite=False):
+        self._single_input = not isinstance(inputs, (list, tuple))
+        self._single_output = not isinstance(outputs, (list, tuple))
+        inputs = as_tensor_list(inputs, "Model inputs")
+        outputs = as_tensor_list(outputs, "Model outputs")
+        for tensor in inputs:
+            if tensor.node.inputs:
+                raise ValueError(f"Model inputs must be L.Input tensors; {tensor.name!r} is the output "
+                                 f"of a {type(tensor.node.layer).__name__}")
+        nodes = [n for n in topological_order(inputs, outputs) if n.inputs]
+        index = {id(t.node): i for i, t in enumerate(inputs)}
+        calls = []
+        for node in nodes:
+            index[id(node)] = len(inputs) + len(calls)
+            calls.append(_Call(node.layer, [index[id(t.node)] for t in node.inputs], node.name))
+        self.input_shapes = [t.shape for t in inputs]
+        self.input_names = [t.name for t in inputs]
+        self._setup(calls, [index[id(t.node)] for t in outputs], device, check_finite)
+
+    def _setup(self, calls, outputs, device, check_finite):
+        """Shared by Model and Sequential: bind the layers and name their tensors."""
+        self._calls = calls
+        self._outputs = outputs
         self.device = get_device(device)
         self.training = True
         # check_finite: refuse inputs holding NaN/Inf (costs a host read of device inputs).
         self.check_finite = bool(check_finite)
-        for index, layer in enumerate(self.layers):
+        self.layers = []
+        for call in calls:
+            if not any(call.layer is layer for layer in self.layers):
+                self.layers.append(call.layer)
+        self._keys = self._layer_keys()
+        self._named = {}
+        for layer in self.layers:
             layer.bind(self.device)
-            for name, param in layer.params.items():
-                param.name = f"{index}.{name}"
-        self._plan = self._fuse()
+            for pname, tensor in layer.tensors().items():
+                self._named[f"{self._keys[id(layer)]}.{pname}"] = tensor
+        for name, tensor in self._named.items():
+            tensor.claim(self, name)
+        self._plans = {}      # training mode -> fusion plan
+        self._run = None      # what the last forward saved for backward
 
-    def _fuse(self):
-        """[(layer index, index of an activation fused into it or None), ...]."""
-        plan, i = [], 0
-        while i < len(self.layers):
-            layer = self.layers[i]
-            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if (isinstance(layer, (Conv2D, Dense)) and layer.activation is None
-                    and nxt is not None and nxt.fusable_activation):
-                plan.append((i, i + 1))
-                i += 2
-            else:
-                plan.append((i, None))
-                i += 1
-        return plan
+    def _layer_keys(self):
+        """id(layer) -> the prefix of its state_dict keys: its name (unique per model)."""
+        keys, seen = {}, {}
+        for layer in self.layers:
+            if layer.name in seen:
+                raise ValueError(f"two layers are named {layer.name!r} ({type(seen[layer.name]).__name__} and "
+                                 f"{type(layer).__name__}); give each layer its own name=")
+            seen[layer.name] = layer
+            keys[id(layer)] = layer.name
+        return keys
+
+    def _describe(self, position):
+        """How errors name call `position`."""
+        call = self._calls[position]
+        return f"layer {call.name!r} ({type(call.layer).__name__})"
+
+    def _describe_value(self, value):
+        count = self._input_count()
+        if value < count:
+            return "the model input" if count == 1 else f"model input {value}"
+        return f"the output of {self._describe(value - count)}"
+
+    def _input_count(self):
+        return len(self.input_shapes)
 
     # -- running -----------------------------------------------------------------------
-    def forward(self, x, check_finite=None):
-        """y = the layers applied to x (N, C, H, W) or (N, features). check_finite (default:
-        the model's setting) refuses inputs holding NaN or Inf with NonFiniteError."""
+    def _plan(self, fold=True):
+        key = (self.training, fold)
+        if key not in self._plans:
+            self._plans[key] = fusion.plan(self._calls, self._outputs, self._input_count(),
+                                           training=self.training, fold_batchnorm=fold)
+        return self._plans[key]
+
+    def forward(self, *xs, check_finite=None):
+        """The outputs for inputs xs (numpy or device arrays, NCHW float32): one array, or a
+        list for a model of several outputs. check_finite (default: the model's setting)
+        refuses inputs holding NaN or Inf with NonFiniteError."""
+        if len(xs) == 1 and isinstance(xs[0], (list, tuple)):
+            xs = tuple(xs[0])
+        count = self._input_count()
+        if len(xs) != count:
+            raise TypeError(f"the model takes {count} input{'s' if count != 1 else ''} "
+                            f"({', '.join(self.input_names)}), got {len(xs)}")
+        what = ["input"] if count == 1 else [f"input {name!r}" for name in self.input_names]
         if self.check_finite if check_finite is None else check_finite:
-            _check_finite(x)
-        x = _check_input(x, self.device)
-        source = "the model input"
-        for index, fused in self._plan:
-            layer = self.layers[index]
-            kwargs = {}
-            if fused is not None:
-                act = self.layers[fused]
-                kwargs = dict(activation=act.fusable_activation, negative_slope=act.negative_slope)
-            name = f"layer {index} ({type(layer).__name__})"
-            try:
-                # An out-of-memory error at enqueue time (drivers allocate lazily) gets one
-                # retry after the pool frees its cached blocks, then a DeviceOutOfMemory.
-                x = self.device.with_memory_retry(f"{name} at batch size {x.shape[0]}",
-                                                  layer.forward, x, **kwargs)
-            except ShapeError as exc:
-                raise ShapeError(f"{name} cannot take {source} of shape {tuple(x.shape)}: {exc}") from None
-            except DeviceOutOfMemory as exc:
-                if str(exc).startswith("layer "):
-                    raise
-                raise DeviceOutOfMemory(f"layer {index} ({type(layer).__name__}) at batch size "
-                                        f"{x.shape[0]}: {exc}") from None
-            last = fused if fused is not None else index
-            source = f"the output of layer {last} ({type(self.layers[last]).__name__})"
-        return x
+            for x, name in zip(xs, what):
+                _check_finite(x, name)
+        values = [None] * (count + len(self._calls))
+        for i, (x, name) in enumerate(zip(xs, what)):
+            values[i] = _check_input(x, self.device, name)
+        plan = self._plan()
+        contexts = [self._forward_step(step, values) for step in plan]
+        self._run = (values, contexts, plan)
+        outputs = [values[v] for v in self._outputs]
+        return outputs[0] if self._single_output else outputs
 
     __call__ = forward
 
+    def _forward_step(self, step, values):
+        call = self._calls[step.position]
+        xs = [values[v] for v in call.inputs]
+        ctx = types.SimpleNamespace()
+        kwargs = fusion.forward_arguments(step, self._calls)
+        name = self._describe(step.position)
+        try:
+            # An out-of-memory error at enqueue time (drivers allocate lazily) gets one
+            # retry after the pool frees its cached blocks, then a DeviceOutOfMemory.
+            y = self.device.with_memory_retry(f"{name} at batch size {xs[0].shape[0]}",
+                                              call.layer.forward, ctx, *xs, **kwargs)
+        except ShapeError as exc:
+            sources = " and ".join(f"{self._describe_value(v)} of shape {tuple(values[v].shape[1:])}"
+                                   for v in call.inputs)
+            raise ShapeError(f"{name} cannot take {sources}: {exc}") from None
+        except DeviceOutOfMemory as exc:
+            if str(exc).startswith("layer "):
+                raise
+            raise DeviceOutOfMemory(f"{name} at batch size {xs[0].shape[0]}: {exc}") from None
+        values[step.output] = y
+        return ctx
+
     def backward(self, gy, need_input_grad=True):
-        """Back-propagate dL/dy; writes every parameter's .grad and returns dL/dx (None when
-        need_input_grad is False, which saves the first layer's input-gradient pass)."""
-        gy = _check_input(gy, self.device, "output gradient")
-        position = len(self._plan) - 1
-        while position >= 0:
-            index, _ = self._plan[position]
-            layer, kwargs = self.layers[index], {}
-            before = self.layers[self._plan[position - 1][0]] if position > 0 else None
-            if (isinstance(layer, AvgPool2D) and isinstance(before, (Conv2D, Dense))
-                    and before._act is not None):
-                # The pool's backward also undoes the activation fused into the layer before
-                # it (one pass over the big gradient instead of two); that layer then starts
-                # from the pre-activation gradient.
-                kwargs = dict(activation=before._act, act_output=before._y, negative_slope=before._slope)
-            gy = self.device.with_memory_retry(
-                f"the backward pass of layer {index} ({type(layer).__name__}) at batch "
-                f"size {gy.shape[0]}", layer.backward, gy,
-                need_input_grad=position > 0 or need_input_grad, **kwargs)
-            if kwargs:
-                position -= 1
-                index = self._plan[position][0]
-                gy = self.device.with_memory_retry(
-                    f"the backward pass of layer {index} ({type(before).__name__}) at batch "
-                    f"size {gy.shape[0]}", before.backward, gy,
-                    need_input_grad=position > 0 or need_input_grad, pre_activation=True)
-            position -= 1
-        return gy
+        """Back-propagate dL/dy (a list for a model of several outputs); writes every
+        parameter's .grad and returns dL/dx (a list for several inputs; None when
+        need_input_grad is False, which saves the first layers' input-gradient passes)."""
+        if self._run is None:
+            raise RuntimeError("backward() needs a forward() first: call model(x), then "
+                               "model.backward(dL/dy)")
+        gys = list(gy) if isinstance(gy, (list, tuple)) else [gy]
+        if len(gys) != len(self._outputs):
+            raise TypeError(f"backward takes one gradient per model output ({len(self._outputs)}), got {len(gys)}")
+        values, contexts, plan = self._run
+        count = self._input_count()
+        if fusion.has_folds(plan):
+            # Eval-mode forward folded BatchNorm into convolutions, whose backward needs the
+            # unfolded intermediates: run the forward again without folding (rare: gradients
+            # in eval mode), same inputs, same results up to rounding.
+            plan = self._plan(fold=False)
+            contexts = [self._forward_step(step, values) for step in plan]
+        grads = [None] * len(values)
+        for v, g in zip(self._outputs, gys):
+            g = _check_input(g, self.device, "output gradient")
+            if tuple(g.shape) != tuple(values[v].shape):
+                raise ShapeError(f"output gradient has shape {tuple(g.shape)}, the output {tuple(values[v].shape)}")
+            grads[v] = g if grads[v] is None else grads[v] + g
+        for param in self.parameters():
+            param._fresh = True
+        pre_activation = set()
+        for k in range(len(plan) - 1, -1, -1):
+            step, ctx = plan[k], contexts[k]
+            g = grads[step.output]
+            if g is None:
+                continue     # nothing downstream of this step reaches an output
+            grads[step.output] = None
+            call = self._calls[step.position]
+            kwargs = fusion.backward_arguments(step, plan, contexts)
+            producer = kwargs.pop("producer", None)
+            if producer is not None:
+                pre_activation.add(producer)
+            if k in pre_activation:
+                kwargs["pre_activation"] = True
+            needed = need_input_grad or any(v >= count for v in call.inputs)
+            gxs = self.device.with_memory_retry(
+                f"the backward pass of {self._describe(step.position)} at batch size {g.shape[0]}",
+                call.layer.backward, ctx, g, need_input_grad=needed, **kwargs)
+            if call.layer.arity == 1:
+                gxs = [gxs]
+            for v, gx in zip(call.inputs, gxs):
+                if gx is None or (v < count and not need_input_grad):
+                    continue
+                grads[v] = gx if grads[v] is None else fusion.accumulate(self.device, grads[v], gx)
+        for param in self.parameters():
+            if param._fresh:       # not reached by this backward pass: its gradient is zero
+                param.grad.fill(0)
+                param._fresh = False
+        if not need_input_grad:
+            return None
+        inputs = [grads[i] for i in range(count)]
+        return inputs[0] if self._single_input else inputs
 
     def train(self, mode=True):
-        self.training = mode
+        self.training = bool(mode)
         for layer in self.layers:
-            layer.training = mode
+            layer.training = self.training
         return self
 
     def eval(self):
@@ -152,52 +263,81 @@ class Sequential:
 
     # -- parameters -----------------------------------------------------------------------
     def parameters(self):
-        return [p for layer in self.layers for p in layer.parameters()]
+        """The trainable parameters (a layer called twice counts once)."""
+        return [p for p in self._named.values() if p.trainable]
+
+    def named_tensors(self):
+        """{state_dict key: Parameter} of parameters and buffers."""
+        return dict(self._named)
 
     def state_dict(self):
-        return {p.name: p.data.get() for p in self.parameters()}
+        return {name: p.value() for name, p in self._named.items()}
 
-    def load_state_dict(self, state):
-        params = {p.name: p for p in self.parameters()}
-        missing = sorted(set(params) - set(state))
-        unexpected = sorted(set(state) - set(params))
-        if missing or unexpected:
+    def load_state_dict(self, state, strict=True):
+        """Set parameters and buffers from {key: array}. Every key and shape is checked before
+        anything is written, so a bad entry leaves the model as it was. strict=False skips
+        missing and unexpected keys (e.g. to load a backbone)."""
+        missing = sorted(set(self._named) - set(state))
+        unexpected = sorted(set(state) - set(self._named))
+        if strict and (missing or unexpected):
             raise KeyError(f"state_dict does not fit this model: missing {missing}, unexpected {unexpected}")
-        for name, param in params.items():
+        checked = {}
+        for name, param in self._named.items():
+            if name not in state:
+                continue
             value = np.asarray(state[name])
             if tuple(value.shape) != param.shape:
                 raise ShapeError(f"state_dict entry {name!r} has shape {tuple(value.shape)}, "
                                  f"the model's parameter has {param.shape}")
-            param.data.set(np.ascontiguousarray(value, dtype=np.float32))
+            if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
+                raise TypeError(f"state_dict entry {name!r} holds {value.dtype}, not real numbers")
+            checked[name] = value
+        for name, value in checked.items():
+            self._named[name].set_value(value)
 
     # -- description ----------------------------------------------------------------------
-    def output_shapes(self, input_shape):
-        """Per-sample output shape after each layer; ShapeError names the layer that breaks."""
-        shapes, shape = [], tuple(input_shape)
-        for index, layer in enumerate(self.layers):
+    def _shapes(self, input_shapes):
+        """Per-sample shape of every value; ShapeError names the layer that breaks."""
+        shapes = [tuple(s) for s in input_shapes]
+        for position, call in enumerate(self._calls):
+            ins = [shapes[v] for v in call.inputs]
             try:
-                shape = tuple(layer.output_shape(shape))
+                shapes.append(tuple(call.layer.output_shape(*ins)))
             except ShapeError as exc:
-                previous = (f" (output of layer {index - 1}, {type(self.layers[index - 1]).__name__})"
-                            if index else "")
-                raise ShapeError(f"layer {index} ({type(layer).__name__}) cannot take input "
-                                 f"{shape}{previous}: {exc}") from None
-            shapes.append(shape)
+                sources = " and ".join(f"{ins[j]} ({self._describe_value(v)})" for j, v in enumerate(call.inputs))
+                raise ShapeError(f"{self._describe(position)} cannot take input {sources}: {exc}") from None
         return shapes
 
-    def summary(self, input_shape, print_fn=print):
-        """Print and return a table of layer, output shape and parameter count."""
-        shapes = self.output_shapes(input_shape)
-        rows = [("#", "layer", "output shape", "params")]
-        for index, (layer, shape) in enumerate(zip(self.layers, shapes)):
-            count = sum(math.prod(p.shape) for p in layer.parameters())
-            rows.append((str(index), repr(layer), "x".join(map(str, shape)), f"{count:,}"))
+    def output_shapes(self, input_shape=None):
+        """Per-sample output shape of each layer call, in running order."""
+        shapes = self.input_shapes if input_shape is None else [input_shape]
+        return self._shapes(shapes)[self._input_count():]
+
+    def _summary_rows(self, shapes):
+        count = self._input_count()
+        rows = [("name", "layer", "inputs", "output shape", "params")]
+        for i, (name, shape) in enumerate(zip(self.input_names, shapes)):
+            rows.append((name, "Input", "", "x".join(map(str, shape)), "0"))
+        seen = set()
+        for position, call in enumerate(self._calls):
+            params = sum(math.prod(p.shape) for p in call.layer.parameters()) if id(call.layer) not in seen else 0
+            seen.add(id(call.layer))
+            inputs = ", ".join(self.input_names[v] if v < count else self._calls[v - count].name for v in call.inputs)
+            rows.append((call.name, repr(call.layer), inputs, "x".join(map(str, shapes[count + position])),
+                         f"{params:,}"))
+        return rows
+
+    def summary(self, input_shape=None, print_fn=print):
+        """Print and return a table of layer, inputs, output shape and parameter count."""
+        inputs = self.input_shapes if input_shape is None else [tuple(input_shape)]
+        rows = self._summary_rows(self._shapes(inputs))
         total = sum(math.prod(p.shape) for p in self.parameters())
-        widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        lines = ["  ".join(cell.ljust(w) if c < 3 else cell.rjust(w)
+        columns = len(rows[0])
+        widths = [max(len(r[c]) for r in rows) for c in range(columns)]
+        lines = ["  ".join(cell.ljust(w) if c < columns - 1 else cell.rjust(w)
                            for c, (cell, w) in enumerate(zip(row, widths))) for row in rows]
         lines.insert(1, "-" * len(lines[0]))
-        lines += ["-" * len(lines[0]), f"input {'x'.join(map(str, input_shape))}; "
+        lines += ["-" * len(lines[0]), f"input {', '.join('x'.join(map(str, s)) for s in inputs)}; "
                   f"total parameters: {total:,}"]
         text = "\n".join(lines)
         if print_fn:
@@ -205,10 +345,187 @@ class Sequential:
         return text
 
     def __repr__(self):
-        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
-        return f"Sequential(\n{inner}\n)"
+        inner = "\n".join(f"  ({call.name}): {call.layer!r}" for call in self._calls)
+        return f"{type(self).__name__}(\n{inner}\n)"
 
     # -- files ----------------------------------------------------------------------------
+    def architecture(self):
+        """The graph as plain JSON-able data (layer types, settings, connections)."""
+        count = self._input_count()
+        value_names = list(self.input_names) + [call.name for call in self._calls]
+        return {"graph": {
+            "inputs": [{"name": n, "shape": list(s)} for n, s in zip(self.input_names, self.input_shapes)],
+            "layers": [{"name": layer.name, "type": type(layer).__name__, "config": layer.config()}
+                       for layer in self.layers],
+            "calls": [{"layer": call.layer.name, "inputs": [value_names[v] for v in call.inputs]}
+                      for call in self._calls],
+            "outputs": [value_names[v] for v in self._outputs],
+            "single_input": self._single_input, "single_output": self._single_output}}
+
     def save(self, path):
-        from .serialization import save_model
-        save_model(self, path)
+        """Write architecture and weights to path (atomically; no pickle)."""
+        write_archive(path, {"architecture": self.architecture()},
+                      {f"param/{k}": v for k, v in self.state_dict().items()})
+
+
+class Sequential(Model):
+    """Layers applied in order. Parameters are named "<index>.<name>" as torch.nn.Sequential
+    names them, so state dicts move between the two. The same layer object at two places
+    shares its weights (named after its first place; gradients summed).
+
+    A Conv2D or Dense followed by an elementwise activation layer runs as one fused kernel;
+    the layer list (and so the names) stays as written.
+    """
+
+    def __init__(self, layers, device=None, check_finite=False):
+        if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+            raise TypeError("Sequential takes a list of layers, e.g. Sequential([L.Conv2D(1, 6, 5), L.ReLU()])")
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for index, layer in enumerate(layers):
+            if isinstance(layer, type) and issubclass(layer, Layer):
+                raise TypeError(f"Sequential layer {index} is the class {layer.__name__}, not a layer: "
+                                f"write {layer.__name__}(...) with parentheses")
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential layer {index} is {type(layer).__name__} {layer!r}, not a "
+                                "layer: pass layer objects such as L.ReLU()")
+            if layer.arity != 1:
+                raise TypeError(f"Sequential layer {index} ({type(layer).__name__}) takes several inputs; "
+                                "build a clcnn.Model for branches and merges")
+        self._sequence = layers
+        self.input_shapes, self.input_names = [None], ["input"]
+        self._single_input = self._single_output = True
+        calls = [_Call(layer, [index], str(index)) for index, layer in enumerate(layers)]
+        self._setup(calls, [len(layers)], device, check_finite)
+        self.layers = layers          # as written, repeats included (torch's indexing)
+
+    def _layer_keys(self):
+        keys = {}
+        for index, layer in enumerate(self._sequence):
+            keys.setdefault(id(layer), str(index))
+        return keys
+
+    def _describe(self, position):
+        return f"layer {position} ({type(self._sequence[position]).__name__})"
+
+    def output_shapes(self, input_shape):
+        return self._shapes([input_shape])[1:]
+
+    def summary(self, input_shape, print_fn=print):
+        return super().summary(input_shape, print_fn)
+
+    def _summary_rows(self, shapes):
+        rows = [("#", "layer", "output shape", "params")]
+        seen = set()
+        for index, layer in enumerate(self._sequence):
+            count = sum(math.prod(p.shape) for p in layer.parameters()) if id(layer) not in seen else 0
+            seen.add(id(layer))
+            rows.append((str(index), repr(layer), "x".join(map(str, shapes[index + 1])), f"{count:,}"))
+        return rows
+
+    def architecture(self):
+        """[{"type", "config"}, ...]; a layer repeated from index j is {"same_as": j}."""
+        arch, first = [], {}
+        for index, layer in enumerate(self._sequence):
+            if id(layer) in first:
+                arch.append({"same_as": first[id(layer)]})
+            else:
+                first[id(layer)] = index
+                arch.append({"type": type(layer).__name__, "config": layer.config()})
+        return arch
+
+
+def architecture(model):
+    return model.architecture()
+
+
+def _build_layer(entry, where):
+    from .layers import LAYER_TYPES
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{where}: expected an object with 'type' and 'config', got {type(entry).__name__}")
+    cls = LAYER_TYPES.get(entry.get("type"))
+    if cls is None:
+        raise CheckpointError(f"{where}: unknown layer type {entry.get('type')!r}")
+    config = entry.get("config", {})
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where} ({cls.__name__}): its config is not an object")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    if "name" in entry:
+        config["name"] = entry["name"]
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where} ({cls.__name__}): bad settings in the file: {exc}") from None
+
+
+def from_architecture(arch, device=None):
+    """The model that `architecture()` described (fresh weights)."""
+    if isinstance(arch, list):
+        if not arch:
+            raise CheckpointError("the architecture holds no layers")
+        layers = []
+        for index, entry in enumerate(arch):
+            if isinstance(entry, dict) and "same_as" in entry:
+                j = entry["same_as"]
+                if not isinstance(j, int) or not 0 <= j < index:
+                    raise CheckpointError(f"layer {index}: 'same_as' must name an earlier layer, got {j!r}")
+                layers.append(layers[j])
+            else:
+                layers.append(_build_layer(entry, f"layer {index}"))
+        return Sequential(layers, device=device)
+    if not isinstance(arch, dict) or not isinstance(arch.get("graph"), dict):
+        raise CheckpointError(f"the architecture must be a list of layers or a graph, got {type(arch).__name__}")
+    return _graph_from_architecture(arch["graph"], device)
+
+
+def _graph_from_architecture(graph, device):
+    from .layers import Input
+    try:
+        tensors = {}
+        inputs = []
+        for entry in graph["inputs"]:
+            tensors[entry["name"]] = Input(tuple(entry["shape"]), name=entry["name"])
+            inputs.append(tensors[entry["name"]])
+        layers = {}
+        for entry in graph["layers"]:
+            if entry.get("name") in layers:
+                raise CheckpointError(f"two layers are named {entry.get('name')!r}")
+            layers[entry.get("name")] = _build_layer(entry, f"layer {entry.get('name')!r}")
+        for entry in graph["calls"]:
+            layer = layers[entry["layer"]]
+            args = [tensors[name] for name in entry["inputs"]]
+            out = layer(args if layer.arity != 1 else args[0])
+            tensors[out.name] = out
+        outputs = [tensors[name] for name in graph["outputs"]]
+        single_in, single_out = graph.get("single_input", True), graph.get("single_output", True)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"the graph description is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+    except (ShapeError, ValueError) as exc:
+        raise CheckpointError(f"the graph does not build: {exc}") from None
+    return Model(inputs[0] if single_in and len(inputs) == 1 else inputs,
+                 outputs[0] if single_out and len(outputs) == 1 else outputs, device=device)
+
+
+def load(path, device=None):
+    """The model saved at path (architecture and weights) on device."""
+    header, arrays = read_archive(path)
+    if "architecture" not in header:
+        raise CheckpointError(f"{path}: holds no model architecture")
+    try:
+        model = from_architecture(header["architecture"], device=device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    load_weights(model, arrays, path)
+    return model
+
+
+def load_weights(model, arrays, path):
+    state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise CheckpointError(f"{path}: weights do not fit the model: {message}") from None

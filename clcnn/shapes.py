@@ -34,13 +34,18 @@ def check_padding(padding):
     return tuple(padding)
 
 
-def resolve_padding(padding, size_hw, kernel_hw, stride_hw):
+def effective_kernel(kernel_hw, dilation_hw=(1, 1)):
+    """The extent a dilated kernel covers: dilation * (k - 1) + 1 per axis."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel_hw, dilation_hw))
+
+
+def resolve_padding(padding, size_hw, kernel_hw, stride_hw, dilation_hw=(1, 1)):
     """(top, bottom, left, right) for an input of size_hw. "same" gives ceil(n / s) outputs
     with any odd pixel of padding at the bottom/right, as TensorFlow and Keras do."""
     if padding != "same":
         return padding
     pads = []
-    for n, k, s in zip(size_hw, kernel_hw, stride_hw):
+    for n, k, s in zip(size_hw, effective_kernel(kernel_hw, dilation_hw), stride_hw):
         total = max((math.ceil(n / s) - 1) * s + k - n, 0)
         pads += [total // 2, total - total // 2]
     return tuple(pads)
@@ -51,7 +56,10 @@ def output_size(n, k, s, before, after):
     return (n + before + after - k) // s + 1
 
 
-def output_hw(size_hw, kernel_hw, stride_hw, pads, where="layer"):
+def output_hw(size_hw, kernel_hw, stride_hw, pads, where="layer", dilation_hw=(1, 1)):
+    """Output (height, width) of a conv or pool: floor((n + pads - dilation * (k - 1) - 1) /
+    stride) + 1 per axis, as PyTorch; ShapeError when the kernel overhangs the padded input."""
+    kernel_hw = effective_kernel(kernel_hw, dilation_hw)
     top, bottom, left, right = pads
     oh = output_size(size_hw[0], kernel_hw[0], stride_hw[0], top, bottom)
     ow = output_size(size_hw[1], kernel_hw[1], stride_hw[1], left, right)

@@ -1,14 +1,17 @@
-"""The layers of a Sequential model (NCHW float32; weights laid out as PyTorch's)."""
-from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+"""The layers of a model (NCHW float32; weights laid out as PyTorch's)."""
+from .activations import Identity, LeakyReLU, ReLU, ReLU6, Sigmoid, Softmax, Tanh
 from .base import Layer
+from .batchnorm import BatchNorm2D
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .input import Input, InputLayer
+from .merge import Add, Concat
 from .pooling import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from .reshape import Flatten
 
 LAYER_TYPES = {cls.__name__: cls for cls in (
-    Conv2D, Dense, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax, MaxPool2D, AvgPool2D,
-    GlobalAvgPool2D, GlobalMaxPool2D, Flatten, Dropout)}
+    Conv2D, Dense, ReLU, ReLU6, LeakyReLU, Tanh, Sigmoid, Softmax, Identity, MaxPool2D, AvgPool2D,
+    GlobalAvgPool2D, GlobalMaxPool2D, Flatten, Dropout, BatchNorm2D, Add, Concat)}
 
-__all__ = sorted(LAYER_TYPES) + ["Layer", "LAYER_TYPES"]
+__all__ = sorted(LAYER_TYPES) + ["Layer", "LAYER_TYPES", "Input", "InputLayer"]

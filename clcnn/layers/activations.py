@@ -1,50 +1,56 @@
-"""Elementwise activations and Softmax. The elementwise ones can be fused into a preceding
-Conv2D or Dense by the model (see `fusable_activation`)."""
+"""Elementwise activations, Softmax and Identity. The elementwise ones can be fused into a
+preceding Conv2D or Dense (or Add) by the model (see `fusable_activation`)."""
 from ..errors import ShapeError
 from ..ops import activation as act_ops
 from .base import Layer
 
 
 class _Elementwise(Layer):
-    name = None
+    #: the kernels' name of the activation ("relu", "tanh", ...)
+    function = None
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, name=None):
+        super().__init__(name)
         self.negative_slope = 0.01
 
     @property
     def fusable_activation(self):
-        return self.name
+        return self.function
 
-    def forward(self, x):
-        self._y = act_ops.activation_forward(self.device, self.name, x, negative_slope=self.negative_slope)
-        return self._y
+    def forward(self, ctx, x):
+        ctx.y = act_ops.activation_forward(self.device, self.function, x, negative_slope=self.negative_slope)
+        return ctx.y
 
-    def backward(self, gy, need_input_grad=True):
-        return act_ops.activation_backward(self.device, self.name, self._y, gy,
+    def backward(self, ctx, gy, need_input_grad=True):
+        return act_ops.activation_backward(self.device, self.function, ctx.y, gy,
                                            negative_slope=self.negative_slope)
 
 
 class ReLU(_Elementwise):
-    name = "relu"
+    function = "relu"
+
+
+class ReLU6(_Elementwise):
+    """min(max(x, 0), 6), as torch.nn.ReLU6 (MobileNet)."""
+    function = "relu6"
 
 
 class Tanh(_Elementwise):
-    name = "tanh"
+    function = "tanh"
 
 
 class Sigmoid(_Elementwise):
-    name = "sigmoid"
+    function = "sigmoid"
 
 
 class LeakyReLU(_Elementwise):
-    name = "leaky_relu"
+    function = "leaky_relu"
 
-    def __init__(self, negative_slope=0.01):
-        super().__init__()
+    def __init__(self, negative_slope=0.01, name=None):
+        super().__init__(name)
         # The backward pass works from the output, which tells the sign of the input only for
         # a non-negative slope (as Keras also requires).
-        if not isinstance(negative_slope, (int, float)) or negative_slope < 0:
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or not negative_slope >= 0:
             raise ValueError(f"LeakyReLU negative_slope must be a number >= 0, got {negative_slope!r}")
         self.negative_slope = float(negative_slope)
 
@@ -61,10 +67,20 @@ class Softmax(Layer):
             raise ShapeError(f"Softmax expects (N, K) input, got per-sample shape {tuple(in_shape)}")
         return tuple(in_shape)
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         self.output_shape(x.shape[1:])
-        self._y = act_ops.softmax_forward(self.device, x)
-        return self._y
+        ctx.y = act_ops.softmax_forward(self.device, x)
+        return ctx.y
 
-    def backward(self, gy, need_input_grad=True):
-        return act_ops.softmax_backward(self.device, self._y, gy)
+    def backward(self, ctx, gy, need_input_grad=True):
+        return act_ops.softmax_backward(self.device, ctx.y, gy)
+
+
+class Identity(Layer):
+    """Returns its input (a placeholder, e.g. the shortcut of a residual block)."""
+
+    def forward(self, ctx, x):
+        return x
+
+    def backward(self, ctx, gy, need_input_grad=True):
+        return gy

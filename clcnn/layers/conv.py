@@ -1,11 +1,12 @@
-"""Conv2D: 2-D convolution (cross-correlation, as PyTorch) over NCHW input."""
+"""Conv2D: 2-D convolution (cross-correlation, as PyTorch) over NCHW input, with optional
+stride, padding, dilation and groups (groups == in_channels: depthwise)."""
 from .. import init
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
 from ..ops import conv2d as conv_ops
 from ..parameter import Parameter
 from ..shapes import check_padding, output_hw, pair, resolve_padding
-from .base import WeightedLayer
+from .base import WeightedLayer, check_positive_int
 
 
 def check_activation(activation):
@@ -16,23 +17,28 @@ def check_activation(activation):
 
 
 class Conv2D(WeightedLayer):
-    """y = act(conv(x, weight) + bias); weight (out, in, kh, kw).
+    """y = act(conv(x, weight) + bias); weight (out, in / groups, kh, kw).
 
-    Output size per axis: floor((n + pad_before + pad_after - k) / stride) + 1; padding is an
-    int, (ph, pw), (top, bottom, left, right), "valid" or "same" (ceil(n / stride) outputs).
+    Output size per axis: floor((n + pad_before + pad_after - dilation * (k - 1) - 1) / stride)
+    + 1; padding is an int, (ph, pw), (top, bottom, left, right), "valid" or "same"
+    (ceil(n / stride) outputs). groups splits the channels into that many independent
+    convolutions; groups == in_channels is a depthwise convolution (out_channels a multiple).
 
     >>> Conv2D(1, 6, kernel_size=5)          # (N, 1, 32, 32) -> (N, 6, 28, 28)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 activation=None):
-        super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Conv2D {name} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = in_channels, out_channels
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, activation=None, name=None):
+        super().__init__(name)
+        self.in_channels = check_positive_int(in_channels, "Conv2D in_channels")
+        self.out_channels = check_positive_int(out_channels, "Conv2D out_channels")
+        self.groups = check_positive_int(groups, "Conv2D groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2D channels must be divisible by groups: in_channels {in_channels} "
+                             f"and out_channels {out_channels}, groups {groups}")
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
+        self.dilation = pair(dilation, "dilation")
         self.padding = check_padding(padding)
         self.activation = check_activation(activation)
         self.bias = bool(bias)
@@ -40,35 +46,50 @@ class Conv2D(WeightedLayer):
 
     def reset_parameters(self):
         kh, kw = self.kernel_size
-        fan_in = self.in_channels * kh * kw
+        fan_in = self.in_channels // self.groups * kh * kw
         self.params = {"weight": Parameter("weight", init.uniform_fan_in(
-            (self.out_channels, self.in_channels, kh, kw), fan_in))}
+            (self.out_channels, self.in_channels // self.groups, kh, kw), fan_in))}
         if self.bias:
             self.params["bias"] = Parameter("bias", init.uniform_fan_in((self.out_channels,), fan_in))
 
-    def _pads(self, in_shape):
-        return resolve_padding(self.padding, in_shape[1:], self.kernel_size, self.stride)
+    def pads(self, in_shape):
+        """(top, bottom, left, right) for a per-sample input shape (C, H, W)."""
+        return resolve_padding(self.padding, in_shape[1:], self.kernel_size, self.stride, self.dilation)
 
     def output_shape(self, in_shape):
         self._require_rank(in_shape, 3, "(C, H, W)")
         if in_shape[0] != self.in_channels:
             raise ShapeError(f"Conv2D expects {self.in_channels} input channels, got input of "
                              f"shape {tuple(in_shape)}")
-        oh, ow = output_hw(in_shape[1:], self.kernel_size, self.stride, self._pads(in_shape), "Conv2D")
+        oh, ow = output_hw(in_shape[1:], self.kernel_size, self.stride, self.pads(in_shape), "Conv2D",
+                           self.dilation)
         return (self.out_channels, oh, ow)
 
-    def _forward_op(self, x, bias, activation, negative_slope):
-        return conv_ops.conv2d_forward(self.device, x, self.params["weight"].data, bias, self.stride,
-                                       self._pads(x.shape[1:]), activation=activation,
-                                       negative_slope=negative_slope)
+    def _extra(self):
+        """dilation/groups keywords for the ops, only when not the default."""
+        extra = {}
+        if self.dilation != (1, 1):
+            extra["dilation"] = self.dilation
+        if self.groups != 1:
+            extra["groups"] = self.groups
+        return extra
 
-    def _backward_op(self, gy, need_input_grad):
-        return conv_ops.conv2d_backward(self.device, self._x, self.params["weight"].data, gy, self.stride,
-                                        self._pads(self._x.shape[1:]), need_input_grad=need_input_grad,
-                                        has_bias=self.bias)
+    def _forward_op(self, x, weight, bias, activation, negative_slope):
+        return conv_ops.conv2d_forward(self.device, x, weight, bias, self.stride, self.pads(x.shape[1:]),
+                                       activation=activation, negative_slope=negative_slope, **self._extra())
+
+    def _backward_op(self, x, weight, gy, need_input_grad):
+        return conv_ops.conv2d_backward(self.device, x, weight, gy, self.stride, self.pads(x.shape[1:]),
+                                        need_input_grad=need_input_grad, has_bias=self.bias, **self._extra())
 
     def config(self):
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
-                "bias": self.bias, "activation": self.activation}
+        config = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                  "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                  "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+                  "bias": self.bias, "activation": self.activation}
+        # Written only when set, so files of plain convolutions stay as they were.
+        if self.dilation != (1, 1):
+            config["dilation"] = list(self.dilation)
+        if self.groups != 1:
+            config["groups"] = self.groups
+        return config

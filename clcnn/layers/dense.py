@@ -3,19 +3,17 @@ from .. import init
 from ..errors import ShapeError
 from ..ops import dense as dense_ops
 from ..parameter import Parameter
-from .base import WeightedLayer
+from .base import WeightedLayer, check_positive_int
 from .conv import check_activation
 
 
 class Dense(WeightedLayer):
     """(N, in_features) -> (N, out_features). Put a Flatten before it for NCHW input."""
 
-    def __init__(self, in_features, out_features, bias=True, activation=None):
-        super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Dense {name} must be a positive int, got {value!r}")
-        self.in_features, self.out_features = in_features, out_features
+    def __init__(self, in_features, out_features, bias=True, activation=None, name=None):
+        super().__init__(name)
+        self.in_features = check_positive_int(in_features, "Dense in_features")
+        self.out_features = check_positive_int(out_features, "Dense out_features")
         self.bias = bool(bias)
         self.activation = check_activation(activation)
         self.reset_parameters()
@@ -33,13 +31,13 @@ class Dense(WeightedLayer):
                              + (" (add a Flatten before it)" if len(in_shape) > 1 else ""))
         return (self.out_features,)
 
-    def _forward_op(self, x, bias, activation, negative_slope):
-        return dense_ops.dense_forward(self.device, x, self.params["weight"].data, bias,
-                                       activation=activation, negative_slope=negative_slope)
+    def _forward_op(self, x, weight, bias, activation, negative_slope):
+        return dense_ops.dense_forward(self.device, x, weight, bias, activation=activation,
+                                       negative_slope=negative_slope)
 
-    def _backward_op(self, gy, need_input_grad):
-        return dense_ops.dense_backward(self.device, self._x, self.params["weight"].data, gy,
-                                        has_bias=self.bias, need_input_grad=need_input_grad)
+    def _backward_op(self, x, weight, gy, need_input_grad):
+        return dense_ops.dense_backward(self.device, x, weight, gy, has_bias=self.bias,
+                                        need_input_grad=need_input_grad)
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,

@@ -6,8 +6,8 @@ from .base import Layer
 
 
 class _Pool2D(Layer):
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
+    def __init__(self, kernel_size, stride=None, padding=0, name=None):
+        super().__init__(name)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride if stride is not None else kernel_size, "stride")
         pads = check_padding(padding)
@@ -30,31 +30,31 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    def forward(self, x):
+    def forward(self, ctx, x):
         self.output_shape(x.shape[1:])
-        self._x_shape = x.shape
-        y, self._argmax = pool_ops.maxpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding)
+        ctx.x_shape = x.shape
+        y, ctx.argmax = pool_ops.maxpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding)
         return y
 
-    def backward(self, gy, need_input_grad=True):
-        return pool_ops.maxpool2d_backward(self.device, gy, self._argmax, self._x_shape)
+    def backward(self, ctx, gy, need_input_grad=True):
+        return pool_ops.maxpool2d_backward(self.device, gy, ctx.argmax, ctx.x_shape)
 
 
 class AvgPool2D(_Pool2D):
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
-        super().__init__(kernel_size, stride, padding)
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, name=None):
+        super().__init__(kernel_size, stride, padding, name)
         self.count_include_pad = bool(count_include_pad)
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         self.output_shape(x.shape[1:])
-        self._x_shape = x.shape
+        ctx.x_shape = x.shape
         return pool_ops.avgpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding,
                                           count_include_pad=self.count_include_pad)
 
-    def backward(self, gy, need_input_grad=True, activation=None, act_output=None, negative_slope=0.01):
+    def backward(self, ctx, gy, need_input_grad=True, activation=None, act_output=None, negative_slope=0.01):
         """With activation and act_output (that activation's output, this layer's input), the
         gradient also goes back through the activation: dL/d(its input), in the same pass."""
-        return pool_ops.avgpool2d_backward(self.device, gy, self._x_shape, self.kernel_size, self.stride,
+        return pool_ops.avgpool2d_backward(self.device, gy, ctx.x_shape, self.kernel_size, self.stride,
                                            self.padding, count_include_pad=self.count_include_pad,
                                            activation=activation, act_output=act_output,
                                            negative_slope=negative_slope)
@@ -70,23 +70,23 @@ class GlobalAvgPool2D(Layer):
         self._require_rank(in_shape, 3, "(C, H, W)")
         return (in_shape[0], 1, 1)
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         self.output_shape(x.shape[1:])
-        self._x_shape = x.shape
+        ctx.x_shape = x.shape
         return pool_ops.global_avgpool2d_forward(self.device, x)
 
-    def backward(self, gy, need_input_grad=True):
-        return pool_ops.global_avgpool2d_backward(self.device, gy, self._x_shape)
+    def backward(self, ctx, gy, need_input_grad=True):
+        return pool_ops.global_avgpool2d_backward(self.device, gy, ctx.x_shape)
 
 
 class GlobalMaxPool2D(GlobalAvgPool2D):
     """(N, C, H, W) -> (N, C, 1, 1): the max of each channel."""
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         self.output_shape(x.shape[1:])
-        self._x_shape = x.shape
-        y, self._argmax = pool_ops.global_maxpool2d_forward(self.device, x)
+        ctx.x_shape = x.shape
+        y, ctx.argmax = pool_ops.global_maxpool2d_forward(self.device, x)
         return y
 
-    def backward(self, gy, need_input_grad=True):
-        return pool_ops.global_maxpool2d_backward(self.device, gy, self._argmax, self._x_shape)
+    def backward(self, ctx, gy, need_input_grad=True):
+        return pool_ops.global_maxpool2d_backward(self.device, gy, ctx.argmax, ctx.x_shape)

@@ -8,9 +8,9 @@ class Flatten(Layer):
     def output_shape(self, in_shape):
         return (math.prod(in_shape),)
 
-    def forward(self, x):
-        self._x_shape = x.shape
+    def forward(self, ctx, x):
+        ctx.x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, gy, need_input_grad=True):
-        return gy.reshape(self._x_shape)
+    def backward(self, ctx, gy, need_input_grad=True):
+        return gy.reshape(ctx.x_shape)

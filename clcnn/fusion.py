@@ -1,0 +1,121 @@
+"""The fusion pass: which layer calls of a model run together as one kernel launch.
+
+A plan is a list of Steps in running order. Each step runs one layer call (`position`) and
+may absorb calls that only it feeds:
+- an elementwise activation after a Conv2D, Dense or Add (one kernel with the activation in
+  its epilogue; its backward then works from the fused output);
+- in eval mode, a BatchNorm2D after a Conv2D, folded into the convolution's weight and bias.
+In the backward pass an AvgPool2D whose input comes from such a fused activation also undoes
+that activation (one pass over the big gradient instead of two).
+
+Fusion never changes names, state_dict or results beyond float rounding: the model keeps its
+layer list; only the schedule changes.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+# position: the main call; output: the value the step writes (its last absorbed call's);
+# activation / batchnorm: positions of absorbed calls or None; pool_from: for an AvgPool2D,
+# the plan index of the step whose fused activation its backward also undoes, else None.
+Step = namedtuple("Step", "position output activation batchnorm pool_from")
+
+
+def _readers(calls, outputs, count):
+    readers = {}
+    for position, call in enumerate(calls):
+        for v in call.inputs:
+            readers.setdefault(v, []).append(position)
+    for v in outputs:
+        readers.setdefault(v, []).append(None)   # read by the user
+    return readers
+
+
+def plan(calls, outputs, count, training, fold_batchnorm=True):
+    """The fusion plan of `calls` (see model._Call) for train or eval mode."""
+    from .layers.base import WeightedLayer
+    from .layers.batchnorm import BatchNorm2D
+    from .layers.conv import Conv2D
+    from .layers.merge import Add
+    from .layers.pooling import AvgPool2D
+    readers = _readers(calls, outputs, count)
+
+    def sole_reader(position):
+        """The call that alone reads the output of call `position`, else None."""
+        users = readers.get(count + position, [])
+        return users[0] if len(users) == 1 and users[0] is not None else None
+
+    steps, absorbed, step_of_value = [], set(), {}
+    for position, call in enumerate(calls):
+        if position in absorbed:
+            continue
+        layer, last, batchnorm, activation = call.layer, position, None, None
+        if isinstance(layer, Conv2D) and not training and fold_batchnorm:
+            nxt = sole_reader(last)
+            if nxt is not None and isinstance(calls[nxt].layer, BatchNorm2D) and layer.activation is None:
+                batchnorm, last = nxt, nxt
+        can_fuse = ((isinstance(layer, WeightedLayer) and layer.activation is None)
+                    or isinstance(layer, Add))
+        nxt = sole_reader(last)
+        if can_fuse and nxt is not None:
+            function = calls[nxt].layer.fusable_activation
+            if function is not None and function in getattr(layer, "fusable_activations", ()):
+                activation, last = nxt, nxt
+        pool_from = None
+        if isinstance(layer, AvgPool2D):
+            producer = step_of_value.get(call.inputs[0])
+            if producer is not None and sole_reader(steps[producer].output - count) == position:
+                pool_from = producer
+        absorbed.update(p for p in (batchnorm, activation) if p is not None)
+        step_of_value[count + last] = len(steps)
+        steps.append(Step(position, count + last, activation, batchnorm, pool_from))
+    return steps
+
+
+def forward_arguments(step, calls):
+    """Keyword arguments of the main layer's forward for this step."""
+    kwargs = {}
+    if step.activation is not None:
+        act = calls[step.activation].layer
+        kwargs.update(activation=act.fusable_activation, negative_slope=act.negative_slope)
+    if step.batchnorm is not None:
+        kwargs["weight"], kwargs["bias"] = fold_batchnorm(calls[step.position].layer, calls[step.batchnorm].layer)
+    return kwargs
+
+
+def backward_arguments(step, plan_steps, contexts):
+    """Keyword arguments of the main layer's backward for this step; "producer" says that the
+    step pool_from names has had its activation undone here."""
+    if step.pool_from is None:
+        return {}
+    ctx = contexts[step.pool_from]
+    if not getattr(ctx, "act", None):
+        return {}
+    return {"activation": ctx.act, "act_output": ctx.y, "negative_slope": ctx.slope, "producer": step.pool_from}
+
+
+def has_folds(plan_steps):
+    return any(step.batchnorm is not None for step in plan_steps)
+
+
+def fold_batchnorm(conv, bn):
+    """(weight, bias) of the convolution that equals conv then bn in eval mode:
+    w' = w * s, b' = (b - running_mean) * s + beta with s = gamma / sqrt(running_var + eps)."""
+    dev = conv.device
+    w = conv.params["weight"].data.get().astype(np.float64)
+    b = conv.params["bias"].data.get().astype(np.float64) if conv.bias else 0.0
+    mean = bn.buffers["running_mean"].data.get().astype(np.float64)
+    var = bn.buffers["running_var"].data.get().astype(np.float64)
+    gamma = bn.params["weight"].data.get().astype(np.float64) if bn.affine else 1.0
+    beta = bn.params["bias"].data.get().astype(np.float64) if bn.affine else 0.0
+    scale = gamma / np.sqrt(var + bn.eps)
+    weight = (w * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+    bias = ((b - mean) * scale + beta).astype(np.float32)
+    return dev.to_device(weight), dev.to_device(bias)
+
+
+def accumulate(device, total, g):
+    """total + g for a value read by several calls (their gradients add up). A new array:
+    gradients may be shared between values (Add hands one array to all its inputs)."""
+    from .ops.merge import add_forward
+    return add_forward(device, [total, g])

@@ -1,0 +1,80 @@
+"""BatchNorm2D: per-channel normalisation of NCHW input, as torch.nn.BatchNorm2d.
+
+Train mode normalises with the batch's mean and biased variance and updates the running
+statistics (running_var with the unbiased variance); eval mode uses the running statistics.
+The running statistics and num_batches_tracked are buffers: saved and loaded, never trained.
+"""
+import numpy as np
+
+from ..errors import ShapeError
+from ..ops import batchnorm as bn_ops
+from ..parameter import Parameter
+from .base import Layer, check_positive_int
+
+
+class BatchNorm2D(Layer):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; (N, C, H, W) -> same."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, name=None):
+        super().__init__(name)
+        self.num_features = check_positive_int(num_features, "BatchNorm2D num_features")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"BatchNorm2D eps must be a number > 0, got {eps!r}")
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, (int, float))
+                                     or not 0 <= momentum <= 1):
+            raise ValueError(f"BatchNorm2D momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps, self.momentum, self.affine = float(eps), momentum, bool(affine)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        c = self.num_features
+        self.params = ({"weight": Parameter("weight", np.ones(c, np.float32)),
+                        "bias": Parameter("bias", np.zeros(c, np.float32))} if self.affine else {})
+        self.buffers = {"running_mean": Parameter("running_mean", np.zeros(c, np.float32), trainable=False),
+                        "running_var": Parameter("running_var", np.ones(c, np.float32), trainable=False),
+                        "num_batches_tracked": Parameter("num_batches_tracked", np.zeros((), np.int64),
+                                                         trainable=False, host=True)}
+
+    def output_shape(self, in_shape):
+        self._require_rank(in_shape, 3, "(C, H, W)")
+        if in_shape[0] != self.num_features:
+            raise ShapeError(f"BatchNorm2D expects {self.num_features} channels, got input of shape "
+                             f"{tuple(in_shape)}")
+        return tuple(in_shape)
+
+    def _affine(self):
+        if not self.affine:
+            return None, None
+        return self.params["weight"].data, self.params["bias"].data
+
+    def forward(self, ctx, x):
+        self.output_shape(x.shape[1:])
+        weight, bias = self._affine()
+        mean, var = self.buffers["running_mean"].data, self.buffers["running_var"].data
+        ctx.x, ctx.training = x, self.training
+        if not self.training:
+            return bn_ops.batchnorm2d_forward_eval(self.device, x, weight, bias, mean, var, self.eps)
+        tracked = self.buffers["num_batches_tracked"]
+        tracked.data = tracked.data + 1
+        y, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_forward_train(
+            self.device, x, weight, bias, mean, var, self.momentum, self.eps,
+            num_batches_tracked=int(tracked.data))
+        return y
+
+    def backward(self, ctx, gy, need_input_grad=True):
+        weight = self.params["weight"].data if self.affine else None
+        if ctx.training:
+            gx, gw, gb = bn_ops.batchnorm2d_backward(self.device, ctx.x, gy, weight, ctx.mean, ctx.invstd,
+                                                     need_input_grad=need_input_grad)
+        else:
+            gx, gw, gb = bn_ops.batchnorm2d_backward_eval(
+                self.device, ctx.x, gy, weight, self.buffers["running_mean"].data,
+                self.buffers["running_var"].data, self.eps, need_input_grad=need_input_grad)
+        if self.affine:
+            self.params["weight"].accumulate(gw)
+            self.params["bias"].accumulate(gb)
+        return gx
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine}

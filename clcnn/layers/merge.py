@@ -1,0 +1,63 @@
+"""Merges of several tensors: Add (residual connections) and Concat (Inception, DenseNet)."""
+from ..errors import ShapeError
+from ..ops import merge as merge_ops
+from .base import Layer
+
+
+class Add(Layer):
+    """y = a + b + ...: `Add()([a, b])`, inputs of one shape. A ReLU that alone reads the sum
+    runs in the same kernel."""
+    arity = None
+    fusable_activations = ("relu",)
+
+    def output_shape(self, *in_shapes):
+        if len(in_shapes) < 2:
+            raise ShapeError(f"Add needs two or more inputs, got {len(in_shapes)}")
+        for i, shape in enumerate(in_shapes[1:], start=1):
+            if tuple(shape) != tuple(in_shapes[0]):
+                raise ShapeError(f"Add inputs must have one shape: input 0 is {tuple(in_shapes[0])}, "
+                                 f"input {i} is {tuple(shape)}")
+        return tuple(in_shapes[0])
+
+    def forward(self, ctx, *xs, activation=None, negative_slope=0.01):
+        self.output_shape(*[x.shape[1:] for x in xs])
+        ctx.count, ctx.act = len(xs), activation
+        ctx.y = merge_ops.add_forward(self.device, xs, activation=activation)
+        return ctx.y
+
+    def backward(self, ctx, gy, need_input_grad=True):
+        g = merge_ops.add_backward(self.device, gy, ctx.count, activation=ctx.act, y=ctx.y)
+        return [g] * ctx.count
+
+
+class Concat(Layer):
+    """Inputs joined along `axis` (1: channels of NCHW, or features of (N, K)):
+    `Concat()([a, b])`; the inputs agree on every other axis."""
+    arity = None
+
+    def __init__(self, axis=1, name=None):
+        super().__init__(name)
+        if isinstance(axis, bool) or axis not in (1, -3):
+            raise ValueError(f"Concat axis must be 1 (the channel axis; -3 for NCHW), got {axis!r}")
+        self.axis = 1
+
+    def output_shape(self, *in_shapes):
+        if len(in_shapes) < 2:
+            raise ShapeError(f"Concat needs two or more inputs, got {len(in_shapes)}")
+        first = tuple(in_shapes[0])
+        for i, shape in enumerate(in_shapes[1:], start=1):
+            if len(shape) != len(first) or tuple(shape[1:]) != first[1:]:
+                raise ShapeError(f"Concat along axis 1 needs inputs that agree on every other axis: "
+                                 f"input 0 is {first}, input {i} is {tuple(shape)}")
+        return (sum(s[0] for s in in_shapes),) + first[1:]
+
+    def forward(self, ctx, *xs):
+        self.output_shape(*[x.shape[1:] for x in xs])
+        ctx.sizes = [x.shape[1] for x in xs]
+        return merge_ops.concat_forward(self.device, xs, axis=1)
+
+    def backward(self, ctx, gy, need_input_grad=True):
+        return merge_ops.concat_backward(self.device, gy, ctx.sizes, axis=1)
+
+    def config(self):
+        return {"axis": self.axis}
