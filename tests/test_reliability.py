@@ -23,7 +23,7 @@ from clcnn import layers as L
 from clcnn import serialization
 from clcnn.cli.main import cli
 from clcnn.device import capability_problems
-from clcnn.errors import (CheckpointError, DataError, DeviceError, DeviceOutOfMemory, NonFiniteError,
+from clcnn.errors import (CheckpointError, DeviceError, DeviceOutOfMemory, NonFiniteError,
                           ShapeError)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -261,56 +261,6 @@ def test_checkpoint_with_a_bad_layer_config_is_a_checkpoint_error(device, tmp_pa
                                       "stride": [0, 1], "dilation": 2}}]}, {})
     with pytest.raises(CheckpointError, match="m.clcnn"):
         clcnn.load(path, device=device)
-
-
-def _png(path, pixels, color_type, depth=8, interlace=0):
-    import struct
-    import zlib
-    height, width = pixels.shape[:2]
-    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, interlace))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def test_images_of_a_safe_mode_are_converted(tmp_path):
-    from clcnn.imageio import read_image
-    digit = np.zeros((28, 28), np.uint8)
-    digit[8:20, 12:16] = 255
-    rgba = np.dstack([digit, digit, digit, np.full_like(digit, 255)])
-    _png(tmp_path / "rgba.png", rgba, color_type=6)
-    _png(tmp_path / "gray_alpha.png", np.dstack([digit, np.full_like(digit, 255)]), color_type=4)
-    for name in ("rgba.png", "gray_alpha.png"):
-        assert np.allclose(read_image(tmp_path / name), digit / 255.0), name
-
-
-@pytest.mark.parametrize("kind", ["palette", "16-bit", "interlaced", "not an image", "3-D npy"])
-def test_images_of_an_unsafe_mode_are_refused_in_one_line(tmp_path, kind):
-    path = tmp_path / ("image.npy" if kind == "3-D npy" else "image.png")
-    if kind == "palette":
-        _png(path, np.zeros((28, 28), np.uint8), color_type=3)
-    elif kind == "16-bit":
-        _png(path, np.zeros((28, 56), np.uint8), color_type=0, depth=16)
-    elif kind == "interlaced":
-        _png(path, np.zeros((28, 28), np.uint8), color_type=0, interlace=1)
-    elif kind == "not an image":
-        path.write_bytes(b"GIF89a....")
-    else:
-        np.save(path, np.zeros((3, 28, 28), np.uint8))
-    from clcnn.imageio import read_image
-    with pytest.raises(DataError, match="image"):
-        read_image(path)
-
-
-def test_truncated_png_is_a_data_error(tmp_path):
-    from clcnn.imageio import read_image
-    path = tmp_path / "cut.png"
-    _png(path, np.zeros((28, 28), np.uint8), color_type=0)
-    path.write_bytes(path.read_bytes()[:35])       # two bytes into the IDAT chunk's length
-    with pytest.raises(DataError, match="cut.png"):
-        read_image(path)
 
 
 def test_truncated_idx_dataset_is_one_line_at_the_cli(tmp_path):
