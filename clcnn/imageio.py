@@ -187,6 +187,10 @@ def _pillow_reason(exc, max_side):
 def _pixels(path, image, channels):
     """(channels, H, W) float64 in [0, 1] from a loaded Pillow image."""
     if image.mode in _HIGH_BIT_MODES:
+        if image.mode == "I" and image.format not in ("PNG", "PPM"):
+            # Pillow scales 16-bit PNG/PGM to 0..65535; a 32-bit integer TIFF has no known scale.
+            raise DataError(f"{path}: 32-bit integer {image.format} image has no known pixel scale; "
+                            f"convert it to 8 or 16 bits")
         gray = np.asarray(image, dtype=np.float64)
         if gray.min() < 0 or gray.max() > 65535:
             raise DataError(f"{path}: {image.mode}-mode image holds values from {gray.min():g} to {gray.max():g}, "

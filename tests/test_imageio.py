@@ -301,6 +301,7 @@ def _bad_files():
         "cut.pgm": (b"P5\n28 28\n255\n" + digit.tobytes()[:700], "truncated"),
         "nan.tif": (_bytes(nan, "TIFF"), "NaN"),
         "255.tif": (_bytes(digit.astype(np.float32), "TIFF"), "outside [0, 1]"),
+        "int32.tif": (_bytes(digit.astype(np.int32), "TIFF"), "32-bit integer"),
         "bomb.png": (_png_by_hand(digit, ihdr=struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0)), "too large"),
         "text.png": (b"hello, not an image", "not an image file"),
         "empty.png": (b"", "not an image file"),
