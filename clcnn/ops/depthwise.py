@@ -1,0 +1,99 @@
+"""Depthwise Conv2D (groups == input channels, channel multiplier M = O / C) on the device
+(kernels/depthwise.cl): one launch forward with bias and activation fused, one for the input
+gradient, one for partial weight and bias gradients that conv2d.cl's reduction sums.
+
+A depthwise conv run by the general kernels would pad every output channel block to 8 lanes
+and multiply zeros; here the float8 lanes run along the output row instead. conv2d_forward /
+conv2d_backward call these for groups == C > 1 unless an algorithm is forced; they can also be
+called directly.
+"""
+import functools
+
+from .. import device as _device
+from ..errors import ShapeError
+from . import conv2d as _conv
+from ._common import buf, check_array, f32, i32, launch
+
+_FILE = "depthwise.cl"
+# Work items to aim for in the weight-gradient kernel, so both cores (or a GPU) get work.
+_WEIGHT_GRAD_ITEMS = 64
+
+
+def _check(x, w, stride, pads, dilation):
+    check_array(x, 4, "depthwise conv2d input")
+    check_array(w, 4, "depthwise conv2d weight")
+    c = x.shape[1]
+    stride, pads, dilation, _ = _conv._check_params(stride, pads, dilation, c)
+    if w.shape[0] % c or w.shape[1] != 1:
+        raise ShapeError(f"depthwise conv2d: weight must be (C*M, 1, KH, KW) for an input of {c} "
+                         f"channels, got shape {tuple(w.shape)}")
+    oh, ow = _conv._output_hw(x.shape, w.shape, stride, pads, dilation, c)
+    return stride, pads, dilation, oh, ow
+
+
+@functools.lru_cache(maxsize=None)
+def _defines(c, m, h, wd, oh, ow, kh, kw, stride, pads, dilation):
+    # RB rows per item: with stride 1 an input row feeds KH output rows, so 4 rows of 3x3 read
+    # 6 input rows instead of 12; fewer when the image is short.
+    return dict(C=c, M=m, H=h, W=wd, OH=oh, OW=ow, KH=kh, KW=kw, SH=stride[0], SW=stride[1],
+                DH=dilation[0], DW=dilation[1], PT=pads[0], PL=pads[2], RB=min(4, oh, h))
+
+
+def _grid(dev, width, height, rb, planes):
+    grid = (-(-width // 8) * -(-height // rb), planes)
+    return grid, _conv._local(dev, grid)
+
+
+def depthwise_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01,
+                      dilation=(1, 1)):
+    """x (N,C,H,W), w (C*M,1,KH,KW), b (C*M,) or None: conv2d_forward with groups=C.
+    Output (N,C*M,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1; activation fused."""
+    stride, pads, dilation, oh, ow = _check(x, w, stride, pads, dilation)
+    if activation not in _device.ACTIVATION_CODES:
+        raise ValueError(f"conv2d: unknown activation {activation!r}; "
+                         f"choose one of {list(_device.ACTIVATION_CODES)}")
+    if b is not None:
+        check_array(b, 1, "conv2d bias")
+        if b.shape[0] != w.shape[0]:
+            raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    d = _defines(c, o // c, h, wd, oh, ow, kh, kw, stride, pads, dilation)
+    y = dev.empty((n, o, oh, ow))
+    grid, local = _grid(dev, ow, oh, d["RB"], n * o)
+    launch(dev, _conv._kernel(dev, _FILE, "depthwise_forward", d), grid, local, buf(x), buf(w),
+           buf(b if b is not None else w), buf(y), i32(b is not None),
+           i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope))
+    return y
+
+
+def depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True,
+                       dilation=(1, 1)):
+    """gy = dL/dy (N,C*M,OH,OW) of the pre-activation output. Returns (gx or None,
+    gw (C*M,1,KH,KW), gb (C*M,) or None): conv2d_backward with groups=C."""
+    stride, pads, dilation, oh, ow = _check(x, w, stride, pads, dilation)
+    check_array(gy, 4, "conv2d output gradient")
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    if tuple(gy.shape) != (n, o, oh, ow):
+        raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {(n, o, oh, ow)}")
+    d = _defines(c, o // c, h, wd, oh, ow, kh, kw, stride, pads, dilation)
+
+    rows = n * oh
+    rows_per_slice = -(-rows // max(1, min(rows, -(-_WEIGHT_GRAD_ITEMS // o))))
+    slices = -(-rows // rows_per_slice)
+    part = dev.empty((slices, 1, kh * kw, o))
+    partb = dev.empty((slices, 1, o))
+    grid = (o, slices)
+    launch(dev, _conv._kernel(dev, _FILE, "depthwise_backward_weight", d), grid,
+           _conv._local(dev, grid), buf(x), buf(gy), buf(part), buf(partb), i32(n),
+           i32(rows_per_slice))
+    gw, gb = _conv._reduce_weight_grad(dev, part, partb, slices, w.shape, o, has_bias)
+
+    gx = None
+    if need_input_grad:
+        gx = dev.empty(x.shape)
+        grid, local = _grid(dev, wd, h, d["RB"], n * c)
+        launch(dev, _conv._kernel(dev, _FILE, "depthwise_backward_input", d), grid, local,
+               buf(gy), buf(w), buf(gx))
+    return gx, gw, gb
