@@ -1,0 +1,212 @@
+"""BatchNorm2D host wrappers (kernels/batchnorm.cl), torch.nn.BatchNorm2d semantics.
+
+x is NCHW float32; statistics are per channel over its N*H*W values. weight and bias are
+(C,) arrays, or both None for affine=False. Train mode normalises with the batch mean and
+biased variance and updates running_mean / running_var in place on the device (the running
+variance takes the unbiased variance); eval mode normalises with the running statistics.
+fold_into_conv folds an eval-mode BatchNorm into the convolution before it (host NumPy).
+"""
+import math
+
+import numpy as np
+
+from ..errors import ShapeError
+from ._common import buf, check_array, f32, i32, launch
+
+VEC = 8                # elements per work item of the elementwise kernels (one float8)
+# Chunks of one channel's N*H*W values per reduction work item: at most MAX_CHUNK so that the
+# chunk's second pass (squared deviations) reads it from cache, at least MIN_CHUNK so that a
+# work item's start-up is small next to its loop, and enough chunks for ITEMS_PER_UNIT work
+# items per compute unit (16 channels would otherwise give a 2-core CPU 16 long items, and a
+# single channel only one).
+MAX_CHUNK = 8192
+MIN_CHUNK = 256
+ITEMS_PER_UNIT = 8
+_MAX_INT = 2 ** 31 - 1
+
+
+def _chunks(dev, channels, m):
+    """(S, L): S chunks of L values per channel (the last chunk may be shorter)."""
+    target = ITEMS_PER_UNIT * dev.cl_device.max_compute_units
+    s = max(-(-m // MAX_CHUNK), min(-(-target // channels), -(-m // MIN_CHUNK)))
+    length = -(-m // s)
+    return -(-m // length), length
+
+
+def _check_x(x):
+    check_array(x, 4, "x")
+    n, c, h, w = x.shape
+    if x.size > _MAX_INT - VEC:
+        raise ValueError(f"x of {x.size} elements is too large for 32-bit indexing; split the batch")
+    return n, c, h * w
+
+
+def _check_channels(c, **arrays):
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        check_array(a, 1, name)
+        if a.shape[0] != c:
+            raise ShapeError(f"{name} has shape {tuple(a.shape)} but x has {c} channels; "
+                             f"{name} must have shape ({c},)")
+
+
+def _check_pair(first, second, names):
+    if (first is None) != (second is None):
+        raise ValueError(f"give both {names[0]} and {names[1]} or neither (got only one)")
+
+
+def _factor(momentum, num_batches_tracked):
+    """The running statistics' weight for this batch, as torch computes it."""
+    if momentum is None:
+        if num_batches_tracked is None or num_batches_tracked < 1:
+            raise ValueError("momentum=None (cumulative average) needs num_batches_tracked >= 1, "
+                             "the number of batches including this one")
+        return 1.0 / num_batches_tracked
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
+    return momentum
+
+
+def _check_eps(eps):
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+
+
+def batchnorm2d_forward_train(dev, x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5,
+                              num_batches_tracked=None):
+    """-> (y, save_mean, save_invstd): y = (x - mean) * invstd * weight + bias with the batch
+    mean and invstd = 1 / sqrt(biased variance + eps), both (C,) and kept for the backward.
+    running_mean and running_var (None for no tracking) become in place
+    (1 - momentum) * running + momentum * batch statistic, the variance unbiased (M / (M - 1)).
+    momentum=None is torch's cumulative average, with weight 1 / num_batches_tracked (the
+    count including this batch)."""
+    n, c, hw = _check_x(x)
+    _check_pair(weight, bias, ("weight", "bias"))
+    _check_pair(running_mean, running_var, ("running_mean", "running_var"))
+    _check_channels(c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    _check_eps(eps)
+    m = n * hw
+    if m <= 1:
+        raise ShapeError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{tuple(x.shape)}; use a batch of 2 or more (or eval mode)")
+    tracking = running_mean is not None
+    factor = _factor(momentum, num_batches_tracked) if tracking else 0.0
+    s, length = _chunks(dev, c, m)
+    part = dev.empty((c, s, 2))
+    save_mean, save_invstd, y = dev.empty((c,)), dev.empty((c,)), dev.empty(x.shape)
+    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_stats_partial"), (s, c), None,
+           buf(x), buf(part), i32(c), i32(hw), i32(m), i32(length), i32(s))
+    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_stats_combine", UPDATE_RUNNING=tracking), (c,), None,
+           buf(part), buf(save_mean), buf(save_invstd), buf(running_mean) if tracking else None,
+           buf(running_var) if tracking else None, i32(c), i32(s), i32(length), i32(m), f32(eps), f32(factor))
+    _normalize(dev, x, save_mean, save_invstd, weight, bias, y, eps, from_var=False)
+    return y, save_mean, save_invstd
+
+
+def batchnorm2d_forward_eval(dev, x, weight, bias, running_mean, running_var, eps=1e-5):
+    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
+    _, c, _ = _check_x(x)
+    _check_pair(weight, bias, ("weight", "bias"))
+    if running_mean is None or running_var is None:
+        raise ValueError("eval mode needs running_mean and running_var")
+    _check_channels(c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    _check_eps(eps)
+    y = dev.empty(x.shape)
+    _normalize(dev, x, running_mean, running_var, weight, bias, y, eps, from_var=True)
+    return y
+
+
+def _normalize(dev, x, mean, istat, weight, bias, y, eps, from_var):
+    if x.size == 0:
+        return
+    _, c, h, w = x.shape
+    affine = weight is not None
+    kernel = dev.kernel("batchnorm.cl", "batchnorm_forward_normalize", AFFINE=affine, FROM_VAR=from_var)
+    launch(dev, kernel, (-(-x.size // VEC),), None, buf(x), buf(mean), buf(istat),
+           buf(weight) if affine else None, buf(bias) if affine else None, buf(y),
+           i32(x.size), i32(c), i32(h * w), f32(eps))
+
+
+def batchnorm2d_backward(dev, x, gy, weight, save_mean, save_invstd, need_input_grad=True):
+    """Train-mode backward from the forward's save_mean and save_invstd -> (gx, gweight, gbias):
+    gx = weight * invstd / M * (M gy - sum(gy) - xhat * sum(gy xhat)) (None unless
+    need_input_grad), gweight = sum(gy xhat), gbias = sum(gy) per channel (both None when
+    weight is None), with xhat = (x - mean) * invstd and M = N*H*W."""
+    _check_x(x)
+    c = x.shape[1]
+    _check_channels(c, weight=weight, save_mean=save_mean, save_invstd=save_invstd)
+    return _backward(dev, x, gy, weight, save_mean, save_invstd, 1.0, need_input_grad, train=True)
+
+
+def batchnorm2d_backward_eval(dev, x, gy, weight, running_mean, running_var, eps=1e-5, need_input_grad=True):
+    """Eval-mode backward (running statistics are constants) -> (gx, gweight, gbias):
+    gx = gy * weight / sqrt(running_var + eps), gweight = sum(gy xhat), gbias = sum(gy),
+    xhat = (x - running_mean) / sqrt(running_var + eps)."""
+    _check_x(x)
+    c = x.shape[1]
+    _check_channels(c, weight=weight, running_mean=running_mean, running_var=running_var)
+    if running_mean is None or running_var is None:
+        raise ValueError("eval mode needs running_mean and running_var")
+    _check_eps(eps)
+    return _backward(dev, x, gy, weight, running_mean, running_var, eps, need_input_grad, train=False)
+
+
+def _backward(dev, x, gy, weight, mean, istat, eps, need_input_grad, train):
+    check_array(gy, 4, "gy")
+    if tuple(gy.shape) != tuple(x.shape):
+        raise ShapeError(f"gy shape {tuple(gy.shape)} differs from x shape {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    hw, m = h * w, n * h * w
+    affine = weight is not None
+    gweight = dev.empty((c,)) if affine else None
+    gbias = dev.empty((c,)) if affine else None
+    gx = dev.empty(x.shape) if need_input_grad else None
+    if not affine and not need_input_grad:
+        return None, None, None
+    if x.size == 0:
+        if affine:
+            gweight.fill(0.0)
+            gbias.fill(0.0)
+        return gx, gweight, gbias
+    s, length = _chunks(dev, c, m)
+    part, coef = dev.empty((c, s, 2)), dev.empty((c, 3))
+    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_partial"), (s, c), None,
+           buf(x), buf(gy), buf(mean), buf(part), i32(c), i32(hw), i32(m), i32(length), i32(s))
+    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_combine", AFFINE=affine, FROM_VAR=not train,
+                           TRAIN=train), (c,), None,
+           buf(part), buf(istat), buf(weight) if affine else None, buf(gweight) if affine else None,
+           buf(gbias) if affine else None, buf(coef), i32(c), i32(s), i32(m), f32(eps))
+    if need_input_grad:
+        launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_input", TRAIN=train), (-(-x.size // VEC),), None,
+               buf(x), buf(gy), buf(mean), buf(coef), buf(gx), i32(x.size), i32(c), i32(hw))
+    return gx, gweight, gbias
+
+
+def fold_into_conv(weight_conv, bias_conv, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):
+    """An eval-mode BatchNorm after a convolution, folded into it -> (weight, bias) as float32
+    NumPy arrays: with scale = bn_weight / sqrt(running_var + eps), weight = weight_conv * scale
+    per output channel and bias = (bias_conv - running_mean) * scale + bn_bias. bias_conv None
+    counts as zeros; bn_weight and bn_bias None (affine=False) as ones and zeros. Arrays may
+    be NumPy or device arrays; the arithmetic is float64."""
+    def host(a):
+        return None if a is None else np.asarray(a.get() if hasattr(a, "get") else a, dtype=np.float64)
+
+    w, b = host(weight_conv), host(bias_conv)
+    gamma, beta, mean, var = host(bn_weight), host(bn_bias), host(running_mean), host(running_var)
+    if w is None or w.ndim != 4:
+        raise ShapeError(f"weight_conv must be (out_channels, in_channels/groups, kh, kw), got "
+                         f"{None if w is None else w.shape}")
+    o = w.shape[0]
+    _check_pair(bn_weight, bn_bias, ("bn_weight", "bn_bias"))
+    for name, a in (("bias_conv", b), ("bn_weight", gamma), ("bn_bias", beta),
+                    ("running_mean", mean), ("running_var", var)):
+        if a is not None and a.shape != (o,):
+            raise ShapeError(f"{name} has shape {a.shape} but the convolution has {o} output "
+                             f"channels; it must have shape ({o},)")
+    if mean is None or var is None:
+        raise ValueError("folding needs running_mean and running_var")
+    _check_eps(eps)
+    scale = (np.ones(o) if gamma is None else gamma) / np.sqrt(var + eps)
+    shift = ((np.zeros(o) if b is None else b) - mean) * scale + (np.zeros(o) if beta is None else beta)
+    return (w * scale[:, None, None, None]).astype(np.float32), shift.astype(np.float32)

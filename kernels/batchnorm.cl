@@ -1,0 +1,278 @@
+/* batchnorm.cl: BatchNorm2D as torch.nn.BatchNorm2d, forward and backward, train and eval mode:
+ * per-channel statistics, the running-statistics update, normalisation and its gradients.
+ *
+ * Layout: x, y, gy, gx are NCHW float32 with HW = H * W; element (n, c, h, w) is
+ * x[(n * C + c) * HW + h * W + w]. Channel c owns M = N * HW elements, numbered
+ * j = n * HW + i (i < HW); that sequence is cut into S chunks of L elements (the last may be
+ * shorter), so chunk s holds j in [s * L, min(s * L + L, M)).
+ *
+ * Reductions run in two passes so that a few channels still spread over every core:
+ *   pass 1 (*_partial): 2-D range (S, C), one work item per (chunk, channel), writes its
+ *     chunk's partial results to part[(c * S + s) * 2 + {0, 1}];
+ *   pass 2 (*_combine): 1-D range C, one work item per channel, combines the S partials and
+ *     does the per-channel arithmetic (invstd, running statistics, gradient coefficients).
+ * Elementwise passes: 1-D range ceil(N * C * HW / 8); item q owns elements [8q, 8q + 8), as
+ * one float8 when they lie in one plane (one channel), in scalars when they straddle planes
+ * (H * W need not be a multiple of 8: 7x7 maps work).
+ * No local memory, no barriers, any local size.
+ *
+ * Accuracy: a chunk's statistics are two-pass (its mean, then the sum of squared deviations
+ * from that mean, the chunk still in cache), each sum kept in 8 float lanes; chunks combine by
+ * Chan's parallel formula. So variance never comes from E[x^2] - E[x]^2 (no cancellation when
+ * |mean| >> std) and each float sum has at most L / 8 terms in a lane.
+ *
+ * Defines: AFFINE (1: weight and bias given), UPDATE_RUNNING (1: the train forward updates the
+ * running statistics in place), FROM_VAR (1: `istat` holds a variance and invstd is computed
+ * from it with eps, as eval mode does with running_var; 0: `istat` holds invstd), TRAIN (1: the
+ * input gradient carries the batch-statistics terms).
+ */
+#ifndef AFFINE
+#define AFFINE 1
+#endif
+#ifndef UPDATE_RUNNING
+#define UPDATE_RUNNING 1
+#endif
+#ifndef FROM_VAR
+#define FROM_VAR 0
+#endif
+#ifndef TRAIN
+#define TRAIN 1
+#endif
+
+inline float inv_std(__global const float* istat, int c, float eps)
+{
+#if FROM_VAR
+    return 1.0f / sqrt(istat[c] + eps);
+#else
+    return istat[c];
+#endif
+}
+
+/* sum(p[i] - k) for i < len: shifting by a nearby value keeps the terms at the size of the
+ * spread, not of the mean. */
+inline float seg_sum_shifted(__global const float* p, int len, float k)
+{
+    float8 acc = (float8)(0.0f), acc2 = (float8)(0.0f);
+    int i = 0;
+    for (; i + 16 <= len; i += 16) {
+        acc += vload8(0, p + i) - k;
+        acc2 += vload8(0, p + i + 8) - k;
+    }
+    acc += acc2;
+    for (; i + 8 <= len; i += 8) acc += vload8(0, p + i) - k;
+    float s = 0.0f;
+    for (; i < len; ++i) s += p[i] - k;
+    return s + (((acc.s0 + acc.s1) + (acc.s2 + acc.s3)) + ((acc.s4 + acc.s5) + (acc.s6 + acc.s7)));
+}
+
+/* sum((p[i] - m)^2) for i < len */
+inline float seg_sum_sq(__global const float* p, int len, float m)
+{
+    float8 acc = (float8)(0.0f), acc2 = (float8)(0.0f);
+    int i = 0;
+    for (; i + 16 <= len; i += 16) {
+        const float8 d = vload8(0, p + i) - m, d2 = vload8(0, p + i + 8) - m;
+        acc = fma(d, d, acc);
+        acc2 = fma(d2, d2, acc2);
+    }
+    acc += acc2;
+    for (; i + 8 <= len; i += 8) {
+        const float8 d = vload8(0, p + i) - m;
+        acc = fma(d, d, acc);
+    }
+    float s = 0.0f;
+    for (; i < len; ++i) s = fma(p[i] - m, p[i] - m, s);
+    return s + (((acc.s0 + acc.s1) + (acc.s2 + acc.s3)) + ((acc.s4 + acc.s5) + (acc.s6 + acc.s7)));
+}
+
+/* (sum(g[i]), sum(g[i] * (x[i] - m))) for i < len */
+inline float2 seg_sum_grad(__global const float* x, __global const float* g, int len, float m)
+{
+    float8 sg = (float8)(0.0f), sgx = (float8)(0.0f);
+    int i = 0;
+    for (; i + 8 <= len; i += 8) {
+        const float8 gv = vload8(0, g + i);
+        sg += gv;
+        sgx = fma(gv, vload8(0, x + i) - m, sgx);
+    }
+    float a = 0.0f, b = 0.0f;
+    for (; i < len; ++i) {
+        a += g[i];
+        b = fma(g[i], x[i] - m, b);
+    }
+    a += ((sg.s0 + sg.s1) + (sg.s2 + sg.s3)) + ((sg.s4 + sg.s5) + (sg.s6 + sg.s7));
+    b += ((sgx.s0 + sgx.s1) + (sgx.s2 + sgx.s3)) + ((sgx.s4 + sgx.s5) + (sgx.s6 + sgx.s7));
+    return (float2)(a, b);
+}
+
+/* Pass 1 of the train-mode statistics: chunk s of channel c gets (its mean, its sum of squared
+ * deviations from that mean). A chunk is a run of whole or partial planes; each plane segment
+ * is contiguous. Range (S, C). */
+__kernel void batchnorm_stats_partial(__global const float* restrict x, __global float* restrict part,
+                                      const int C, const int HW, const int M, const int L, const int S)
+{
+    const int s = get_global_id(0), c = get_global_id(1);
+    if (s >= S || c >= C) return;
+    const int j0 = s * L, j1 = min(j0 + L, M);
+    const float k = x[((size_t)(j0 / HW) * C + c) * HW + j0 % HW];
+    float sum = 0.0f;
+    for (int j = j0; j < j1;) {
+        const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
+        sum += seg_sum_shifted(x + ((size_t)n * C + c) * HW + i, len, k);
+        j += len;
+    }
+    const float mean = k + sum / (float)(j1 - j0);
+    float m2 = 0.0f;
+    for (int j = j0; j < j1;) {
+        const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
+        m2 += seg_sum_sq(x + ((size_t)n * C + c) * HW + i, len, mean);
+        j += len;
+    }
+    part[((size_t)c * S + s) * 2] = mean;
+    part[((size_t)c * S + s) * 2 + 1] = m2;
+}
+
+/* Pass 2: channel c's mean and biased variance from its S chunks (Chan et al.'s pairwise
+ * update), save_mean and save_invstd, and with UPDATE_RUNNING the running statistics in place:
+ * running = (1 - factor) * running + factor * batch, running_var taking the unbiased variance
+ * M2 / (M - 1) (M > 1: the host refuses M == 1). Range C. */
+__kernel void batchnorm_stats_combine(__global const float* restrict part, __global float* restrict save_mean,
+                                      __global float* restrict save_invstd, __global float* restrict running_mean,
+                                      __global float* restrict running_var, const int C, const int S,
+                                      const int L, const int M, const float eps, const float factor)
+{
+    const int c = get_global_id(0);
+    if (c >= C) return;
+    __global const float* p = part + (size_t)c * S * 2;
+    float count = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (int s = 0; s < S; ++s) {
+        const float nb = (float)min(L, M - s * L), n = count + nb;
+        const float delta = p[2 * s] - mean;
+        mean += delta * (nb / n);
+        m2 += p[2 * s + 1] + delta * delta * (count * (nb / n));
+        count = n;
+    }
+    save_mean[c] = mean;
+    save_invstd[c] = 1.0f / sqrt(m2 / (float)M + eps);
+#if UPDATE_RUNNING
+    running_mean[c] = (1.0f - factor) * running_mean[c] + factor * mean;
+    running_var[c] = (1.0f - factor) * running_var[c] + factor * (m2 / (float)(M - 1));
+#endif
+}
+
+/* y = (x - mean[c]) * invstd[c] * weight[c] + bias[c]. Train mode passes the batch mean and
+ * invstd; eval mode the running mean and running variance (FROM_VAR). Range ceil(total / 8). */
+__kernel void batchnorm_forward_normalize(__global const float* restrict x, __global const float* restrict mean,
+                                          __global const float* restrict istat, __global const float* restrict weight,
+                                          __global const float* restrict bias, __global float* restrict y,
+                                          const int total, const int C, const int HW, const float eps)
+{
+    const int q = get_global_id(0), e0 = 8 * q;
+    if (e0 >= total) return;
+    const int plane = e0 / HW;
+    if (e0 + 8 <= total && (e0 + 7) / HW == plane) {
+        const int c = plane % C;
+#if AFFINE
+        const float scale = inv_std(istat, c, eps) * weight[c], shift = bias[c];
+#else
+        const float scale = inv_std(istat, c, eps), shift = 0.0f;
+#endif
+        vstore8(fma(vload8(q, x) - mean[c], scale, shift), q, y);
+        return;
+    }
+    for (int e = e0; e < min(e0 + 8, total); ++e) {
+        const int c = (e / HW) % C;
+#if AFFINE
+        y[e] = fma(x[e] - mean[c], inv_std(istat, c, eps) * weight[c], bias[c]);
+#else
+        y[e] = (x[e] - mean[c]) * inv_std(istat, c, eps);
+#endif
+    }
+}
+
+/* Pass 1 of the backward sums: chunk s of channel c gets (sum gy, sum gy * (x - mean[c])).
+ * Range (S, C). */
+__kernel void batchnorm_backward_partial(__global const float* restrict x, __global const float* restrict gy,
+                                         __global const float* restrict mean, __global float* restrict part,
+                                         const int C, const int HW, const int M, const int L, const int S)
+{
+    const int s = get_global_id(0), c = get_global_id(1);
+    if (s >= S || c >= C) return;
+    const int j0 = s * L, j1 = min(j0 + L, M);
+    const float m = mean[c];
+    float2 acc = (float2)(0.0f);
+    for (int j = j0; j < j1;) {
+        const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
+        const size_t off = ((size_t)n * C + c) * HW + i;
+        acc += seg_sum_grad(x + off, gy + off, len, m);
+        j += len;
+    }
+    vstore2(acc, (size_t)c * S + s, part);
+}
+
+/* Pass 2: gbias[c] = sum gy, gweight[c] = sum gy * xhat (xhat = (x - mean) * invstd), and the
+ * input gradient's coefficients coef[3c..3c+2] = (k1, k2, k3) with
+ *   gx = k1 * gy + k2 * (x - mean) + k3.
+ * Train (batch statistics): gx = weight * invstd / M * (M gy - sum gy - xhat * sum(gy xhat)),
+ * so k1 = weight * invstd, k2 = -k1 * invstd * sum(gy xhat) / M, k3 = -k1 * sum(gy) / M.
+ * Eval (running statistics are constants): k1 = weight * invstd, k2 = k3 = 0. Range C. */
+__kernel void batchnorm_backward_combine(__global const float* restrict part, __global const float* restrict istat,
+                                         __global const float* restrict weight, __global float* restrict gweight,
+                                         __global float* restrict gbias, __global float* restrict coef,
+                                         const int C, const int S, const int M, const float eps)
+{
+    const int c = get_global_id(0);
+    if (c >= C) return;
+    __global const float* p = part + (size_t)c * S * 2;
+    float sg = 0.0f, sgx = 0.0f;
+    for (int s = 0; s < S; ++s) {
+        sg += p[2 * s];
+        sgx += p[2 * s + 1];
+    }
+    const float is = inv_std(istat, c, eps);
+    const float sgxhat = sgx * is;
+#if AFFINE
+    gweight[c] = sgxhat;
+    gbias[c] = sg;
+    const float k1 = weight[c] * is;
+#else
+    const float k1 = is;
+#endif
+    coef[3 * c] = k1;
+#if TRAIN
+    coef[3 * c + 1] = -k1 * is * sgxhat / (float)M;
+    coef[3 * c + 2] = -k1 * sg / (float)M;
+#else
+    coef[3 * c + 1] = 0.0f;
+    coef[3 * c + 2] = 0.0f;
+#endif
+}
+
+/* gx = k1 * gy + k2 * (x - mean) + k3 per channel (coefficients from batchnorm_backward_combine;
+ * eval mode reads neither x nor mean). Range ceil(total / 8). */
+__kernel void batchnorm_backward_input(__global const float* restrict x, __global const float* restrict gy,
+                                       __global const float* restrict mean, __global const float* restrict coef,
+                                       __global float* restrict gx, const int total, const int C, const int HW)
+{
+    const int q = get_global_id(0), e0 = 8 * q;
+    if (e0 >= total) return;
+    const int plane = e0 / HW;
+    if (e0 + 8 <= total && (e0 + 7) / HW == plane) {
+        const int c = plane % C;
+#if TRAIN
+        const float8 v = fma(vload8(q, x) - mean[c], coef[3 * c + 1], coef[3 * c + 2]);
+        vstore8(fma(vload8(q, gy), coef[3 * c], v), q, gx);
+#else
+        vstore8(vload8(q, gy) * coef[3 * c], q, gx);
+#endif
+        return;
+    }
+    for (int e = e0; e < min(e0 + 8, total); ++e) {
+        const int c = (e / HW) % C;
+#if TRAIN
+        gx[e] = fma(gy[e], coef[3 * c], fma(x[e] - mean[c], coef[3 * c + 1], coef[3 * c + 2]));
+#else
+        gx[e] = gy[e] * coef[3 * c];
+#endif
+    }
+}
