@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from .oracle import activation as o_act
+from .oracle import batchnorm as o_bn
 from .oracle import conv2d as o_conv
 from .oracle import dense as o_dense
 from .oracle import dropout as o_drop
@@ -28,6 +29,7 @@ from .oracle import merge as o_merge
 from .oracle import optim as o_optim
 from .oracle import pool as o_pool
 from .ops import activation as k_act
+from .ops import batchnorm as k_bn
 from .ops import conv2d as k_conv
 from .ops import dense as k_dense
 from .ops import dropout as k_drop
@@ -313,6 +315,63 @@ def concat(shapes, axis=1):
         lambda a, out: tuple(o_merge.concat_backward(a["gy"], sizes, axis)),
         bytes=(2 * F32 * size, 2 * F32 * size))
 
+
+def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momentum=0.1, eps=1e-5, name=None):
+    """BatchNorm2D as torch.nn.BatchNorm2d. Train: forward (y, save_mean, save_invstd,
+    running_mean, running_var), the running statistics updated in place; backward (gx if
+    need_input_grad, gweight, gbias if affine) with the batch-statistics terms. Eval: forward
+    (y,) from the running statistics; backward with them held constant."""
+    c = x_shape[1]
+
+    def make(rng):
+        a = {"x": _normal(rng, x_shape, 2.0) + 1.0, "gy": _normal(rng, x_shape),
+             "running_mean": _normal(rng, (c,), 0.5),
+             "running_var": rng.uniform(0.5, 2.0, c).astype(np.float32)}
+        if affine:
+            a["weight"], a["bias"] = _normal(rng, (c,)), _normal(rng, (c,))
+        return a
+
+    def forward(dev, a):
+        if not training:
+            return (k_bn.batchnorm2d_forward_eval(dev, a["x"], a.get("weight"), a.get("bias"),
+                                                  a["running_mean"], a["running_var"], eps),)
+        out = k_bn.batchnorm2d_forward_train(dev, a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
+                                             a["running_var"], momentum, eps)
+        return out + (a["running_mean"], a["running_var"])
+
+    def backward(dev, a, out):
+        if training:
+            grads = k_bn.batchnorm2d_backward(dev, a["x"], a["gy"], a.get("weight"), out[1], out[2],
+                                              need_input_grad=need_input_grad)
+        else:
+            grads = k_bn.batchnorm2d_backward_eval(dev, a["x"], a["gy"], a.get("weight"), a["running_mean"],
+                                                   a["running_var"], eps, need_input_grad=need_input_grad)
+        return _drop_none(grads)
+
+    def o_forward(a):
+        if not training:
+            return (o_bn.batchnorm2d_forward_eval(a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
+                                                  a["running_var"], eps),)
+        return o_bn.batchnorm2d_forward_train(a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
+                                              a["running_var"], momentum, eps)
+
+    def o_backward(a, out):
+        if training:
+            gx, gw, gb = o_bn.batchnorm2d_backward(a["x"], a["gy"], a.get("weight"), out[1], out[2])
+        else:
+            gx, gw, gb = o_bn.batchnorm2d_backward_eval(a["x"], a["gy"], a.get("weight"), a["running_mean"],
+                                                        a["running_var"], eps)
+        return _drop_none((gx if need_input_grad else None, gw, gb))
+
+    size = _numel(x_shape)
+    # Forward: the statistics read x once (the second pass over a chunk hits the cache), the
+    # normalisation reads x and writes y. Backward: the sums read x and gy, gx reads both again.
+    fwd = (3 if training else 2) * F32 * size
+    bwd = (5 if need_input_grad else 2) * F32 * size
+    name = name or f"batchnorm2d {c}" + ("" if training else " eval") + ("" if affine else " affine=False")
+    # Sums over N*H*W values per channel, as the conv weight gradient: TOL_SUM.
+    return OpCase(name, "batchnorm", make, forward, o_forward, backward, o_backward,
+                  bytes=(fwd, bwd), tol=TOL_SUM)
 
 def softmax_cross_entropy(n, classes):
     """Forward: (loss (1,), probs); backward: dL/dlogits."""

@@ -342,3 +342,13 @@ def test_bad_input_errors(device):
         ops.batchnorm2d_forward_eval(device, device.to_device(np.ones((2, 3), np.float32)), None, None, three, three)
     with pytest.raises(ShapeError, match="running_var has shape"):
         ops.fold_into_conv(np.ones((3, 1, 1, 1), np.float32), None, None, None, np.ones(3), np.ones(4))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"training": False}, {"affine": False, "need_input_grad": False},
+                                    {"affine": False, "training": False}])
+def test_opspec_cases_pass_check(device, kwargs):
+    """The op description that clcnn check and clcnn bench run agrees with the oracle."""
+    from clcnn import opspec
+    for shape in [(4, 16, 7, 7), (2, 3, 1, 1)]:
+        result = opspec.check(opspec.batchnorm2d(shape, **kwargs), device, np.random.default_rng(1))
+        assert result["ok"], (shape, kwargs, result)
