@@ -139,7 +139,7 @@ def _megabytes(nbytes):
     return f"{nbytes / 2**20:,.1f} MiB"
 
 
-ACTIVATION_CODES = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
+ACTIVATION_CODES = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4, "relu6": 5}
 
 
 def _define_options(defines):

@@ -9,6 +9,7 @@
 #define ACT_LEAKY_RELU 2
 #define ACT_TANH 3
 #define ACT_SIGMOID 4
+#define ACT_RELU6 5
 
 #ifndef ACTIVATION
 #define ACTIVATION ACT_NONE
@@ -17,22 +18,29 @@
 #define NEG_SLOPE 0.01f
 #endif
 
+/* NaN in, NaN out, as in PyTorch: every comparison with a NaN is false, so each select below
+ * is written to fall through to v when its test fails (fmax(NaN, 0) would give 0). A -0.0
+ * stays -0.0, as torch.relu leaves it. */
 inline float activate(float v, int act, float slope) {
-    if (act == ACT_RELU) return fmax(v, 0.0f);
+    if (act == ACT_RELU) return v < 0.0f ? 0.0f : v;
     if (act == ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
+    if (act == ACT_RELU6) return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
     if (act == ACT_TANH) return tanh(v);
     if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));
     return v;
 }
 
-/* d activation / d input, written from the activation's output y (all five are invertible
- * enough for that: LeakyReLU needs slope >= 0, which the layers enforce). */
-inline float activate_grad_from_output(float y, int act, float slope) {
-    if (act == ACT_RELU) return y > 0.0f ? 1.0f : 0.0f;
-    if (act == ACT_LEAKY_RELU) return y > 0.0f ? 1.0f : slope;
-    if (act == ACT_TANH) return 1.0f - y * y;
-    if (act == ACT_SIGMOID) return y * (1.0f - y);
-    return 1.0f;
+/* gx = dL/d(activation input) from gy and the activation's output y (LeakyReLU needs
+ * slope >= 0, which the layers enforce, for y's sign to be x's). The piecewise-linear ones
+ * select as PyTorch's backward does: relu passes gy unless y <= 0, relu6 unless y <= 0 or
+ * y >= 6, so a NaN y passes gy, and a NaN gy where the gradient is 0 gives 0, not 0 * NaN. */
+inline float activate_backward(float gy, float y, int act, float slope) {
+    if (act == ACT_RELU) return y <= 0.0f ? 0.0f : gy;
+    if (act == ACT_LEAKY_RELU) return y > 0.0f ? gy : gy * slope;
+    if (act == ACT_RELU6) return (y <= 0.0f || y >= 6.0f) ? 0.0f : gy;
+    if (act == ACT_TANH) return gy * (1.0f - y * y);
+    if (act == ACT_SIGMOID) return gy * (y * (1.0f - y));
+    return gy;
 }
 
 /* out[k] = exp(z[k] - zmax) for k < K, returning their sum: the shifted exponentials of a

@@ -144,10 +144,12 @@ inline float8 tanh8(float8 x) {
     return x * p / q;
 }
 
-/* activate() of common.h on a float8 (the ternary selects per lane). */
+/* activate() of common.h on a float8 (the ternary selects per lane); a NaN lane fails every
+ * comparison and falls through to v, so NaN propagates as in PyTorch. */
 inline float8 activate8(float8 v, int act, float slope) {
-    if (act == ACT_RELU) return v > 0.0f ? v : (float8)(0.0f);
+    if (act == ACT_RELU) return v < 0.0f ? (float8)(0.0f) : v;
     if (act == ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
+    if (act == ACT_RELU6) return v < 0.0f ? (float8)(0.0f) : (v > 6.0f ? (float8)(6.0f) : v);
     if (act == ACT_TANH) return tanh8(v);
     if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));
     return v;

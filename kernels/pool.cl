@@ -23,7 +23,8 @@
  * results are deterministic and overlapping windows (stride < kernel) are race-free.
  *
  * Max pooling: padding acts as -inf (it never wins); ties go to the FIRST maximum in row-major
- * window order (strict >), a NaN wins (the first NaN), and a window of -inf picks its first real
+ * window order (strict >), a NaN wins (the LAST NaN in that order: PyTorch's CPU and CUDA
+ * kernels take any value that is > the best or NaN), and a window of -inf picks its first real
  * pixel -- PyTorch's rules. argmax is ih * W + iw, an index into the H*W plane.
  */
 #ifndef H
@@ -104,8 +105,8 @@ __kernel void maxpool2d_forward(__global const float* restrict x, __global float
         LOAD_SPAN(s, row, ws0, -INFINITY)
         for (int kw = 0; kw < KW; ++kw) {
             const float8 v = GATHER8(s, kw);
-            /* strict > keeps the first of equal maxima; the first NaN wins and stays */
-            const int8 take = (v > best) | (isnan(v) & !isnan(best));
+            /* strict > keeps the first of equal maxima; every NaN takes over (the last wins) */
+            const int8 take = (v > best) | isnan(v);
             best = select(best, v, take);
             best_i = select(best_i, ih * W + ws + kw, take);
         }
@@ -271,7 +272,7 @@ __kernel void avgpool2d_backward_tiled(__global const float* restrict gy, __glob
         for (int iw = 0; iw < W; ++iw) {
             float d = iw < OW * KW ? v[iw / KW] : 0.0f;
 #if ACTIVATION != ACT_NONE
-            d *= activate_grad_from_output(y[base + iw], ACTIVATION, slope);
+            d = activate_backward(d, y[base + iw], ACTIVATION, slope);
 #endif
             gx[base + iw] = d;
         }
@@ -321,7 +322,7 @@ __kernel void global_maxpool2d_forward(__global const float* restrict x, __globa
     int best_i = 0;
     for (int i = 0; i < hw; ++i) {
         const float v = p[i];
-        if (v > best || (isnan(v) && !isnan(best))) { best = v; best_i = i; }
+        if (v > best || isnan(v)) { best = v; best_i = i; }   /* as maxpool2d_forward */
     }
     y[nc] = best;
     argmax[nc] = best_i;

@@ -8,7 +8,7 @@ from clcnn.ops import activation as ops
 from clcnn.oracle import activation as oracle
 from tests.helpers import assert_close, numeric_grad
 
-NAMES = ["relu", "leaky_relu", "tanh", "sigmoid"]
+NAMES = ["relu", "leaky_relu", "relu6", "tanh", "sigmoid"]
 # Shapes of every rank the layers use; sizes cover the float4 tail (n % 4 != 0), a single
 # element, and more than one grid-stride round.
 shapes = st.lists(st.integers(1, 13), min_size=1, max_size=4).map(tuple)
@@ -73,6 +73,17 @@ def test_softmax_extreme_logits(device):
     assert_close(y[0], np.full(10, 0.1), atol=1e-7, rtol=0, what="uniform row")
 
 
+def test_relu6_values(device):
+    # Both clamps, the linear middle, the ragged tail (n = 11) and NaN, as torch.nn.ReLU6.
+    x = np.array([-3, -0.5, 0, 0.25, 5.99, 6, 6.01, 1e30, -np.inf, np.inf, np.nan], np.float32)
+    y = ops.activation_forward(device, "relu6", device.to_device(x)).get()
+    np.testing.assert_array_equal(y, [0, 0, 0, 0.25, np.float32(5.99), 6, 6, 6, 0, 6, np.nan])
+    # gradient 1 strictly inside (0, 6) and where y is NaN (PyTorch's hardtanh backward), 0 else
+    gy = np.arange(1, 12, dtype=np.float32)
+    gx = ops.activation_backward(device, "relu6", device.to_device(y), device.to_device(gy)).get()
+    np.testing.assert_array_equal(gx, [0, 0, 0, 4, 5, 0, 0, 0, 0, 0, 11])
+
+
 def test_large_flat_array(device):
     # Several grid-stride rounds and many work items, with a ragged tail.
     rng = np.random.default_rng(5)
@@ -95,8 +106,10 @@ def test_unknown_name_and_bad_shapes(device):
 @pytest.mark.parametrize("name", NAMES)
 def test_oracle_activation_grad(name):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 4, 5)) * 2
-    x = np.where(np.abs(x) < 0.1, 0.5, x)      # keep away from relu's kink at 0
+    x = rng.standard_normal((3, 4, 5)) * 4     # relu6 sees both kinks and both flat parts
+    x = np.where((np.abs(x) < 0.1) | (np.abs(x - 6) < 0.1), 0.5, x)   # away from the kinks at 0, 6
+    if name == "relu6":
+        assert (x > 6).any() and (x < 0).any() and ((x > 0) & (x < 6)).any()
     gy = rng.standard_normal(x.shape)
     f = lambda v: float((oracle.activation_forward(name, v, 0.1) * gy).sum())
     gx = oracle.activation_backward(name, oracle.activation_forward(name, x, 0.1), gy, 0.1)

@@ -135,6 +135,28 @@ def test_maxpool_specials(device):
     np.testing.assert_array_equal(oracle.maxpool2d_forward(x, (2, 2), (1, 1), (1, 0, 1, 0))[1].ravel(), [0, 0, 0, 0])
 
 
+def test_maxpool_nan_rule(device):
+    # A window holding NaN gives NaN, argmax at its LAST NaN in row-major order (PyTorch's
+    # kernels take any value > the best or NaN); ties elsewhere still go to the first maximum.
+    x = np.array([[[[np.nan, 1, np.nan, 7],
+                    [2, np.nan, 7, 3],
+                    [9, 9, 0, -np.inf]]]], dtype=np.float32)
+    args = ((2, 2), (1, 1), (0, 0, 0, 0))
+    y, argmax = ops.maxpool2d_forward(device, device.to_device(x), *args)
+    expected_argmax = [[5, 5, 2], [5, 5, 6]]
+    expected_y = [[np.nan, np.nan, np.nan], [np.nan, np.nan, 7]]
+    np.testing.assert_array_equal(argmax.get()[0, 0], expected_argmax)
+    np.testing.assert_array_equal(y.get()[0, 0], expected_y)
+    y_ref, argmax_ref = oracle.maxpool2d_forward(x, *args)
+    np.testing.assert_array_equal(argmax_ref[0, 0], expected_argmax)
+    np.testing.assert_array_equal(y_ref[0, 0], expected_y)
+    # the gradient goes to the NaN pixel the argmax names
+    gx = ops.maxpool2d_backward(device, device.to_device(np.ones_like(y_ref)), argmax, x.shape).get()
+    np.testing.assert_array_equal(gx[0, 0], [[0, 0, 1, 0], [0, 4, 1, 0], [0, 0, 0, 0]])
+    y, argmax = ops.global_maxpool2d_forward(device, device.to_device(x))
+    assert np.isnan(y.get()).all() and argmax.get().ravel().tolist() == [5]
+
+
 def test_avgpool_divisors_match_pytorch_values(device):
     # Hand-computed: 3x3 input of ones, kernel 2, stride 2, pad 1 on every side gives windows
     # of 1, 2 (edges) and 4 real pixels out of 4 -> 0.25, 0.5, 1 with pad counted, 1 without.

@@ -2,14 +2,15 @@
 
 activation_forward/backward work on arrays of any shape (elementwise, flat); the backward
 takes the forward OUTPUT y, as the fused conv and dense kernels do. Softmax works on (N, K)
-along axis 1.
+along axis 1. NaN propagates as in PyTorch: f(NaN) is NaN, and the backward of relu/relu6
+passes gy where y is NaN and gives 0 (even for a NaN gy) where the gradient is 0.
 """
 import numpy as np
 
 from ..device import ACTIVATION_CODES
 from ._common import buf, check_array, f32, i32, launch
 
-NAMES = ("relu", "leaky_relu", "tanh", "sigmoid")
+NAMES = ("relu", "leaky_relu", "relu6", "tanh", "sigmoid")
 # Elements per work item: activation.cl works on one float8 per item.
 VEC = 8
 _MAX_INT = 2 ** 31 - 1
@@ -39,14 +40,14 @@ def _flat(dev, kernel_name, code, arrays, out_shape, slope):
 
 
 def activation_forward(dev, name, x, negative_slope=0.01):
-    """y = f(x) elementwise; name in "relu", "leaky_relu", "tanh", "sigmoid"."""
+    """y = f(x) elementwise; name in NAMES (relu6 is min(max(x, 0), 6))."""
     code = _code(name)
     check_array(x, x.ndim, "x")
     return _flat(dev, "activation_forward", code, [x], x.shape, negative_slope)
 
 
 def activation_backward(dev, name, y, gy, negative_slope=0.01):
-    """gx = gy * f'(x), with f' computed from the forward output y."""
+    """gx = gy * f'(x), with f' computed from the forward output y (relu6: gy where 0 < y < 6)."""
     code = _code(name)
     check_array(y, y.ndim, "y")
     check_array(gy, y.ndim, "gy")

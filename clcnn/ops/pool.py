@@ -3,7 +3,8 @@
 x is NCHW float32; kernel=(kh, kw), stride=(sh, sw), pads=(top, bottom, left, right), all ints,
 each pad smaller than the kernel on its axis (so no window lies wholly in padding).
 Semantics are PyTorch's: max pooling pads with -inf and breaks ties towards the first maximum
-in row-major window order; its argmax (int32, shape of y) is ih * W + iw in x's H*W plane.
+in row-major window order, and a window holding NaN gives NaN with argmax at its last NaN; its
+argmax (int32, shape of y) is ih * W + iw in x's H*W plane.
 Average pooling counts padded zeros when count_include_pad=True, else only real pixels.
 Backward kernels are deterministic and use no atomics: average pooling gathers (each input
 pixel sums the outputs whose windows hold it, overlapping windows included); max pooling, whose
@@ -171,7 +172,8 @@ def global_avgpool2d_backward(dev, gy, x_shape):
 
 
 def global_maxpool2d_forward(dev, x):
-    """y (N, C, 1, 1) = max of each H*W plane; argmax int32 (N, C, 1, 1), first maximum wins."""
+    """y (N, C, 1, 1) = max of each H*W plane; argmax int32 (N, C, 1, 1), first maximum wins
+    (a plane holding NaN: NaN, argmax at its last NaN)."""
     check_array(x, 4, "x")
     n, c, h, w = _global_shape(x.shape)
     y = dev.empty((n, c, 1, 1))

@@ -15,10 +15,13 @@ def gemm(a, b, trans_a=False, trans_b=False):
 def _activate(v, activation, negative_slope):
     if activation is None:
         return v
+    # np.maximum/np.minimum keep a NaN (np.fmax would not), as PyTorch's activations do.
     if activation == "relu":
         return np.maximum(v, 0)
     if activation == "leaky_relu":
         return np.where(v > 0, v, v * negative_slope)
+    if activation == "relu6":
+        return np.minimum(np.maximum(v, 0), 6)
     if activation == "tanh":
         return np.tanh(v)
     if activation == "sigmoid":

@@ -5,7 +5,8 @@ Output size per axis: floor((n + before + after - k) / s) + 1.
 
 Max pooling pads with -inf: padding never wins, so the window is simply clipped to the real
 pixels. Ties go to the first maximum in row-major window order (np.argmax's rule); a window
-holding only -inf picks its first real pixel, and a NaN wins (the first NaN), as in PyTorch.
+holding only -inf picks its first real pixel, and a NaN wins: the LAST NaN in row-major order,
+as PyTorch's kernels take every value that is greater than the best so far or NaN.
 argmax is the flat index ih * W + iw into the H*W plane of x.
 
 Average pooling: with count_include_pad the divisor is the window clipped to the padded
@@ -47,6 +48,9 @@ def maxpool2d_forward(x, kernel, stride, pads):
             w0, w1 = _window(j, kernel[1], stride[1], pads[2], w)
             win = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
             k = np.argmax(win, axis=2)          # first maximum (or first NaN) in row-major order
+            nan = np.isnan(win)
+            last_nan = win.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+            k = np.where(nan.any(axis=2), last_nan, k)
             wh = w1 - w0
             argmax[:, :, i, j] = (h0 + k // wh) * w + (w0 + k % wh)
             y[:, :, i, j] = np.take_along_axis(win, k[:, :, None], axis=2)[:, :, 0]
