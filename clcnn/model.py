@@ -135,6 +135,17 @@ class Model:
             return "the model input" if count == 1 else f"model input {value}"
         return f"the output of {self._describe(value - count)}"
 
+    def _describe_source(self, value):
+        """Short form for shape tables: "model input" or "output of layer 'conv', Conv2D"."""
+        count = self._input_count()
+        if value < count:
+            return "model input" if count == 1 else f"model input {self.input_names[value]!r}"
+        call = self._calls[value - count]
+        return f"output of layer {self._key_of(value - count)}, {type(call.layer).__name__}"
+
+    def _key_of(self, position):
+        return repr(self._calls[position].name)
+
     def _input_count(self):
         return len(self.input_shapes)
 
@@ -183,7 +194,7 @@ class Model:
             y = self.device.with_memory_retry(f"{name} at batch size {xs[0].shape[0]}",
                                               call.layer.forward, ctx, *xs, **kwargs)
         except ShapeError as exc:
-            sources = " and ".join(f"{self._describe_value(v)} of shape {tuple(values[v].shape[1:])}"
+            sources = " and ".join(f"{self._describe_value(v)} of shape {tuple(values[v].shape)}"
                                    for v in call.inputs)
             raise ShapeError(f"{name} cannot take {sources}: {exc}") from None
         except DeviceOutOfMemory as exc:
@@ -197,10 +208,11 @@ class Model:
         """Back-propagate dL/dy (a list for a model of several outputs); writes every
         parameter's .grad and returns dL/dx (a list for several inputs; None when
         need_input_grad is False, which saves the first layers' input-gradient passes)."""
+        gys = list(gy) if isinstance(gy, (list, tuple)) else [gy]
+        gys = [_check_input(g, self.device, "output gradient") for g in gys]
         if self._run is None:
             raise RuntimeError("backward() needs a forward() first: call model(x), then "
                                "model.backward(dL/dy)")
-        gys = list(gy) if isinstance(gy, (list, tuple)) else [gy]
         if len(gys) != len(self._outputs):
             raise TypeError(f"backward takes one gradient per model output ({len(self._outputs)}), got {len(gys)}")
         values, contexts, plan = self._run
@@ -213,7 +225,6 @@ class Model:
             contexts = [self._forward_step(step, values) for step in plan]
         grads = [None] * len(values)
         for v, g in zip(self._outputs, gys):
-            g = _check_input(g, self.device, "output gradient")
             if tuple(g.shape) != tuple(values[v].shape):
                 raise ShapeError(f"output gradient has shape {tuple(g.shape)}, the output {tuple(values[v].shape)}")
             grads[v] = g if grads[v] is None else grads[v] + g
@@ -304,7 +315,7 @@ class Model:
             try:
                 shapes.append(tuple(call.layer.output_shape(*ins)))
             except ShapeError as exc:
-                sources = " and ".join(f"{ins[j]} ({self._describe_value(v)})" for j, v in enumerate(call.inputs))
+                sources = " and ".join(f"{ins[j]} ({self._describe_source(v)})" for j, v in enumerate(call.inputs))
                 raise ShapeError(f"{self._describe(position)} cannot take input {sources}: {exc}") from None
         return shapes
 
@@ -408,6 +419,9 @@ class Sequential(Model):
 
     def _describe(self, position):
         return f"layer {position} ({type(self._sequence[position]).__name__})"
+
+    def _key_of(self, position):
+        return str(position)
 
     def output_shapes(self, input_shape):
         return self._shapes([input_shape])[1:]

@@ -164,11 +164,11 @@ def test_out_of_resources_at_enqueue_time_is_retried_then_reported(device, monke
     dense = model.layers[1]
     real, calls = dense.forward, []
 
-    def enqueue_fails(x, **kwargs):
+    def enqueue_fails(ctx, x, **kwargs):
         calls.append(1)
         if len(calls) <= failures:
             raise _cl_error(cl.status_code.OUT_OF_RESOURCES, "clEnqueueNDRangeKernel")
-        return real(x, **kwargs)
+        return real(ctx, x, **kwargs)
 
     monkeypatch.setattr(dense, "forward", enqueue_fails)
     failures = 1
