@@ -17,9 +17,10 @@
  * No local memory, no barriers, any local size.
  *
  * Accuracy: a chunk's statistics are two-pass (its mean, then the sum of squared deviations
- * from that mean, the chunk still in cache), each sum kept in 8 float lanes; chunks combine by
- * Chan's parallel formula. So variance never comes from E[x^2] - E[x]^2 (no cancellation when
- * |mean| >> std) and each float sum has at most L / 8 terms in a lane.
+ * from that mean, the chunk still in cache), the mean's sum shifted by the chunk's first value;
+ * chunks combine by Chan's parallel formula. So variance never comes from E[x^2] - E[x]^2 (no
+ * cancellation when |mean| >> std) and a float lane sums at most L / 16 terms (L / 8 in the
+ * backward sums), L <= MAX_CHUNK of clcnn/ops/batchnorm.py.
  *
  * Defines: AFFINE (1: weight and bias given), UPDATE_RUNNING (1: the train forward updates the
  * running statistics in place), FROM_VAR (1: `istat` holds a variance and invstd is computed

@@ -11,10 +11,10 @@ from clcnn.oracle import conv2d as o_conv
 from tests.helpers import assert_close, numeric_grad
 
 # Tolerance of the float32 kernels against the float64 oracle, as a multiple of each result's
-# error scale (_scales). The kernels' sums have at most MAX_CHUNK / 16 = 512 terms per float
+# error scale (_scales). The kernels' sums have at most MAX_CHUNK / 8 = 1024 terms per float
 # lane before lanes, segments and chunks are added pairwise-ish: a float32 sum of n terms is
-# off by about sqrt(n) * 6e-8 (1.4e-6 for 512) times the size of its terms, by n * 6e-8 (3e-5)
-# at worst. 1e-5 sits between the two: over 300 random cases and 128x16x32x32 the largest
+# off by about sqrt(n) * 6e-8 (1.9e-6 for 1024) times the size of its terms, by n * 6e-8
+# (6e-5) at worst. 1e-5 sits between the two: over 300 random cases and 128x16x32x32 the largest
 # error was 1/12 of it for y and the mean, 1/100 for the gradients and running statistics.
 TOL = 1e-5
 

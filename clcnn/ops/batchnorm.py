@@ -92,9 +92,11 @@ def batchnorm2d_forward_train(dev, x, weight, bias, running_mean, running_var, m
                          f"{tuple(x.shape)}; use a batch of 2 or more (or eval mode)")
     tracking = running_mean is not None
     factor = _factor(momentum, num_batches_tracked) if tracking else 0.0
+    save_mean, save_invstd, y = dev.empty((c,)), dev.empty((c,)), dev.empty(x.shape)
+    if c == 0:
+        return y, save_mean, save_invstd
     s, length = _chunks(dev, c, m)
     part = dev.empty((c, s, 2))
-    save_mean, save_invstd, y = dev.empty((c,)), dev.empty((c,)), dev.empty(x.shape)
     launch(dev, dev.kernel("batchnorm.cl", "batchnorm_stats_partial"), (s, c), None,
            buf(x), buf(part), i32(c), i32(hw), i32(m), i32(length), i32(s))
     launch(dev, dev.kernel("batchnorm.cl", "batchnorm_stats_combine", UPDATE_RUNNING=tracking), (c,), None,
