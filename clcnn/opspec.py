@@ -40,7 +40,7 @@ from .ops import pool as k_pool
 from .shapes import output_hw, resolve_padding
 
 F32 = 4  # bytes per element
-ELEMENTWISE = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+ELEMENTWISE = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "ReLU6": "relu6", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 # Tolerances (atol, rtol) for comparing a kernel with the float64 oracle; check() accepts
 # |kernel - oracle| <= atol * max(1, rms(oracle)) + rtol * |oracle|. The absolute part scales
 # with the tensor's RMS because a float32 sum's rounding error follows the size of its terms,

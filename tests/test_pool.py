@@ -157,6 +157,25 @@ def test_maxpool_nan_rule(device):
     assert np.isnan(y.get()).all() and argmax.get().ravel().tolist() == [5]
 
 
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "relu6", "tanh", "sigmoid"])
+@pytest.mark.parametrize("stride", [2, 1])     # 2: the tiled kernel's fused form; 1: the general one
+def test_avgpool_backward_through_activation(device, act, stride):
+    # The pool's input is an activation's output y, here holding the kinks 0 and 6, values past
+    # them and NaN: the fused backward must select exactly as the activation's own backward.
+    from clcnn.oracle import activation as o_act
+    rng = np.random.default_rng(stride)
+    y = rng.choice(np.array([0, -0.0, 6, 0.5, 3, 7, -2, np.nan], np.float32), size=(2, 3, 6, 10))
+    args = ((2, 2), (stride, stride), (0, 0, 0, 0))
+    gy = rng.standard_normal(oracle.avgpool2d_forward(y, *args).shape).astype(np.float32)
+    expected = o_act.activation_backward(
+        act, y.astype(np.float64), oracle.avgpool2d_backward(gy.astype(np.float64), y.shape, *args), 0.1)
+    gx = ops.avgpool2d_backward(device, device.to_device(gy), y.shape, *args, activation=act,
+                                act_output=device.to_device(y), negative_slope=0.1).get()
+    # float32 sums of at most 4 terms gy / 4, times f'(y) (up to 48 in size for tanh at y = 7)
+    np.testing.assert_allclose(gx, expected, rtol=1e-6, atol=1e-5, err_msg=f"{act} stride {stride}")
+    assert (np.isnan(gx) == np.isnan(expected)).all()
+
+
 def test_avgpool_divisors_match_pytorch_values(device):
     # Hand-computed: 3x3 input of ones, kernel 2, stride 2, pad 1 on every side gives windows
     # of 1, 2 (edges) and 4 real pixels out of 4 -> 0.25, 0.5, 1 with pad counted, 1 without.
