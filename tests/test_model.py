@@ -6,8 +6,7 @@ import pytest
 import clcnn
 from clcnn import layers as L
 from clcnn.oracle import loss as oracle_loss
-from clcnn.oracle import network as oracle_net
-from clcnn.serialization import architecture
+from clcnn import reference
 from tests.helpers import assert_close
 
 
@@ -41,24 +40,26 @@ def test_default_init_bounds_match_pytorch(device):
 
 
 def _train_step_against_oracle(model, x, labels, atol, rtol):
-    params = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
-    arch = architecture(model)
+    """One forward/backward on the device against clcnn.reference (the layers' float64 oracle
+    hooks walked over the graph) from the same weights and state; returns the reference run."""
+    state = reference.snapshot(model)
     logits = model(x)
     loss = clcnn.losses.SoftmaxCrossEntropy()
     value = loss(logits, labels)
-    model.backward(loss.backward())
+    gx = model.backward(loss.backward())
 
-    ref_logits, tape = oracle_net.forward(arch, params, x.astype(np.float64))
+    ref_logits, run = reference.forward(model, x.astype(np.float64), state)
     ref_value, probs = oracle_loss.softmax_cross_entropy_forward(ref_logits, labels)
-    ref_gx, ref_grads = oracle_net.backward(arch, params, tape,
-                                            oracle_loss.softmax_cross_entropy_backward(probs, labels))
+    ref_gx, ref_grads = reference.backward(model, run, oracle_loss.softmax_cross_entropy_backward(probs, labels))
     assert_close(logits.get(), ref_logits, atol, rtol, "logits")
     assert_close(value, ref_value, atol, rtol, "loss")
+    assert_close(gx.get(), ref_gx, atol * max(np.abs(ref_gx).max(), 1e-3), rtol, "input gradient")
     grads = {p.name: p.grad.get() for p in model.parameters()}
     assert set(grads) == set(ref_grads)
     for name, grad in grads.items():
         scale = np.abs(ref_grads[name]).max()
         assert_close(grad, ref_grads[name], atol * max(scale, 1e-3), rtol, f"grad {name}")
+    return run
 
 
 def test_lenet5_forward_backward_equals_oracle(device):
@@ -83,6 +84,42 @@ def test_mixed_network_equals_oracle(device):
     ], device=device)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 2, 11, 9)).astype(np.float32)
+    _train_step_against_oracle(model, x, rng.integers(0, 4, size=3), atol=1e-4, rtol=1e-3)
+
+
+def test_resnet20_forward_backward_and_running_stats_equal_reference(device):
+    # A graph: residual Adds (fused with ReLU), fan-out to the shortcut, BatchNorm in train
+    # mode (batch statistics), projection shortcuts with stride 2, global pooling.
+    clcnn.seed(4)
+    model = clcnn.models.resnet20(input_size=16, device=device)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    run = _train_step_against_oracle(model, x, rng.integers(0, 10, size=2), atol=1e-4, rtol=1e-3)
+    state = model.state_dict()
+    for key, entry in run.state.items():
+        if "running_mean" in entry:
+            assert_close(state[f"{key}.running_mean"], entry["running_mean"], 1e-5, 1e-4, key)
+            assert_close(state[f"{key}.running_var"], entry["running_var"], 1e-5, 1e-4, key)
+            assert state[f"{key}.num_batches_tracked"] == entry["num_batches_tracked"] == 1
+
+
+def test_graph_with_shared_layer_concat_and_eval_batchnorm_equals_reference(device):
+    # A layer called twice (weights shared: gradients summed), a tensor read by three calls,
+    # Concat, and BatchNorm in eval mode (running statistics; folded into the conv forward).
+    clcnn.seed(6)
+    inp = L.Input((2, 7, 6))
+    shared = L.Conv2D(2, 3, 3, padding=1, name="shared")
+    a = shared(inp)
+    b = shared(L.ReLU()(inp))
+    c = L.BatchNorm2D(3, name="bn")(L.Conv2D(2, 3, 1, name="proj")(inp))
+    y = L.Concat()([a, L.Add()([b, c]), c])
+    out = L.Dense(9 * 7 * 6, 4, name="fc")(L.Flatten()(L.Tanh()(y)))
+    model = clcnn.Model(inp, out, device=device)
+    rng = np.random.default_rng(3)
+    model.load_state_dict({"bn.running_mean": rng.standard_normal(3), "bn.running_var": rng.uniform(0.5, 2, 3)},
+                          strict=False)
+    model.eval()
+    x = rng.standard_normal((3, 2, 7, 6)).astype(np.float32)
     _train_step_against_oracle(model, x, rng.integers(0, 4, size=3), atol=1e-4, rtol=1e-3)
 
 

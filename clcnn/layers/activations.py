@@ -25,6 +25,23 @@ class _Elementwise(Layer):
         return act_ops.activation_backward(self.device, self.function, ctx.y, gy,
                                            negative_slope=self.negative_slope)
 
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import activation as o_act
+        ctx.y = o_act.activation_forward(self.function, x, self.negative_slope)
+        return ctx.y
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import activation as o_act
+        return o_act.activation_backward(self.function, ctx.y, gy, self.negative_slope), {}
+
+    def torch_module(self):
+        from .base import torch_activation
+        return torch_activation(self.function, self.negative_slope)
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.activation(self.function, (batch,) + tuple(in_shapes[0]), self.negative_slope)]
+
 
 class ReLU(_Elementwise):
     function = "relu"
@@ -75,6 +92,23 @@ class Softmax(Layer):
     def backward(self, ctx, gy, need_input_grad=True):
         return act_ops.softmax_backward(self.device, ctx.y, gy)
 
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import activation as o_act
+        ctx.y = o_act.softmax_forward(x)
+        return ctx.y
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import activation as o_act
+        return o_act.softmax_backward(ctx.y, gy), {}
+
+    def torch_module(self):
+        from torch import nn
+        return nn.Softmax(dim=1)
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.softmax((batch,) + tuple(in_shapes[0]))]
+
 
 class Identity(Layer):
     """Returns its input (a placeholder, e.g. the shortcut of a residual block)."""
@@ -84,3 +118,16 @@ class Identity(Layer):
 
     def backward(self, ctx, gy, need_input_grad=True):
         return gy
+
+    def reference_forward(self, ctx, params, x, training):
+        return x
+
+    def reference_backward(self, ctx, params, gy):
+        return gy, {}
+
+    def torch_module(self):
+        from torch import nn
+        return nn.Identity()
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        return []    # no kernel

@@ -80,6 +80,33 @@ class Layer:
     def config(self):
         return {}
 
+    # -- hooks: the float64 reference (clcnn.reference), the PyTorch mirror (clcnn.bench) and
+    # the op descriptions of a training step (clcnn.opspec.model_cases). A new layer fills
+    # these in its own file; nothing else matches layer types.
+    def reference_state(self):
+        """State besides parameters and buffers that the reference reads (e.g. Dropout's seed)."""
+        return {}
+
+    def reference_forward(self, ctx, params, *xs, training):
+        """The output in NumPy (clcnn.oracle) from `params` ({name: array} of this layer's
+        parameters, buffers and reference_state). Saves on ctx what reference_backward needs;
+        sets ctx.updates ({name: new value}) for state the call changes (running statistics)."""
+        raise NotImplementedError(f"{type(self).__name__} has no NumPy reference")
+
+    def reference_backward(self, ctx, params, gy):
+        """(dL/dx, or a list of them for several inputs; {param name: gradient})."""
+        raise NotImplementedError(f"{type(self).__name__} has no NumPy reference")
+
+    def torch_module(self):
+        """The equivalent torch.nn module with the same state_dict keys (called with the
+        inputs' tensors), or None where torch has none."""
+        return None
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        """The opspec.OpCases that one call runs on inputs (batch,) + in_shapes[i]; with
+        `fused_activation` (a kernel activation name; `negative_slope` in fused) absorbed."""
+        raise NotImplementedError(f"{type(self).__name__} has no op description")
+
     def __call__(self, inputs):
         """Called on a symbolic tensor (or a list, for Add/Concat): the output tensor of a new
         node of the graph. Build a Model from those tensors to run it."""
@@ -143,3 +170,46 @@ class WeightedLayer(Layer):
         if self.bias:
             self.params["bias"].accumulate(gb)
         return gx
+
+    def _slope(self):
+        return getattr(self, "negative_slope", 0.01)
+
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import activation as o_act
+        ctx.x = x
+        y = self._reference_op(x, params["weight"], params.get("bias"))
+        if self.activation:
+            y = o_act.activation_forward(self.activation, y, self._slope())
+        ctx.y = y
+        return y
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import activation as o_act
+        if self.activation:
+            gy = o_act.activation_backward(self.activation, ctx.y, gy, self._slope())
+        gx, gw, gb = self._reference_backward_op(ctx.x, params["weight"], gy)
+        return gx, ({"weight": gw, "bias": gb} if self.bias else {"weight": gw})
+
+    def _torch_activation(self, module):
+        """module followed by this layer's own activation (a forward hook keeps the keys)."""
+        if self.activation:
+            act = torch_activation(self.activation, self._slope())
+            module.register_forward_hook(lambda mod, args, out: act(out))
+        return module
+
+
+def torch_activation(name, negative_slope=0.01):
+    """The torch.nn module of a kernel activation name."""
+    from torch import nn
+    return {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+            "leaky_relu": lambda: nn.LeakyReLU(negative_slope)}[name]()
+
+
+def torch_function(fn):
+    """A parameterless torch.nn module applying fn to its inputs (Add, Concat)."""
+    from torch import nn
+
+    class Function(nn.Module):
+        def forward(self, *xs):
+            return fn(*xs)
+    return Function()

@@ -75,6 +75,38 @@ class BatchNorm2D(Layer):
             self.params["bias"].accumulate(gb)
         return gx
 
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import batchnorm as o_bn
+        weight, bias = params.get("weight"), params.get("bias")
+        mean, var = params["running_mean"], params["running_var"]
+        ctx.x, ctx.training = x, training
+        if not training:
+            return o_bn.batchnorm2d_forward_eval(x, weight, bias, mean, var, self.eps)
+        tracked = params["num_batches_tracked"] + 1
+        y, ctx.mean, ctx.invstd, new_mean, new_var = o_bn.batchnorm2d_forward_train(
+            x, weight, bias, mean, var, self.momentum, self.eps, num_batches_tracked=tracked)
+        ctx.updates = {"running_mean": new_mean, "running_var": new_var, "num_batches_tracked": tracked}
+        return y
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import batchnorm as o_bn
+        weight = params.get("weight")
+        if ctx.training:
+            gx, gw, gb = o_bn.batchnorm2d_backward(ctx.x, gy, weight, ctx.mean, ctx.invstd)
+        else:
+            gx, gw, gb = o_bn.batchnorm2d_backward_eval(ctx.x, gy, weight, params["running_mean"],
+                                                        params["running_var"], self.eps)
+        return gx, ({"weight": gw, "bias": gb} if self.affine else {})
+
+    def torch_module(self):
+        from torch import nn
+        return nn.BatchNorm2d(self.num_features, self.eps, self.momentum, self.affine)
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.batchnorm2d((batch,) + tuple(in_shapes[0]), training=training, affine=self.affine,
+                                   momentum=self.momentum, eps=self.eps, need_input_grad=need_input_grad)]
+
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
                 "affine": self.affine}

@@ -82,6 +82,38 @@ class Conv2D(WeightedLayer):
         return conv_ops.conv2d_backward(self.device, x, weight, gy, self.stride, self.pads(x.shape[1:]),
                                         need_input_grad=need_input_grad, has_bias=self.bias, **self._extra())
 
+    def _reference_op(self, x, weight, bias):
+        from ..oracle import conv2d as o_conv
+        return o_conv.conv2d_forward(x, weight, bias, self.stride, self.pads(x.shape[1:]), self.dilation, self.groups)
+
+    def _reference_backward_op(self, x, weight, gy):
+        from ..oracle import conv2d as o_conv
+        return o_conv.conv2d_backward(x, weight, gy, self.stride, self.pads(x.shape[1:]), self.dilation, self.groups)
+
+    def torch_module(self):
+        import torch.nn.functional as F
+        from torch import nn
+        pads = self.padding
+        symmetric = not isinstance(pads, str) and pads[0] == pads[1] and pads[2] == pads[3]
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         (pads[0], pads[2]) if symmetric else 0, self.dilation, self.groups, self.bias)
+        if not symmetric:   # torch pads both sides alike: pad the input first
+            def pad(module, args):
+                top, bottom, left, right = self.pads(tuple(args[0].shape[1:]))
+                return (F.pad(args[0], (left, right, top, bottom)),)
+            conv.register_forward_pre_hook(pad)
+        return self._torch_activation(conv)
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
+                 negative_slope=0.01, pre_activation=False):
+        from .. import opspec
+        (shape,) = in_shapes
+        w_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        return [opspec.conv2d((batch,) + tuple(shape), w_shape, self.stride, self.pads(shape), bias=self.bias,
+                              activation=fused_activation or self.activation, need_input_grad=need_input_grad,
+                              dilation=self.dilation, groups=self.groups, pre_activation=pre_activation,
+                              negative_slope=negative_slope if fused_activation else self._slope())]
+
     def config(self):
         config = {"in_channels": self.in_channels, "out_channels": self.out_channels,
                   "kernel_size": list(self.kernel_size), "stride": list(self.stride),

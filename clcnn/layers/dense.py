@@ -39,6 +39,26 @@ class Dense(WeightedLayer):
         return dense_ops.dense_backward(self.device, x, weight, gy, has_bias=self.bias,
                                         need_input_grad=need_input_grad)
 
+    def _reference_op(self, x, weight, bias):
+        from ..oracle import dense as o_dense
+        return o_dense.dense_forward(x, weight, bias)
+
+    def _reference_backward_op(self, x, weight, gy):
+        from ..oracle import dense as o_dense
+        return o_dense.dense_backward(x, weight, gy, has_bias=self.bias)
+
+    def torch_module(self):
+        from torch import nn
+        return self._torch_activation(nn.Linear(self.in_features, self.out_features, bias=self.bias))
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
+                 negative_slope=0.01, pre_activation=False):
+        from .. import opspec
+        return [opspec.dense(batch, self.in_features, self.out_features, bias=self.bias,
+                             activation=fused_activation or self.activation, need_input_grad=need_input_grad,
+                             negative_slope=negative_slope if fused_activation else self._slope(),
+                             pre_activation=pre_activation)]
+
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias, "activation": self.activation}

@@ -28,5 +28,30 @@ class Dropout(Layer):
             return gy
         return dropout_ops.dropout_backward(self.device, gy, ctx.mask)
 
+    def reference_state(self):
+        return {"seed": self.seed, "step": self.step}
+
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import dropout as o_drop
+        ctx.mask = None
+        if not training or self.p == 0:
+            return x
+        ctx.mask = o_drop.dropout_mask(x.shape, self.p, params["seed"], params["step"])
+        ctx.updates = {"step": params["step"] + 1}
+        return x * ctx.mask
+
+    def reference_backward(self, ctx, params, gy):
+        return (gy if ctx.mask is None else gy * ctx.mask), {}
+
+    def torch_module(self):
+        from torch import nn
+        return nn.Dropout(self.p)    # its own random mask
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        if not training or self.p == 0:
+            return []
+        return [opspec.dropout((batch,) + tuple(in_shapes[0]), self.p, self.seed, self.step)]
+
     def config(self):
         return {"p": self.p}

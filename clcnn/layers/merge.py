@@ -29,6 +29,22 @@ class Add(Layer):
         g = merge_ops.add_backward(self.device, gy, ctx.count, activation=ctx.act, y=ctx.y)
         return [g] * ctx.count
 
+    def reference_forward(self, ctx, params, *xs, training):
+        from ..oracle import merge as o_merge
+        ctx.count = len(xs)
+        return o_merge.add_forward(xs)
+
+    def reference_backward(self, ctx, params, gy):
+        return [gy] * ctx.count, {}
+
+    def torch_module(self):
+        from .base import torch_function
+        return torch_function(lambda *xs: sum(xs[1:], xs[0]))
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.add((batch,) + tuple(in_shapes[0]), len(in_shapes), activation=fused_activation)]
+
 
 class Concat(Layer):
     """Inputs joined along `axis` (1: channels of NCHW, or features of (N, K)):
@@ -58,6 +74,24 @@ class Concat(Layer):
 
     def backward(self, ctx, gy, need_input_grad=True):
         return merge_ops.concat_backward(self.device, gy, ctx.sizes, axis=1)
+
+    def reference_forward(self, ctx, params, *xs, training):
+        from ..oracle import merge as o_merge
+        ctx.sizes = [x.shape[1] for x in xs]
+        return o_merge.concat_forward(xs, axis=1)
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import merge as o_merge
+        return o_merge.concat_backward(gy, ctx.sizes, axis=1), {}
+
+    def torch_module(self):
+        import torch
+        from .base import torch_function
+        return torch_function(lambda *xs: torch.cat(xs, 1))
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.concat([(batch,) + tuple(s) for s in in_shapes], axis=1)]
 
     def config(self):
         return {"axis": self.axis}

@@ -28,6 +28,18 @@ class _Pool2D(Layer):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": list(self.padding)}
 
+    def _torch_pool(self, make, fill):
+        """make(padding) -> the torch pool; padding torch cannot express (unequal sides)
+        becomes a pad of the input by `fill` first (a pre-hook keeps the keys)."""
+        import torch.nn.functional as F
+        top, bottom, left, right = self.padding
+        if top == bottom and left == right:
+            return make((top, left))
+        module = make(0)
+        module.register_forward_pre_hook(
+            lambda mod, args: (F.pad(args[0], (left, right, top, bottom), value=fill),))
+        return module
+
 
 class MaxPool2D(_Pool2D):
     def forward(self, ctx, x):
@@ -38,6 +50,24 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, ctx, gy, need_input_grad=True):
         return pool_ops.maxpool2d_backward(self.device, gy, ctx.argmax, ctx.x_shape)
+
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import pool as o_pool
+        ctx.x_shape = x.shape
+        y, ctx.argmax = o_pool.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import pool as o_pool
+        return o_pool.maxpool2d_backward(gy, ctx.argmax, ctx.x_shape), {}
+
+    def torch_module(self):
+        from torch import nn
+        return self._torch_pool(lambda pads: nn.MaxPool2d(self.kernel_size, self.stride, pads), float("-inf"))
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.pool2d("max", (batch,) + tuple(in_shapes[0]), self.kernel_size, self.stride, self.padding)]
 
 
 class AvgPool2D(_Pool2D):
@@ -59,6 +89,31 @@ class AvgPool2D(_Pool2D):
                                            activation=activation, act_output=act_output,
                                            negative_slope=negative_slope)
 
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import pool as o_pool
+        ctx.x_shape = x.shape
+        return o_pool.avgpool2d_forward(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import pool as o_pool
+        return o_pool.avgpool2d_backward(gy, ctx.x_shape, self.kernel_size, self.stride, self.padding,
+                                         self.count_include_pad), {}
+
+    def torch_module(self):
+        from torch import nn
+        top, bottom, left, right = self.padding
+        if not self.count_include_pad and (top != bottom or left != right):
+            return None     # torch cannot leave out padding of unequal sides
+        return self._torch_pool(lambda pads: nn.AvgPool2d(self.kernel_size, self.stride, pads,
+                                                          count_include_pad=self.count_include_pad), 0.0)
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
+                 undo_activation=None, negative_slope=0.01, **fused):
+        """undo_activation: the backward also goes back through that activation (fusion.py)."""
+        from .. import opspec
+        return [opspec.pool2d("avg", (batch,) + tuple(in_shapes[0]), self.kernel_size, self.stride, self.padding,
+                              self.count_include_pad, undo_activation=undo_activation, negative_slope=negative_slope)]
+
     def config(self):
         return {**super().config(), "count_include_pad": self.count_include_pad}
 
@@ -78,6 +133,23 @@ class GlobalAvgPool2D(Layer):
     def backward(self, ctx, gy, need_input_grad=True):
         return pool_ops.global_avgpool2d_backward(self.device, gy, ctx.x_shape)
 
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import pool as o_pool
+        ctx.x_shape = x.shape
+        return o_pool.global_avgpool2d_forward(x)
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import pool as o_pool
+        return o_pool.global_avgpool2d_backward(gy, ctx.x_shape), {}
+
+    def torch_module(self):
+        from torch import nn
+        return nn.AdaptiveAvgPool2d(1)
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.pool2d("global_avg", (batch,) + tuple(in_shapes[0]))]
+
 
 class GlobalMaxPool2D(GlobalAvgPool2D):
     """(N, C, H, W) -> (N, C, 1, 1): the max of each channel."""
@@ -90,3 +162,21 @@ class GlobalMaxPool2D(GlobalAvgPool2D):
 
     def backward(self, ctx, gy, need_input_grad=True):
         return pool_ops.global_maxpool2d_backward(self.device, gy, ctx.argmax, ctx.x_shape)
+
+    def reference_forward(self, ctx, params, x, training):
+        from ..oracle import pool as o_pool
+        ctx.x_shape = x.shape
+        y, ctx.argmax = o_pool.global_maxpool2d_forward(x)
+        return y
+
+    def reference_backward(self, ctx, params, gy):
+        from ..oracle import pool as o_pool
+        return o_pool.global_maxpool2d_backward(gy, ctx.argmax, ctx.x_shape), {}
+
+    def torch_module(self):
+        from torch import nn
+        return nn.AdaptiveMaxPool2d(1)
+
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+        from .. import opspec
+        return [opspec.pool2d("global_max", (batch,) + tuple(in_shapes[0]))]
