@@ -1,4 +1,6 @@
 """Optimizers that update parameters on the device, exactly as torch.optim defines them."""
+import math
+
 import numpy as np
 
 from .ops.optim import adam_update, sgd_update_many
@@ -8,10 +10,21 @@ def _params(model_or_params):
     return model_or_params.parameters() if hasattr(model_or_params, "parameters") else list(model_or_params)
 
 
+def _check_number(name, value, low=0.0, low_open=False):
+    """value as a float, or ValueError: NaN and Inf never make a usable setting."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < low or (low_open and number == low):
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return number
+
+
 class Optimizer:
     def __init__(self, model_or_params, lr):
-        if not lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {lr!r}")
+        lr = _check_number("learning rate", lr, low_open=True)
         self.params = _params(model_or_params)
         self.lr = float(lr)
         self.step_count = 0
@@ -30,7 +43,7 @@ class Optimizer:
 
     def load_state_dict(self, header, arrays):
         self.step_count = int(header["step_count"])
-        self.lr = float(header["lr"])
+        self.lr = _check_number("the saved learning rate", header["lr"], low_open=True)
         by_name = {p.name: p for p in self.params}
         for key, value in arrays.items():
             name, slot = key.rsplit("/", 1)
@@ -43,8 +56,8 @@ class SGD(Optimizer):
     def __init__(self, model_or_params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False):
         super().__init__(model_or_params, lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError("momentum and weight_decay must be >= 0")
+        momentum, dampening = _check_number("momentum", momentum), _check_number("dampening", dampening)
+        weight_decay = _check_number("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening 0")
         self.momentum, self.dampening = float(momentum), float(dampening)
@@ -63,9 +76,10 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     def __init__(self, model_or_params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model_or_params, lr)
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"Adam betas must be in [0, 1), got {betas!r}")
-        self.betas, self.eps, self.weight_decay = tuple(map(float, betas)), float(eps), float(weight_decay)
+        if len(betas) != 2 or not all(0 <= _check_number("Adam betas", b) < 1 for b in betas):
+            raise ValueError(f"Adam betas must be two numbers in [0, 1), got {betas!r}")
+        eps, weight_decay = _check_number("eps", eps), _check_number("weight_decay", weight_decay)
+        self.betas, self.eps, self.weight_decay = tuple(map(float, betas)), eps, weight_decay
 
     def step(self):
         self.step_count += 1

@@ -44,8 +44,12 @@ def write_archive(path, header, arrays):
     header = {"format": FORMAT, "version": VERSION, **header}
     payload = {_HEADER: np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     payload.update({name: np.asarray(value) for name, value in arrays.items()})
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".clcnn", dir=directory)
+    # The writer's pid in the name tells a later run whether this temporary is still being
+    # written (see rundir.remove_stale_temporaries).
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".clcnn", dir=directory)
     try:
+        if hasattr(os, "fchmod"):   # mkstemp makes 0600; a checkpoint gets the umask's mode as any file
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
             f.flush()
@@ -57,11 +61,20 @@ def write_archive(path, header, arrays):
         raise
 
 
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def read_archive(path):
     """(header, arrays) from a file write_archive made; CheckpointError on anything else."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a clcnn checkpoint (a clcnn file is a zip archive written by "
+                              "model.save or clcnn train); check the file name")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -73,8 +86,9 @@ def read_archive(path):
         header = json.loads(arrays.pop(_HEADER).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: corrupt header: {exc}") from None
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a clcnn file (format {header.get('format')!r})")
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        kind = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise CheckpointError(f"{path}: not a clcnn file (format {kind!r})")
     if not isinstance(header.get("version"), int) or header["version"] > VERSION:
         raise CheckpointError(f"{path}: written by a newer clcnn (format version {header.get('version')}, "
                               f"this one reads up to {VERSION}); upgrade clcnn")
@@ -93,10 +107,21 @@ def load(path, device=None):
     header, arrays = read_archive(path)
     if "architecture" not in header:
         raise CheckpointError(f"{path}: holds no model architecture")
+    arch = header["architecture"]
+    entries = arch if isinstance(arch, list) else [arch]
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise CheckpointError(f"{path}: corrupt header: 'architecture' is not a model description "
+                              f"(got {type(arch).__name__}); use a file written by model.save or clcnn train")
+    if not isinstance(header.get("metadata", {}), dict):
+        raise CheckpointError(f"{path}: corrupt header: 'metadata' must be an object, "
+                              f"got {type(header['metadata']).__name__}")
     try:
-        model = build_model(header["architecture"], device=device)
+        model = build_model(arch, device=device)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:   # a well-formed header of nonsense
+        raise CheckpointError(f"{path}: corrupt header: 'architecture' is not a model description "
+                              f"({type(exc).__name__}: {exc})") from None
     load_weights(model, arrays, path)
     return model
 
@@ -105,5 +130,5 @@ def load_weights(model, arrays, path):
     state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     try:
         model.load_state_dict(state)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the model: {exc}") from None

@@ -5,6 +5,7 @@ All randomness of a run derives from (seed, epoch, batch): the epoch's shuffle f
 (seed, step). A checkpoint therefore needs only those counters to resume exactly, even from
 the middle of an epoch.
 """
+import contextlib
 import math
 import os
 import signal
@@ -18,11 +19,13 @@ import pyopencl.array as cl_array
 from .datasets.batches import BACKGROUND
 from .errors import CheckpointError, ClcnnError, ShapeError
 from .layers import Dropout
-from .losses import SoftmaxCrossEntropy
+from .losses import MSE, SoftmaxCrossEntropy
 from .ops import data as data_ops
 from .ops import loss as loss_ops
 from .progress import ProgressBar
-from .serialization import architecture, load_weights, read_archive, write_archive
+from .rundir import FolderLock
+from .model import architecture, load_weights
+from .serialization import read_archive, write_archive
 
 # Seconds between reads of the per-step loss and accuracy (each read waits for the device).
 _READ_INTERVAL = 0.25
@@ -87,8 +90,12 @@ class Trainer:
         self.epoch = 0            # epochs completed
         self.batch = 0            # batches completed in the current epoch
         self._partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        self.best_accuracy = -1.0
+        self.best_accuracy = None  # best validation accuracy so far (or -loss where accuracy means nothing)
         self.interrupted = False
+        self.interrupt_signal = None   # signal.SIGINT or signal.SIGTERM when interrupted
+        self._settings = None          # data and batch settings of the current fit, kept in checkpoints
+        self._resumed_settings = None  # those of the checkpoint loaded, checked by the next fit
+        self._has_accuracy = True
         self._stats = None        # device (slots, 2): loss and correct count of each batch
         self._in_flight = None    # marker event after the last enqueued step
 
@@ -118,11 +125,12 @@ class Trainer:
             done.wait()
 
     def _labels(self, y, logits):
-        """y as int32 class indices on the device, or None when y is no such thing (MSE)."""
+        """y as int32 class indices on the device (the argmax of one-hot rows for MSE), or
+        None when y holds no classes."""
         if isinstance(y, cl_array.Array):
             return y if y.dtype == np.int32 and y.ndim == 1 else None
-        y = np.asarray(y)
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or logits.ndim != 2:
+        y = class_labels(np.asarray(y))
+        if y is None or logits.ndim != 2:
             return None
         if len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
             raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}], got values in "
@@ -143,35 +151,51 @@ class Trainer:
         """Train until `epochs` epochs are complete (counting any resumed ones); returns the
         history: one dict per epoch with loss, accuracy, val_loss, val_accuracy, seconds,
         images_per_second and lr."""
-        images, labels = check_data(train_data, "train_data")
-        self._remove_stale_temporaries()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # Every split is checked before the first step: a bad label must not cost an epoch.
+        images, labels = check_data(train_data, "train_data")
+        output_shape = _output_shape(self.model, images)
+        labels = check_targets(labels, output_shape, self.loss, "train_data")
+        if validation_data is not None:
+            val_images, val_labels = check_data(validation_data, "validation_data")
+            if val_images.shape[1:] != images.shape[1:]:
+                raise ShapeError(f"validation_data: images of shape {val_images.shape[1:]}, train_data's are "
+                                 f"{images.shape[1:]}; both splits must be prepared the same way")
+            validation_data = (val_images, check_targets(val_labels, output_shape, self.loss, "validation_data"))
+        self._settings = {"batch_size": int(batch_size), "train_size": len(images),
+                          "augment_shift": self.augment_shift}
+        self._check_resumed_settings()
+        self._has_accuracy = class_labels(labels) is not None
         data = None
         if labels.ndim == 1 and _DeviceData.fits(self.model.device, images):
-            try:
-                classes = self.model.output_shapes(images.shape[1:])[-1]
-            except ShapeError:
-                classes = ()    # the first forward reports it, as on the host path
-            if len(classes) == 1 and (labels.min() < 0 or labels.max() >= classes[0]):
-                raise ValueError(f"train_data: labels must lie in [0, {classes[0] - 1}], got values "
-                                 f"in [{labels.min()}, {labels.max()}]")
             data = _DeviceData(self.model.device, images, labels)
-        self.interrupted = False
-        with _DeferredInterrupt() as interrupt:
+        self.interrupted, self.interrupt_signal = False, None
+        lock = FolderLock(self.checkpoint_dir) if self.checkpoint_dir else contextlib.nullcontext()
+        with lock, _DeferredInterrupt() as interrupt:
             while self.epoch < epochs:
                 self._run_epoch(images, labels, data, batch_size, epochs, interrupt)
                 if interrupt.requested:
-                    self.interrupted = True
+                    self.interrupted, self.interrupt_signal = True, interrupt.signum
                     self._save_checkpoint("last.clcnn")
                     break
                 record = self._finish_epoch(validation_data, batch_size)
                 self.history.append(record)
                 self._save_checkpoint("last.clcnn")
-                if record.get("val_accuracy", record["accuracy"]) > self.best_accuracy:
-                    self.best_accuracy = record.get("val_accuracy", record["accuracy"])
+                score = _score(record)
+                if self.best_accuracy is None or score > self.best_accuracy:
+                    self.best_accuracy = score
                     self._save_checkpoint("best.clcnn")
         return self.history
+
+    def _check_resumed_settings(self):
+        """A resumed run must see the same data in the same batches, or its epoch and batch
+        counters mean other images than the checkpoint's."""
+        saved, self._resumed_settings = self._resumed_settings, None
+        for key, value in (saved or {}).items():
+            if key in self._settings and value != self._settings[key]:
+                raise CheckpointError(f"the checkpoint was trained with {key} {value}, this run has "
+                                      f"{self._settings[key]}; resume with the same {key} or start a new run")
 
     def _run_epoch(self, images, labels, data, batch_size, epochs, interrupt):
         n = len(images)
@@ -218,14 +242,16 @@ class Trainer:
         self._collect(bar)
         part = self._partial
         if bar:
-            bar.close(f"loss {part['loss'] / part['seen']:.4f} acc {100 * part['correct'] / part['seen']:.2f}% "
-                      f"{part['seen'] / part['seconds']:,.0f} img/s")
+            acc = f"acc {100 * part['correct'] / part['seen']:.2f}% " if self._has_accuracy else ""
+            bar.close(f"loss {part['loss'] / part['seen']:.4f} {acc}{part['seen'] / part['seconds']:,.0f} img/s")
 
     def _collect(self, bar=None):
         """Read the statistics of the steps done since the last read into the epoch's running
         totals; stop with TrainingDiverged naming the first step whose loss is not finite."""
         start = time.perf_counter()
         part, first = self._partial, self._read_from
+        if first == self.batch:
+            return
         for slot, (value, correct) in enumerate(self.step_stats(first, self.batch), start=first):
             if not math.isfinite(value):
                 if bar:
@@ -237,24 +263,45 @@ class Trainer:
             part["loss"] += value * count
             part["correct"] += correct
             part["seen"] += count
+        self._check_parameters(bar)
         self._read_from = self.batch
         part["seconds"] += time.perf_counter() - start   # the wait for the device
         if bar and part["seen"]:
-            bar.update(self.batch, loss=f"{part['loss'] / part['seen']:.4f}",
-                       acc=f"{100 * part['correct'] / part['seen']:.2f}%",
-                       **{"img/s": f"{part['seen'] / part['seconds']:,.0f}"})
+            fields = {"loss": f"{part['loss'] / part['seen']:.4f}"}
+            if self._has_accuracy:
+                fields["acc"] = f"{100 * part['correct'] / part['seen']:.2f}%"
+            fields["img/s"] = f"{part['seen'] / part['seconds']:,.0f}"
+            bar.update(self.batch, **fields)
+
+    def _check_parameters(self, bar=None):
+        """Stop with TrainingDiverged when a parameter holds NaN or Inf although every loss was
+        finite: the loss of a step is taken before its update, and a layer may hide a NaN from
+        the loss. Runs at each statistics read, not each step: one tiny launch and one number
+        read per parameter. mean((p - p)^2) is 0 for finite p and NaN for NaN or Inf."""
+        dev = self.model.device
+        checks = [(p.name, loss_ops.mse_forward(dev, p.data, p.data)) for p in self.model.parameters()
+                  if isinstance(p.data, cl_array.Array) and p.data.dtype == np.float32 and p.data.size]
+        for name, value in checks:
+            if not math.isfinite(float(value.get()[0])):
+                if bar:
+                    bar.close("diverged")
+                raise TrainingDiverged(
+                    f"parameter {name} became NaN or Inf by epoch {self.epoch + 1}, batch {self.batch} "
+                    "while the loss was finite; training stopped, the last good checkpoint is kept. "
+                    "Check the data for NaN/Inf or try a smaller --lr.")
 
     def _finish_epoch(self, validation_data, batch_size):
         part = self._partial
         record = {"epoch": self.epoch + 1, "loss": part["loss"] / part["seen"],
-                  "accuracy": part["correct"] / part["seen"], "seconds": part["seconds"],
+                  "accuracy": part["correct"] / part["seen"] if self._has_accuracy else None,
+                  "seconds": part["seconds"],
                   "images_per_second": part["seen"] / part["seconds"], "lr": self.optimizer.lr}
         if validation_data is not None:
             metrics = self.evaluate(validation_data, batch_size=max(batch_size, 256))
             record["val_loss"], record["val_accuracy"] = metrics["loss"], metrics["accuracy"]
             if self.progress:
-                print(f"  validation: loss {metrics['loss']:.4f} accuracy {100 * metrics['accuracy']:.2f}%",
-                      flush=True)
+                acc = "" if metrics["accuracy"] is None else f" accuracy {100 * metrics['accuracy']:.2f}%"
+                print(f"  validation: loss {metrics['loss']:.4f}{acc}", flush=True)
         self.epoch += 1
         self.batch = 0
         self._partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -262,15 +309,16 @@ class Trainer:
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, data, batch_size=256):
-        """{"loss", "accuracy", "n", "confusion"} of the model on (images, labels)."""
-        return evaluate(self.model, data, batch_size)
+        """{"loss", "accuracy", "n", "confusion"} of the model on (images, targets), with this
+        trainer's loss (see the module-level evaluate)."""
+        return evaluate(self.model, data, batch_size, loss=self.loss)
 
     # -- checkpoints --------------------------------------------------------------------
     def state(self):
         opt_header, opt_arrays = self.optimizer.state_dict()
         header = {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
                   "base_lr": self.base_lr, "partial": self._partial, "history": self.history,
-                  "best_accuracy": self.best_accuracy, "optimizer": {"type": type(self.optimizer).__name__, **opt_header},
+                  "best_accuracy": self.best_accuracy, "settings": self._settings, "optimizer": {"type": type(self.optimizer).__name__, **opt_header},
                   "dropout": [[i, layer.seed, layer.step] for i, layer in enumerate(self.model.layers)
                               if isinstance(layer, Dropout)]}
         return header, {f"optim/{k}": v for k, v in opt_arrays.items()}
@@ -281,20 +329,13 @@ class Trainer:
         write_archive(path, {"architecture": architecture(self.model), "trainer": header,
                              "metadata": self.metadata}, arrays)
 
-    def _remove_stale_temporaries(self):
-        """A process killed while writing a checkpoint leaves its temporary file behind (the
-        checkpoint itself is intact, see serialization.write_archive); tidy those up."""
-        if self.checkpoint_dir and os.path.isdir(self.checkpoint_dir):
-            for name in os.listdir(self.checkpoint_dir):
-                if name.startswith(".tmp-") and name.endswith(".clcnn"):
-                    os.unlink(os.path.join(self.checkpoint_dir, name))
-
     def _save_checkpoint(self, name):
         if self.checkpoint_dir:
             self.save_checkpoint(os.path.join(self.checkpoint_dir, name))
 
     def load_checkpoint(self, path):
-        """Restore weights, optimizer state and position from a checkpoint of this model."""
+        """Restore weights, optimizer state and position from a checkpoint of this model;
+        returns the checkpoint's header. The next fit refuses other data or batch settings."""
         header, arrays = read_archive(path)
         if "trainer" not in header:
             raise CheckpointError(f"{path}: a model file, not a training checkpoint (no trainer state)")
@@ -308,25 +349,98 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"], {k[len("optim/"):]: v for k, v in arrays.items()
                                                             if k.startswith("optim/")})
         self.epoch, self.batch, self.seed = state["epoch"], state["batch"], state["seed"]
-        self.base_lr, self._partial = state["base_lr"], state["partial"]
+        base_lr = state["base_lr"]
+        if not (isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr > 0):
+            raise CheckpointError(f"{path}: corrupt trainer state: learning rate {base_lr!r}")
+        self.base_lr, self._partial = float(base_lr), state["partial"]
         self.history, self.best_accuracy = state["history"], state["best_accuracy"]
+        self._resumed_settings = state.get("settings")
         for index, seed, step in state["dropout"]:
             self.model.layers[index].seed, self.model.layers[index].step = seed, step
+        return header
 
 
 def check_data(data, name):
-    """(images float32, labels int64) from a pair, or a clear error."""
+    """(images float32, targets ndarray) from a pair, or a clear error (see check_targets)."""
     try:
         images, labels = data
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a pair (images float32 (N, C, H, W), labels (N,))") from None
     images = np.asarray(images)
     labels = np.asarray(labels)
-    if images.ndim < 2 or len(images) != len(labels) or len(images) == 0:
+    if images.ndim < 2 or labels.ndim < 1 or len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"{name}: need as many labels as images (> 0), got {images.shape} and {labels.shape}")
     if not np.issubdtype(images.dtype, np.floating):
         raise TypeError(f"{name}: images must be float32 (normalised), got {images.dtype}")
-    return images.astype(np.float32, copy=False), labels.astype(np.int64, copy=False)
+    return images.astype(np.float32, copy=False), labels
+
+
+def check_targets(targets, output_shape, loss, name):
+    """The targets of one split checked against the model's output shape (no batch axis) and
+    the loss: int64 class indices (N,) in [0, classes) for SoftmaxCrossEntropy (and for integer
+    labels with any other loss but MSE); float32 of the output's shape for MSE and the rest."""
+    targets = np.asarray(targets)
+    output_shape = tuple(output_shape)
+    integer = np.issubdtype(targets.dtype, np.integer)
+    if isinstance(loss, SoftmaxCrossEntropy) or (not isinstance(loss, MSE) and integer and targets.ndim == 1):
+        return _check_labels(targets, output_shape, name)
+    if not (integer or np.issubdtype(targets.dtype, np.floating)):
+        raise TypeError(f"{name}: targets must be numbers, got {targets.dtype}")
+    want = (len(targets),) + output_shape
+    if targets.shape != want:
+        hint = (f"; for class labels pass one-hot rows, e.g. np.eye({output_shape[0]})[labels]"
+                if targets.ndim == 1 and len(output_shape) == 1 else "")
+        raise ShapeError(f"{name}: {type(loss).__name__} targets must have the model's output shape {want}, "
+                         f"got {targets.shape}{hint}")
+    return targets.astype(np.float32, copy=False)
+
+
+def _check_labels(labels, output_shape, name):
+    if labels.ndim != 1:
+        raise ShapeError(f"{name}: class labels must have shape (N,), got {labels.shape}")
+    if np.issubdtype(labels.dtype, np.floating):
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            i = int(np.argmin(whole))
+            raise ValueError(f"{name}: labels must be whole class indices, got {labels[i]} at index {i}")
+    elif not np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_:
+        raise TypeError(f"{name}: labels must be integer class indices, got {labels.dtype}")
+    if len(output_shape) == 1:
+        classes = output_shape[0]
+        bad = (labels < 0) | (labels >= classes)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{name}: label {labels[i]} at index {i} is outside [0, {classes - 1}] (the model "
+                             f"has {classes} outputs); {int(bad.sum())} labels are out of range")
+    return labels.astype(np.int64)
+
+
+def class_labels(targets):
+    """Class indices behind checked targets: the labels themselves, or the argmax of rows that
+    are class distributions (one-hot or smoothed: values in [0, 1] summing to 1); None when the
+    targets are no classes (regression), where accuracy means nothing."""
+    if targets.ndim == 1:
+        return targets if np.issubdtype(targets.dtype, np.integer) else None
+    if (targets.ndim == 2 and targets.shape[1] > 1 and np.issubdtype(targets.dtype, np.floating)
+            and targets.min() >= 0 and targets.max() <= 1
+            and np.allclose(targets.sum(axis=1), 1, atol=1e-3)):
+        return targets.argmax(axis=1)
+    return None
+
+
+def _output_shape(model, images):
+    """The model's output shape for these images, without the batch axis."""
+    try:
+        return tuple(model.output_shapes(images.shape[1:])[-1])
+    except (AttributeError, IndexError, ShapeError):
+        return predict(model, images[:1]).shape[1:]   # a mismatch raises the forward's own error
+
+
+def _score(record):
+    """What best.clcnn maximises: the (validation) accuracy, or minus the loss without one."""
+    prefix = "val_" if "val_loss" in record else ""
+    accuracy = record[prefix + "accuracy"]
+    return accuracy if accuracy is not None else -record[prefix + "loss"]
 
 
 def predict(model, images, batch_size=256):
@@ -353,39 +467,58 @@ def predict(model, images, batch_size=256):
     return np.concatenate(out)
 
 
-def evaluate(model, data, batch_size=256):
-    """{"loss", "accuracy", "n", "confusion"}: mean cross-entropy, accuracy, count and the
-    confusion matrix (rows: true class, columns: predicted)."""
-    images, labels = check_data(data, "data")
+def evaluate(model, data, batch_size=256, loss=None):
+    """{"loss", "accuracy", "n", "confusion"} of the model on (images, targets): the mean of
+    `loss` (default SoftmaxCrossEntropy), the accuracy and the confusion matrix (rows: true
+    class, columns: predicted). Targets are checked as check_targets does before anything runs.
+    Accuracy and confusion are None where the targets hold no classes (see class_labels)."""
+    loss = SoftmaxCrossEntropy() if loss is None else loss
+    images, targets = check_data(data, "data")
+    targets = check_targets(targets, _output_shape(model, images), loss, "data")
     logits = predict(model, images, batch_size).astype(np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    n = len(targets)
+    if isinstance(loss, SoftmaxCrossEntropy):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        value = float(-log_probs[np.arange(n), targets].mean())
+    elif isinstance(loss, MSE):
+        value = float(np.mean((logits - targets) ** 2))
+    else:  # any other loss: its own forward, batch means weighted by batch size
+        value = sum(loss(model.device.to_device(logits[i:i + batch_size].astype(np.float32)),
+                         targets[i:i + batch_size]) * len(targets[i:i + batch_size])
+                    for i in range(0, n, batch_size)) / n
+    labels = class_labels(targets)
+    if labels is None or logits.ndim != 2:
+        return {"loss": value, "accuracy": None, "n": n, "confusion": None}
     predicted = logits.argmax(axis=1)
     classes = logits.shape[1]
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    return {"loss": loss, "accuracy": float((predicted == labels).mean()), "n": int(len(labels)),
-            "confusion": confusion}
+    return {"loss": value, "accuracy": float((predicted == labels).mean()), "n": n, "confusion": confusion}
 
 
 class _DeferredInterrupt:
-    """Turn Ctrl-C (SIGINT) into a flag checked between steps, so a checkpoint is never taken
-    of half-updated weights. A second Ctrl-C interrupts at once."""
+    """Turn Ctrl-C (SIGINT) and SIGTERM (timeout, docker stop, Slurm) into a flag checked
+    between steps, so a checkpoint is never taken of half-updated weights. A second signal
+    interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
         self.requested = False
-        self._previous = None
+        self.signum = None
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         return False

@@ -5,14 +5,16 @@ clcnn error is turned into a click error here.
 """
 import functools
 import json
+import math
 import os
+import signal
 import sys
 
 import click
 import numpy as np
 
 import clcnn
-from clcnn import datasets, models, schedules
+from clcnn import datasets, models, rundir, schedules
 from clcnn.errors import ClcnnError
 
 # Per model: the input padding and the normalisation applied to MNIST-style digits.
@@ -30,6 +32,8 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            raise   # the reader went away (| head): click exits quietly, as Unix tools do
         except (ClcnnError, ValueError, TypeError, KeyError, OSError) as exc:
             if os.environ.get("CLCNN_DEBUG"):  # developers want the traceback
                 raise
@@ -89,57 +93,111 @@ def _load_data(name, split, data_dir, model):
               help="mnist, fashion-mnist, or a folder of IDX files in MNIST naming.")
 @click.option("--data-dir", default=None, help="Where to look for / download Fashion-MNIST.")
 @click.option("--augment", is_flag=True, help="Random shifts of up to 2 pixels.")
-@click.option("--out", default=None, help="Output folder (default runs/MODEL).")
+@click.option("--out", default=None,
+              help="Output folder (default: a new runs/MODEL, runs/MODEL-2, ...; with --resume, the checkpoint's).")
+@click.option("--overwrite", is_flag=True, help="Replace the earlier run held in --out.")
 @click.option("--resume", "resume_path", default=None, help="Continue from this checkpoint (last.clcnn).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N images only.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name, data_dir,
-          augment, out, resume_path, seed, limit, quiet):
+          augment, out, overwrite, resume_path, seed, limit, quiet):
     """Train MODEL (lenet5, mnist-cnn); writes last/best checkpoints, history and curves."""
     defaults = DEFAULTS[model]
     epochs = epochs or defaults["epochs"]
     batch_size = batch_size or defaults["batch_size"]
     optimizer = optimizer or defaults["optimizer"]
     lr = lr or (defaults["lr"] if optimizer == defaults["optimizer"] else {"sgd": 0.05, "adam": 1e-3}[optimizer])
-    out = out or os.path.join("runs", model)
     if resume_path and not os.path.isfile(resume_path):
         raise click.BadParameter(f"no such checkpoint: {resume_path}", param_hint="--resume")
+    if resume_path and overwrite:
+        raise click.UsageError("--resume continues the run in its folder and --overwrite replaces it; pass one")
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise click.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    # The output folder is locked before anything slow, so a clash shows at once; the lock
+    # goes when this process ends, however it ends.
+    if out is None and not resume_path:
+        out, lock = rundir.claim_run_dir(os.path.join("runs", model))
+    else:
+        out = out if out is not None else os.path.dirname(resume_path) or "."
+        lock = rundir.FolderLock(out)
+        lock.acquire()
+    with lock:
+        _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
+               data_dir, augment, out, overwrite, resume_path, seed, limit, quiet)
 
+
+def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
+           data_dir, augment, out, overwrite, resume_path, seed, limit, quiet):
+    if rundir.holds_run(out) and not resume_path:
+        if not overwrite:
+            raise click.UsageError(f"{out} holds an earlier run; pass --resume {os.path.join(out, 'last.clcnn')} "
+                                   "to continue it, --overwrite to replace it, or another --out")
+        for name in (*rundir.CHECKPOINT_NAMES, "history.json", "curves.png"):   # never two runs mixed
+            if os.path.exists(os.path.join(out, name)):
+                os.unlink(os.path.join(out, name))
     dev = clcnn.get_device(device)
-    train_data = _load_data(dataset_name, "train", data_dir, model)
-    test_data = _load_data(dataset_name, "test", data_dir, model)
-    if limit:
-        train_data = (train_data[0][:limit], train_data[1][:limit])
     clcnn.seed(seed)
     net = models.MODELS[model][0](device=dev)
     if weight_decay is None:
-        weight_decay = defaults["weight_decay"]
+        weight_decay = DEFAULTS[model]["weight_decay"]
     opt = (clcnn.optim.Adam(net, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else clcnn.optim.SGD(net, lr=lr, momentum=momentum, weight_decay=weight_decay))
     plan = {"cosine": schedules.CosineLR(epochs), "step": schedules.StepLR(max(epochs // 3, 1), 0.1),
             "none": None}[schedule]
-    metadata = {"model": model, "dataset": dataset_name, "input_shape": list(train_data[0].shape[1:]),
+    dataset_id = os.path.abspath(dataset_name) if os.path.exists(dataset_name) else dataset_name
+    metadata = {"model": model, "dataset": dataset_id, "limit": limit, "augment": bool(augment),
                 "preprocess": PREPROCESS[model]}
     trainer = clcnn.Trainer(net, clcnn.losses.SoftmaxCrossEntropy(), opt, schedule=plan,
                             augment_shift=2 if augment else 0, seed=seed, checkpoint_dir=out,
                             progress=not quiet, metadata=metadata)
     if resume_path:
-        trainer.load_checkpoint(resume_path)
+        header = trainer.load_checkpoint(resume_path)
+        _check_resume(resume_path, header, metadata, batch_size)
+        if trainer.epoch >= epochs:
+            click.echo(f"nothing to train: {resume_path} already trained {trainer.epoch} of {epochs} epochs; "
+                       "pass a larger --epochs to continue it")
+            return
         click.echo(f"resuming from {resume_path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+    train_data = _load_data(dataset_name, "train", data_dir, model)
+    test_data = _load_data(dataset_name, "test", data_dir, model)
+    if limit:
+        train_data = (train_data[0][:limit], train_data[1][:limit])
+    metadata["input_shape"] = list(train_data[0].shape[1:])
     click.echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images, "
-               f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}", err=True)
+               f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}; writing to {out}", err=True)
     history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size, validation_data=test_data)
     _write_history(out, history)
     if trainer.interrupted:
-        click.echo(f"interrupted: checkpoint saved to {os.path.join(out, 'last.clcnn')}; "
-                   f"continue with --resume {os.path.join(out, 'last.clcnn')}")
+        last = os.path.join(out, "last.clcnn")
+        what = "terminated (SIGTERM)" if trainer.interrupt_signal == signal.SIGTERM else "interrupted"
+        click.echo(f"{what}: checkpoint saved to {last}; continue with --resume {last}")
+        if trainer.interrupt_signal == signal.SIGTERM:
+            sys.exit(128 + signal.SIGTERM)   # what a shell reports for a terminated process
         return
     if history:
         last = history[-1]
         click.echo(f"done: test accuracy {100 * last['val_accuracy']:.2f}%, loss {last['val_loss']:.4f}; "
                    f"{last['images_per_second']:,.0f} images/s; checkpoints in {out}")
+
+
+def _check_resume(path, header, metadata, batch_size):
+    """Refuse to resume with other data or batches than the checkpoint's: its epoch and batch
+    counters would then mean other images."""
+    saved = header.get("metadata") or {}
+    settings = header["trainer"].get("settings") or {}
+    show = {"limit": lambda v: "all images" if v is None else v, "augment": lambda v: "on" if v else "off"}
+    for key, option, now in (("dataset", "--dataset", metadata["dataset"]), ("limit", "--limit", metadata["limit"]),
+                             ("augment", "--augment", metadata["augment"])):
+        if key in saved and saved[key] != now:
+            fmt = show.get(key, str)
+            raise click.UsageError(f"--resume {path}: the checkpoint was trained with {option} {fmt(saved[key])}, "
+                                   f"this run has {fmt(now)}; resume with the same {option} or start a new run")
+    if "batch_size" in settings and settings["batch_size"] != batch_size:
+        raise click.UsageError(f"--resume {path}: the checkpoint was trained with --batch-size "
+                               f"{settings['batch_size']}, this run has {batch_size}; pass --batch-size "
+                               f"{settings['batch_size']} or start a new run")
 
 
 def _write_history(out, history):
@@ -154,8 +212,39 @@ def _write_history(out, history):
 
 
 def _load_checkpoint(path, device):
+    """(model, metadata dict) of a checkpoint or model file, or one clear error."""
     header, _ = clcnn.serialization.read_archive(path)
-    return clcnn.load(path, device=device), header.get("metadata", {})
+    if not header.get("architecture"):
+        raise click.ClickException(f"{path}: the saved model has no layers; nothing to run")
+    meta = header.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise click.ClickException(f"{path}: corrupt header: 'metadata' must be an object, got "
+                                   f"{type(meta).__name__}; use a checkpoint written by clcnn train")
+    return clcnn.load(path, device=device), meta   # load refuses an architecture of the wrong shape
+
+
+def _preprocess(meta, path):
+    """The pad, mean and std images were trained with; a file saved without metadata (model.save)
+    gets LeNet-5's MNIST ones."""
+    model = meta.get("model")
+    prep = meta.get("preprocess", PREPROCESS[model] if isinstance(model, str) and model in PREPROCESS
+                    else PREPROCESS["lenet5"])
+    missing = [key for key in ("pad", "mean", "std") if not isinstance(prep, dict) or key not in prep]
+    if missing:
+        raise click.ClickException(f"{path}: its metadata 'preprocess' lacks {', '.join(missing)}; "
+                                   "use a checkpoint written by clcnn train")
+    return prep
+
+
+def _json_safe(value):
+    """value with NaN and Inf as None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @cli.command()
@@ -168,7 +257,7 @@ def _load_checkpoint(path, device):
 def evaluate(checkpoint, dataset_name, data_dir, device, as_json):
     """Loss, accuracy, per-class accuracy and confusion matrix of CHECKPOINT on a test set."""
     net, meta = _load_checkpoint(checkpoint, device)
-    prep = meta.get("preprocess", PREPROCESS["lenet5"])
+    prep = _preprocess(meta, checkpoint)
     images, labels = datasets.dataset(dataset_name or meta.get("dataset", "mnist"), "test", data_dir=data_dir)
     x = datasets.prepare_images(images, pad=prep["pad"], mean=prep["mean"], std=prep["std"])
     metrics = clcnn.train.evaluate(net, (x, labels))
@@ -176,7 +265,7 @@ def evaluate(checkpoint, dataset_name, data_dir, device, as_json):
     per_class = (np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)).tolist()
     metrics.update(per_class_accuracy=per_class, confusion=confusion.tolist())
     if as_json:
-        click.echo(json.dumps(metrics))
+        click.echo(json.dumps(_json_safe(metrics), allow_nan=False))
         return
     click.echo(f"n {metrics['n']}  loss {metrics['loss']:.4f}  accuracy {100 * metrics['accuracy']:.2f}%")
     click.echo("per-class accuracy: " + "  ".join(f"{c}:{100 * a:.1f}%" for c, a in enumerate(per_class)))
