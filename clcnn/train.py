@@ -318,7 +318,8 @@ class Trainer:
         opt_header, opt_arrays = self.optimizer.state_dict()
         header = {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
                   "base_lr": self.base_lr, "partial": self._partial, "history": self.history,
-                  "best_accuracy": self.best_accuracy, "settings": self._settings, "optimizer": {"type": type(self.optimizer).__name__, **opt_header},
+                  "best_accuracy": self.best_accuracy, "settings": self._settings,
+                  "optimizer": {"type": type(self.optimizer).__name__, **opt_header},
                   "dropout": [[i, layer.seed, layer.step] for i, layer in enumerate(self.model.layers)
                               if isinstance(layer, Dropout)]}
         return header, {f"optim/{k}": v for k, v in opt_arrays.items()}

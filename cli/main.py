@@ -123,9 +123,11 @@ def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sche
         out = out if out is not None else os.path.dirname(resume_path) or "."
         lock = rundir.FolderLock(out)
         lock.acquire()
-    with lock:
+    try:
         _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
                data_dir, augment, out, overwrite, resume_path, seed, limit, quiet)
+    finally:
+        lock.release()
 
 
 def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,

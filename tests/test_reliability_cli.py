@@ -146,6 +146,9 @@ def test_stale_lock_is_taken_over_and_only_stale_temporaries_go(tmp_path):
     assert result.exit_code == 0, result.output
     assert live.exists() and not stale.exists() and not legacy.exists()
     assert (out / "last.clcnn").is_file()
+    # The finished run let go of the lock: another process can take it at once.
+    probe = "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    assert subprocess.run([sys.executable, "-c", probe, str(out / LOCK_NAME)]).returncode == 0
 
 
 # ------------------------------------------------------------- 4 and 12: resume checks
