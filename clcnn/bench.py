@@ -172,80 +172,61 @@ def clcnn_steps(dev, model_name, batch_size, repeat):
 
 
 def oracle_step(model, input_shape, batch_size, repeat):
-    """The same SGD training step in the NumPy oracle (float32 inputs and weights)."""
+    """The same SGD training step in the NumPy reference (clcnn.reference over the model's
+    graph; float32 inputs and weights)."""
+    from . import reference
     from .oracle import loss as o_loss
-    from .oracle import network
     from .oracle import optim as o_optim
-    from .serialization import architecture
-    arch = architecture(model)
-    params = model.state_dict()
-    momentum = {k: np.zeros_like(v) for k, v in params.items()}
-    drop = {i: (0, 0) for i, entry in enumerate(arch) if entry["type"] == "Dropout"}
+    state = reference.snapshot(model, dtype=np.float32)
+    momentum = {p.name: np.zeros(p.shape, np.float32) for p in model.parameters()}
     x, y = _batch(input_shape, batch_size, model.output_shapes(input_shape)[-1][0])
 
     def step():
-        logits, tape = network.forward(arch, params, x, drop)
+        logits, run = reference.forward(model, x, state, training=True)
         _, probs = o_loss.softmax_cross_entropy_forward(logits, y)
-        _, grads = network.backward(arch, params, tape, o_loss.softmax_cross_entropy_backward(probs, y))
-        for k in params:
-            params[k], momentum[k] = o_optim.sgd_update(params[k], grads[k], momentum[k], LR, MOMENTUM)
+        _, grads = reference.backward(model, run, o_loss.softmax_cross_entropy_backward(probs, y))
+        state.update(run.state)
+        for name, grad in grads.items():
+            key, pname = name.rsplit(".", 1)
+            state[key][pname], momentum[name] = o_optim.sgd_update(state[key][pname], grad, momentum[name],
+                                                                   LR, MOMENTUM)
     return _per_image(time_host(step, repeat, warmup=1, budget_s=_ORACLE_BUDGET_S), batch_size)
 
 
-def torch_model(arch, state):
-    """The same network in torch.nn (weights copied), or None for a layer it cannot mirror."""
+def torch_model(model):
+    """The same graph in torch.nn from the layers' torch_module hooks, with the model's
+    weights and buffers; each layer is an attribute path named as the layer ("layer1.0.conv1"
+    -> net.layer1[0].conv1; "3" in a Sequential), so the state_dict keys are clcnn's. None
+    when a layer has no torch equivalent."""
     import torch
     from torch import nn
-    acts = {"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid}
-    fused_acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
-    mods = []
-    for entry in arch:
-        kind, cfg = entry["type"], entry["config"]
-        pads = cfg.get("padding")
-        if kind in ("Conv2D", "MaxPool2D", "AvgPool2D"):
-            if pads == "same" or pads[0] != pads[1] or pads[2] != pads[3]:
-                return None   # asymmetric padding: not worth mirroring here
-            pads = (pads[0], pads[2])
-        if kind == "Conv2D":
-            mods.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"], tuple(cfg["kernel_size"]),
-                                  tuple(cfg["stride"]), pads, bias=cfg["bias"]))
-        elif kind == "Dense":
-            mods.append(nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg["bias"]))
-        elif kind == "AvgPool2D":
-            mods.append(nn.AvgPool2d(tuple(cfg["kernel_size"]), tuple(cfg["stride"]), pads,
-                                     count_include_pad=cfg.get("count_include_pad", True)))
-        elif kind == "MaxPool2D":
-            mods.append(nn.MaxPool2d(tuple(cfg["kernel_size"]), tuple(cfg["stride"]), pads))
-        elif kind == "GlobalAvgPool2D":
-            mods.append(nn.AdaptiveAvgPool2d(1))
-        elif kind == "GlobalMaxPool2D":
-            mods.append(nn.AdaptiveMaxPool2d(1))
-        elif kind == "Flatten":
-            mods.append(nn.Flatten())
-        elif kind == "Dropout":
-            mods.append(nn.Dropout(cfg["p"]))
-        elif kind == "LeakyReLU":
-            mods.append(nn.LeakyReLU(cfg["negative_slope"]))
-        elif kind == "Softmax":
-            mods.append(nn.Softmax(dim=1))
-        elif kind in acts:
-            mods.append(acts[kind]())
-        else:
+
+    class Graph(nn.Module):
+        def forward(self, *xs):
+            values = list(xs)
+            for call, module in zip(model._calls, self._modules_in_order):
+                values.append(module(*[values[v] for v in call.inputs]))
+            outputs = [values[v] for v in model._outputs]
+            return outputs[0] if model._single_output else outputs
+
+    net = Graph()
+    modules = {}
+    for layer in model.layers:
+        if id(layer) in modules:
+            continue
+        module = layer.torch_module()
+        if module is None:
             return None
-        if kind in ("Conv2D", "Dense") and cfg.get("activation"):
-            mods.append(fused_acts[cfg["activation"]]())
-    net = nn.Sequential(*mods)
-    # clcnn names parameters by layer index; nn.Sequential does too, except for the extra
-    # activation modules above, so copy by order instead.
-    with torch.no_grad():
-        for p, (_, value) in zip(net.parameters(), sorted(state.items(), key=lambda kv: _param_order(kv[0]))):
-            p.copy_(torch.from_numpy(value))
+        modules[id(layer)] = module
+        parent, *path = [net] + model._keys[id(layer)].split(".")
+        for part in path[:-1]:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(path[-1], module)
+    net._modules_in_order = [modules[id(call.layer)] for call in model._calls]   # a plain list: not registered twice
+    net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()})
     return net
-
-
-def _param_order(name):
-    index, kind = name.split(".")
-    return int(index), kind != "weight"
 
 
 def torch_steps(model, input_shape, batch_size, repeat):
@@ -254,8 +235,7 @@ def torch_steps(model, input_shape, batch_size, repeat):
         import torch
     except ImportError as exc:
         return {"available": False, "reason": f"import torch failed: {exc}"}
-    from .serialization import architecture
-    net = torch_model(architecture(model), model.state_dict())
+    net = torch_model(model)
     if net is None:
         return {"available": False, "reason": "model has a layer the PyTorch mirror does not cover"}
     x_np, y_np = _batch(input_shape, batch_size, model.output_shapes(input_shape)[-1][0])
@@ -307,9 +287,9 @@ def run_device(device_spec, model="lenet5", batch_size=64, repeat=20, progress=T
     _log(progress, f"train step {train['images_per_s']:,.0f} img/s, inference {infer['images_per_s']:,.0f} img/s")
 
     ops = []
-    for index, case in opspec.model_cases(build(device=dev), input_shape, batch_size, momentum=MOMENTUM):
+    for name, case in opspec.model_cases(build(device=dev), input_shape, batch_size, momentum=MOMENTUM):
         _log(progress, f"op {len(ops) + 1}: {case.name}")
-        ops.append({"layer": index, **bench_case(dev, case, repeat)})
+        ops.append({"layer": name, **bench_case(dev, case, repeat)})
     report["ops"] = ops
     report["ops_total_ms"] = {p: sum(op[p]["median_ms"] for op in ops if op[p]) for p in ("forward", "backward")}
     report["all_checks_ok"] = all(op["check"]["ok"] for op in ops)
@@ -350,6 +330,7 @@ def format_report(report):
     if isinstance(report, list):
         return "\n\n".join(format_report(r) for r in report)
     d, h = report["device"], report["host"]
+    width = max([5] + [len(str(op["layer"])) for op in report["ops"] if op["layer"] is not None])
     lines = [
         f"clcnn bench: {report['model']}, batch {report['batch_size']}; median (min-max) of "
         f"{report['repeat']} runs after warm-up",
@@ -358,17 +339,17 @@ def format_report(report):
         f"host: {h['cpu']}, {h['usable_cores']} of {h['cores']} cores usable; {h['os']}; "
         f"numpy {h['numpy']}, pyopencl {h['pyopencl']}",
         "",
-        f"{'layer':>5}  {'op':<34} {'forward ms (device)':<26} {'rate':<15}  {'backward ms (device)':<26} "
-        f"{'rate':<15}  check",
+        f"{'layer':<{width}}  {'op':<34} {'forward ms (device)':<26} {'rate':<15}  "
+        f"{'backward ms (device)':<26} {'rate':<15}  check",
     ]
     for op in report["ops"]:
         f, b = op["forward"], op["backward"]
         layer = "" if op["layer"] is None else str(op["layer"])
         bwd = f"{_fmt_stats(b):<26} {_fmt_rate(b)}" if b else f"{'-':<26} {'':<15}"
         check = f"{'ok' if op['check']['ok'] else 'FAILED'} {op['check']['max_error']:.1e}"
-        lines.append(f"{layer:>5}  {op['name'][:34]:<34} {_fmt_stats(f):<26} {_fmt_rate(f)}  {bwd}  {check}")
+        lines.append(f"{layer:<{width}}  {op['name'][:34]:<34} {_fmt_stats(f):<26} {_fmt_rate(f)}  {bwd}  {check}")
     total = report["ops_total_ms"]
-    lines.append(f"{'':>5}  {'kernels, whole step':<34} {total['forward']:8.3f} ms {'':<31}"
+    lines.append(f"{'':<{width}}  {'kernels, whole step':<34} {total['forward']:8.3f} ms {'':<31}"
                  f"{total['backward']:8.3f} ms")
     lines += ["", f"{'whole step':<24} {'ms (min-max)':<28} {'images/s':>10}"]
 

@@ -11,9 +11,9 @@ An `OpCase` holds:
   oracle_forward(a) / oracle_backward(a, out): the same in NumPy (a, out: numpy arrays)
   flops / bytes: (forward, backward) counts, for GFLOP/s (conv, dense) or GB/s (the rest)
 
-model_cases(model, input_shape, batch) lists the cases a training step of a Sequential runs,
-layer by layer, with a fused activation (Conv2D/Dense + activation layer) as one case, as
-Sequential runs it; then the loss and the SGD update.
+model_cases(model, input_shape, batch) lists the cases a training step of any Model runs: each
+step of its fusion plan through the layers' `op_cases` hooks (so nothing here matches layer
+types), the gradient sums of fan-out, then the fused loss and the grouped SGD update.
 """
 import math
 
@@ -37,10 +37,9 @@ from .ops import loss as k_loss
 from .ops import merge as k_merge
 from .ops import optim as k_optim
 from .ops import pool as k_pool
-from .shapes import output_hw, resolve_padding
+from .shapes import output_hw
 
 F32 = 4  # bytes per element
-ELEMENTWISE = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "ReLU6": "relu6", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 # Tolerances (atol, rtol) for comparing a kernel with the float64 oracle; check() accepts
 # |kernel - oracle| <= atol * max(1, rms(oracle)) + rtol * |oracle|. The absolute part scales
 # with the tensor's RMS because a float32 sum's rounding error follows the size of its terms,
@@ -87,54 +86,66 @@ def _drop_none(values):
 
 # -- compute-bound ops ---------------------------------------------------------------------
 def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activation=None,
-           need_input_grad=True, name=None):
+           need_input_grad=True, name=None, dilation=(1, 1), groups=1, negative_slope=0.01,
+           pre_activation=False):
     """Conv2D forward (bias and activation fused) and backward (activation gradient, then the
-    input gradient if need_input_grad, the weight and bias gradients)."""
+    input gradient if need_input_grad, the weight and bias gradients). groups == C > 1 runs
+    the depthwise kernels (ops/depthwise.py), as the layer does. pre_activation: gy is already
+    the gradient before the activation (the next AvgPool2D's backward undid it, fusion.py)."""
     n, c, h, w = x_shape
-    o, _, kh, kw = w_shape
-    stride, pads = tuple(stride), tuple(pads)
-    oh, ow = output_hw((h, w), (kh, kw), stride, pads, "conv2d")
+    o, cg, kh, kw = w_shape
+    stride, pads, dilation = tuple(stride), tuple(pads), tuple(dilation)
+    oh, ow = output_hw((h, w), (kh, kw), stride, pads, "conv2d", dilation)
     y_shape = (n, o, oh, ow)
-    macs = n * o * c * kh * kw * oh * ow
+    macs = n * o * cg * kh * kw * oh * ow
+    extra = dict(dilation=dilation, groups=groups)
+    undo = activation and not pre_activation
 
     def make(rng):
-        a = {"x": _normal(rng, x_shape), "w": _uniform(rng, w_shape, c * kh * kw),
+        a = {"x": _normal(rng, x_shape), "w": _uniform(rng, w_shape, cg * kh * kw),
              "gy": _normal(rng, y_shape)}
         if bias:
-            a["b"] = _uniform(rng, (o,), c * kh * kw)
+            a["b"] = _uniform(rng, (o,), cg * kh * kw)
         return a
 
     def forward(dev, a):
-        return (k_conv.conv2d_forward(dev, a["x"], a["w"], a.get("b"), stride, pads, activation=activation),)
+        return (k_conv.conv2d_forward(dev, a["x"], a["w"], a.get("b"), stride, pads, activation=activation,
+                                      negative_slope=negative_slope, **extra),)
 
     def backward(dev, a, out):
         gy = a["gy"]
-        if activation:
-            gy = k_act.activation_backward(dev, activation, out[0], gy)
+        if undo:
+            gy = k_act.activation_backward(dev, activation, out[0], gy, negative_slope)
         return _drop_none(k_conv.conv2d_backward(dev, a["x"], a["w"], gy, stride, pads,
-                                                 need_input_grad=need_input_grad, has_bias=bias))
+                                                 need_input_grad=need_input_grad, has_bias=bias, **extra))
 
     def o_forward(a):
-        y = o_conv.conv2d_forward(a["x"], a["w"], a.get("b"), stride, pads)
-        return (o_act.activation_forward(activation, y) if activation else y,)
+        y = o_conv.conv2d_forward(a["x"], a["w"], a.get("b"), stride, pads, dilation, groups)
+        return (o_act.activation_forward(activation, y, negative_slope) if activation else y,)
 
     def o_backward(a, out):
-        gy = o_act.activation_backward(activation, out[0], a["gy"]) if activation else a["gy"]
-        gx, gw, gb = o_conv.conv2d_backward(a["x"], a["w"], gy, stride, pads)
+        gy = o_act.activation_backward(activation, out[0], a["gy"], negative_slope) if undo else a["gy"]
+        gx, gw, gb = o_conv.conv2d_backward(a["x"], a["w"], gy, stride, pads, dilation, groups)
         return _drop_none((gx if need_input_grad else None, gw, gb if bias else None))
 
-    act_bytes = 2 * _numel(y_shape) if activation else 0
+    act_bytes = 2 * _numel(y_shape) if undo else 0
     fwd_bytes = F32 * _numel(x_shape, w_shape, y_shape, (o,) if bias else ())
     bwd_bytes = F32 * (_numel(x_shape, w_shape, y_shape) * 2 + act_bytes)
-    name = name or (f"conv2d {c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
+    kind = "depthwise " if groups > 1 and groups == c else (f"g{groups} " if groups > 1 else "")
+    name = name or (f"conv2d {kind}{c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
+                    + (f" d{dilation[0]}" if dilation != (1, 1) else "")
                     + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else ""))
     return OpCase(name, "conv2d", make, forward, o_forward, backward, o_backward,
                   flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
                   bytes=(fwd_bytes, bwd_bytes), tol=TOL_SUM)
 
 
-def dense(n, in_features, out_features, bias=True, activation=None, need_input_grad=True, name=None):
-    """Dense forward y = act(x w^T + b) and backward (activation gradient, gx, gw, gb)."""
+def dense(n, in_features, out_features, bias=True, activation=None, need_input_grad=True, name=None,
+          negative_slope=0.01, pre_activation=False):
+    """Dense forward y = act(x w^T + b) and backward (activation gradient unless
+    pre_activation, gx if need_input_grad, gw, gb)."""
+    undo = activation and not pre_activation
+
     def make(rng):
         a = {"x": _normal(rng, (n, in_features)), "w": _uniform(rng, (out_features, in_features), in_features),
              "gy": _normal(rng, (n, out_features))}
@@ -143,20 +154,22 @@ def dense(n, in_features, out_features, bias=True, activation=None, need_input_g
         return a
 
     def forward(dev, a):
-        return (k_dense.dense_forward(dev, a["x"], a["w"], a.get("b"), activation=activation),)
+        return (k_dense.dense_forward(dev, a["x"], a["w"], a.get("b"), activation=activation,
+                                      negative_slope=negative_slope),)
 
     def backward(dev, a, out):
         gy = a["gy"]
-        if activation:
-            gy = k_act.activation_backward(dev, activation, out[0], gy)
+        if undo:
+            gy = k_act.activation_backward(dev, activation, out[0], gy, negative_slope)
         return _drop_none(k_dense.dense_backward(dev, a["x"], a["w"], gy, has_bias=bias,
                                                  need_input_grad=need_input_grad))
 
     def o_forward(a):
-        return (o_dense.dense_forward(a["x"], a["w"], a.get("b"), activation=activation),)
+        return (o_dense.dense_forward(a["x"], a["w"], a.get("b"), activation=activation,
+                                      negative_slope=negative_slope),)
 
     def o_backward(a, out):
-        gy = o_act.activation_backward(activation, out[0], a["gy"]) if activation else a["gy"]
+        gy = o_act.activation_backward(activation, out[0], a["gy"], negative_slope) if undo else a["gy"]
         return _drop_none(o_dense.dense_backward(a["x"], a["w"], gy, has_bias=bias,
                                                  need_input_grad=need_input_grad))
 
@@ -168,9 +181,23 @@ def dense(n, in_features, out_features, bias=True, activation=None, need_input_g
                   bytes=(F32 * _numel(*shapes), 2 * F32 * _numel(*shapes)), tol=TOL_SUM)
 
 
+def gemm(m, n, k, trans_a=False, trans_b=False):
+    """C = op(A) op(B), (M, N), op a transpose where asked: the kernel under dense and the
+    conv weight gradient."""
+    def make(rng):
+        return {"a": _normal(rng, (k, m) if trans_a else (m, k)), "b": _normal(rng, (n, k) if trans_b else (k, n))}
+    return OpCase(f"gemm {m}x{n}x{k}" + (" At" if trans_a else "") + (" Bt" if trans_b else ""), "gemm", make,
+                  lambda dev, a: (k_dense.gemm(dev, a["a"], a["b"], trans_a, trans_b),),
+                  lambda a: (o_dense.gemm(a["a"], a["b"], trans_a, trans_b),),
+                  flops=(2 * m * n * k, 0), bytes=(F32 * (m * k + k * n + m * n), 0), tol=TOL_SUM)
+
+
 # -- memory-bound ops ----------------------------------------------------------------------
-def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count_include_pad=True):
-    """kind: "max", "avg", "global_max" or "global_avg"."""
+def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count_include_pad=True,
+           undo_activation=None, negative_slope=0.01, integers=False):
+    """kind: "max", "avg", "global_max" or "global_avg". undo_activation (avg only): x is that
+    activation's output and the backward also goes back through it, in one pass (fusion.py).
+    integers: small integer inputs, so max windows hold exact ties."""
     n, c, h, w = x_shape
     kernel, stride, pads = tuple(kernel), tuple(stride), tuple(pads)
     if kind.startswith("global"):
@@ -180,21 +207,31 @@ def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count
         y_shape = (n, c) + output_hw((h, w), kernel, stride, pads, "pool")
         name = f"{kind}pool2d {kernel[0]}x{kernel[1]} s{stride[0]}"
 
+    if undo_activation and kind != "avg":
+        raise ValueError("pool2d: only the average pool's backward undoes an activation")
+    act = undo_activation
+
     def make(rng):
-        return {"x": _normal(rng, x_shape), "gy": _normal(rng, y_shape)}
+        x = rng.integers(-3, 4, x_shape).astype(np.float32) if integers else _normal(rng, x_shape)
+        if act:     # a value the activation can give
+            x = o_act.activation_forward(act, x.astype(np.float64), negative_slope).astype(np.float32)
+        return {"x": x, "gy": _normal(rng, y_shape)}
 
     if kind == "avg":
         def forward(dev, a):
             return (k_pool.avgpool2d_forward(dev, a["x"], kernel, stride, pads, count_include_pad),)
 
         def backward(dev, a, out):
-            return (k_pool.avgpool2d_backward(dev, a["gy"], x_shape, kernel, stride, pads, count_include_pad),)
+            return (k_pool.avgpool2d_backward(dev, a["gy"], x_shape, kernel, stride, pads, count_include_pad,
+                                              activation=act, act_output=a["x"] if act else None,
+                                              negative_slope=negative_slope),)
 
         def o_forward(a):
             return (o_pool.avgpool2d_forward(a["x"], kernel, stride, pads, count_include_pad),)
 
         def o_backward(a, out):
-            return (o_pool.avgpool2d_backward(a["gy"], x_shape, kernel, stride, pads, count_include_pad),)
+            gx = o_pool.avgpool2d_backward(a["gy"], x_shape, kernel, stride, pads, count_include_pad)
+            return (o_act.activation_backward(act, a["x"], gx, negative_slope) if act else gx,)
     elif kind == "max":
         def forward(dev, a):
             return k_pool.maxpool2d_forward(dev, a["x"], kernel, stride, pads)
@@ -235,7 +272,9 @@ def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count
         raise ValueError(f"unknown pooling {kind!r}")
     # Forward reads x and writes y (+ argmax for max); backward reads gy (+ argmax), writes gx.
     extra = _numel(y_shape) if "max" in kind else 0
-    moved = (F32 * (_numel(x_shape, y_shape) + extra), F32 * (_numel(x_shape, y_shape) + extra))
+    moved = (F32 * (_numel(x_shape, y_shape) + extra),
+             F32 * (_numel(x_shape, y_shape) + extra + (_numel(x_shape) if act else 0)))
+    name += f" +{act} backward" if act else ""
     return OpCase(name, "pool", make, forward, o_forward, backward, o_backward, bytes=moved)
 
 
@@ -278,7 +317,7 @@ def dropout(shape, p, seed=1234, step=0):
         bytes=(3 * F32 * size, 3 * F32 * size))
 
 
-def add(shape, count=2, activation=None):
+def add(shape, count=2, activation=None, name=None):
     """Add of `count` tensors of one shape (+ fused relu); backward: the one gradient every
     input receives."""
     def make(rng):
@@ -288,7 +327,7 @@ def add(shape, count=2, activation=None):
     xs = lambda a: [a[f"x{i}"] for i in range(count)]
     size = _numel(shape)
     return OpCase(
-        f"add x{count}" + (f" +{activation}" if activation else ""), "merge", make,
+        name or f"add x{count}" + (f" +{activation}" if activation else ""), "merge", make,
         lambda dev, a: (k_merge.add_forward(dev, xs(a), activation),),
         lambda a: (o_merge.add_forward(xs(a), activation),),
         lambda dev, a, out: (k_merge.add_backward(dev, a["gy"], count, activation, out[0]),),
@@ -392,104 +431,186 @@ def softmax_cross_entropy(n, classes):
         bytes=(F32 * (2 * size + 2 * n), F32 * (2 * size + n)))
 
 
-def sgd(param_shapes, lr=0.01, momentum=0.9):
-    """One SGD step over every parameter (torch.optim.SGD with momentum, not the first step).
-    Forward only; it updates param and buffer in place and returns them."""
+def softmax_cross_entropy_train(n, classes):
+    """The training form of the loss (what Trainer.train_step runs): one kernel gives dL/dlogits
+    of the mean cross-entropy and the batch's (loss, correct count) into a stats slot."""
+    def make(rng):
+        return {"logits": _normal(rng, (n, classes), 3.0),
+                "labels": rng.integers(0, classes, n).astype(np.int32),
+                "stats": np.zeros((2, 2), np.float32)}
+
+    def forward(dev, a):
+        dlogits = k_loss.softmax_cross_entropy_train(dev, a["logits"], a["labels"], a["stats"], 1)
+        return dlogits, a["stats"]
+
+    def o_forward(a):
+        loss, probs = o_loss.softmax_cross_entropy_forward(a["logits"], a["labels"])
+        stats = np.zeros((2, 2))
+        stats[1] = loss, np.sum(np.argmax(a["logits"], axis=1) == a["labels"])
+        return o_loss.softmax_cross_entropy_backward(probs, a["labels"]), stats
+    size = n * classes
+    return OpCase("softmax cross-entropy train", "loss", make, forward, o_forward,
+                  bytes=(F32 * (2 * size + 3 * n), 0))
+
+
+def mse(shape):
+    """Mean squared error: forward (loss (1,)), backward dL/dpred."""
+    def make(rng):
+        return {"pred": _normal(rng, shape), "target": _normal(rng, shape)}
+    size = _numel(shape)
+    return OpCase(
+        "mse", "loss", make,
+        lambda dev, a: (k_loss.mse_forward(dev, a["pred"], a["target"]),),
+        lambda a: (np.reshape(o_loss.mse_forward(a["pred"], a["target"]), (1,)),),
+        lambda dev, a, out: (k_loss.mse_backward(dev, a["pred"], a["target"]),),
+        lambda a, out: (o_loss.mse_backward(a["pred"], a["target"]),),
+        bytes=(2 * F32 * size, 3 * F32 * size))
+
+
+def sgd(param_shapes, lr=0.01, momentum=0.9, weight_decay=0.0, nesterov=False, grouped=True):
+    """One SGD step over every parameter (torch.optim.SGD, not the first step). grouped: the
+    one call optim.SGD makes (sgd_update_many, four tensors a launch); else sgd_update per
+    tensor. Forward only; it updates param and buffer in place and returns them."""
     def make(rng):
         a = {}
         for i, shape in enumerate(param_shapes):
             a[f"p{i}"], a[f"g{i}"], a[f"m{i}"] = _normal(rng, shape), _normal(rng, shape), _normal(rng, shape)
         return a
+    count = range(len(param_shapes))
+    settings = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
     def forward(dev, a):
-        out = []
-        for i in range(len(param_shapes)):
-            k_optim.sgd_update(dev, a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], lr, momentum)
-            out += [a[f"p{i}"], a[f"m{i}"]]
-        return tuple(out)
+        if grouped:
+            k_optim.sgd_update_many(dev, [a[f"p{i}"] for i in count], [a[f"g{i}"] for i in count],
+                                    [a[f"m{i}"] for i in count], **settings)
+        else:
+            for i in count:
+                k_optim.sgd_update(dev, a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], **settings)
+        return tuple(x for i in count for x in (a[f"p{i}"], a[f"m{i}"]))
 
     def o_forward(a):
-        out = []
-        for i in range(len(param_shapes)):
-            out += o_optim.sgd_update(a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], lr, momentum)
-        return tuple(out)
+        return tuple(x for i in count for x in o_optim.sgd_update(a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], **settings))
     size = _numel(*param_shapes)
-    return OpCase(f"sgd momentum={momentum} ({len(param_shapes)} tensors)", "optim", make,
-                  forward, o_forward, bytes=(5 * F32 * size, 0))
+    return OpCase(f"sgd{' grouped' if grouped else ''} momentum={momentum} ({len(param_shapes)} tensors)", "optim",
+                  make, forward, o_forward, bytes=(5 * F32 * size, 0))
+
+
+def adam(param_shapes, lr=1e-3, weight_decay=0.0, step=3):
+    """One torch.optim.Adam step (number `step`) over every parameter, in place."""
+    def make(rng):
+        a = {}
+        for i, shape in enumerate(param_shapes):
+            a[f"p{i}"], a[f"g{i}"], a[f"m{i}"] = _normal(rng, shape), _normal(rng, shape), _normal(rng, shape, 0.1)
+            a[f"v{i}"] = np.abs(_normal(rng, shape, 0.1))
+        return a
+    count = range(len(param_shapes))
+
+    def forward(dev, a):
+        for i in count:
+            k_optim.adam_update(dev, a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], a[f"v{i}"], lr,
+                                weight_decay=weight_decay, step=step)
+        return tuple(a[f"{k}{i}"] for i in count for k in "pmv")
+
+    def o_forward(a):
+        return tuple(x for i in count for x in o_optim.adam_update(
+            a[f"p{i}"], a[f"g{i}"], a[f"m{i}"], a[f"v{i}"], lr, weight_decay=weight_decay, step=step))
+    return OpCase(f"adam ({len(param_shapes)} tensors)", "optim", make, forward, o_forward,
+                  bytes=(7 * F32 * _numel(*param_shapes), 0))
 
 
 # -- a whole model ---------------------------------------------------------------------------
 def model_cases(model, input_shape, batch, momentum=0.9):
-    """[(layer index, OpCase), ...] for one training step of a Sequential on (batch,) + input_shape,
-    in forward order, then (None, loss) and (None, sgd). Layers without a kernel (Flatten, and
-    Dropout in eval) are skipped."""
-    from .serialization import architecture
-    arch = architecture(model)
-    shapes = [(batch,) + tuple(input_shape)] + [(batch,) + tuple(s) for s in model.output_shapes(input_shape)]
-    cases, i, first = [], 0, True
-    while i < len(arch):
-        kind, cfg = arch[i]["type"], arch[i]["config"]
-        x_shape = shapes[i]
-        nxt = arch[i + 1]["type"] if i + 1 < len(arch) else None
-        act, skip = cfg.get("activation"), 0
-        if kind in ("Conv2D", "Dense") and act is None and nxt in ELEMENTWISE:
-            act, skip = ELEMENTWISE[nxt], 1   # Sequential fuses it into this layer's kernel
-            if nxt == "LeakyReLU" and arch[i + 1]["config"]["negative_slope"] != 0.01:
-                raise ValueError("opspec: fused LeakyReLU with a non-default slope is not described")
-        case = None
-        if kind == "Conv2D":
-            kh, kw = cfg["kernel_size"]
-            pads = tuple(resolve_padding(cfg["padding"], x_shape[2:], (kh, kw), cfg["stride"]))
-            case = conv2d(x_shape, (cfg["out_channels"], cfg["in_channels"], kh, kw), cfg["stride"], pads,
-                          bias=cfg["bias"], activation=act, need_input_grad=not first)
-        elif kind == "Dense":
-            case = dense(batch, cfg["in_features"], cfg["out_features"], bias=cfg["bias"], activation=act,
-                         need_input_grad=not first)
-        elif kind in ("MaxPool2D", "AvgPool2D"):
-            case = pool2d("max" if kind == "MaxPool2D" else "avg", x_shape, cfg["kernel_size"], cfg["stride"],
-                          cfg["padding"], cfg.get("count_include_pad", True))
-        elif kind in ("GlobalMaxPool2D", "GlobalAvgPool2D"):
-            case = pool2d("global_max" if kind == "GlobalMaxPool2D" else "global_avg", x_shape)
-        elif kind in ELEMENTWISE:
-            case = activation(ELEMENTWISE[kind], x_shape, cfg.get("negative_slope", 0.01))
-        elif kind == "Softmax":
-            case = softmax(x_shape)
-        elif kind == "Dropout":
-            case = dropout(x_shape, cfg["p"])
-        elif kind != "Flatten":
-            raise ValueError(f"opspec: no description of layer type {kind!r}")
-        if case is not None:
-            cases.append((i, case))
-            first = False
-        i += 1 + skip
-    cases.append((None, softmax_cross_entropy(batch, math.prod(shapes[-1][1:]))))
+    """[(call name, OpCase), ...]: the kernels one training step of `model` (any Model) runs on
+    (batch,) + input_shape, as Trainer.train_step runs it: the forward and backward of each
+    step of the model's fusion plan (a conv/dense/Add with the activation it absorbs as one
+    case, an AvgPool2D whose backward also undoes its producer's activation, BatchNorm in train
+    mode), the sums of gradients where a tensor feeds several calls ("accumulate", add x2),
+    then (None, the fused softmax cross-entropy train kernel) and (None, the grouped SGD
+    update). Calls without a kernel (Flatten, Identity, Dropout p=0) give nothing."""
+    from . import fusion
+    calls, count = model._calls, model._input_count()
+    shapes = model._shapes([tuple(input_shape)] if count == 1 else model.input_shapes)
+    plan = fusion.plan(calls, model._outputs, count, training=True)
+    undone = {step.pool_from for step in plan if step.pool_from is not None}
+    cases = []
+    for k, step in enumerate(plan):
+        call = calls[step.position]
+        fused = {}
+        if step.activation is not None:
+            act = calls[step.activation].layer
+            fused = dict(fused_activation=act.fusable_activation, negative_slope=act.negative_slope)
+        if k in undone:
+            fused["pre_activation"] = True
+        if step.pool_from is not None:
+            producer = plan[step.pool_from]
+            if producer.activation is not None:
+                act = calls[producer.activation].layer
+                fused.update(undo_activation=act.fusable_activation, negative_slope=act.negative_slope)
+        for case in call.layer.op_cases([shapes[v] for v in call.inputs], batch,
+                                        need_input_grad=any(v >= count for v in call.inputs), **fused):
+            cases.append((call.name, case))
+    # Model.backward sums the gradients of a value read by several calls (inputs excepted: a
+    # training step asks for no input gradient).
+    for v in range(count, count + len(calls)):
+        readers = sum(call.inputs.count(v) for call in calls)
+        for _ in range(readers - 1):
+            case = add((batch,) + shapes[v], 2, name="accumulate")
+            case.backward = case.oracle_backward = None      # a sum of gradients has no backward
+            case.bytes = (case.bytes[0], 0)
+            cases.append((calls[v - count].name, case))
+    cases.append((None, softmax_cross_entropy_train(batch, math.prod(shapes[-1]))))
     cases.append((None, sgd([p.shape for p in model.parameters()], momentum=momentum)))
     return cases
 
 
+def _compare(got, want, atol, rtol):
+    """(ok, max |got - want|, max ratio of error to bound) under the one error rule."""
+    got = got.get().astype(np.float64) if hasattr(got, "get") else np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return False, float("inf"), float("inf")
+    if not want.size:
+        return True, 0.0, 0.0
+    err = np.abs(got - want)
+    err[np.isnan(got) != np.isnan(want)] = np.inf      # NaN where the oracle has a number, or back
+    err[np.isnan(got) & np.isnan(want)] = 0.0
+    finite = want[np.isfinite(want)]
+    scale = max(1.0, float(np.sqrt(np.mean(finite ** 2)))) if finite.size else 1.0
+    bound = atol * scale + rtol * np.abs(np.where(np.isfinite(want), want, 0.0))
+    err[np.isinf(want) & (got == want)] = 0.0
+    worst = float(err.max())
+    return bool(np.all(err <= bound)), worst, float(np.max(err / bound))
+
+
 def check(case, dev, rng):
-    """Run the case on `dev` and in the float64 oracle from the same inputs.
-    Returns {"ok": bool, "max_error": max |kernel - oracle|, "worst": output name}."""
+    """Run the case on `dev` and in the float64 oracle from the same inputs. The one error
+    rule: |kernel - oracle| <= atol * max(1, rms(oracle)) + rtol * |oracle| everywhere (case.tol
+    = (atol, rtol)); a NaN the oracle does not have fails. Returns {"ok", "max_error": max
+    |kernel - oracle|, "worst": the output holding it, "forward"/"backward": {"ok",
+    "max_error", "ratio"} per pass (backward None for a forward-only op), "ratio": the largest
+    error / bound (<= 1 passes)}."""
     a = case.make_inputs(rng)
     d = {k: dev.to_device(v, dtype=v.dtype) for k, v in a.items()}
     a64 = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in a.items()}
     out = case.forward(dev, d)
     expected = case.oracle_forward(a64)
-    pairs = [(f"forward[{j}]", g, e) for j, (g, e) in enumerate(zip(out, expected))]
+    passes = {"forward": list(zip(out, expected)), "backward": None}
     if case.backward is not None:
-        pairs += [(f"backward[{j}]", g, e) for j, (g, e) in
-                  enumerate(zip(case.backward(dev, d, out), case.oracle_backward(a64, expected)))]
-    ok, worst, where = True, 0.0, None
-    atol, rtol = case.tol
-    for what, got, want in pairs:
-        got = got.get().astype(np.float64)
-        want = np.asarray(want, dtype=np.float64)
-        if got.shape != want.shape:
-            return {"ok": False, "max_error": float("inf"), "worst": f"{what} shape {got.shape} != {want.shape}"}
-        err = np.abs(got - want)
-        scale = max(1.0, float(np.sqrt(np.mean(want ** 2)))) if want.size else 1.0
-        if np.any(err > atol * scale + rtol * np.abs(want)) or not np.all(np.isfinite(got)):
-            ok = False
-        if err.size and err.max() >= worst:
-            worst, where = float(err.max()), what
-    return {"ok": ok, "max_error": worst, "worst": where}
+        passes["backward"] = list(zip(case.backward(dev, d, out), case.oracle_backward(a64, expected)))
+    result = {"ok": True, "max_error": 0.0, "worst": None, "ratio": 0.0, "backward": None}
+    for what, pairs in passes.items():
+        if pairs is None:
+            continue
+        entry = {"ok": True, "max_error": 0.0, "ratio": 0.0}
+        for j, (got, want) in enumerate(pairs):
+            ok, err, ratio = _compare(got, want, *case.tol)
+            entry["ok"] &= ok
+            entry["ratio"] = max(entry["ratio"], ratio)
+            if err >= entry["max_error"]:
+                entry["max_error"] = err
+            if err >= result["max_error"]:
+                result["max_error"], result["worst"] = err, f"{what}[{j}]"
+        result[what] = entry
+        result["ok"] &= entry["ok"]
+        result["ratio"] = max(result["ratio"], entry["ratio"])
+    return result

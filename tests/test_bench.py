@@ -12,16 +12,116 @@ from clcnn import bench, models, opspec
 BATCH = 3   # small: the kernels are built per shape, the oracle is slow
 
 
+def _small(model_name, device):
+    """The model and input shape of the bench, at 16x16 for the 32x32 graphs (same kernels,
+    a quarter of the oracle's work)."""
+    build, input_shape = models.MODELS[model_name]
+    if input_shape[1:] == (32, 32) and model_name != "lenet5":
+        return build(input_size=16, device=device), input_shape[:1] + (16, 16)
+    return build(device=device), input_shape
+
+
 @pytest.mark.parametrize("model_name", sorted(models.MODELS))
 def test_benched_ops_agree_with_oracle(device, model_name):
     # Tolerances are the cases' own (opspec.TOL_SUM for conv/dense, TOL_ELEMENTWISE else).
-    build, input_shape = models.MODELS[model_name]
+    model, input_shape = _small(model_name, device)
     failures = []
-    for position, (_, case) in enumerate(opspec.model_cases(build(device=device), input_shape, BATCH)):
+    for position, (_, case) in enumerate(opspec.model_cases(model, input_shape, BATCH)):
         result = opspec.check(case, device, np.random.default_rng(position))
         if not result["ok"]:
             failures.append(f"{case.name}: max error {result['max_error']} in {result['worst']}")
     assert not failures, failures
+
+
+_OP_MODULES = ("conv2d", "depthwise", "dense", "pool", "activation", "batchnorm", "merge", "dropout",
+               "loss", "optim")
+
+
+def _record_ops(monkeypatch):
+    """Patch every public function of clcnn.ops.* (and the names layers and optim imported
+    from them) to log its name when called from outside another op; returns the log."""
+    import importlib
+    log, depth = [], [0]
+
+    def wrap(name, fn):
+        def recorded(*args, **kwargs):
+            if depth[0] == 0:
+                log.append(name)
+            depth[0] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return recorded
+    wrapped = {}
+    for module_name in _OP_MODULES:
+        module = importlib.import_module(f"clcnn.ops.{module_name}")
+        for name, fn in vars(module).items():
+            if callable(fn) and not name.startswith("_") and getattr(fn, "__module__", None) == module.__name__:
+                wrapped[id(fn)] = wrap(name, fn)
+                monkeypatch.setattr(module, name, wrapped[id(fn)])
+    for module_name in ("clcnn.layers.base", "clcnn.optim"):
+        module = importlib.import_module(module_name)
+        for name, fn in list(vars(module).items()):
+            if id(fn) in wrapped:
+                monkeypatch.setattr(module, name, wrapped[id(fn)])
+    return log
+
+
+@pytest.mark.parametrize("model_name", ["lenet5", "mnist-cnn", "resnet20", "mobilenet-small"])
+def test_model_cases_list_exactly_the_ops_a_training_step_runs(device, model_name, monkeypatch):
+    # The same multiset of op calls (kernel wrappers) from Trainer.train_step as from running
+    # every case model_cases lists, forward and backward: nothing missing, nothing extra.
+    from collections import Counter
+    from clcnn import losses, optim
+    from clcnn.train import Trainer
+    model, input_shape = _small(model_name, device)
+    cases = opspec.model_cases(model, input_shape, 2)
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.01, momentum=0.9),
+                      progress=False)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2,) + tuple(input_shape)).astype(np.float32)
+    y = rng.integers(0, 10, 2)
+    trainer.train_step(x, y)          # builds the kernels and the momentum buffers
+    log = _record_ops(monkeypatch)
+    trainer.train_step(x, y)
+    device.synchronize()
+    step_ops = Counter(log)
+    log.clear()
+    for _, case in cases:
+        d = {k: device.to_device(v, dtype=v.dtype) for k, v in case.make_inputs(rng).items()}
+        out = case.forward(device, d)
+        if case.backward is not None:
+            case.backward(device, d, out)
+    assert Counter(log) == step_ops
+    assert cases[-2][1].name == "softmax cross-entropy train" and cases[-1][1].name.startswith("sgd grouped")
+
+
+def test_torch_mirror_matches_forward_and_backward(device):
+    torch = pytest.importorskip("torch")
+    import clcnn
+    clcnn.seed(2)
+    model = models.resnet20(input_size=8, device=device)
+    net = bench.torch_model(model)
+    assert set(net.state_dict()) == set(model.state_dict())
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    gy = rng.standard_normal((3, 10)).astype(np.float32)
+    y = model(x)
+    model.backward(gy)
+    xt = torch.from_numpy(x)
+    yt = net(xt)
+    yt.backward(torch.from_numpy(gy))
+    # float32 on both sides through 20 layers with batch statistics: 1e-4 of the scale.
+    np.testing.assert_allclose(y.get(), yt.detach().numpy(), atol=1e-4 * np.abs(y.get()).max(), rtol=1e-3)
+    grads = dict(net.named_parameters())
+    for p in model.parameters():
+        want = grads[p.name].grad.numpy()
+        np.testing.assert_allclose(p.grad.get(), want, atol=2e-4 * np.abs(want).max(), rtol=1e-3, err_msg=p.name)
+    state = model.state_dict()
+    for key, value in net.state_dict().items():
+        if "running" in key:
+            np.testing.assert_allclose(state[key], value.numpy(), atol=1e-5, rtol=1e-4, err_msg=key)
 
 
 def test_check_can_fail(device):
@@ -43,6 +143,13 @@ def test_flop_counts(device):
     lenet = opspec.model_cases(models.lenet5(device=device), (1, 32, 32), 1)
     assert [c.kind for _, c in lenet] == ["conv2d", "pool", "conv2d", "pool", "conv2d", "dense", "dense",
                                           "loss", "optim"]
+    # Grouped: each output channel sees C/groups inputs; depthwise C->2C with a 3x3 kernel.
+    assert opspec.conv2d((1, 4, 6, 6), (8, 2, 3, 3), groups=2).flops[0] == 2 * 8 * 2 * 9 * 4 * 4
+    assert opspec.conv2d((1, 4, 6, 6), (8, 1, 3, 3), groups=4).flops[0] == 2 * 8 * 9 * 4 * 4
+    resnet = opspec.model_cases(models.resnet20(input_size=8, device=device), (3, 8, 8), 1)
+    names = [c.name for _, c in resnet]
+    assert sum(c.kind == "conv2d" for _, c in resnet) == 21 and sum(c.kind == "batchnorm" for _, c in resnet) == 21
+    assert names.count("add x2 +relu") == 9 and names.count("accumulate") == 9
     # LeNet-5's multiply-adds per image: 117,600 + 240,000 + 48,000 + 10,080 + 840.
     assert sum(c.flops[0] for _, c in lenet) == 2 * (117600 + 240000 + 48000 + 10080 + 840)
 
