@@ -571,6 +571,7 @@ def _compare(got, want, atol, rtol):
         return False, float("inf"), float("inf")
     if not want.size:
         return True, 0.0, 0.0
+    got, want = np.atleast_1d(got), np.atleast_1d(want)
     err = np.abs(got - want)
     err[np.isnan(got) != np.isnan(want)] = np.inf      # NaN where the oracle has a number, or back
     err[np.isnan(got) & np.isnan(want)] = 0.0
@@ -614,3 +615,46 @@ def check(case, dev, rng):
         result["ok"] &= entry["ok"]
         result["ratio"] = max(result["ratio"], entry["ratio"])
     return result
+
+
+def model_step(model, input_shape, batch, lr=0.1):
+    """One training step of `model` (on its device) as Trainer.train_step runs it: forward,
+    the fused cross-entropy train kernel, backward, a plain SGD update; against clcnn.reference
+    over the same graph from the state the forward starts from. Outputs: logits, the step's
+    (loss, correct), each parameter's gradient and new value, each buffer's new value (sorted
+    by name). check() runs forward before the oracle, which reads the state forward saw."""
+    from . import reference
+    from .optim import SGD
+    classes = model.output_shapes(tuple(input_shape))[-1][0]
+    trainable = sorted(p.name for p in model.parameters())
+    buffers = sorted(k for k, p in model.named_tensors().items() if not p.trainable)
+    seen = {}
+
+    def make(rng):
+        return {"x": _normal(rng, (batch,) + tuple(input_shape)),
+                "labels": rng.integers(0, classes, batch).astype(np.int32)}
+
+    def forward(dev, a):
+        seen["state"] = reference.snapshot(model)
+        model.train()
+        logits = model(a["x"])
+        stats = dev.zeros((1, 2))
+        model.backward(k_loss.softmax_cross_entropy_train(dev, logits, a["labels"], stats, 0), need_input_grad=False)
+        named = model.named_tensors()
+        grads = [named[k].grad.copy() for k in trainable]
+        SGD(model, lr=lr).step()
+        return (logits, stats.reshape(2), *grads, *[named[k].data for k in trainable + buffers])
+
+    def o_forward(a):
+        logits, run = reference.forward(model, a["x"], seen["state"], training=True)
+        loss, probs = o_loss.softmax_cross_entropy_forward(logits, a["labels"])
+        correct = np.sum(np.argmax(logits, axis=1) == a["labels"])
+        _, grads = reference.backward(model, run, o_loss.softmax_cross_entropy_backward(probs, a["labels"]))
+
+        def value(key):
+            layer, name = key.rsplit(".", 1)
+            return run.state[layer][name]
+        return (logits, np.array([loss, correct]), *[grads[k] for k in trainable],
+                *[value(k) - lr * grads[k] for k in trainable], *[value(k) for k in buffers])
+    return OpCase(f"training step {type(model).__name__} {len(model._calls)} calls", "model", make, forward,
+                  o_forward, tol=TOL_SUM)
