@@ -277,6 +277,10 @@ class Model:
         """The trainable parameters (a layer called twice counts once)."""
         return [p for p in self._named.values() if p.trainable]
 
+    def named_layers(self):
+        """{name: layer} (a Sequential's names are its indices; a repeated layer counts once)."""
+        return {self._keys[id(layer)]: layer for layer in self.layers}
+
     def named_tensors(self):
         """{state_dict key: Parameter} of parameters and buffers."""
         return dict(self._named)
@@ -373,10 +377,13 @@ class Model:
             "outputs": [value_names[v] for v in self._outputs],
             "single_input": self._single_input, "single_output": self._single_output}}
 
-    def save(self, path):
-        """Write architecture and weights to path (atomically; no pickle)."""
-        write_archive(path, {"architecture": self.architecture()},
-                      {f"param/{k}": v for k, v in self.state_dict().items()})
+    def save(self, path, metadata=None):
+        """Write architecture and weights (and `metadata`, a JSON-able dict such as the
+        preprocessing and class names) to path, atomically; no pickle."""
+        header = {"architecture": self.architecture()}
+        if metadata is not None:
+            header["metadata"] = metadata
+        write_archive(path, header, {f"param/{k}": v for k, v in self.state_dict().items()})
 
 
 class Sequential(Model):
@@ -528,10 +535,21 @@ def load(path, device=None):
     header, arrays = read_archive(path)
     if "architecture" not in header:
         raise CheckpointError(f"{path}: holds no model architecture")
+    arch = header["architecture"]
+    entries = arch if isinstance(arch, list) else [arch]
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise CheckpointError(f"{path}: corrupt header: 'architecture' is not a model description "
+                              f"(got {type(arch).__name__}); use a file written by model.save or clcnn train")
+    if not isinstance(header.get("metadata", {}), dict):
+        raise CheckpointError(f"{path}: corrupt header: 'metadata' must be an object, "
+                              f"got {type(header['metadata']).__name__}")
     try:
-        model = from_architecture(header["architecture"], device=device)
+        model = from_architecture(arch, device=device)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:   # a well-formed header of nonsense
+        raise CheckpointError(f"{path}: corrupt header: 'architecture' is not a model description "
+                              f"({type(exc).__name__}: {exc})") from None
     load_weights(model, arrays, path)
     return model
 

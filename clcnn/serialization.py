@@ -16,26 +16,6 @@ VERSION = 1
 _HEADER = "__header__"
 
 
-def architecture(model):
-    return [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]
-
-
-def build_model(arch, device=None):
-    from .layers import LAYER_TYPES
-    from .model import Sequential
-    layers = []
-    for index, entry in enumerate(arch):
-        cls = LAYER_TYPES.get(entry.get("type"))
-        if cls is None:
-            raise CheckpointError(f"layer {index}: unknown layer type {entry.get('type')!r}")
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.get("config", {}).items()}
-        try:
-            layers.append(cls(**config))
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"layer {index} ({cls.__name__}): bad settings in the file: {exc}") from None
-    return Sequential(layers, device=device)
-
-
 def write_archive(path, header, arrays):
     """Atomically write header (JSON-able dict) and arrays (name -> ndarray) to path."""
     path = os.fspath(path)
@@ -93,42 +73,3 @@ def read_archive(path):
         raise CheckpointError(f"{path}: written by a newer clcnn (format version {header.get('version')}, "
                               f"this one reads up to {VERSION}); upgrade clcnn")
     return header, arrays
-
-
-def save_model(model, path, extra_header=None, extra_arrays=None):
-    header = {"architecture": architecture(model), **(extra_header or {})}
-    arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-    arrays.update(extra_arrays or {})
-    write_archive(path, header, arrays)
-
-
-def load(path, device=None):
-    """The model saved at path (architecture and weights) on device."""
-    header, arrays = read_archive(path)
-    if "architecture" not in header:
-        raise CheckpointError(f"{path}: holds no model architecture")
-    arch = header["architecture"]
-    entries = arch if isinstance(arch, list) else [arch]
-    if not all(isinstance(entry, dict) for entry in entries):
-        raise CheckpointError(f"{path}: corrupt header: 'architecture' is not a model description "
-                              f"(got {type(arch).__name__}); use a file written by model.save or clcnn train")
-    if not isinstance(header.get("metadata", {}), dict):
-        raise CheckpointError(f"{path}: corrupt header: 'metadata' must be an object, "
-                              f"got {type(header['metadata']).__name__}")
-    try:
-        model = build_model(arch, device=device)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    except (AttributeError, TypeError, KeyError, IndexError) as exc:   # a well-formed header of nonsense
-        raise CheckpointError(f"{path}: corrupt header: 'architecture' is not a model description "
-                              f"({type(exc).__name__}: {exc})") from None
-    load_weights(model, arrays, path)
-    return model
-
-
-def load_weights(model, arrays, path):
-    state = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    try:
-        model.load_state_dict(state)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model: {exc}") from None

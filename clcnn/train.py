@@ -16,6 +16,8 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
+from .callbacks import Checkpoint, TerminateOnNaN, TrainingDiverged
+from .datasets.augment import augment_draw, crop_flip
 from .datasets.batches import BACKGROUND
 from .errors import CheckpointError, ClcnnError, ShapeError
 from .layers import Dropout
@@ -31,21 +33,6 @@ from .serialization import read_archive, write_archive
 _READ_INTERVAL = 0.25
 
 
-class TrainingDiverged(ClcnnError):
-    """The loss became NaN or Inf."""
-
-
-def random_shift(images, max_shift, rng):
-    """Shift each image by up to max_shift pixels in x and y, filling with its border value."""
-    from .datasets.batches import random_shift as shift
-    return shift(images, max_shift, rng)
-
-
-def _shifts(seed, epoch, batch, count, max_shift):
-    """The (dy, dx) of each image of a batch: the draw of datasets.batches.random_shift from the
-    (seed, epoch, batch) generator, so host and device augmentation agree."""
-    rng = np.random.default_rng([seed, epoch, batch])
-    return rng.integers(-max_shift, max_shift + 1, size=(count, 2))
 
 
 class _DeviceData:
@@ -62,31 +49,46 @@ class _DeviceData:
         dev = device.cl_device
         return images.nbytes <= min(dev.max_mem_alloc_size, dev.global_mem_size // 4)
 
-    def start_epoch(self, order, shifts):
+    def start_epoch(self, order, shifts, flips, fill):
         self.order = self.device.to_device(order, dtype=np.int32)
         self.shifts = None if shifts is None else self.device.to_device(shifts, dtype=np.int32)
+        self.flips = None if flips is None else self.device.to_device(flips, dtype=np.int32)
+        self.fill = fill
 
     def batch(self, start, count):
         return data_ops.batch_gather(self.device, self.images, self.labels, self.order, start, count,
-                                     self.shifts, BACKGROUND)
+                                     self.shifts, self.fill, self.flips)
 
 
 class Trainer:
     """Train `model` with `loss` and `optimizer`.
 
     schedule: optional callable (base_lr, epoch) -> lr (see clcnn.schedules).
-    augment_shift: random shifts of up to this many pixels for each training image.
+    augment_shift: random shifts of up to this many pixels for each training image (for
+    3-channel images with augment_flip, torchvision's pad-and-crop plus horizontal flip);
+    augment_fill: the value of uncovered pixels (the normalised background: one number or one
+    per channel; default MNIST's).
     checkpoint_dir: where last.clcnn (every epoch, and on Ctrl-C) and best.clcnn go.
+    callbacks: clcnn.callbacks objects run by every fit, before fit's own `callbacks=`.
+    lr_scale: a multiplier on the scheduled learning rate (ReduceLROnPlateau lowers it).
     """
 
     def __init__(self, model, loss, optimizer, schedule=None, augment_shift=0, seed=0,
-                 checkpoint_dir=None, progress=True, metadata=None):
+                 checkpoint_dir=None, progress=True, metadata=None, augment_flip=False, augment_fill=None,
+                 callbacks=None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.metadata = metadata or {}  # saved in checkpoints (e.g. preprocessing for predict)
         self.schedule, self.augment_shift, self.seed = schedule, int(augment_shift), int(seed)
+        self.augment_flip = bool(augment_flip)
+        self.augment_fill = BACKGROUND if augment_fill is None else augment_fill
         self.checkpoint_dir, self.progress = checkpoint_dir, progress
         self.base_lr = optimizer.lr
         self.history = []
+        self.callbacks = list(callbacks or [])
+        self.lr_scale = 1.0            # the lr of an epoch is schedule(base_lr, epoch) * lr_scale
+        self.stop_training = False     # a callback sets it to end the fit after the current epoch
+        self._callbacks = []           # those of the running fit, built-in ones included
+        self._callback_states = {}     # from a loaded checkpoint, for the next fit's callbacks
         self.epoch = 0            # epochs completed
         self.batch = 0            # batches completed in the current epoch
         self._partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -147,14 +149,21 @@ class Trainer:
         return [(float(loss), int(correct)) for loss, correct in host]
 
     # -- epochs -------------------------------------------------------------------------
-    def fit(self, train_data, epochs=10, batch_size=64, validation_data=None):
+    def fit(self, train_data, epochs=10, batch_size=64, validation_data=None, validation_split=0.0, callbacks=None):
         """Train until `epochs` epochs are complete (counting any resumed ones); returns the
         history: one dict per epoch with loss, accuracy, val_loss, val_accuracy, seconds,
-        images_per_second and lr."""
+        images_per_second and lr. validation_split (as Keras'): hold out that fraction of
+        train_data, drawn with the seed before any shuffling, and validate on it (instead of
+        validation_data); best.clcnn is chosen on the validation figures. callbacks: run after
+        the trainer's own (see clcnn.callbacks for the protocol and the order)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         # Every split is checked before the first step: a bad label must not cost an epoch.
         images, labels = check_data(train_data, "train_data")
+        if validation_split:
+            if validation_data is not None:
+                raise ValueError("pass validation_data or validation_split, not both")
+            (images, labels), validation_data = split_validation(images, labels, validation_split, self.seed)
         output_shape = _output_shape(self.model, images)
         labels = check_targets(labels, output_shape, self.loss, "train_data")
         if validation_data is not None:
@@ -164,29 +173,54 @@ class Trainer:
                                  f"{images.shape[1:]}; both splits must be prepared the same way")
             validation_data = (val_images, check_targets(val_labels, output_shape, self.loss, "validation_data"))
         self._settings = {"batch_size": int(batch_size), "train_size": len(images),
-                          "augment_shift": self.augment_shift}
+                          "augment_shift": self.augment_shift, "augment_flip": self.augment_flip}
         self._check_resumed_settings()
         self._has_accuracy = class_labels(labels) is not None
         data = None
         if labels.ndim == 1 and _DeviceData.fits(self.model.device, images):
             data = _DeviceData(self.model.device, images, labels)
-        self.interrupted, self.interrupt_signal = False, None
+        self.interrupted, self.interrupt_signal, self.stop_training = False, None, False
+        self._callbacks = [TerminateOnNaN(), *self.callbacks, *(callbacks or []), Checkpoint(self.checkpoint_dir)]
         lock = FolderLock(self.checkpoint_dir) if self.checkpoint_dir else contextlib.nullcontext()
         with lock, _DeferredInterrupt() as interrupt:
-            while self.epoch < epochs:
+            for callback in self._callbacks:
+                if hasattr(callback, "set_trainer"):
+                    callback.set_trainer(self)
+            self._dispatch("on_train_begin", {})
+            saved, self._callback_states = self._callback_states, {}
+            for key, callback in self._stateful_callbacks().items():   # a resumed run continues their counters
+                if key in saved:
+                    callback.load_state_dict(saved[key])
+            while self.epoch < epochs and not self.stop_training:
                 self._run_epoch(images, labels, data, batch_size, epochs, interrupt)
                 if interrupt.requested:
                     self.interrupted, self.interrupt_signal = True, interrupt.signum
-                    self._save_checkpoint("last.clcnn")
                     break
                 record = self._finish_epoch(validation_data, batch_size)
                 self.history.append(record)
-                self._save_checkpoint("last.clcnn")
-                score = _score(record)
-                if self.best_accuracy is None or score > self.best_accuracy:
-                    self.best_accuracy = score
-                    self._save_checkpoint("best.clcnn")
+                self._dispatch("on_epoch_end", self.epoch - 1, record)
+            self._dispatch("on_train_end", {"interrupted": self.interrupted})
         return self.history
+
+    def _dispatch(self, hook, *args):
+        for callback in self._callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(*args)
+
+    def _stateful_callbacks(self):
+        """{key: callback} of the running fit's callbacks that keep a state in checkpoints; the
+        key is the class name, numbered from the second of a kind on."""
+        keyed = {}
+        for callback in self._callbacks:
+            if hasattr(callback, "state_dict") and hasattr(callback, "load_state_dict"):
+                name = type(callback).__name__
+                key, k = name, 1
+                while key in keyed:
+                    k += 1
+                    key = f"{name}#{k}"
+                keyed[key] = callback
+        return keyed
 
     def _check_resumed_settings(self):
         """A resumed run must see the same data in the same batches, or its epoch and batch
@@ -197,19 +231,28 @@ class Trainer:
                 raise CheckpointError(f"the checkpoint was trained with {key} {value}, this run has "
                                       f"{self._settings[key]}; resume with the same {key} or start a new run")
 
+    def _augment_draw(self, batch, count):
+        """(shifts, flips or None) of one batch, drawn from (seed, epoch, batch), so host and
+        device augmentation agree and a resumed run draws the same."""
+        return augment_draw(self.seed, self.epoch, batch, count, self.augment_shift, self.augment_flip)
+
     def _run_epoch(self, images, labels, data, batch_size, epochs, interrupt):
         n = len(images)
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         batches = math.ceil(n / batch_size)
-        self.optimizer.lr = self.schedule(self.base_lr, self.epoch) if self.schedule else self.base_lr
+        scheduled = self.schedule(self.base_lr, self.epoch) if self.schedule else self.base_lr
+        self.optimizer.lr = scheduled * self.lr_scale
         self.model.train()
-        bar = ProgressBar(batches, f"epoch {self.epoch + 1}/{epochs}") if self.progress else None
+        self._dispatch("on_epoch_begin", self.epoch, {"lr": self.optimizer.lr})
+        bar = (ProgressBar(batches, f"epoch {self.epoch + 1}/{epochs}", initial=self.batch)
+               if self.progress else None)
         if data is not None:
-            shifts = None
-            if self.augment_shift:
-                shifts = np.concatenate([_shifts(self.seed, self.epoch, b, min(batch_size, n - b * batch_size),
-                                                 self.augment_shift) for b in range(batches)])
-            data.start_epoch(order, shifts)
+            shifts = flips = None
+            if self.augment_shift or self.augment_flip:
+                draws = [self._augment_draw(b, min(batch_size, n - b * batch_size)) for b in range(batches)]
+                shifts = np.concatenate([d[0] for d in draws])
+                flips = np.concatenate([d[1] for d in draws]) if self.augment_flip else None
+            data.start_epoch(order, shifts, flips, self.augment_fill)
         # Per-batch loss and correct count stay on the device until read (every
         # _READ_INTERVAL seconds, at the end of the epoch and before a checkpoint).
         self._stats = self.model.device.zeros((batches, 2))
@@ -229,9 +272,8 @@ class Trainer:
             else:
                 index = order[self.batch * batch_size:self.batch * batch_size + count]
                 x, y = images[index], labels[index]
-                if self.augment_shift:
-                    rng = np.random.default_rng([self.seed, self.epoch, self.batch])
-                    x = random_shift(x, self.augment_shift, rng)
+                if self.augment_shift or self.augment_flip:
+                    x = crop_flip(x, *self._augment_draw(self.batch, count), fill=self.augment_fill)
             self.train_step(x, y)
             self.batch += 1
             now = time.perf_counter()
@@ -247,23 +289,26 @@ class Trainer:
 
     def _collect(self, bar=None):
         """Read the statistics of the steps done since the last read into the epoch's running
-        totals; stop with TrainingDiverged naming the first step whose loss is not finite."""
+        totals and hand each batch to the callbacks' on_batch_end (TerminateOnNaN stops there
+        with TrainingDiverged)."""
         start = time.perf_counter()
         part, first = self._partial, self._read_from
         if first == self.batch:
             return
-        for slot, (value, correct) in enumerate(self.step_stats(first, self.batch), start=first):
-            if not math.isfinite(value):
-                if bar:
-                    bar.close("diverged")
-                raise TrainingDiverged(
-                    f"loss became {value} at epoch {self.epoch + 1}, batch {slot + 1}; "
-                    "training stopped, the last good checkpoint is kept. Try a smaller --lr.")
-            count = min(self._batch_size, self._n - slot * self._batch_size)
-            part["loss"] += value * count
-            part["correct"] += correct
-            part["seen"] += count
-        self._check_parameters(bar)
+        try:
+            for slot, (value, correct) in enumerate(self.step_stats(first, self.batch), start=first):
+                count = min(self._batch_size, self._n - slot * self._batch_size)
+                part["loss"] += value * count
+                part["correct"] += correct
+                part["seen"] += count
+                logs = {"loss": value, "size": count}
+                if self._has_accuracy:
+                    logs["accuracy"] = correct / count
+                self._dispatch("on_batch_end", slot, logs)
+        except TrainingDiverged:
+            if bar:
+                bar.close("diverged")
+            raise
         self._read_from = self.batch
         part["seconds"] += time.perf_counter() - start   # the wait for the device
         if bar and part["seen"]:
@@ -272,23 +317,6 @@ class Trainer:
                 fields["acc"] = f"{100 * part['correct'] / part['seen']:.2f}%"
             fields["img/s"] = f"{part['seen'] / part['seconds']:,.0f}"
             bar.update(self.batch, **fields)
-
-    def _check_parameters(self, bar=None):
-        """Stop with TrainingDiverged when a parameter holds NaN or Inf although every loss was
-        finite: the loss of a step is taken before its update, and a layer may hide a NaN from
-        the loss. Runs at each statistics read, not each step: one tiny launch and one number
-        read per parameter. mean((p - p)^2) is 0 for finite p and NaN for NaN or Inf."""
-        dev = self.model.device
-        checks = [(p.name, loss_ops.mse_forward(dev, p.data, p.data)) for p in self.model.parameters()
-                  if isinstance(p.data, cl_array.Array) and p.data.dtype == np.float32 and p.data.size]
-        for name, value in checks:
-            if not math.isfinite(float(value.get()[0])):
-                if bar:
-                    bar.close("diverged")
-                raise TrainingDiverged(
-                    f"parameter {name} became NaN or Inf by epoch {self.epoch + 1}, batch {self.batch} "
-                    "while the loss was finite; training stopped, the last good checkpoint is kept. "
-                    "Check the data for NaN/Inf or try a smaller --lr.")
 
     def _finish_epoch(self, validation_data, batch_size):
         part = self._partial
@@ -318,10 +346,11 @@ class Trainer:
         opt_header, opt_arrays = self.optimizer.state_dict()
         header = {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
                   "base_lr": self.base_lr, "partial": self._partial, "history": self.history,
-                  "best_accuracy": self.best_accuracy, "settings": self._settings,
+                  "best_accuracy": self.best_accuracy, "settings": self._settings, "lr_scale": self.lr_scale,
+                  "callbacks": {key: cb.state_dict() for key, cb in self._stateful_callbacks().items()},
                   "optimizer": {"type": type(self.optimizer).__name__, **opt_header},
-                  "dropout": [[i, layer.seed, layer.step] for i, layer in enumerate(self.model.layers)
-                              if isinstance(layer, Dropout)]}
+                  "dropout": {key: [layer.seed, layer.step] for key, layer in self.model.named_layers().items()
+                              if isinstance(layer, Dropout)}}
         return header, {f"optim/{k}": v for k, v in opt_arrays.items()}
 
     def save_checkpoint(self, path):
@@ -329,10 +358,6 @@ class Trainer:
         arrays.update({f"param/{k}": v for k, v in self.model.state_dict().items()})
         write_archive(path, {"architecture": architecture(self.model), "trainer": header,
                              "metadata": self.metadata}, arrays)
-
-    def _save_checkpoint(self, name):
-        if self.checkpoint_dir:
-            self.save_checkpoint(os.path.join(self.checkpoint_dir, name))
 
     def load_checkpoint(self, path):
         """Restore weights, optimizer state and position from a checkpoint of this model;
@@ -356,9 +381,31 @@ class Trainer:
         self.base_lr, self._partial = float(base_lr), state["partial"]
         self.history, self.best_accuracy = state["history"], state["best_accuracy"]
         self._resumed_settings = state.get("settings")
-        for index, seed, step in state["dropout"]:
-            self.model.layers[index].seed, self.model.layers[index].step = seed, step
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self._callback_states = state.get("callbacks") or {}
+        dropout = state["dropout"]
+        if isinstance(dropout, list):    # checkpoints of clcnn 0.1 keyed them by layer index
+            dropout = {str(index): [seed, step] for index, seed, step in dropout}
+        layers = self.model.named_layers()
+        for key, (seed, step) in dropout.items():
+            layers[key].seed, layers[key].step = seed, step
         return header
+
+
+def split_validation(images, labels, fraction, seed=0):
+    """((train images, labels), (validation images, labels)): a fraction of the examples held
+    out, chosen by a generator seeded with `seed` alone, so every run (and every resume) of
+    the same seed holds out the same examples; both parts keep their original order."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ValueError(f"validation_split must be a fraction in [0, 1), got {fraction!r}")
+    n = len(images)
+    held = int(round(n * fraction))
+    if fraction and not 1 <= held < n:
+        raise ValueError(f"validation_split {fraction} of {n} examples leaves no example on one side; "
+                         "use more data or another fraction")
+    chosen = np.zeros(n, bool)
+    chosen[np.random.default_rng([seed, 0x5EED]).permutation(n)[:held]] = True
+    return (images[~chosen], labels[~chosen]), (images[chosen], labels[chosen])
 
 
 def check_data(data, name):
@@ -435,13 +482,6 @@ def _output_shape(model, images):
         return tuple(model.output_shapes(images.shape[1:])[-1])
     except (AttributeError, IndexError, ShapeError):
         return predict(model, images[:1]).shape[1:]   # a mismatch raises the forward's own error
-
-
-def _score(record):
-    """What best.clcnn maximises: the (validation) accuracy, or minus the loss without one."""
-    prefix = "val_" if "val_loss" in record else ""
-    accuracy = record[prefix + "accuracy"]
-    return accuracy if accuracy is not None else -record[prefix + "loss"]
 
 
 def predict(model, images, batch_size=256):

@@ -14,16 +14,12 @@ import click
 import numpy as np
 
 import clcnn
-from clcnn import datasets, models, rundir, schedules
+from clcnn import datasets, models, recipes, rundir, schedules
 from clcnn.errors import ClcnnError
 
-# Per model: the input padding and the normalisation applied to MNIST-style digits.
+# Files saved without metadata (model.save) are read as LeNet-5's MNIST digits were prepared.
 PREPROCESS = {"lenet5": {"pad": 2, "mean": 0.1307, "std": 0.3081},
               "mnist-cnn": {"pad": 0, "mean": 0.1307, "std": 0.3081}}
-DEFAULTS = {  # epochs, batch size, optimizer, learning rate, weight decay
-    "lenet5": dict(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-4),
-    "mnist-cnn": dict(epochs=12, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=5e-4),
-}
 
 
 def user_errors(func):
@@ -63,19 +59,27 @@ def devices():
 
 
 @cli.command()
-@click.argument("model", type=click.Choice(sorted(models.MODELS)))
+@click.argument("model")
 @click.option("--device", default=None, help="Device spec (pocl, cpu, gpu, P:D, name substring).")
 @user_errors
 def summary(model, device):
-    """Print MODEL's layers, output shapes and parameter counts."""
-    build, input_shape = models.MODELS[model]
-    build(device=device).summary(input_shape, print_fn=click.echo)
-
-
-def _load_data(name, split, data_dir, model):
-    images, labels = datasets.dataset(name, split, data_dir=data_dir)
-    prep = PREPROCESS[model]
-    return datasets.prepare_images(images, pad=prep["pad"], mean=prep["mean"], std=prep["std"]), labels
+    """Print the layers of MODEL (a model name or a saved .clcnn file): inputs, output shapes and
+    parameter counts."""
+    if model in models.MODELS:
+        build, input_shape = models.MODELS[model]
+        build(device=device).summary(input_shape, print_fn=click.echo)
+        return
+    if not os.path.isfile(model):
+        raise click.BadParameter(f"{model!r} is neither a model ({', '.join(sorted(models.MODELS))}) nor a file",
+                                 param_hint="MODEL")
+    net, meta = _load_checkpoint(model, device)
+    shape = meta.get("input_shape")
+    if isinstance(net, clcnn.Sequential):
+        if not shape:
+            raise click.ClickException(f"{model}: the file does not say its input shape; use model.summary((C, H, W))")
+        net.summary(tuple(shape), print_fn=click.echo)
+    else:
+        net.summary(print_fn=click.echo)
 
 
 @cli.command()
@@ -90,9 +94,11 @@ def _load_data(name, split, data_dir, model):
 @click.option("--schedule", type=click.Choice(["cosine", "step", "none"]), default="cosine", show_default=True)
 @click.option("--device", default=None, help="Device spec (pocl, cpu, gpu, P:D, name substring).")
 @click.option("--dataset", "dataset_name", default="mnist", show_default=True,
-              help="mnist, fashion-mnist, or a folder of IDX files in MNIST naming.")
-@click.option("--data-dir", default=None, help="Where to look for / download Fashion-MNIST.")
-@click.option("--augment", is_flag=True, help="Random shifts of up to 2 pixels.")
+              help="mnist, fashion-mnist, cifar10, a folder of IDX files in MNIST naming, or an image "
+                   "folder with one sub-folder of PNG/JPEG files per class.")
+@click.option("--data-dir", default=None, help="Where to look for / download Fashion-MNIST and CIFAR-10.")
+@click.option("--augment", is_flag=True, help="Random shifts of up to 2 pixels (colour images: random crops "
+              "with 4 pixels of padding and horizontal flips).")
 @click.option("--out", default=None,
               help="Output folder (default: a new runs/MODEL, runs/MODEL-2, ...; with --resume, the checkpoint's).")
 @click.option("--overwrite", is_flag=True, help="Replace the earlier run held in --out.")
@@ -100,11 +106,15 @@ def _load_data(name, split, data_dir, model):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N images only.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--validation-split", type=click.FloatRange(min=0, max=1, max_open=True), default=0.1, show_default=True,
+              help="Fraction of the training images held out for validation (best.clcnn is chosen on it); "
+                   "0 validates on the test set instead.")
 @user_errors
 def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name, data_dir,
-          augment, out, overwrite, resume_path, seed, limit, quiet):
-    """Train MODEL (lenet5, mnist-cnn); writes last/best checkpoints, history and curves."""
-    defaults = DEFAULTS[model]
+          augment, out, overwrite, resume_path, seed, limit, quiet, validation_split):
+    """Train MODEL (lenet5, mnist-cnn, resnet20, mobilenet-small); writes last/best checkpoints,
+    history and curves, then reports the test accuracy of best.clcnn."""
+    defaults = recipes.DEFAULTS[model]
     epochs = epochs or defaults["epochs"]
     batch_size = batch_size or defaults["batch_size"]
     optimizer = optimizer or defaults["optimizer"]
@@ -125,35 +135,44 @@ def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sche
         lock.acquire()
     try:
         _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
-               data_dir, augment, out, overwrite, resume_path, seed, limit, quiet)
+               data_dir, augment, out, overwrite, resume_path, seed, limit, quiet, validation_split)
     finally:
         lock.release()
 
 
 def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
-           data_dir, augment, out, overwrite, resume_path, seed, limit, quiet):
+           data_dir, augment, out, overwrite, resume_path, seed, limit, quiet, validation_split):
     if rundir.holds_run(out) and not resume_path:
         if not overwrite:
             raise click.UsageError(f"{out} holds an earlier run; pass --resume {os.path.join(out, 'last.clcnn')} "
                                    "to continue it, --overwrite to replace it, or another --out")
-        for name in (*rundir.CHECKPOINT_NAMES, "history.json", "curves.png"):   # never two runs mixed
+        for name in (*rundir.CHECKPOINT_NAMES, "history.json", "history.csv", "curves.png"):   # never two runs mixed
             if os.path.exists(os.path.join(out, name)):
                 os.unlink(os.path.join(out, name))
     dev = clcnn.get_device(device)
+    train_images, train_labels = recipes.load_split(dataset_name, "train", data_dir)
+    test_images, test_labels = recipes.load_split(dataset_name, "test", data_dir)
+    prep = recipes.preprocess_for(model, dataset_name, train_images)
+    class_names = datasets.class_names(dataset_name)
+    if limit:
+        train_images, train_labels = train_images[:limit], train_labels[:limit]
+    train_data = (recipes.prepare(train_images, prep), train_labels)
+    test_data = (recipes.prepare(test_images, prep), test_labels)
+    channels, size = train_data[0].shape[1], train_data[0].shape[-1]
     clcnn.seed(seed)
-    net = models.MODELS[model][0](device=dev)
+    net = recipes.build_model(model, channels, len(class_names), size, device=dev)
     if weight_decay is None:
-        weight_decay = DEFAULTS[model]["weight_decay"]
+        weight_decay = recipes.DEFAULTS[model]["weight_decay"]
     opt = (clcnn.optim.Adam(net, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else clcnn.optim.SGD(net, lr=lr, momentum=momentum, weight_decay=weight_decay))
     plan = {"cosine": schedules.CosineLR(epochs), "step": schedules.StepLR(max(epochs // 3, 1), 0.1),
             "none": None}[schedule]
-    dataset_id = os.path.abspath(dataset_name) if os.path.exists(dataset_name) else dataset_name
-    metadata = {"model": model, "dataset": dataset_id, "limit": limit, "augment": bool(augment),
-                "preprocess": PREPROCESS[model]}
-    trainer = clcnn.Trainer(net, clcnn.losses.SoftmaxCrossEntropy(), opt, schedule=plan,
-                            augment_shift=2 if augment else 0, seed=seed, checkpoint_dir=out,
-                            progress=not quiet, metadata=metadata)
+    metadata = {"model": model, "dataset": recipes.dataset_id(dataset_name), "limit": limit,
+                "augment": bool(augment), "validation_split": validation_split, "preprocess": prep,
+                "input_shape": list(train_data[0].shape[1:]), "class_names": list(class_names)}
+    trainer = clcnn.Trainer(net, clcnn.losses.SoftmaxCrossEntropy(), opt, schedule=plan, seed=seed,
+                            checkpoint_dir=out, progress=not quiet, metadata=metadata,
+                            **(recipes.augmentation(channels, prep) if augment else {}))
     if resume_path:
         header = trainer.load_checkpoint(resume_path)
         _check_resume(resume_path, header, metadata, batch_size)
@@ -162,14 +181,13 @@ def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sch
                        "pass a larger --epochs to continue it")
             return
         click.echo(f"resuming from {resume_path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
-    train_data = _load_data(dataset_name, "train", data_dir, model)
-    test_data = _load_data(dataset_name, "test", data_dir, model)
-    if limit:
-        train_data = (train_data[0][:limit], train_data[1][:limit])
-    metadata["input_shape"] = list(train_data[0].shape[1:])
-    click.echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images, "
+    # Every split is checked before the first step: a bad test label must not cost a training run.
+    clcnn.train.check_targets(test_labels, (len(class_names),), trainer.loss, "the test set")
+    held = f", {validation_split:.0%} held out for validation" if validation_split else ""
+    click.echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images{held}, "
                f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}; writing to {out}", err=True)
-    history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size, validation_data=test_data)
+    history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+                          validation_data=None if validation_split else test_data)
     _write_history(out, history)
     if trainer.interrupted:
         last = os.path.join(out, "last.clcnn")
@@ -178,10 +196,28 @@ def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sch
         if trainer.interrupt_signal == signal.SIGTERM:
             sys.exit(128 + signal.SIGTERM)   # what a shell reports for a terminated process
         return
-    if history:
-        last = history[-1]
-        click.echo(f"done: test accuracy {100 * last['val_accuracy']:.2f}%, loss {last['val_loss']:.4f}; "
-                   f"{last['images_per_second']:,.0f} images/s; checkpoints in {out}")
+    if not history:
+        return
+    last = history[-1]
+    # The test set is evaluated once, at the end, with the checkpoint chosen on validation.
+    best_path = os.path.join(out, "best.clcnn")
+    best = clcnn.load(best_path, device=dev) if os.path.exists(best_path) else net
+    test = clcnn.train.evaluate(best, test_data)
+    summary = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_n": test["n"],
+               "best_checkpoint": "best.clcnn" if best is not net else "last"}
+    _write_json(os.path.join(out, "test.json"), summary)
+    where = (f"validation accuracy {100 * last['val_accuracy']:.2f}% (held-out {validation_split:.0%} of train)"
+             if validation_split else f"validation on the test set {100 * last['val_accuracy']:.2f}%")
+    click.echo(f"done: {where}; test accuracy of best.clcnn {100 * test['accuracy']:.2f}% "
+               f"(loss {test['loss']:.4f}, {test['n']} test images); {last['images_per_second']:,.0f} images/s; "
+               f"checkpoints in {out}")
+
+
+def _write_json(path, value):
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(_json_safe(value), f, indent=1, allow_nan=False)
+    os.replace(tmp, path)
 
 
 def _check_resume(path, header, metadata, batch_size):
@@ -189,9 +225,11 @@ def _check_resume(path, header, metadata, batch_size):
     counters would then mean other images."""
     saved = header.get("metadata") or {}
     settings = header["trainer"].get("settings") or {}
-    show = {"limit": lambda v: "all images" if v is None else v, "augment": lambda v: "on" if v else "off"}
+    show = {"limit": lambda v: "all images" if v is None else v, "augment": lambda v: "on" if v else "off",
+            "validation_split": lambda v: v}
     for key, option, now in (("dataset", "--dataset", metadata["dataset"]), ("limit", "--limit", metadata["limit"]),
-                             ("augment", "--augment", metadata["augment"])):
+                             ("augment", "--augment", metadata["augment"]),
+                             ("validation_split", "--validation-split", metadata["validation_split"])):
         if key in saved and saved[key] != now:
             fmt = show.get(key, str)
             raise click.UsageError(f"--resume {path}: the checkpoint was trained with {option} {fmt(saved[key])}, "

@@ -17,7 +17,6 @@ from hypothesis import given, strategies as st
 from PIL import Image
 
 import clcnn
-from clcnn import serialization
 from clcnn.cli.main import PREPROCESS, cli
 from clcnn.datasets import mnist, prepare_images
 from clcnn.errors import DataError
@@ -389,7 +388,7 @@ def digits_model(tmp_path_factory):
         (x, labels[:6000]), epochs=1, batch_size=32)
     path = tmp_path_factory.mktemp("model") / "digits.clcnn"
     meta = {"model": "lenet5", "input_shape": [1, 32, 32], "preprocess": prep}
-    serialization.save_model(net, path, extra_header={"metadata": meta})
+    net.save(path, metadata=meta)
     test_images, test_labels = mnist("test")
     logits = clcnn.train.predict(net, prepare_images(test_images[:40], **prep)).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -460,8 +459,7 @@ def test_predict_table_lists_file_class_probability_and_top_k(digits_model, tmp_
 def test_predict_json_uses_class_names_from_the_checkpoint(digits_model, tmp_path):
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     path = tmp_path / "named.clcnn"
-    serialization.save_model(digits_model["net"], path,
-                             extra_header={"metadata": {**digits_model["meta"], "class_names": names}})
+    digits_model["net"].save(path, metadata={**digits_model["meta"], "class_names": names})
     _save(tmp_path / "d.png", digits_model["images"][3])
     (row,) = _predict_json(path, tmp_path / "d.png")
     want = digits_model["probs"][3]
@@ -495,8 +493,8 @@ def test_predict_converts_to_a_colour_models_channels_and_normalisation(tmp_path
     net = clcnn.Sequential([L.Conv2D(3, 4, 3), L.ReLU(), L.Flatten(), L.Dense(4 * 8 * 8, 5)], device=device)
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
     path = tmp_path / "colour.clcnn"
-    serialization.save_model(net, path, extra_header={"metadata": {
-        "input_shape": [3, 10, 10], "preprocess": {"pad": 1, "mean": mean, "std": std}}})
+    net.save(path, metadata={
+        "input_shape": [3, 10, 10], "preprocess": {"pad": 1, "mean": mean, "std": std}})
     rgb = _pixels(8, (8, 8, 3))
     gray = _pixels(9, (8, 8))
     _save(tmp_path / "rgb.png", rgb)
@@ -535,8 +533,8 @@ def test_predict_refuses_an_empty_folder_and_incomplete_metadata(digits_model, t
     result = _predict(digits_model["path"], tmp_path / "empty")
     assert result.exit_code == 1 and "empty: folder holds no images" in result.output
     path = tmp_path / "nomean.clcnn"
-    serialization.save_model(digits_model["net"], path, extra_header={"metadata": {
-        "input_shape": [1, 32, 32], "preprocess": {"pad": 2, "std": 0.3}}})
+    digits_model["net"].save(path, metadata={
+        "input_shape": [1, 32, 32], "preprocess": {"pad": 2, "std": 0.3}})
     _save(tmp_path / "d.png", digits_model["images"][0])
     result = _predict(path, tmp_path / "d.png")
     assert result.exit_code == 1 and "nomean.clcnn" in result.output and "mean" in result.output

@@ -241,7 +241,7 @@ def test_checkpoint_weights_of_the_wrong_shape_are_a_checkpoint_error(device, tm
     model = clcnn.models.lenet5(device=device)
     state = model.state_dict()
     state["3.weight"] = np.zeros((16, 6, 3, 3), np.float32)
-    serialization.write_archive(path, {"architecture": serialization.architecture(model)},
+    serialization.write_archive(path, {"architecture": model.architecture()},
                                 {f"param/{k}": v for k, v in state.items()})
     with pytest.raises(CheckpointError, match=r"m.clcnn.*3.weight"):
         clcnn.load(path, device=device)

@@ -233,7 +233,7 @@ def test_cli_refuses_a_test_split_with_bad_labels_before_training(tmp_path):
     write_idx(data / "t10k-images-idx3-ubyte", images[:64])
     write_idx(data / "t10k-labels-idx1-ubyte", bad)
     result = run_cli("train", "lenet5", *QUICK, "--dataset", data, "--out", out)
-    one_line_error(result, "validation_data", "label 12 at index 7")
+    one_line_error(result, "the test set", "label 12 at index 7")
     assert not (out / "last.clcnn").exists()
 
 
@@ -308,8 +308,7 @@ def test_nan_images_stop_training(device, small):
 def write_checkpoint(path, device, header_changes=None, weights=None):
     model = clcnn.models.lenet5(device=device)
     state = model.state_dict() if weights is None else weights
-    header = {"architecture": serialization.architecture(model) if hasattr(serialization, "architecture")
-              else clcnn.model.architecture(model)}
+    header = {"architecture": model.architecture()}
     header.update(header_changes or {})
     serialization.write_archive(path, header, {f"param/{k}": v for k, v in state.items()})
     return path

@@ -1,5 +1,6 @@
 """The Layer base class: validate and store hyperparameters, own parameters, build graph nodes
 when called on symbolic tensors, and run forward/backward on device arrays."""
+import inspect
 import itertools
 import re
 
@@ -128,8 +129,17 @@ class Layer:
         return Node(self, tensors, shape).output
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
-        return f"{type(self).__name__}({args})"
+        """The class and its settings that differ from the defaults, as PyTorch shows them."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        args, positional = [], True
+        for key, value in self.config().items():
+            if isinstance(value, (list, tuple)) and value and all(v == value[0] for v in value):
+                value = value[0]      # [3, 3] reads as 3, (1, 1, 1, 1) as 1
+            default = defaults[key].default if key in defaults else inspect.Parameter.empty
+            positional = positional and default is inspect.Parameter.empty
+            if default is inspect.Parameter.empty or default != value:
+                args.append(repr(value) if positional else f"{key}={value!r}")
+        return f"{type(self).__name__}({', '.join(args)})"
 
     def _require_rank(self, in_shape, rank, layout):
         if len(in_shape) != rank:
