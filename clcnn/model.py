@@ -182,6 +182,21 @@ class Model:
 
     __call__ = forward
 
+    def intermediate_outputs(self, *xs):
+        """{layer call name: NumPy array} of every layer call's output for inputs xs, in eval
+        mode, in running order (for pictures of feature maps). Calls fused into one kernel
+        (conv + BatchNorm + activation) all report the fused result: the values between them are
+        never formed."""
+        was_training = self.training
+        self.eval()
+        try:
+            self.forward(*xs)
+            values, _, plan = self._run
+            return {self._calls[p].name: values[step.output].get()
+                    for step in plan for p in (step.position, step.batchnorm, step.activation) if p is not None}
+        finally:
+            self.train(was_training)
+
     def _forward_step(self, step, values):
         call = self._calls[step.position]
         xs = [values[v] for v in call.inputs]
