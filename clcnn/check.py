@@ -123,6 +123,18 @@ FAMILIES = [
     ("sgd update grouped", lambda: [opspec.sgd(PARAMS, lr=0.1, momentum=0.9, weight_decay=1e-3),
                                     opspec.sgd(PARAMS[:2], lr=0.05, momentum=0.5)]),
     ("adam update", lambda: [opspec.adam([s], lr=1e-3, weight_decay=1e-2) for s in PARAMS[:3]]),
+    ("broadcast add/sub/mul/div", lambda: [
+        opspec.binary(op, a, b, need) for op in ("add", "sub", "mul", "div")
+        for a, b, need in (((2, 3, 5, 4), (3, 1, 1), (True, True)), ((2, 6), (2, 6), (True, False)),
+                           ((1, 7, 3, 1), (2, 1, 1, 5), (False, True)))]),
+    ("prelu", lambda: [opspec.prelu((2, 3, 5, 7), 3), opspec.prelu((3, 4, 2, 2), 1), opspec.prelu((5, 9), 9)]),
+    ("clip", lambda: [opspec.clip((2, 3, 5, 7), -0.5, 0.8), opspec.clip((4, 9), None, 1.0)]),
+    ("transpose", lambda: [opspec.transpose((2, 3, 4, 5), p) for p in ((0, 2, 3, 1), (0, 3, 1, 2), (1, 0, 3, 2))]
+     + [opspec.transpose((2, 4, 3, 2, 5), (0, 2, 1, 3, 4))]),
+    ("pad", lambda: [opspec.pad((2, 3, 5, 4), (1, 2, 0, 3), 0.5), opspec.pad((1, 2, 6, 6), (-1, 2, 2, -3))]),
+    ("lrn", lambda: [opspec.lrn((2, 7, 4, 5), 5, 1e-2, 0.75, 2.0), opspec.lrn((3, 4, 3, 3), 2, 0.5, 0.6, 1.0)]),
+    ("softmax axis", lambda: [opspec.softmax_axis((2, 5, 3, 4), 1), opspec.softmax_axis((2, 5, 3, 4), 3, log=True),
+                              opspec.softmax_axis((6, 10), 1, log=True)]),
     ("lenet5 step", _model_step("lenet5")),
     ("resnet20 step", _model_step("resnet20")),
 ]

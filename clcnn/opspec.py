@@ -24,19 +24,27 @@ from .oracle import batchnorm as o_bn
 from .oracle import conv2d as o_conv
 from .oracle import dense as o_dense
 from .oracle import dropout as o_drop
+from .oracle import elementwise as o_ew
+from .oracle import layout as o_layout
 from .oracle import loss as o_loss
+from .oracle import lrn as o_lrn
 from .oracle import merge as o_merge
 from .oracle import optim as o_optim
 from .oracle import pool as o_pool
+from .oracle import softmax as o_sm
 from .ops import activation as k_act
 from .ops import batchnorm as k_bn
 from .ops import conv2d as k_conv
 from .ops import dense as k_dense
 from .ops import dropout as k_drop
+from .ops import elementwise as k_ew
+from .ops import layout as k_layout
 from .ops import loss as k_loss
+from .ops import lrn as k_lrn
 from .ops import merge as k_merge
 from .ops import optim as k_optim
 from .ops import pool as k_pool
+from .ops import softmax as k_sm
 from .shapes import output_hw
 
 F32 = 4  # bytes per element
@@ -658,3 +666,107 @@ def model_step(model, input_shape, batch, lr=0.1):
                 *[value(k) - lr * grads[k] for k in trainable], *[value(k) for k in buffers])
     return OpCase(f"training step {type(model).__name__} {len(model._calls)} calls", "model", make, forward,
                   o_forward, tol=TOL_SUM)
+
+
+# -- the operators of imported (ONNX) models -------------------------------------------------
+def binary(op, a_shape, b_shape, need=(True, True)):
+    """y = a <op> b with NumPy broadcasting (op: add, sub, mul, div); backward: the gradients
+    of the operands in `need` (a constant operand has none), each summed over its broadcast
+    axes. Divisors are kept away from 0 (|b| >= 0.5)."""
+    shape = k_ew.broadcast_shape(op, a_shape, b_shape)
+
+    def make(rng):
+        b = _normal(rng, b_shape)
+        if op == "div":
+            b = (np.sign(b) + (b == 0)) * (0.5 + np.abs(b))
+        return {"a": _normal(rng, a_shape), "b": b.astype(np.float32), "gy": _normal(rng, shape)}
+
+    def backward(dev, a, out):
+        return _drop_none(k_ew.binary_backward(dev, op, a["a"], a["b"], a["gy"], out[0], need=need))
+
+    def o_backward(a, out):
+        grads = o_ew.binary_backward(op, a["a"], a["b"], a["gy"])
+        return tuple(g for g, wanted in zip(grads, need) if wanted)
+    size = _numel(shape)
+    return OpCase(f"{op} {tuple(a_shape)} {tuple(b_shape)}", "elementwise", make,
+                  lambda dev, a: (k_ew.binary_forward(dev, op, a["a"], a["b"]),),
+                  lambda a: (o_ew.binary_forward(op, a["a"], a["b"]),), backward, o_backward,
+                  bytes=(F32 * (size + _numel(a_shape, b_shape)), F32 * 4 * size), tol=TOL_SUM)
+
+
+def prelu(shape, num_parameters=1):
+    """PReLU with 1 or C slopes; backward (gx, gweight), gweight summed over all but channels."""
+    def make(rng):
+        return {"x": _normal(rng, shape), "w": _normal(rng, (num_parameters,), 0.5), "gy": _normal(rng, shape)}
+    size = _numel(shape)
+    return OpCase(f"prelu x{num_parameters}", "activation", make,
+                  lambda dev, a: (k_ew.prelu_forward(dev, a["x"], a["w"]),),
+                  lambda a: (o_ew.prelu_forward(a["x"], a["w"]),),
+                  lambda dev, a, out: k_ew.prelu_backward(dev, a["x"], a["w"], a["gy"]),
+                  lambda a, out: o_ew.prelu_backward(a["x"], a["w"], a["gy"]),
+                  bytes=(2 * F32 * size, 4 * F32 * size), tol=TOL_SUM)
+
+
+def clip(shape, lo=None, hi=None):
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, shape)}
+    size = _numel(shape)
+    return OpCase(f"clip [{lo}, {hi}]", "activation", make,
+                  lambda dev, a: (k_ew.clip_forward(dev, a["x"], lo, hi),),
+                  lambda a: (o_ew.clip_forward(a["x"], lo, hi),),
+                  lambda dev, a, out: (k_ew.clip_backward(dev, a["x"], a["gy"], lo, hi),),
+                  lambda a, out: (o_ew.clip_backward(a["x"], a["gy"], lo, hi),),
+                  bytes=(2 * F32 * size, 3 * F32 * size))
+
+
+def transpose(shape, perm):
+    """Transpose by perm (every axis, batch included); backward: the inverse permutation."""
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, tuple(shape[p] for p in perm))}
+    size = _numel(shape)
+    return OpCase(f"transpose {tuple(perm)}", "layout", make,
+                  lambda dev, a: (k_layout.transpose(dev, a["x"], perm),),
+                  lambda a: (o_layout.transpose(a["x"], perm),),
+                  lambda dev, a, out: (k_layout.transpose_backward(dev, a["gy"], perm),),
+                  lambda a, out: (o_layout.transpose_backward(a["gy"], perm),),
+                  bytes=(2 * F32 * size, 2 * F32 * size))
+
+
+def pad(shape, pads, value=0.0):
+    """Constant pad of the last two axes by (top, bottom, left, right); backward: the inner part."""
+    y_shape = k_layout.pad_shape(shape, pads)
+
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, y_shape)}
+    return OpCase(f"pad {tuple(pads)}", "layout", make,
+                  lambda dev, a: (k_layout.pad_forward(dev, a["x"], pads, value),),
+                  lambda a: (o_layout.pad_forward(a["x"], pads, value),),
+                  lambda dev, a, out: (k_layout.pad_backward(dev, a["gy"], shape, pads),),
+                  lambda a, out: (o_layout.pad_backward(a["gy"], shape, pads),),
+                  bytes=(F32 * _numel(shape, y_shape),) * 2)
+
+
+def lrn(shape, size, alpha=1e-4, beta=0.75, k=1.0):
+    """LRN across channels; forward (y, s), backward gx from x, s and gy."""
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, shape)}
+    n = _numel(shape)
+    return OpCase(f"lrn size={size}", "normalization", make,
+                  lambda dev, a: k_lrn.lrn_forward(dev, a["x"], size, alpha, beta, k),
+                  lambda a: o_lrn.lrn_forward(a["x"], size, alpha, beta, k),
+                  lambda dev, a, out: (k_lrn.lrn_backward(dev, a["x"], out[1], a["gy"], size, alpha, beta),),
+                  lambda a, out: (o_lrn.lrn_backward(a["x"], out[1], a["gy"], size, alpha, beta),),
+                  bytes=(3 * F32 * n, 4 * F32 * n))
+
+
+def softmax_axis(shape, axis, log=False):
+    """Softmax (log: LogSoftmax) along any axis; backward from the forward output."""
+    def make(rng):
+        return {"x": _normal(rng, shape), "gy": _normal(rng, shape)}
+    size = _numel(shape)
+    return OpCase(f"{'log_' if log else ''}softmax axis={axis}", "activation", make,
+                  lambda dev, a: (k_sm.softmax_forward(dev, a["x"], axis, log),),
+                  lambda a: (o_sm.softmax_forward(a["x"], axis, log),),
+                  lambda dev, a, out: (k_sm.softmax_backward(dev, out[0], a["gy"], axis, log),),
+                  lambda a, out: (o_sm.softmax_backward(out[0], a["gy"], axis, log),),
+                  bytes=(2 * F32 * size, 3 * F32 * size))
