@@ -19,6 +19,7 @@ import pyopencl.array as cl_array
 from .callbacks import Checkpoint, TerminateOnNaN, TrainingDiverged
 from .datasets.augment import augment_draw, crop_flip
 from .datasets.batches import BACKGROUND
+from .distributed import communicator as _communicator
 from .errors import CheckpointError, ClcnnError, ShapeError
 from .layers import Dropout
 from .losses import MSE, SoftmaxCrossEntropy
@@ -69,19 +70,27 @@ class Trainer:
     augment_fill: the value of uncovered pixels (the normalised background: one number or one
     per channel; default MNIST's).
     checkpoint_dir: where last.clcnn (every epoch, and on Ctrl-C) and best.clcnn go.
+    comm / distributed: data-parallel training over MPI (see clcnn.distributed): a
+    Communicator or mpi4py communicator, or distributed=True for MPI.COMM_WORLD. fit's
+    batch_size stays the global batch; each rank trains on its slice and rank 0 alone
+    prints and writes checkpoints.
     callbacks: clcnn.callbacks objects run by every fit, before fit's own `callbacks=`.
     lr_scale: a multiplier on the scheduled learning rate (ReduceLROnPlateau lowers it).
     """
 
     def __init__(self, model, loss, optimizer, schedule=None, augment_shift=0, seed=0,
                  checkpoint_dir=None, progress=True, metadata=None, augment_flip=False, augment_fill=None,
-                 callbacks=None):
+                 callbacks=None,
+                 comm=None, distributed=False):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.metadata = metadata or {}  # saved in checkpoints (e.g. preprocessing for predict)
         self.schedule, self.augment_shift, self.seed = schedule, int(augment_shift), int(seed)
         self.augment_flip = bool(augment_flip)
         self.augment_fill = BACKGROUND if augment_fill is None else augment_fill
         self.checkpoint_dir, self.progress = checkpoint_dir, progress
+        self.comm = _communicator(comm, distributed)
+        if self.comm is not None and self.comm.rank != 0:
+            self.checkpoint_dir, self.progress = None, False
         self.base_lr = optimizer.lr
         self.history = []
         self.callbacks = list(callbacks or [])
@@ -102,13 +111,14 @@ class Trainer:
         self._in_flight = None    # marker event after the last enqueued step
 
     # -- one step -----------------------------------------------------------------------
-    def train_step(self, x, y):
+    def train_step(self, x, y, share=None):
         """Forward, backward and update on one batch (numpy or device arrays; y int labels).
 
         Nothing is read back: the batch's loss and correct count go to slot `self.batch` of a
         device buffer (see step_stats). At most two steps are in flight: the call returns when
         the previous step has finished, so the host prepares the next batch while the device
-        computes this one."""
+        computes this one. Distributed: x, y are this rank's images and share their fraction
+        of the global batch (default 1 / ranks); the gradients are summed over the ranks."""
         dev, slot = self.model.device, self.batch
         if self._stats is None or slot >= self._stats.shape[0]:
             self._stats = dev.zeros((max(slot + 1, 64), 2))
@@ -121,6 +131,9 @@ class Trainer:
             loss_ops.step_stats(dev, loss, logits, labels, self._stats, slot)
             grad = self.loss.backward()
         self.model.backward(grad, need_input_grad=False)
+        if self.comm is not None:   # every rank then applies the same full-batch gradient
+            self.comm.reduce_step(self.optimizer.params, self._stats, slot,
+                                  1 / self.comm.size if share is None else share)
         self.optimizer.step()
         done, self._in_flight = self._in_flight, cl.enqueue_marker(dev.queue)
         if done is not None:
@@ -175,6 +188,11 @@ class Trainer:
         self._settings = {"batch_size": int(batch_size), "train_size": len(images),
                           "augment_shift": self.augment_shift, "augment_flip": self.augment_flip}
         self._check_resumed_settings()
+        if self.comm is not None:
+            self.comm.check_batches(len(images), batch_size)
+            self.comm.broadcast_model(self.model)
+            if self.comm.rank != 0:
+                validation_data = None   # rank 0 validates and sends its record to the others
         self._has_accuracy = class_labels(labels) is not None
         data = None
         if labels.ndim == 1 and _DeviceData.fits(self.model.device, images):
@@ -182,7 +200,10 @@ class Trainer:
         self.interrupted, self.interrupt_signal, self.stop_training = False, None, False
         self._callbacks = [TerminateOnNaN(), *self.callbacks, *(callbacks or []), Checkpoint(self.checkpoint_dir)]
         lock = FolderLock(self.checkpoint_dir) if self.checkpoint_dir else contextlib.nullcontext()
-        with lock, _DeferredInterrupt() as interrupt:
+        guard = self.comm.guard() if self.comm is not None else contextlib.nullcontext()
+        with guard, lock, _DeferredInterrupt() as interrupt:
+            if self.comm is not None:   # every rank stops after the same step
+                interrupt = self.comm.agreed_interrupt(interrupt)
             for callback in self._callbacks:
                 if hasattr(callback, "set_trainer"):
                     callback.set_trainer(self)
@@ -193,10 +214,14 @@ class Trainer:
                     callback.load_state_dict(saved[key])
             while self.epoch < epochs and not self.stop_training:
                 self._run_epoch(images, labels, data, batch_size, epochs, interrupt)
+                if self.comm is not None:
+                    self.comm.average_buffers(self.model)
                 if interrupt.requested:
                     self.interrupted, self.interrupt_signal = True, interrupt.signum
                     break
                 record = self._finish_epoch(validation_data, batch_size)
+                if self.comm is not None:
+                    record = self.comm.bcast(record, what="the epoch's record")
                 self.history.append(record)
                 self._dispatch("on_epoch_end", self.epoch - 1, record)
             self._dispatch("on_train_end", {"interrupted": self.interrupted})
@@ -267,14 +292,18 @@ class Trainer:
                 return
             start = time.perf_counter()
             count = min(batch_size, n - self.batch * batch_size)
+            # Distributed, this rank takes the slice [offset, offset + take) of the batch.
+            offset, take = self.comm.split(count) if self.comm is not None else (0, count)
+            first = self.batch * batch_size + offset
             if data is not None:
-                x, y = data.batch(self.batch * batch_size, count)
+                x, y = data.batch(first, take)
             else:
-                index = order[self.batch * batch_size:self.batch * batch_size + count]
+                index = order[first:first + take]
                 x, y = images[index], labels[index]
                 if self.augment_shift or self.augment_flip:
-                    x = crop_flip(x, *self._augment_draw(self.batch, count), fill=self.augment_fill)
-            self.train_step(x, y)
+                    draw = [d if d is None else d[offset:offset + take] for d in self._augment_draw(self.batch, count)]
+                    x = crop_flip(x, *draw, fill=self.augment_fill)
+            self.train_step(x, y, share=take / count)
             self.batch += 1
             now = time.perf_counter()
             self._partial["seconds"] += now - start

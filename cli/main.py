@@ -109,9 +109,11 @@ def summary(model, device):
 @click.option("--validation-split", type=click.FloatRange(min=0, max=1, max_open=True), default=0.1, show_default=True,
               help="Fraction of the training images held out for validation (best.clcnn is chosen on it); "
                    "0 validates on the test set instead.")
+@click.option("--distributed", is_flag=True, help="Data-parallel over MPI: mpiexec -n R clcnn train MODEL "
+              "--distributed; --batch-size stays the global batch (needs pip install \"clcnn[mpi]\").")
 @user_errors
 def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name, data_dir,
-          augment, out, overwrite, resume_path, seed, limit, quiet, validation_split):
+          augment, out, overwrite, resume_path, seed, limit, quiet, validation_split, distributed=False):
     """Train MODEL (lenet5, mnist-cnn, resnet20, mobilenet-small); writes last/best checkpoints,
     history and curves, then reports the test accuracy of best.clcnn."""
     defaults = recipes.DEFAULTS[model]
@@ -119,6 +121,38 @@ def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sche
     batch_size = batch_size or defaults["batch_size"]
     optimizer = optimizer or defaults["optimizer"]
     lr = lr or (defaults["lr"] if optimizer == defaults["optimizer"] else {"sgd": 0.05, "adam": 1e-3}[optimizer])
+    args = (model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
+            data_dir, augment, out, overwrite, resume_path, seed, limit, quiet, validation_split)
+    if distributed:
+        _train_distributed(*args)
+        return
+    out, lock = _claim_out(model, out, overwrite, resume_path)
+    try:
+        _train(*args[:12], out, *args[13:])
+    finally:
+        lock.release()
+
+
+def _train_distributed(*args):
+    """Every rank runs _train; rank 0 alone checks and locks the output folder (the others get
+    its answer, or its error), and an error on one rank ends them all instead of leaving the
+    others waiting in a collective."""
+    from clcnn import distributed
+    comm = distributed.Communicator()
+    model, out, overwrite, resume_path = args[0], args[12], args[13], args[14]
+    claimed = []
+    out = comm.on_root(lambda: claimed.append(_claim_out(model, out, overwrite, resume_path)) or claimed[0][0],
+                       what="claiming the output folder")
+    try:
+        with comm.guard():
+            _train(*args[:12], out, *args[13:], comm=comm)
+    finally:
+        if claimed:
+            claimed[0][1].release()
+
+
+def _claim_out(model, out, overwrite, resume_path):
+    """(output folder, its lock): the checks that need no data, then the folder locked."""
     if resume_path and not os.path.isfile(resume_path):
         raise click.BadParameter(f"no such checkpoint: {resume_path}", param_hint="--resume")
     if resume_path and overwrite:
@@ -133,15 +167,24 @@ def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sche
         out = out if out is not None else os.path.dirname(resume_path) or "."
         lock = rundir.FolderLock(out)
         lock.acquire()
-    try:
-        _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
-               data_dir, augment, out, overwrite, resume_path, seed, limit, quiet, validation_split)
-    finally:
-        lock.release()
+    return out, lock
 
 
 def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name,
-           data_dir, augment, out, overwrite, resume_path, seed, limit, quiet, validation_split):
+           data_dir, augment, out, overwrite, resume_path, seed, limit, quiet, validation_split, comm=None):
+    root = comm is None or comm.rank == 0
+    echo = click.echo if root else (lambda *args, **kwargs: None)   # rank 0 alone prints and writes
+    if comm is None:
+        _clear_out(out, overwrite, resume_path)
+        dev = clcnn.get_device(device)
+    else:
+        comm.on_root(lambda: _clear_out(out, overwrite, resume_path), what="checking the output folder")
+        dev = comm.device(device)
+    _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, dev, dataset_name,
+              data_dir, augment, out, resume_path, seed, limit, quiet, validation_split, comm, root, echo)
+
+
+def _clear_out(out, overwrite, resume_path):
     if rundir.holds_run(out) and not resume_path:
         if not overwrite:
             raise click.UsageError(f"{out} holds an earlier run; pass --resume {os.path.join(out, 'last.clcnn')} "
@@ -149,7 +192,10 @@ def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sch
         for name in (*rundir.CHECKPOINT_NAMES, "history.json", "history.csv", "curves.png"):   # never two runs mixed
             if os.path.exists(os.path.join(out, name)):
                 os.unlink(os.path.join(out, name))
-    dev = clcnn.get_device(device)
+
+
+def _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, dev, dataset_name,
+              data_dir, augment, out, resume_path, seed, limit, quiet, validation_split, comm, root, echo):
     train_images, train_labels = recipes.load_split(dataset_name, "train", data_dir)
     test_images, test_labels = recipes.load_split(dataset_name, "test", data_dir)
     prep = recipes.preprocess_for(model, dataset_name, train_images)
@@ -172,27 +218,31 @@ def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sch
                 "input_shape": list(train_data[0].shape[1:]), "class_names": list(class_names)}
     trainer = clcnn.Trainer(net, clcnn.losses.SoftmaxCrossEntropy(), opt, schedule=plan, seed=seed,
                             checkpoint_dir=out, progress=not quiet, metadata=metadata,
-                            **(recipes.augmentation(channels, prep) if augment else {}))
+                            comm=comm, **(recipes.augmentation(channels, prep) if augment else {}))
     if resume_path:
-        header = trainer.load_checkpoint(resume_path)
+        header = trainer.load_checkpoint(resume_path if comm is None else comm.fetch_file(resume_path))
         _check_resume(resume_path, header, metadata, batch_size)
         if trainer.epoch >= epochs:
-            click.echo(f"nothing to train: {resume_path} already trained {trainer.epoch} of {epochs} epochs; "
-                       "pass a larger --epochs to continue it")
+            echo(f"nothing to train: {resume_path} already trained {trainer.epoch} of {epochs} epochs; "
+                 "pass a larger --epochs to continue it")
             return
-        click.echo(f"resuming from {resume_path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+        echo(f"resuming from {resume_path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
     # Every split is checked before the first step: a bad test label must not cost a training run.
     clcnn.train.check_targets(test_labels, (len(class_names),), trainer.loss, "the test set")
     held = f", {validation_split:.0%} held out for validation" if validation_split else ""
-    click.echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images{held}, "
-               f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}; writing to {out}", err=True)
+    echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images{held}, "
+         f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}; writing to {out}", err=True)
     history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
                           validation_data=None if validation_split else test_data)
+    if not root:   # rank 0 writes the history and tests best.clcnn
+        if trainer.interrupted and trainer.interrupt_signal == signal.SIGTERM:
+            sys.exit(128 + signal.SIGTERM)
+        return
     _write_history(out, history)
     if trainer.interrupted:
         last = os.path.join(out, "last.clcnn")
         what = "terminated (SIGTERM)" if trainer.interrupt_signal == signal.SIGTERM else "interrupted"
-        click.echo(f"{what}: checkpoint saved to {last}; continue with --resume {last}")
+        echo(f"{what}: checkpoint saved to {last}; continue with --resume {last}")
         if trainer.interrupt_signal == signal.SIGTERM:
             sys.exit(128 + signal.SIGTERM)   # what a shell reports for a terminated process
         return
@@ -208,9 +258,9 @@ def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sch
     _write_json(os.path.join(out, "test.json"), summary)
     where = (f"validation accuracy {100 * last['val_accuracy']:.2f}% (held-out {validation_split:.0%} of train)"
              if validation_split else f"validation on the test set {100 * last['val_accuracy']:.2f}%")
-    click.echo(f"done: {where}; test accuracy of best.clcnn {100 * test['accuracy']:.2f}% "
-               f"(loss {test['loss']:.4f}, {test['n']} test images); {last['images_per_second']:,.0f} images/s; "
-               f"checkpoints in {out}")
+    echo(f"done: {where}; test accuracy of best.clcnn {100 * test['accuracy']:.2f}% "
+         f"(loss {test['loss']:.4f}, {test['n']} test images); {last['images_per_second']:,.0f} images/s; "
+         f"checkpoints in {out}")
 
 
 def _write_json(path, value):
