@@ -1,5 +1,5 @@
-"""Conv2D kernels (every algorithm) vs the NumPy oracle, the tuner that picks among them, the
-oracle vs finite differences and worked examples."""
+"""Conv2D kernels (every algorithm, grouped and dilated too) vs the NumPy oracle, the tuner that
+picks among them, the oracle vs finite differences and PyTorch, and worked examples."""
 import json
 import time
 
@@ -32,10 +32,11 @@ def _bound(abs_ref):
     return 2e-5 * float(np.max(abs_ref, initial=0.0)) + 4e-7
 
 
-def _run(device, x, w, b, stride, pads, activation=None, algorithm=None):
+def _run(device, x, w, b, stride, pads, activation=None, algorithm=None, dilation=(1, 1), groups=1):
     y = ops.conv2d_forward(device, device.to_device(x), device.to_device(w),
                            None if b is None else device.to_device(b), stride, pads,
-                           activation=activation, negative_slope=0.1, algorithm=algorithm)
+                           activation=activation, negative_slope=0.1, algorithm=algorithm,
+                           dilation=dilation, groups=groups)
     return y.get()
 
 
@@ -53,7 +54,36 @@ def conv_cases(draw):
     activation = draw(st.sampled_from(list(ACTIVATIONS)))
     form = draw(st.sampled_from([None, "gather", "columns"]))
     seed = draw(st.integers(0, 2 ** 31))
-    return (n, c, h, w), (o, c, kh, kw), (sh, sw), pads, bias, activation, form, seed
+    return (n, c, h, w), (o, c, kh, kw), (sh, sw), pads, bias, activation, form, seed, (1, 1), 1
+
+
+@st.composite
+def grouped_cases(draw, depthwise=False):
+    """Groups 1, 2, 3 or C (depthwise=True: always C) with 1-3 input and 1-3 output channels
+    per group, dilation 1-3 and stride 1-3 per axis, kernels 1x1..5x5 (non-square too),
+    asymmetric padding, batch 1..4."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
+    h = draw(st.integers(max(1, ekh - pads[0] - pads[1]), ekh + 8))
+    w = draw(st.integers(max(1, ekw - pads[2] - pads[3]), ekw + 20))
+    if depthwise:
+        c = draw(st.integers(1, 9))
+        groups, cg = c, 1
+    else:
+        kind = draw(st.sampled_from(["1", "2", "3", "C"]))
+        cg = 1 if kind == "C" else draw(st.integers(1, 3))
+        groups = draw(st.integers(1, 6)) if kind == "C" else int(kind)
+        c = groups * cg
+    o = groups * draw(st.integers(1, 3))    # channel multiplier o/groups
+    n = draw(st.integers(1, 4))
+    bias = draw(st.booleans())
+    activation = draw(st.sampled_from(list(ACTIVATIONS)))
+    form = draw(st.sampled_from([None, "gather", "columns"]))
+    seed = draw(st.integers(0, 2 ** 31))
+    return (n, c, h, w), (o, cg, kh, kw), (sh, sw), pads, bias, activation, form, seed, (dh, dw), groups
 
 
 @given(case=conv_cases())
@@ -70,17 +100,31 @@ def test_conv2d_tiled_matches_oracle(device, case):
     _check_case(device, "tiled", case)
 
 
+@given(case=grouped_cases())
+def test_grouped_dilated_conv2d_matches_oracle(device, case):
+    _check_case(device, "direct", case)
+
+
+@settings(max_examples=max(6, settings.default.max_examples // 3))
+@given(case=grouped_cases())
+def test_grouped_dilated_conv2d_tiled_matches_oracle(device, case):
+    _check_case(device, "tiled", case)
+
+
 def _check_case(device, algorithm, case):
-    x_shape, w_shape, stride, pads, bias, activation, form, seed = case
+    """Forward (with bias and activation) and all three gradients of one drawn case against
+    the float64 oracle; algorithm None, "direct", "tiled" or "depthwise"."""
+    x_shape, w_shape, stride, pads, bias, activation, form, seed, dilation, groups = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
     x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64)
 
-    pre = oracle.conv2d_forward(x64, w64, b64, stride, pads)
-    abs_pre = oracle.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64), stride, pads)
-    y = _run(device, x, w, b, stride, pads, activation, algorithm)
+    geo = dict(dilation=dilation, groups=groups)
+    pre = oracle.conv2d_forward(x64, w64, b64, stride, pads, **geo)
+    abs_pre = oracle.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64), stride, pads, **geo)
+    y = _run(device, x, w, b, stride, pads, activation, algorithm, **geo)
     # The activations are 1-Lipschitz, so the pre-activation bound carries over.
     assert_close(y, ACTIVATIONS[activation](pre), _bound(abs_pre), 0.0, f"forward ({activation})")
 
@@ -89,12 +133,12 @@ def _check_case(device, algorithm, case):
     try:
         gx, gw, gb = ops.conv2d_backward(device, device.to_device(x), device.to_device(w),
                                          device.to_device(gy), stride, pads, has_bias=bias,
-                                         algorithm=algorithm)
+                                         algorithm=algorithm, **geo)
     finally:
         ops._INPUT_GRAD_FORM = None
-    gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy.astype(np.float64), stride, pads)
+    gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy.astype(np.float64), stride, pads, **geo)
     abs_gx, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x64), np.abs(w64),
-                                                    np.abs(gy.astype(np.float64)), stride, pads)
+                                                    np.abs(gy.astype(np.float64)), stride, pads, **geo)
     assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, f"input gradient ({algorithm}, {form or 'auto'} form)")
     assert_close(gw.get(), gw_ref, _bound(abs_gw), 0.0, "weight gradient")
     if bias:
@@ -310,3 +354,96 @@ def test_oracle_backward_matches_finite_differences(x_shape, w_shape, stride, pa
     np.testing.assert_allclose(gx, numeric_grad(lambda v: loss(v, w, b), x), rtol=1e-7, atol=1e-8)
     np.testing.assert_allclose(gw, numeric_grad(lambda v: loss(x, v, b), w), rtol=1e-7, atol=1e-8)
     np.testing.assert_allclose(gb, numeric_grad(lambda v: loss(x, w, v), b), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,pads,dilation,groups", [
+    ((2, 4, 7, 6), (6, 2, 3, 2), (1, 1), (1, 0, 2, 1), (2, 1), 2),
+    ((1, 6, 9, 8), (3, 2, 2, 3), (2, 1), (0, 2, 1, 0), (3, 2), 3),
+    ((2, 3, 6, 7), (6, 1, 3, 3), (1, 2), (1, 1, 1, 1), (1, 2), 3),      # depthwise, multiplier 2
+])
+def test_oracle_grouped_dilated_backward_matches_finite_differences(x_shape, w_shape, stride, pads,
+                                                                     dilation, groups):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    geo = dict(dilation=dilation, groups=groups)
+    r = rng.standard_normal(oracle.conv2d_forward(x, w, b, stride, pads, **geo).shape)
+    gx, gw, gb = oracle.conv2d_backward(x, w, r, stride, pads, **geo)
+    loss = lambda xx, ww, bb: float(np.sum(r * oracle.conv2d_forward(xx, ww, bb, stride, pads, **geo)))
+    np.testing.assert_allclose(gx, numeric_grad(lambda v: loss(v, w, b), x), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(gw, numeric_grad(lambda v: loss(x, v, b), w), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(gb, numeric_grad(lambda v: loss(x, w, v), b), rtol=1e-7, atol=1e-8)
+
+
+@settings(max_examples=max(10, settings.default.max_examples // 2))
+@given(case=grouped_cases())
+def test_oracle_matches_torch(case):
+    """The oracle against torch.nn.functional.conv2d, forward and autograd, in float64. Torch
+    pads symmetrically, so the asymmetric padding is applied to the input first."""
+    torch = pytest.importorskip("torch")
+    x_shape, w_shape, stride, pads, bias, _, _, seed, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0]) if bias else None
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True) if bias else None
+    top, bottom, left, right = pads
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (left, right, top, bottom)), tw, tb,
+                                    stride=stride, dilation=dilation, groups=groups)
+    y = oracle.conv2d_forward(x, w, b, stride, pads, dilation, groups)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(gy))
+    gx, gw, gb = oracle.conv2d_backward(x, w, gy, stride, pads, dilation, groups)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-10, atol=1e-10)
+    if bias:
+        np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_grouped_dilated_output_size():
+    """floor((n + pads - dilation*(k-1) - 1) / stride) + 1 on a case worked by hand:
+    rows (10 + 1 + 2 - 2*2 - 1)//3 + 1 = 3, columns (7 + 0 + 0 - 3*1 - 1)//1 + 1 = 4."""
+    x = np.zeros((1, 4, 10, 7))
+    w = np.zeros((2, 2, 3, 2))
+    assert oracle.conv2d_forward(x, w, None, (3, 1), (1, 2, 0, 0), (2, 3), 2).shape == (1, 2, 3, 4)
+
+
+def test_grouped_worked_example(device):
+    """Two groups of one channel each, 1x1 kernels: each output channel is its own input
+    channel scaled, so the groups cannot see each other; dilation 2 of a 1x2 kernel adds
+    x[:, :, :, q] and x[:, :, :, q + 2]."""
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 2, 3, 4)
+    w = np.array([2, -1], np.float32).reshape(2, 1, 1, 1)
+    np.testing.assert_array_equal(_run(device, x, w, None, (1, 1), (0, 0, 0, 0), groups=2, algorithm="direct"),
+                                  np.stack([2 * x[0, 0], -x[0, 1]])[None])
+    w2 = np.ones((1, 2, 1, 2), np.float32)
+    expected = (x[:, 0] + x[:, 1])[:, :, 0:2] + (x[:, 0] + x[:, 1])[:, :, 2:4]
+    np.testing.assert_array_equal(_run(device, x, w2, None, (1, 1), (0, 0, 0, 0), dilation=(1, 2)),
+                                  expected[:, None])
+
+
+def test_grouped_shape_errors(device):
+    x = device.to_device(np.zeros((1, 6, 5, 5), np.float32))
+    w = device.to_device(np.zeros((4, 2, 3, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"6 channels are not divisible by groups=4"):
+        ops.conv2d_forward(device, x, device.to_device(np.zeros((4, 1, 3, 3), np.float32)), None,
+                           (1, 1), (0, 0, 0, 0), groups=4)
+    with pytest.raises(ShapeError, match=r"4 filters .* not divisible by groups=3"):
+        ops.conv2d_forward(device, x, w, None, (1, 1), (0, 0, 0, 0), groups=3)
+    with pytest.raises(ShapeError, match=r"2 input channels per group .* needs 3"):
+        ops.conv2d_forward(device, x, w, None, (1, 1), (0, 0, 0, 0), groups=2)
+    w3 = device.to_device(np.zeros((3, 2, 3, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"dilation 3x3 spans 7x7, which is larger than the padded input 5x5"):
+        ops.conv2d_forward(device, x, w3, None, (1, 1), (0, 0, 0, 0), dilation=(3, 3), groups=3)
+    ops.conv2d_forward(device, x, w3, None, (1, 1), (1, 1, 1, 1), dilation=(3, 3), groups=3)  # fits padded
+    with pytest.raises(ShapeError, match="dilation"):
+        ops.conv2d_forward(device, x, w3, None, (1, 1), (0, 0, 0, 0), dilation=(0, 1), groups=3)
+    with pytest.raises(ShapeError, match="groups"):
+        ops.conv2d_forward(device, x, w3, None, (1, 1), (0, 0, 0, 0), groups=0)
+    with pytest.raises(ShapeError, match="not divisible by groups=4"):
+        ops.conv2d_backward(device, x, w, device.to_device(np.zeros((1, 4, 3, 3), np.float32)),
+                            (1, 1), (0, 0, 0, 0), groups=4)
+    with pytest.raises(ValueError, match="depthwise"):
+        ops.conv2d_forward(device, x, w3, None, (1, 1), (0, 0, 0, 0), groups=3, algorithm="depthwise")

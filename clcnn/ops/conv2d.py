@@ -318,12 +318,14 @@ def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates, dil
 
 
 def _use_depthwise(algorithm, x_shape, groups):
-    """Depthwise kernels for groups == C > 1, unless "direct" or "tiled" is forced."""
-    depthwise = groups > 1 and groups == x_shape[1]
-    if algorithm == "depthwise" and not depthwise:
-        raise ValueError(f"conv2d: algorithm 'depthwise' needs groups == input channels, got "
-                         f"groups={groups} for {x_shape[1]} channels")
-    return depthwise and algorithm in (None, "depthwise")
+    """Depthwise kernels for groups == C > 1 unless "direct" or "tiled" is forced, and for
+    groups == C (1 included) when "depthwise" is."""
+    if algorithm == "depthwise":
+        if groups != x_shape[1]:
+            raise ValueError(f"conv2d: algorithm 'depthwise' needs groups == input channels, got "
+                             f"groups={groups} for {x_shape[1]} channels")
+        return True
+    return algorithm is None and 1 < groups == x_shape[1]
 
 
 def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
