@@ -1,14 +1,12 @@
-"""Image files in for prediction (through Pillow, plus NumPy's .npy) and PNGs out (training
-curves).
+"""Image files in for prediction (through Pillow, plus NumPy's .npy); pictures out are
+clcnn.plot's (matplotlib).
 
 `read_image` gives float32 (channels, H, W) in [0, 1]. Every way a file could give a wrong
 prediction without an error (0-255 floats, NaN, a corrupt or truncated file, a size that only
 fits after distortion) is refused with a DataError naming the file.
 """
 import os
-import struct
 import warnings
-import zlib
 
 import numpy as np
 
@@ -20,7 +18,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pg
                   ".pbm", ".webp", ".npy")
 RESIZE_CHOICES = ("refuse", "nearest", "bilinear", "bicubic", "lanczos", "stretch")
 _NPY_MAGIC = b"\x93NUMPY"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")   # 16-bit PNG/TIFF/PGM: 0..65535
 _LUMINANCE = np.array([0.299, 0.587, 0.114])                 # ITU-R 601, as Pillow's "L"
 
@@ -231,18 +228,3 @@ def _resize(image, size, resize):
     planes = [np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
                          .resize((size[1], size[0]), resample=filters[resize])) for plane in image]
     return np.clip(np.stack(planes), 0.0, 1.0)
-
-
-# ----------------------------------------------------------------------------------- writing
-
-def write_png(path, rgb):
-    """Write an (H, W, 3) uint8 array as a PNG."""
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(height))
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    with open(path, "wb") as f:
-        f.write(_PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
