@@ -13,8 +13,6 @@ layer list; only the schedule changes.
 """
 from collections import namedtuple
 
-import numpy as np
-
 # position: the main call; output: the value the step writes (its last absorbed call's);
 # activation / batchnorm: positions of absorbed calls or None; pool_from: for an AvgPool2D,
 # the plan index of the step whose fused activation its backward also undoes, else None.
@@ -99,19 +97,15 @@ def has_folds(plan_steps):
 
 
 def fold_batchnorm(conv, bn):
-    """(weight, bias) of the convolution that equals conv then bn in eval mode:
-    w' = w * s, b' = (b - running_mean) * s + beta with s = gamma / sqrt(running_var + eps)."""
-    dev = conv.device
-    w = conv.params["weight"].data.get().astype(np.float64)
-    b = conv.params["bias"].data.get().astype(np.float64) if conv.bias else 0.0
-    mean = bn.buffers["running_mean"].data.get().astype(np.float64)
-    var = bn.buffers["running_var"].data.get().astype(np.float64)
-    gamma = bn.params["weight"].data.get().astype(np.float64) if bn.affine else 1.0
-    beta = bn.params["bias"].data.get().astype(np.float64) if bn.affine else 0.0
-    scale = gamma / np.sqrt(var + bn.eps)
-    weight = (w * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-    bias = ((b - mean) * scale + beta).astype(np.float32)
-    return dev.to_device(weight), dev.to_device(bias)
+    """(weight, bias) on the device of the convolution that equals conv then bn in eval mode
+    (see ops.batchnorm.fold_into_conv). Folded at each eval forward from the current weights,
+    so it never goes stale, at the cost of reading them back (small next to the convolution)."""
+    from .ops.batchnorm import fold_into_conv
+    gamma, beta = (bn.params["weight"].data, bn.params["bias"].data) if bn.affine else (None, None)
+    weight, bias = fold_into_conv(conv.params["weight"].data, conv.params["bias"].data if conv.bias else None,
+                                  gamma, beta, bn.buffers["running_mean"].data, bn.buffers["running_var"].data,
+                                  bn.eps)
+    return conv.device.to_device(weight), conv.device.to_device(bias)
 
 
 def accumulate(device, total, g):
