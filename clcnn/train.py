@@ -111,14 +111,14 @@ class Trainer:
         self._in_flight = None    # marker event after the last enqueued step
 
     # -- one step -----------------------------------------------------------------------
-    def train_step(self, x, y, share=None):
+    def train_step(self, x, y):
         """Forward, backward and update on one batch (numpy or device arrays; y int labels).
 
         Nothing is read back: the batch's loss and correct count go to slot `self.batch` of a
         device buffer (see step_stats). At most two steps are in flight: the call returns when
         the previous step has finished, so the host prepares the next batch while the device
-        computes this one. Distributed: x, y are this rank's images and share their fraction
-        of the global batch (default 1 / ranks); the gradients are summed over the ranks."""
+        computes this one. Distributed: x, y are this rank's images; the gradients are summed
+        over the ranks, each weighted by its share of the global batch (fit sets it; else 1 / ranks)."""
         dev, slot = self.model.device, self.batch
         if self._stats is None or slot >= self._stats.shape[0]:
             self._stats = dev.zeros((max(slot + 1, 64), 2))
@@ -132,6 +132,7 @@ class Trainer:
             grad = self.loss.backward()
         self.model.backward(grad, need_input_grad=False)
         if self.comm is not None:   # every rank then applies the same full-batch gradient
+            share, self._share = getattr(self, "_share", None), None
             self.comm.reduce_step(self.optimizer.params, self._stats, slot,
                                   1 / self.comm.size if share is None else share)
         self.optimizer.step()
@@ -303,7 +304,8 @@ class Trainer:
                 if self.augment_shift or self.augment_flip:
                     draw = [d if d is None else d[offset:offset + take] for d in self._augment_draw(self.batch, count)]
                     x = crop_flip(x, *draw, fill=self.augment_fill)
-            self.train_step(x, y, share=take / count)
+            self._share = take / count
+            self.train_step(x, y)
             self.batch += 1
             now = time.perf_counter()
             self._partial["seconds"] += now - start
