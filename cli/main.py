@@ -111,9 +111,15 @@ def summary(model, device):
                    "0 validates on the test set instead.")
 @click.option("--distributed", is_flag=True, help="Data-parallel over MPI: mpiexec -n R clcnn train MODEL "
               "--distributed; --batch-size stays the global batch (needs pip install \"clcnn[mpi]\").")
+@click.option("--early-stopping", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
+              help="Stop when the validation loss has not improved for PATIENCE epochs.")
+@click.option("--reduce-lr-on-plateau", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
+              help="Multiply the (scheduled) learning rate by 0.1 when the validation loss has not improved "
+                   "for PATIENCE epochs.")
 @user_errors
 def train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, device, dataset_name, data_dir,
-          augment, out, overwrite, resume_path, seed, limit, quiet, validation_split, distributed=False):
+          augment, out, overwrite, resume_path, seed, limit, quiet, validation_split, distributed=False,
+          early_stopping=None, reduce_lr_on_plateau=None):
     """Train MODEL (lenet5, mnist-cnn, resnet20, mobilenet-small); writes last/best checkpoints,
     history and curves, then reports the test accuracy of best.clcnn."""
     defaults = recipes.DEFAULTS[model]
@@ -232,8 +238,10 @@ def _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, 
     held = f", {validation_split:.0%} held out for validation" if validation_split else ""
     echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images{held}, "
          f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}; writing to {out}", err=True)
+    val_set = f"validation split ({validation_split:.0%} of train)" if validation_split else "test set"
     history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
-                          validation_data=None if validation_split else test_data)
+                          validation_data=None if validation_split else test_data,
+                          callbacks=_train_callbacks(out if root else None, val_set))
     if not root:   # rank 0 writes the history and tests best.clcnn
         if trainer.interrupted and trainer.interrupt_signal == signal.SIGTERM:
             sys.exit(128 + signal.SIGTERM)
@@ -258,7 +266,8 @@ def _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, 
     _write_json(os.path.join(out, "test.json"), summary)
     where = (f"validation accuracy {100 * last['val_accuracy']:.2f}% (held-out {validation_split:.0%} of train)"
              if validation_split else f"validation on the test set {100 * last['val_accuracy']:.2f}%")
-    echo(f"done: {where}; test accuracy of best.clcnn {100 * test['accuracy']:.2f}% "
+    echo(f"done: train accuracy {100 * last['accuracy']:.2f}% (last epoch's batches); {where}; "
+         f"test accuracy of best.clcnn {100 * test['accuracy']:.2f}% "
          f"(loss {test['loss']:.4f}, {test['n']} test images); {last['images_per_second']:,.0f} images/s; "
          f"checkpoints in {out}")
 
@@ -290,13 +299,42 @@ def _check_resume(path, header, metadata, batch_size):
                                f"{settings['batch_size']} or start a new run")
 
 
+class _NameSets(clcnn.callbacks.Callback):
+    """Writes into each epoch's record which set its val_* figures come from; loss and
+    accuracy are always the training batches'."""
+
+    def __init__(self, val_set):
+        self.val_set = val_set
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_set"] = self.val_set
+
+
+def _train_callbacks(out, val_set):
+    """The callbacks of `clcnn train`: the set names, --early-stopping and --reduce-lr-on-plateau
+    (read from the command's options, so the long argument chain of _train stays as it is) and
+    history.csv after every epoch (out None: a rank that writes nothing)."""
+    from clcnn import callbacks
+    options = click.get_current_context().params
+    chosen = [_NameSets(val_set)]
+    if options.get("early_stopping") is not None:
+        chosen.append(callbacks.EarlyStopping("val_loss", patience=options["early_stopping"]))
+    if options.get("reduce_lr_on_plateau") is not None:
+        chosen.append(callbacks.ReduceLROnPlateau("val_loss", factor=0.1, patience=options["reduce_lr_on_plateau"]))
+    if out is not None:
+        chosen.append(callbacks.CSVLogger(os.path.join(out, "history.csv")))
+    return chosen
+
+
 def _write_history(out, history):
+    from clcnn.callbacks import write_csv
     from clcnn.plot import plot_history
     os.makedirs(out, exist_ok=True)
     tmp = os.path.join(out, ".history.json.tmp")
     with open(tmp, "w") as f:
         json.dump(history, f, indent=1)
     os.replace(tmp, os.path.join(out, "history.json"))
+    write_csv(os.path.join(out, "history.csv"), history)
     if history:
         plot_history(history, os.path.join(out, "curves.png"))
 
@@ -343,8 +381,11 @@ def _json_safe(value):
 @click.option("--data-dir", default=None)
 @click.option("--device", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plot", "with_plot", is_flag=True,
+              help="Also draw confusion.png (a heat map) and misclassified.png (the most confident mistakes).")
+@click.option("--out", "plot_dir", default=None, help="Folder for the --plot pictures (default: the checkpoint's).")
 @user_errors
-def evaluate(checkpoint, dataset_name, data_dir, device, as_json):
+def evaluate(checkpoint, dataset_name, data_dir, device, as_json, with_plot=False, plot_dir=None):
     """Loss, accuracy, per-class accuracy and confusion matrix of CHECKPOINT on a test set."""
     net, meta = _load_checkpoint(checkpoint, device)
     prep = _preprocess(meta, checkpoint)
@@ -354,14 +395,33 @@ def evaluate(checkpoint, dataset_name, data_dir, device, as_json):
     confusion = metrics.pop("confusion")
     per_class = (np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)).tolist()
     metrics.update(per_class_accuracy=per_class, confusion=confusion.tolist())
+    names = _class_labels(meta, len(confusion))
+    if with_plot:
+        metrics["pictures"] = _evaluate_pictures(net, x, labels, confusion, names, plot_dir or
+                                                 os.path.dirname(os.path.abspath(checkpoint)))
     if as_json:
         click.echo(json.dumps(_json_safe(metrics), allow_nan=False))
         return
     click.echo(f"n {metrics['n']}  loss {metrics['loss']:.4f}  accuracy {100 * metrics['accuracy']:.2f}%")
-    click.echo("per-class accuracy: " + "  ".join(f"{c}:{100 * a:.1f}%" for c, a in enumerate(per_class)))
+    click.echo("per-class accuracy: " + "  ".join(f"{n}:{100 * a:.1f}%" for n, a in zip(names, per_class)))
     click.echo("confusion matrix (rows true, columns predicted):")
     for row in confusion:
         click.echo(" ".join(f"{v:5d}" for v in row))
+    for path in metrics.get("pictures", []):
+        click.echo(f"wrote {path}")
+
+
+def _evaluate_pictures(net, x, labels, confusion, names, folder):
+    """confusion.png and misclassified.png in folder; returns their paths."""
+    from clcnn import plot
+    os.makedirs(folder, exist_ok=True)
+    logits = clcnn.train.predict(net, x).astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    paths = [os.path.join(folder, "confusion.png"), os.path.join(folder, "misclassified.png")]
+    plot.plot_confusion(confusion, names, paths[0])
+    plot.plot_misclassified(x, np.asarray(labels), probs, names, paths[1])
+    return paths
 
 
 def _input_spec(meta, checkpoint):
@@ -431,6 +491,53 @@ def predict(checkpoint, images, top, resize, as_json, device):
     for r in rows:
         click.echo(f"{r['file']:<{width}}  {r['label']:<{label_width}}  {r['probability']:11.3f}  "
                    + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"]))
+
+
+@cli.group()
+def show():
+    """Pictures of what a trained network learnt (PNG files, drawn with matplotlib)."""
+
+
+@show.command("filters")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default=None, help="PNG to write (default: filters.png beside CHECKPOINT).")
+@click.option("--device", default=None)
+@user_errors
+def show_filters(checkpoint, out, device):
+    """The first convolution's kernels of CHECKPOINT as an image grid."""
+    from clcnn import plot
+    net, _ = _load_checkpoint(checkpoint, device)
+    out = out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "filters.png")
+    plot.plot_filters(net, out)
+    click.echo(f"wrote {out}")
+
+
+@show.command("features")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default=None, help="PNG to write (default: features-IMAGE.png beside CHECKPOINT).")
+@click.option("--resize", type=click.Choice(["refuse", "nearest", "bilinear", "bicubic", "lanczos", "stretch"]),
+              default="refuse", show_default=True, help="Images of another size, as for predict.")
+@click.option("--device", default=None)
+@user_errors
+def show_features(checkpoint, image, out, resize, device):
+    """The feature maps of every conv and pooling layer of CHECKPOINT for IMAGE (read and
+    prepared as predict does)."""
+    from clcnn import plot
+    from clcnn.imageio import read_image
+    net, meta = _load_checkpoint(checkpoint, device)
+    channels, size, pad, mean, std = _input_spec(meta, checkpoint)
+    pixels = read_image(image, channels=channels, size=size, resize=resize)
+    x = ((np.pad(pixels, ((0, 0), (pad, pad), (pad, pad))) - mean) / std).astype(np.float32)
+    logits = clcnn.train.predict(net, x[None])[0].astype(np.float64)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    label = _class_labels(meta, len(probs))[int(probs.argmax())]
+    stem = os.path.splitext(os.path.basename(image))[0]
+    out = out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), f"features-{stem}.png")
+    plot.plot_features(net, x, out, title=f"Feature maps for {os.path.basename(image)} "
+                                          f"(predicted {label}, {probs.max():.2f})")
+    click.echo(f"wrote {out}")
 
 
 @cli.command()
