@@ -11,19 +11,20 @@ def transpose_backward(gy, perm):
 
 
 def pad_forward(x, pads, value=0.0):
-    """pads (top, bottom, left, right); negative ones crop."""
+    """pads (top, bottom, left, right): pad by the positive ones, then crop by the negative ones
+    (ONNX's meaning; a crop may eat into the padding)."""
     top, bottom, left, right = pads
-    crop = x[..., max(0, -top):x.shape[-2] - max(0, -bottom), max(0, -left):x.shape[-1] - max(0, -right)]
     widths = [(0, 0)] * (x.ndim - 2) + [(max(0, top), max(0, bottom)), (max(0, left), max(0, right))]
-    return np.pad(crop, widths, constant_values=value)
+    padded = np.pad(x, widths, constant_values=value)
+    hp, wp = padded.shape[-2:]
+    return padded[..., max(0, -top):hp - max(0, -bottom), max(0, -left):wp - max(0, -right)]
 
 
 def pad_backward(gy, x_shape, pads):
+    """The adjoint of pad_forward: gy placed into the padded frame, x's part of it taken."""
     top, bottom, left, right = pads
-    gx = np.zeros(x_shape, dtype=gy.dtype)
     h, w = x_shape[-2], x_shape[-1]
-    # x rows kept: [max(0, -top), h - max(0, -bottom)); they sit in gy from max(0, top).
-    r0, r1 = max(0, -top), h - max(0, -bottom)
-    c0, c1 = max(0, -left), w - max(0, -right)
-    gx[..., r0:r1, c0:c1] = gy[..., r0 + top:r1 + top, c0 + left:c1 + left]
-    return gx
+    hp, wp = h + max(0, top) + max(0, bottom), w + max(0, left) + max(0, right)
+    frame = np.zeros(tuple(x_shape[:-2]) + (hp, wp), dtype=gy.dtype)
+    frame[..., max(0, -top):hp - max(0, -bottom), max(0, -left):wp - max(0, -right)] = gy
+    return frame[..., max(0, top):max(0, top) + h, max(0, left):max(0, left) + w].copy()
