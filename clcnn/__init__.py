@@ -9,6 +9,7 @@
     model = clcnn.Model(inp, out)
 """
 from . import datasets, layers, losses, models, optim
+from . import onnx   # clcnn.onnx.load / export; the onnx package loads on first use
 from .device import Device, get_device, list_devices
 from .errors import CheckpointError, ClcnnError, DataError, DeviceError, KernelBuildError, ShapeError
 from .init import seed
