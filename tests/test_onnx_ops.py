@@ -162,8 +162,9 @@ def test_clip_matches_oracle(device, shape, lo, hi, seed):
 
 
 def test_prelu_and_clip_nan_as_torch(device):
-    x = np.array([[np.nan, -1.0, 2.0, -np.inf, np.inf, 0.0, 7.0]], np.float32)
-    gy = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]], np.float32)
+    # NaN, infinities, and Clip's bounds themselves (torch passes the gradient at a bound).
+    x = np.array([[np.nan, -1.0, 2.0, -np.inf, np.inf, 0.0, 7.0, -0.5, 6.0]], np.float32)
+    gy = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]], np.float32)
     w = np.array([0.25], np.float32)
     tx = torch.tensor(x, requires_grad=True)
     ty = torch.nn.functional.prelu(tx, torch.tensor(w))
@@ -442,3 +443,52 @@ def test_bad_settings_and_shapes_are_clear_errors(device):
     with pytest.raises(ShapeError, match="do not broadcast"):
         k_ew.binary_forward(device, "mul", device.to_device(np.ones((2, 3), np.float32)),
                             device.to_device(np.ones((4,), np.float32)))
+
+
+def test_model_cases_list_exactly_the_new_ops_a_training_step_runs(device, monkeypatch):
+    # The layers' op_cases hooks against what a Trainer step really calls: the same multiset
+    # of calls into the new op modules (calls made inside another op not counted).
+    import importlib
+    from collections import Counter
+    from clcnn import losses, optim
+    from clcnn.train import Trainer
+    inp = L.Input((4, 5, 5))
+    t = L.PReLU(4)(L.LRN(3)(L.Conv2D(4, 4, 3, padding=1)(inp)))
+    t = L.Clip(-1.0, 1.0)(L.Pad((1, 0, 0, 1))(t))
+    t = L.Sub()([L.Mul(constant=np.ones((4, 1, 1)))(t), L.Div(constant=2.0, constant_first=True)(t)])
+    t = L.LogSoftmax(axis=1)(L.Softmax(axis=3)(L.Transpose((0, 2, 3, 1))(t)))
+    out = L.Dense(4 * 6 * 6, 10)(L.Reshape((-1,))(t))
+    model = clcnn.Model(inp, out, device=device)
+    cases = opspec.model_cases(model, (4, 5, 5), 2)
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, lr=0.01), progress=False)
+    rng = np.random.default_rng(14)
+    x, y = _f32(rng, (2, 4, 5, 5)), rng.integers(0, 10, 2)
+    trainer.train_step(x, y)
+    log, depth = [], [0]
+
+    def wrap(name, fn):
+        def recorded(*args, **kwargs):
+            if depth[0] == 0:
+                log.append(name)
+            depth[0] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return recorded
+    for module_name in ("elementwise", "layout", "lrn", "softmax"):
+        module = importlib.import_module(f"clcnn.ops.{module_name}")
+        for name, fn in list(vars(module).items()):
+            helper = name.startswith(("_", "check_")) or name in ("broadcast_shape", "collapse", "geometry", "pad_shape")
+            if callable(fn) and not helper and getattr(fn, "__module__", None) == module.__name__:
+                monkeypatch.setattr(module, name, wrap(f"{module_name}.{name}", fn))
+    trainer.train_step(x, y)
+    step = Counter(log)
+    log.clear()
+    for _, case in cases:
+        d = {k: device.to_device(v, dtype=v.dtype) for k, v in case.make_inputs(rng).items()}
+        out = case.forward(device, d)
+        if case.backward is not None:
+            case.backward(device, d, out)
+    assert Counter(log) == step
+    assert step["elementwise.binary_forward"] == 3 and step["layout.transpose"] == 1
