@@ -99,9 +99,9 @@ import clcnn.train
 from clcnn.cli.main import main
 t_import = time.time()
 _step = clcnn.train.Trainer.train_step
-def step(self, x, y):
+def step(self, x, y, *args, **kwargs):
     t_step, before = time.time(), dict(spent)
-    _step(self, x, y)
+    _step(self, x, y, *args, **kwargs)
     t_end = time.time()
     print("STARTUP " + json.dumps({"import_s": t_import - t0, "to_first_step_s": t_step - t0,
           "first_step_s": t_end - t_step, "total_s": t_end - t0, "build_s": spent["build_s"],

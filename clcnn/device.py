@@ -4,6 +4,7 @@ Nothing above this module touches pyopencl contexts, queues or programs directly
 ops ask a `Device` for kernels (built once per source file and set of -D defines, then cached)
 and allocate their arrays from its memory pool.
 """
+import hashlib
 import os
 from importlib import resources
 
@@ -139,6 +140,15 @@ def _megabytes(nbytes):
     return f"{nbytes / 2**20:,.1f} MiB"
 
 
+def _binary_cache_dir():
+    """$CLCNN_CACHE_DIR, else $XDG_CACHE_HOME/clcnn (~/.cache/clcnn); None when
+    CLCNN_NO_CACHE is set."""
+    if os.environ.get("CLCNN_NO_CACHE", "").strip() not in ("", "0"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("CLCNN_CACHE_DIR") or os.path.join(base, "clcnn", "programs")
+
+
 ACTIVATION_CODES = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4, "relu6": 5}
 
 
@@ -212,14 +222,58 @@ class Device:
             # common.h (activation codes and helpers) is prepended rather than #included so
             # that no include path has to be resolved on the device's compiler.
             source = _read_kernel_source("common.h") + "\n" + _read_kernel_source(filename)
-            try:
-                program = cl.Program(self.context, source).build(options=list(options))
-            except cl.RuntimeError as exc:
-                raise KernelBuildError(
-                    f"building {filename} with {' '.join(options) or 'no defines'} failed on "
-                    f"{self.name}:\n{exc}") from exc
+            program = self._cached_binary(source, options)
+            if program is None:
+                try:
+                    program = cl.Program(self.context, source).build(options=list(options))
+                except cl.RuntimeError as exc:
+                    raise KernelBuildError(
+                        f"building {filename} with {' '.join(options) or 'no defines'} failed on "
+                        f"{self.name}:\n{exc}") from exc
+                self._store_binary(source, options, program)
             self._programs[key] = program
         return program
+
+    # A source build costs 0.1-1.5 s on PoCL even when PoCL's own cache hits (it runs the
+    # preprocessor to find its cache key); a build from the binary takes a few ms. So built
+    # programs' binaries are kept on disk, keyed by source, options, device and driver. Asking
+    # PoCL for a binary compiles every kernel of the program (seconds) unless PoCL's cache
+    # already holds them, so the binary is taken when a program is built a second time, in a
+    # later process: the first build only leaves a marker, and a cold start costs no more.
+    def _binary_path(self, source, options):
+        d, p = self.cl_device, self.platform
+        key = "\0".join([source, *options, p.name, p.version, d.name, d.version, d.driver_version,
+                         cl.VERSION_TEXT])
+        return os.path.join(_binary_cache_dir(), hashlib.sha256(key.encode()).hexdigest())
+
+    def _cached_binary(self, source, options):
+        if _binary_cache_dir() is None:
+            return None
+        try:
+            with open(self._binary_path(source, options) + ".bin", "rb") as f:
+                binary = f.read()
+            return cl.Program(self.context, [self.cl_device], [binary]).build(options=list(options))
+        except (OSError, cl.Error):
+            return None     # absent or unusable: build from source
+
+    def _store_binary(self, source, options, program):
+        if _binary_cache_dir() is None:
+            return
+        path = self._binary_path(source, options)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not os.path.exists(path + ".seen"):
+                open(path + ".seen", "wb").close()
+                return
+            binary = program.get_info(cl.program_info.BINARIES)[0]
+            if not binary:
+                return
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(binary)
+            os.replace(tmp, path + ".bin")   # atomic: a reader sees no file or the whole one
+        except (OSError, cl.Error):
+            pass                             # an unwritable cache only costs later starts a source build
 
     def kernel(self, filename, name, **defines):
         """The kernel `name` from kernels/<filename>, built with `defines` and cached."""

@@ -1,0 +1,56 @@
+"""The on-disk program binary cache of clcnn.device: a program built in a later process loads
+from its binary and computes the same; a damaged binary falls back to a source build."""
+import numpy as np
+import pyopencl as cl
+
+from clcnn.device import get_device
+
+SOURCE = "__kernel void scale(__global float *x, float a) { x[get_global_id(0)] *= a; }"
+OPTIONS = ("-DUNUSED=1",)
+
+
+def _run(program, dev, values, a):
+    x = dev.to_device(values)
+    program.scale(dev.queue, (values.size,), None, x.data, np.float32(a))
+    return x.get()
+
+
+def _built(dev):
+    return cl.Program(dev.context, SOURCE).build(options=list(OPTIONS))
+
+
+def test_binary_is_stored_on_second_build_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLCNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("CLCNN_NO_CACHE", raising=False)
+    dev = get_device()
+    assert dev._cached_binary(SOURCE, OPTIONS) is None
+    dev._store_binary(SOURCE, OPTIONS, _built(dev))          # first build: a marker only
+    assert not list(tmp_path.glob("*.bin"))
+    assert dev._cached_binary(SOURCE, OPTIONS) is None
+    dev._store_binary(SOURCE, OPTIONS, _built(dev))          # built again: the binary is kept
+    assert len(list(tmp_path.glob("*.bin"))) == 1
+    program = dev._cached_binary(SOURCE, OPTIONS)
+    assert program is not None
+    values = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    np.testing.assert_array_equal(_run(program, dev, values, 3.0), values * np.float32(3.0))
+    # Other options are another program.
+    assert dev._cached_binary(SOURCE, ("-DUNUSED=2",)) is None
+
+
+def test_damaged_binary_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLCNN_CACHE_DIR", str(tmp_path))
+    dev = get_device()
+    dev._store_binary(SOURCE, OPTIONS, _built(dev))
+    dev._store_binary(SOURCE, OPTIONS, _built(dev))
+    (path,) = tmp_path.glob("*.bin")
+    path.write_bytes(b"not a binary")
+    assert dev._cached_binary(SOURCE, OPTIONS) is None
+
+
+def test_no_cache_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLCNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CLCNN_NO_CACHE", "1")
+    dev = get_device()
+    dev._store_binary(SOURCE, OPTIONS, _built(dev))
+    dev._store_binary(SOURCE, OPTIONS, _built(dev))
+    assert not list(tmp_path.iterdir())
