@@ -141,12 +141,12 @@ def _megabytes(nbytes):
 
 
 def _binary_cache_dir():
-    """$CLCNN_CACHE_DIR, else $XDG_CACHE_HOME/clcnn (~/.cache/clcnn); None when
-    CLCNN_NO_CACHE is set."""
+    """programs/ under $CLCNN_CACHE_DIR (where tuning.json lives too), else under
+    $XDG_CACHE_HOME/clcnn or ~/.cache/clcnn; None when CLCNN_NO_CACHE is set."""
     if os.environ.get("CLCNN_NO_CACHE", "").strip() not in ("", "0"):
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.environ.get("CLCNN_CACHE_DIR") or os.path.join(base, "clcnn", "programs")
+    return os.path.join(os.environ.get("CLCNN_CACHE_DIR") or os.path.join(base, "clcnn"), "programs")
 
 
 ACTIVATION_CODES = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4, "relu6": 5}

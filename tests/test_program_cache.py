@@ -25,10 +25,10 @@ def test_binary_is_stored_on_second_build_and_reused(tmp_path, monkeypatch):
     dev = get_device()
     assert dev._cached_binary(SOURCE, OPTIONS) is None
     dev._store_binary(SOURCE, OPTIONS, _built(dev))          # first build: a marker only
-    assert not list(tmp_path.glob("*.bin"))
+    assert not list((tmp_path / "programs").glob("*.bin"))
     assert dev._cached_binary(SOURCE, OPTIONS) is None
     dev._store_binary(SOURCE, OPTIONS, _built(dev))          # built again: the binary is kept
-    assert len(list(tmp_path.glob("*.bin"))) == 1
+    assert len(list((tmp_path / "programs").glob("*.bin"))) == 1
     program = dev._cached_binary(SOURCE, OPTIONS)
     assert program is not None
     values = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
@@ -42,7 +42,7 @@ def test_damaged_binary_falls_back(tmp_path, monkeypatch):
     dev = get_device()
     dev._store_binary(SOURCE, OPTIONS, _built(dev))
     dev._store_binary(SOURCE, OPTIONS, _built(dev))
-    (path,) = tmp_path.glob("*.bin")
+    (path,) = (tmp_path / "programs").glob("*.bin")
     path.write_bytes(b"not a binary")
     assert dev._cached_binary(SOURCE, OPTIONS) is None
 
@@ -53,4 +53,4 @@ def test_no_cache_setting(tmp_path, monkeypatch):
     dev = get_device()
     dev._store_binary(SOURCE, OPTIONS, _built(dev))
     dev._store_binary(SOURCE, OPTIONS, _built(dev))
-    assert not list(tmp_path.iterdir())
+    assert not (tmp_path / "programs").exists()
