@@ -747,15 +747,15 @@ def pad(shape, pads, value=0.0):
 
 
 def lrn(shape, size, alpha=1e-4, beta=0.75, k=1.0):
-    """LRN across channels; forward (y, s), backward gx from x, s and gy."""
+    """LRN across channels; forward (y, s), backward gx from x, y, s and gy."""
     def make(rng):
         return {"x": _normal(rng, shape), "gy": _normal(rng, shape)}
     n = _numel(shape)
     return OpCase(f"lrn size={size}", "normalization", make,
                   lambda dev, a: k_lrn.lrn_forward(dev, a["x"], size, alpha, beta, k),
                   lambda a: o_lrn.lrn_forward(a["x"], size, alpha, beta, k),
-                  lambda dev, a, out: (k_lrn.lrn_backward(dev, a["x"], out[1], a["gy"], size, alpha, beta),),
-                  lambda a, out: (o_lrn.lrn_backward(a["x"], out[1], a["gy"], size, alpha, beta),),
+                  lambda dev, a, out: (k_lrn.lrn_backward(dev, a["x"], out[0], out[1], a["gy"], size, alpha, beta),),
+                  lambda a, out: (o_lrn.lrn_backward(a["x"], out[0], out[1], a["gy"], size, alpha, beta),),
                   bytes=(3 * F32 * n, 4 * F32 * n))
 
 

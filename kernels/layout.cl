@@ -26,10 +26,14 @@ __kernel void transpose(__global const float* restrict x, __global float* restri
         o /= geo[ax];
     }
     const int p5 = geo[11];
-    const size_t row = (size_t)get_global_id(1) * s5;
-    const int end = min(8 * q + 8, s5);
-    for (int j = 8 * q; j < end; ++j)
-        y[row + j] = x[off + j * p5];
+    __global float* out = y + (size_t)get_global_id(1) * s5;
+    if (p5 == 1 && 8 * q + 8 <= s5) {
+        vstore8(vload8(0, x + off + 8 * q), q, out);    /* a run that stays contiguous */
+    } else {
+        const int end = min(8 * q + 8, s5);
+        for (int j = 8 * q; j < end; ++j)
+            out[j] = x[off + j * p5];
+    }
 }
 
 __kernel void pad_forward(__global const float* restrict x, __global float* restrict y,

@@ -27,16 +27,21 @@ __kernel void softmax_axis_forward(__global const float* restrict x, __global fl
         m = (v > m || isnan(v)) ? v : m;
     }
     float sum = 0.0f;
+#if LOG
     for (int k = 0; k < K; ++k)
         sum += exp(x[base + (size_t)k * inner] - m);
-#if LOG
     const float shift = m + log(sum);
     for (int k = 0; k < K; ++k)
         y[base + (size_t)k * inner] = x[base + (size_t)k * inner] - shift;
 #else
+    for (int k = 0; k < K; ++k) {      /* y holds the exponentials until they are scaled */
+        const float e = exp(x[base + (size_t)k * inner] - m);
+        y[base + (size_t)k * inner] = e;
+        sum += e;
+    }
     const float inv = 1.0f / sum;
     for (int k = 0; k < K; ++k)
-        y[base + (size_t)k * inner] = exp(x[base + (size_t)k * inner] - m) * inv;
+        y[base + (size_t)k * inner] *= inv;
 #endif
 }
 

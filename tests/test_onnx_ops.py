@@ -250,8 +250,8 @@ def test_lrn_matches_oracle(device, shape, size, alpha, beta, k, seed):
     oy, os_ = o_lrn.lrn_forward(x.astype(np.float64), size, alpha, beta, k)
     assert_close(s.get(), os_, 0, 1e-6, "scale")
     assert_close(y.get(), oy, 1e-6, 1e-5, "y")       # pow of a float32 scale: a few ulps
-    gx = k_lrn.lrn_backward(device, _d(device, x), s, _d(device, gy), size, alpha, beta).get()
-    assert_close(gx, o_lrn.lrn_backward(x.astype(np.float64), os_, gy.astype(np.float64), size, alpha, beta),
+    gx = k_lrn.lrn_backward(device, _d(device, x), y, s, _d(device, gy), size, alpha, beta).get()
+    assert_close(gx, o_lrn.lrn_backward(x.astype(np.float64), oy, os_, gy.astype(np.float64), size, alpha, beta),
                  1e-5 * max(1.0, np.abs(gy).max()), 1e-4, "gx")
 
 
@@ -259,8 +259,8 @@ def test_lrn_matches_oracle(device, shape, size, alpha, beta, k, seed):
 def test_lrn_oracle_backward_matches_finite_differences(size):
     rng = np.random.default_rng(7)
     x, gy = rng.standard_normal((2, 6, 2, 3)), rng.standard_normal((2, 6, 2, 3))
-    s = o_lrn.lrn_forward(x, size, 0.5, 0.75, 1.5)[1]
-    assert_close(o_lrn.lrn_backward(x, s, gy, size, 0.5, 0.75),
+    y, s = o_lrn.lrn_forward(x, size, 0.5, 0.75, 1.5)
+    assert_close(o_lrn.lrn_backward(x, y, s, gy, size, 0.5, 0.75),
                  numeric_grad(lambda v: np.sum(o_lrn.lrn_forward(v, size, 0.5, 0.75, 1.5)[0] * gy), x), 1e-6, 1e-6)
 
 

@@ -21,21 +21,21 @@ class LRN(Layer):
     def forward(self, ctx, x):
         self.output_shape(x.shape[1:])
         ctx.x = x
-        y, ctx.s = lrn_ops.lrn_forward(self.device, x, self.size, self.alpha, self.beta, self.k)
-        return y
+        ctx.y, ctx.s = lrn_ops.lrn_forward(self.device, x, self.size, self.alpha, self.beta, self.k)
+        return ctx.y
 
     def backward(self, ctx, gy, need_input_grad=True):
-        return lrn_ops.lrn_backward(self.device, ctx.x, ctx.s, gy, self.size, self.alpha, self.beta)
+        return lrn_ops.lrn_backward(self.device, ctx.x, ctx.y, ctx.s, gy, self.size, self.alpha, self.beta)
 
     def reference_forward(self, ctx, params, x, training):
         from ..oracle import lrn as o_lrn
         ctx.x = x
-        y, ctx.s = o_lrn.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
-        return y
+        ctx.y, ctx.s = o_lrn.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
+        return ctx.y
 
     def reference_backward(self, ctx, params, gy):
         from ..oracle import lrn as o_lrn
-        return o_lrn.lrn_backward(ctx.x, ctx.s, gy, self.size, self.alpha, self.beta), {}
+        return o_lrn.lrn_backward(ctx.x, ctx.y, ctx.s, gy, self.size, self.alpha, self.beta), {}
 
     def torch_module(self):
         from torch import nn

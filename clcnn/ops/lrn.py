@@ -25,7 +25,7 @@ def _geometry(x, size):
     _check_size("lrn", x.size)
     n, channels, hw = x.shape[0], x.shape[1], math.prod(x.shape[2:])
     front = (size - 1) // 2
-    return channels, hw, n * hw, front, size - 1 - front
+    return channels, hw, n * -(-hw // 8), front, size - 1 - front    # items: 8 pixels each
 
 
 def lrn_forward(dev, x, size, alpha=1e-4, beta=0.75, k=1.0):
@@ -41,16 +41,16 @@ def lrn_forward(dev, x, size, alpha=1e-4, beta=0.75, k=1.0):
     return y, s
 
 
-def lrn_backward(dev, x, s, gy, size, alpha=1e-4, beta=0.75):
-    """gx from the input x, the forward's s and the upstream gy."""
+def lrn_backward(dev, x, y, s, gy, size, alpha=1e-4, beta=0.75):
+    """gx from the input x, the forward's y and s, and the upstream gy."""
     size, alpha, beta, _ = check_lrn(size, alpha, beta, 1.0)
-    for name, a in (("x", x), ("s", s), ("gy", gy)):
+    for name, a in (("x", x), ("y", y), ("s", s), ("gy", gy)):
         check_array(a, x.ndim, name)
         if a.shape != x.shape:
             raise ShapeError(f"lrn backward: {name} has shape {tuple(a.shape)}, x has {tuple(x.shape)}")
     channels, hw, items, front, back = _geometry(x, size)
     gx = dev.empty(x.shape)
     if x.size:
-        launch(dev, dev.kernel("lrn.cl", "lrn_backward"), (items,), None, buf(x), buf(s), buf(gy), buf(gx),
+        launch(dev, dev.kernel("lrn.cl", "lrn_backward"), (items,), None, buf(x), buf(y), buf(s), buf(gy), buf(gx),
                i32(channels), i32(hw), i32(items), i32(front), i32(back), f32(alpha / size), f32(beta))
     return gx

@@ -20,9 +20,10 @@ def lrn_forward(x, size, alpha=1e-4, beta=0.75, k=1.0):
     return x * s ** -beta, s
 
 
-def lrn_backward(x, s, gy, size, alpha=1e-4, beta=0.75):
-    """gx = gy s^-beta - 2 alpha beta / size * x * (transposed window sum of gy x s^(-beta-1))."""
-    t = gy * x * s ** (-beta - 1)
+def lrn_backward(x, y, s, gy, size, alpha=1e-4, beta=0.75):
+    """gx = gy s^-beta - 2 alpha beta / size * x * (transposed window sum of gy x s^(-beta-1)),
+    with x s^(-beta-1) = y / s (y the forward output)."""
+    t = gy * y / s
     front = (size - 1) // 2
     back = size - 1 - front
     channels = x.shape[1]
