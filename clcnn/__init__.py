@@ -8,7 +8,7 @@
     out = L.Dense(16, 10)(L.Flatten()(L.GlobalAvgPool2D()(L.Conv2D(3, 16, 3)(inp))))
     model = clcnn.Model(inp, out)
 """
-from . import datasets, layers, losses, models, optim
+from . import callbacks, datasets, layers, losses, models, optim
 from . import onnx   # clcnn.onnx.load / export; the onnx package loads on first use
 from .device import Device, get_device, list_devices
 from .errors import CheckpointError, ClcnnError, DataError, DeviceError, KernelBuildError, ShapeError
