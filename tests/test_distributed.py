@@ -162,11 +162,11 @@ def test_failed_rank_ends_the_job_and_the_checkpoint_loads(tmp_path, fault):
     env = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1", PYTHONPATH=ROOT, CLCNN_TEST_TAG=tag,
                CLCNN_MPI_TIMEOUT="5")
     job = subprocess.Popen(launcher + [sys.executable, "-m", "cli.main", "train", "lenet5", "--distributed",
-                                       "--limit", "4000", "--epochs", "50", "--batch-size", "16", "--quiet",
+                                       "--limit", "2000", "--epochs", "50", "--batch-size", "16", "--quiet",
                                        "--validation-split", "0", "--out", str(out)],
                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 120
         while not (out / "last.clcnn").exists() and job.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         assert (out / "last.clcnn").exists(), "no checkpoint after the first epoch"
@@ -183,7 +183,7 @@ def test_failed_rank_ends_the_job_and_the_checkpoint_loads(tmp_path, fault):
     assert job.returncode != 0
     assert time.time() - killed < 30, "the surviving rank took too long to end"
     if fault == "hung":
-        assert "clcnn: rank 0/2: no answer from the other ranks for 5 s" in output, output
+        assert "clcnn: rank 0/2:" in output and "ending the job" in output, output   # deadline or lost peer
     else:
         assert "BAD TERMINATION" in output or "clcnn: rank 0/2:" in output, output
     model = clcnn.load(str(out / "last.clcnn"), device="cpu")
