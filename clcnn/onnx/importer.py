@@ -27,7 +27,7 @@ FLOAT = onnx.TensorProto.FLOAT
 
 
 def read_model(path):
-    """The ModelProto at path, checked and upgraded to opset >= 13; errors name the file."""
+    """(ModelProto upgraded to opset >= 13, the file's own opset); errors name the file."""
     try:
         proto = onnx.load(str(path))
     except FileNotFoundError:
@@ -38,16 +38,13 @@ def read_model(path):
     if not proto.graph.node and not proto.graph.output:
         raise CheckpointError(f"{path}: not an ONNX model (empty graph); the file may be truncated or corrupt")
     opset = _opset(proto)
-    if opset < 7:
-        raise ONNXError(f"{path}: opset {opset} is older than clcnn reads (7 to {onnx.defs.onnx_opset_version()}); "
-                        "export the model again with a newer exporter")
     if opset < BASE_OPSET:
         try:
             proto = version_converter.convert_version(proto, BASE_OPSET)
         except Exception as exc:
             raise ONNXError(f"{path}: onnx's version converter cannot upgrade opset {opset} to {BASE_OPSET} "
                             f"({type(exc).__name__}: {exc}); export the model again at opset {BASE_OPSET} or newer") from None
-    return proto
+    return proto, opset
 
 
 def _opset(proto):
@@ -70,8 +67,8 @@ def read_metadata(path):
 
 
 def load_model(path, device=None):
-    proto = read_model(path)
-    builder = _Builder(proto, path)
+    proto, opset = read_model(path)
+    builder = _Builder(proto, path, opset)
     return builder.build(device)
 
 
@@ -84,7 +81,7 @@ def _decode(value):
 
 
 class _Builder:
-    def __init__(self, proto, path):
+    def __init__(self, proto, path, file_opset):
         self.proto, self.path = proto, path
         self.graph = proto.graph
         self.opset = _opset(proto)
@@ -100,6 +97,8 @@ class _Builder:
         for out in self.graph.output:
             self.reads[out.name] = self.reads.get(out.name, 0) + 1
         self.batch = 1
+        # Before opset 7, PRelu's 1-D slope was per channel, not broadcast from the last axis.
+        self.legacy_prelu = file_opset < 7
 
     # -- values -------------------------------------------------------------------------
     def where(self, node):
@@ -429,6 +428,12 @@ def _pool(kind):
                              "the padded input divide by a count clcnn cannot express", "ceil_mode")
                 include = False if kind == "avg" and (top, bottom, left, right) == (0, 0, 0, 0) else include
                 bottom, right = bottom + extra[0], right + extra[1]
+        if kind == "max" and (bottom > kernel[0] // 2 or right > kernel[1] // 2):
+            # clcnn's pools pad at most half a window: the ceil_mode overhang goes in a -inf Pad first.
+            extra_h, extra_w = max(bottom - kernel[0] // 2, 0), max(right - kernel[1] // 2, 0)
+            x = g.call(node, g.make(node, L.Pad, (0, extra_h, 0, extra_w), value=float("-inf"),
+                                    name=g.name_for(node) + "_ceil_pad"), x)
+            bottom, right = bottom - extra_h, right - extra_w
         name = g.name_for(node)
         if kind == "max":
             layer = g.make(node, L.MaxPool2D, kernel, stride=strides, padding=(top, bottom, left, right), name=name)
@@ -637,6 +642,8 @@ def _lrn(g, node, a):
 def _prelu(g, node, a):
     x = g.sym(node, 0)
     slope = g.weight(node, 1, "slope")
+    if g.legacy_prelu and slope.ndim == 1 and len(x.shape) > 1:
+        slope = slope.reshape((-1,) + (1,) * (len(x.shape) - 1))
     vec = g.channel_vector(x, slope)
     if vec is None:
         g.refuse(node, f"a slope of shape {list(slope.shape)}: clcnn's PReLU takes one slope per channel or one in all")
