@@ -340,7 +340,9 @@ def _write_history(out, history):
 
 
 def _load_checkpoint(path, device):
-    """(model, metadata dict) of a checkpoint or model file, or one clear error."""
+    """(model, metadata dict) of a checkpoint, model file or .onnx file, or one clear error."""
+    if str(path).lower().endswith(".onnx"):
+        return _load_onnx(path, device)
     header, _ = clcnn.serialization.read_archive(path)
     if not header.get("architecture"):
         raise click.ClickException(f"{path}: the saved model has no layers; nothing to run")
@@ -349,6 +351,18 @@ def _load_checkpoint(path, device):
         raise click.ClickException(f"{path}: corrupt header: 'metadata' must be an object, got "
                                    f"{type(meta).__name__}; use a checkpoint written by clcnn train")
     return clcnn.load(path, device=device), meta   # load refuses an architecture of the wrong shape
+
+
+def _load_onnx(path, device):
+    """An ONNX file and its metadata: what clcnn export stored, else the input shape from the
+    graph and MNIST's normalisation, padded from 28x28 digits up to the input size."""
+    net = clcnn.onnx.load(path, device=device)
+    meta = dict(clcnn.onnx.read_metadata(path))
+    shape = list(net.input_shapes[0])
+    meta.setdefault("input_shape", shape)
+    if "preprocess" not in meta and len(shape) == 3:
+        meta["preprocess"] = {"pad": max((shape[-1] - 28) // 2, 0), "mean": 0.1307, "std": 0.3081}
+    return net, meta
 
 
 def _preprocess(meta, path):
@@ -538,6 +552,24 @@ def show_features(checkpoint, image, out, resize, device):
     plot.plot_features(net, x, out, title=f"Feature maps for {os.path.basename(image)} "
                                           f"(predicted {label}, {probs.max():.2f})")
     click.echo(f"wrote {out}")
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out")
+@click.option("--device", default=None)
+@user_errors
+def export_onnx(checkpoint, out, device):
+    """Write CHECKPOINT as ONNX (opset 17, dynamic batch) to OUT, with its preprocessing and class
+    names in the file's metadata (clcnn evaluate / predict read them back)."""
+    net, meta = _load_checkpoint(checkpoint, device)
+    shape = meta.get("input_shape") or (None if isinstance(net, clcnn.Sequential) else net.input_shapes[0])
+    if not shape:
+        raise click.ClickException(f"{checkpoint}: the file does not say its input shape; export from Python "
+                                   "with clcnn.onnx.export(model, path, input_shape=(C, H, W))")
+    keep = ("model", "dataset", "preprocess", "input_shape", "class_names")
+    clcnn.onnx.export(net.eval(), out, input_shape=tuple(shape), metadata={k: meta[k] for k in keep if k in meta})
+    click.echo(f"wrote {out} (ONNX opset 17, input N x {'x'.join(map(str, shape))})")
 
 
 @cli.command()

@@ -421,3 +421,35 @@ def test_truncated_and_corrupt_files_name_the_file(tmp_path):
             clcnn.onnx.load(tmp_path / name)
     with pytest.raises(CheckpointError, match="no such file"):
         clcnn.onnx.load(tmp_path / "missing.onnx")
+
+
+def test_cli_export_then_summary_evaluate_predict(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    clcnn.seed(0)
+    prep = {"pad": 2, "mean": 0.1307, "std": 0.3081}
+    model = clcnn.models.lenet5()
+    model.save(tmp_path / "m.clcnn", metadata={"model": "lenet5", "dataset": "mnist", "preprocess": prep,
+                                               "input_shape": [1, 32, 32], "class_names": list("0123456789")})
+    runner = CliRunner()
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(cli, ["export", str(tmp_path / "m.clcnn"), str(out)])
+    assert result.exit_code == 0, result.output
+    assert clcnn.onnx.read_metadata(out)["preprocess"] == prep
+    result = runner.invoke(cli, ["summary", str(out)])
+    assert result.exit_code == 0 and "61,706" in result.output, result.output
+    result = runner.invoke(cli, ["evaluate", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    from_onnx = json.loads(result.output)
+    result = runner.invoke(cli, ["evaluate", str(tmp_path / "m.clcnn"), "--json"])
+    assert abs(json.loads(result.output)["loss"] - from_onnx["loss"]) < 1e-4
+    image = tmp_path / "digit.npy"
+    np.save(image, np.random.default_rng(7).random((28, 28)).astype(np.float32))
+    result = runner.invoke(cli, ["predict", str(out), str(image), "--json"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "bad.onnx").write_bytes(b"junk")
+    result = runner.invoke(cli, ["summary", str(tmp_path / "bad.onnx")])
+    assert result.exit_code == 1 and "bad.onnx" in result.output
