@@ -34,7 +34,7 @@ def test_benched_ops_agree_with_oracle(device, model_name):
 
 
 _OP_MODULES = ("conv2d", "depthwise", "dense", "pool", "activation", "batchnorm", "merge", "dropout",
-               "loss", "optim")
+               "loss", "optim", "elementwise", "layout", "lrn", "softmax")
 
 
 def _record_ops(monkeypatch):

@@ -13,7 +13,8 @@ from clcnn.ops import conv2d as conv_ops
 
 FAMILIES = ["conv2d", "conv2d grouped", "conv2d depthwise", "conv2d dilated", "maxpool2d", "avgpool2d",
             "global_maxpool2d", "global_avgpool2d", "activation", "softmax", "dense", "dropout",
-            "batchnorm2d train", "batchnorm2d eval", "add", "concat", "cross_entropy", "mse"]
+            "batchnorm2d train", "batchnorm2d eval", "add", "concat", "cross_entropy", "mse",
+            "broadcast add/sub/mul/div", "prelu", "clip", "transpose", "pad", "lrn", "softmax axis"]
 EXPECTED_OPS = ({f"{f} {p}" for f in FAMILIES for p in ("forward", "backward")}
                 | {"gemm", "cross_entropy train", "sgd update", "sgd update grouped", "adam update",
                    "lenet5 step", "resnet20 step"})
