@@ -4,6 +4,7 @@ PyTorch alternate in rounds so that load from other work on the machine falls on
 figure is the median over rounds of each round's ratio, with min and max.
 
     python benchmarks/step_ratio.py --model lenet5 --batch 64 256 --rounds 5 --repeat 20
+    python benchmarks/step_ratio.py --model resnet20 --batch 64 128 --torch-threads 1
 """
 import argparse
 import json
@@ -20,9 +21,14 @@ def main():
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--no-infer", action="store_true")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch's thread count (default its own); on a loaded machine its OpenMP "
+                             "threads stall each other, and 1 thread shows what it can still do")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.torch_threads:
+        import torch
+        torch.set_num_threads(args.torch_threads)
     dev = get_device(None)
     _, shape = models.MODELS[args.model]
     out = []
