@@ -34,8 +34,11 @@ ALGORITHMS = ("direct", "tiled")
 _TUNE_MIN_BATCH = 16    # smaller batches (tests, single images) run the heuristic untimed
 _INT32_MAX = 2**31 - 1
 # Cost of moving one column value through memory (written, then read by conv2d_col2im), in
-# multiply-add lanes, for choosing the form of the input gradient.
-_COLUMN_COST = 64
+# multiply-add lanes, for choosing the form of the input gradient. Measured on PoCL (batch 64,
+# nine stride 2-4 shapes with 1x1-7x7 kernels, ResNet-20's four among them): gather won every
+# shape whose break-even cost was <= 192 (by 1.07-3.3x), columns the two at 256 and 480 (1.12x,
+# 1.45x); 64 had sent all four ResNet-20 downsampling layers to the slower columns form.
+_COLUMN_COST = 224
 # "gather" or "columns" forces that form of the input gradient (the tests run both); None picks.
 _INPUT_GRAD_FORM = None
 # Work items to aim for in the weight-gradient kernel, so both cores (or a GPU) get work.
