@@ -247,7 +247,16 @@ def main():
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--out", default=os.path.join(HERE, "results.md"))
     parser.add_argument("--quick", action="store_true", help="3 runs per figure, no start-up runs (smoke test)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch's thread count (default its own); on a loaded machine its OpenMP "
+                             "threads stall each other by 10-40x, and 1 thread is the fair comparison")
     args = parser.parse_args()
+    if args.torch_threads:
+        try:
+            import torch
+            torch.set_num_threads(args.torch_threads)
+        except ImportError:
+            pass
     repeat = 3 if args.quick else args.repeat
     started = time.time()
     load_start = os.getloadavg()
