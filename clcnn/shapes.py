@@ -59,12 +59,14 @@ def output_size(n, k, s, before, after):
 def output_hw(size_hw, kernel_hw, stride_hw, pads, where="layer", dilation_hw=(1, 1)):
     """Output (height, width) of a conv or pool: floor((n + pads - dilation * (k - 1) - 1) /
     stride) + 1 per axis, as PyTorch; ShapeError when the kernel overhangs the padded input."""
-    kernel_hw = effective_kernel(kernel_hw, dilation_hw)
+    spans = effective_kernel(kernel_hw, dilation_hw)
     top, bottom, left, right = pads
-    oh = output_size(size_hw[0], kernel_hw[0], stride_hw[0], top, bottom)
-    ow = output_size(size_hw[1], kernel_hw[1], stride_hw[1], left, right)
+    oh = output_size(size_hw[0], spans[0], stride_hw[0], top, bottom)
+    ow = output_size(size_hw[1], spans[1], stride_hw[1], left, right)
     if oh < 1 or ow < 1:
-        raise ShapeError(
-            f"{where}: kernel {kernel_hw[0]}x{kernel_hw[1]} is larger than the padded input "
-            f"{size_hw[0] + top + bottom}x{size_hw[1] + left + right}")
+        kernel = f"kernel {kernel_hw[0]}x{kernel_hw[1]}"
+        if tuple(spans) != tuple(kernel_hw):
+            kernel += f" with dilation {dilation_hw[0]}x{dilation_hw[1]} spans {spans[0]}x{spans[1]}, which"
+        raise ShapeError(f"{where}: {kernel} is larger than the padded input "
+                         f"{size_hw[0] + top + bottom}x{size_hw[1] + left + right}")
     return oh, ow

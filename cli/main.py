@@ -208,6 +208,13 @@ def _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, 
     class_names = datasets.class_names(dataset_name)
     if limit:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
+    val_data = None
+    if validation_split:
+        # The split Trainer.fit(validation_split=...) takes, made here on the uint8 images:
+        # normalising after splitting copies a quarter of the bytes.
+        (train_images, train_labels), (val_images, val_labels) = clcnn.train.split_validation(
+            train_images, train_labels, validation_split, seed)
+        val_data = (recipes.prepare(val_images, prep), val_labels)
     train_data = (recipes.prepare(train_images, prep), train_labels)
     test_data = (recipes.prepare(test_images, prep), test_labels)
     channels, size = train_data[0].shape[1], train_data[0].shape[-1]
@@ -235,12 +242,12 @@ def _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, 
         echo(f"resuming from {resume_path} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
     # Every split is checked before the first step: a bad test label must not cost a training run.
     clcnn.train.check_targets(test_labels, (len(class_names),), trainer.loss, "the test set")
-    held = f", {validation_split:.0%} held out for validation" if validation_split else ""
+    held = f", {len(val_data[0])} held out for validation" if validation_split else ""
     echo(f"training {model} on {dev.name} ({dev.platform.name.strip()}): {len(train_data[0])} images{held}, "
          f"{epochs} epochs, batch {batch_size}, {optimizer} lr {lr}; writing to {out}", err=True)
     val_set = f"validation split ({validation_split:.0%} of train)" if validation_split else "test set"
-    history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size, validation_split=validation_split,
-                          validation_data=None if validation_split else test_data,
+    history = trainer.fit(train_data, epochs=epochs, batch_size=batch_size,
+                          validation_data=val_data if validation_split else test_data,
                           callbacks=_train_callbacks(out if root else None, val_set))
     if not root:   # rank 0 writes the history and tests best.clcnn
         if trainer.interrupted and trainer.interrupt_signal == signal.SIGTERM:

@@ -26,6 +26,7 @@ import functools
 from .. import device as _device
 from .. import tuning
 from ..errors import ShapeError
+from ..shapes import output_hw
 from ._common import buf, check_array, f32, i32, launch
 
 _FILE = "conv2d.cl"
@@ -71,14 +72,8 @@ def _output_hw(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1):
         raise ShapeError(f"conv2d: weight has {wc} input channels per group (shape {tuple(w_shape)}) "
                          f"but the input has {c} channels (shape {tuple(x_shape)}) in {groups} "
                          f"group(s), so it needs {c // groups}: weights are (O, C/groups, KH, KW)")
+    oh, ow = output_hw((h, wd), (kh, kw), stride, pads, "conv2d", dilation)
     top, bottom, left, right = pads
-    ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    if ekh > h + top + bottom or ekw > wd + left + right:
-        spans = f" with dilation {dilation[0]}x{dilation[1]} spans {ekh}x{ekw}, which is" if ekh * ekw != kh * kw else " is"
-        raise ShapeError(f"conv2d: kernel {kh}x{kw}{spans} larger than the padded input "
-                         f"{h + top + bottom}x{wd + left + right}")
-    oh = (h + top + bottom - ekh) // stride[0] + 1
-    ow = (wd + left + right - ekw) // stride[1] + 1
     if max(n * c * (h + top + bottom) * (wd + left + right), n * o * oh * ow) > _INT32_MAX:
         raise ShapeError("conv2d: tensors above 2**31 elements are not supported (32-bit indices)")
     return oh, ow
