@@ -68,7 +68,9 @@ def preprocess_for(model, name, train_images):
 
 
 def prepare(images, prep):
-    return datasets.prepare_images(images, pad=prep["pad"], mean=prep["mean"], std=prep["std"])
+    """The uint8 images as datasets.PreparedImages: read as float32 prepared by `prep`, but
+    normalised only when read (Trainer.fit does it on the device, batch by batch)."""
+    return datasets.PreparedImages(images, pad=prep["pad"], mean=prep["mean"], std=prep["std"])
 
 
 def build_model(model, channels, classes, size, device=None):

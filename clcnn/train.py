@@ -18,7 +18,7 @@ import pyopencl.array as cl_array
 
 from .callbacks import Checkpoint, TerminateOnNaN, TrainingDiverged
 from .datasets.augment import augment_draw, crop_flip
-from .datasets.batches import BACKGROUND
+from .datasets.batches import BACKGROUND, PreparedImages
 from .distributed import communicator as _communicator
 from .errors import CheckpointError, ClcnnError, ShapeError
 from .layers import Dropout
@@ -37,18 +37,26 @@ _READ_INTERVAL = 0.25
 
 
 class _DeviceData:
-    """A training set uploaded once; batches are gathered (and shifted) on the device."""
+    """A training set uploaded once; batches are gathered (and shifted) on the device.
+    PreparedImages go up as their uint8 pixels (a quarter of the bytes, and no float32 copy on
+    the host) and each batch is normalised and padded as it is gathered."""
 
     def __init__(self, device, images, labels):
         self.device = device
-        self.images = device.to_device(images)
+        self.prep = {}
+        if isinstance(images, PreparedImages):
+            self.prep = {"pad": images.pad, "mean": images.mean, "std": images.std}
+            self.images = device.to_device(images.images, dtype=np.uint8)
+        else:
+            self.images = device.to_device(images)
         self.labels = device.to_device(labels, dtype=np.int32)
         self.order = self.shifts = None
 
     @staticmethod
     def fits(device, images):
         dev = device.cl_device
-        return images.nbytes <= min(dev.max_mem_alloc_size, dev.global_mem_size // 4)
+        nbytes = images.images.nbytes if isinstance(images, PreparedImages) else images.nbytes
+        return nbytes <= min(dev.max_mem_alloc_size, dev.global_mem_size // 4)
 
     def start_epoch(self, order, shifts, flips, fill):
         self.order = self.device.to_device(order, dtype=np.int32)
@@ -58,7 +66,7 @@ class _DeviceData:
 
     def batch(self, start, count):
         return data_ops.batch_gather(self.device, self.images, self.labels, self.order, start, count,
-                                     self.shifts, self.fill, self.flips)
+                                     self.shifts, self.fill, self.flips, **self.prep)
 
 
 class Trainer:
@@ -436,7 +444,8 @@ def split_validation(images, labels, fraction, seed=0):
                          "use more data or another fraction")
     chosen = np.zeros(n, bool)
     chosen[np.random.default_rng([seed, 0x5EED]).permutation(n)[:held]] = True
-    return (images[~chosen], labels[~chosen]), (images[chosen], labels[chosen])
+    pick = images.take if isinstance(images, PreparedImages) else images.__getitem__   # stays lazy
+    return (pick(~chosen), labels[~chosen]), (pick(chosen), labels[chosen])
 
 
 def check_data(data, name):
@@ -445,13 +454,14 @@ def check_data(data, name):
         images, labels = data
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a pair (images float32 (N, C, H, W), labels (N,))") from None
-    images = np.asarray(images)
+    if not isinstance(images, PreparedImages):   # those are float32 when read
+        images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim < 2 or labels.ndim < 1 or len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"{name}: need as many labels as images (> 0), got {images.shape} and {labels.shape}")
     if not np.issubdtype(images.dtype, np.floating):
         raise TypeError(f"{name}: images must be float32 (normalised), got {images.dtype}")
-    return images.astype(np.float32, copy=False), labels
+    return (images if isinstance(images, PreparedImages) else images.astype(np.float32, copy=False)), labels
 
 
 def check_targets(targets, output_shape, loss, name):

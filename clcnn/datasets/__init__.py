@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from .augment import augment_draw, crop_flip, random_crop_flip
-from .batches import (BACKGROUND, MNIST_MEAN, MNIST_STD, background_value, iterate_batches,
-                      prepare_images, random_shift, shift_images)
+from .batches import (BACKGROUND, MNIST_MEAN, MNIST_STD, PreparedImages, background_value,
+                      iterate_batches, prepare_images, random_shift, shift_images)
 from .cifar import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, cifar10
 from .fashion import FASHION_MNIST_CLASSES, fashion_mnist
 from .folder import channel_stats, image_folder, is_image_folder
@@ -19,7 +19,7 @@ from .idx import read_idx, write_idx
 from .mnist import find_split, load_folder, mnist
 
 __all__ = ["dataset", "class_names", "mnist", "fashion_mnist", "cifar10", "image_folder",
-           "load_folder", "read_idx", "write_idx", "prepare_images", "iterate_batches",
+           "load_folder", "read_idx", "write_idx", "prepare_images", "PreparedImages", "iterate_batches",
            "shift_images", "random_shift", "augment_draw", "crop_flip", "random_crop_flip",
            "channel_stats", "background_value", "BACKGROUND", "MNIST_MEAN", "MNIST_STD",
            "CIFAR10_MEAN", "CIFAR10_STD", "MNIST_CLASSES", "FASHION_MNIST_CLASSES",

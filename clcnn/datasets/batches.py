@@ -32,30 +32,91 @@ def prepare_images(images, pad=0, mean=MNIST_MEAN, std=MNIST_STD):
     value (pixel / 255 - mean) / std; the padding holds the value of a 0 pixel (background),
     as if the images had been padded before normalising. `mean` and `std` are one number, or
     one per channel (CIFAR-10's: clcnn.datasets.CIFAR10_MEAN, CIFAR10_STD)."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise ValueError(f"prepare_images takes uint8 images, got {images.dtype}")
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.ndim != 4:
-        raise ValueError(f"prepare_images takes images of shape (N, H, W) or (N, C, H, W), "
-                         f"got {images.shape}")
+    images = _channels_first(images, "prepare_images")
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     n, c, h, w = images.shape
-    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    for name, value in (("mean", mean), ("std", std)):
-        if value.ndim > 1 or value.size not in (1, c):
-            raise ValueError(f"{name} must be one number or {c} (one per channel), got {value.tolist()}")
-    # Per-channel constants as (C or 1, 1, 1), broadcast over each image's (C, H, W).
-    scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(-1, 1, 1)
-    shift = (mean / std).astype(np.float32).reshape(-1, 1, 1)
+    scale, shift, background = (v.reshape(-1, 1, 1) for v in normalization(mean, std, c))
     out = np.empty((n, c, h + 2 * pad, w + 2 * pad), np.float32)
-    out[...] = np.asarray(background_value(mean, std), np.float32).reshape(-1, 1, 1)
+    out[...] = background
     inner = out[:, :, pad:pad + h, pad:pad + w]
     np.multiply(images, scale, out=inner)
     inner -= shift
     return out
+
+
+def normalization(mean, std, channels):
+    """float32 (3, channels): per channel the scale 1 / (255 std), the shift mean / std and the
+    background (0 - mean) / std, so that a pixel p becomes p * scale - shift (rounded to float32
+    after the product and after the difference). prepare_images and the device's batch gather
+    (clcnn.ops.data.batch_gather) both compute with these, so they agree bit for bit."""
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    for name, value in (("mean", mean), ("std", std)):
+        if value.ndim > 1 or value.size not in (1, channels):
+            raise ValueError(f"{name} must be one number or {channels} (one per channel), got {value.tolist()}")
+    rows = (1.0 / (255.0 * std), mean / std, np.asarray(background_value(mean, std)))
+    return np.stack([np.broadcast_to(np.asarray(r, np.float32).reshape(-1), (channels,)) for r in rows])
+
+
+def _channels_first(images, what):
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"{what} takes uint8 images, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise ValueError(f"{what} takes images of shape (N, H, W) or (N, C, H, W), got {images.shape}")
+    return images
+
+
+class PreparedImages:
+    """uint8 images with the preparation of prepare_images, applied when read: behaves as the
+    float32 array prepare_images(images, pad, mean, std) would (shape, dtype, len, indexing,
+    np.asarray) without holding it. Trainer.fit uploads the uint8 images and normalises each
+    batch on the device; evaluation normalises one slice at a time on the host. `take(index)`
+    selects images and stays lazy."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 4
+
+    def __init__(self, images, pad=0, mean=MNIST_MEAN, std=MNIST_STD):
+        self.images = _channels_first(images, "PreparedImages")
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        self.pad, self.mean, self.std = int(pad), mean, std
+        self.norm = normalization(mean, std, self.images.shape[1])   # checks mean and std
+        n, c, h, w = self.images.shape
+        self.shape = (n, c, h + 2 * pad, w + 2 * pad)
+
+    def __len__(self):
+        return self.shape[0]
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self):
+        return self.size * 4
+
+    def take(self, index):
+        return PreparedImages(self.images[index], self.pad, self.mean, self.std)
+
+    def __getitem__(self, index):
+        if isinstance(index, tuple):
+            first, rest = index[0], index[1:]
+            return self[first][rest if np.ndim(first) == 0 and not isinstance(first, slice)
+                               else (slice(None), *rest)]
+        if isinstance(index, (int, np.integer)):
+            return prepare_images(self.images[index][None], self.pad, self.mean, self.std)[0]
+        return prepare_images(self.images[index], self.pad, self.mean, self.std)
+
+    def __array__(self, dtype=None, copy=None):
+        out = prepare_images(self.images, self.pad, self.mean, self.std)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"PreparedImages({self.shape[0]} images {self.images.shape[1:]} uint8, pad={self.pad})"
 
 
 def iterate_batches(n, batch_size, shuffle=True, rng=None):
