@@ -4,6 +4,9 @@ A plan is a list of Steps in running order. Each step runs one layer call (`posi
 may absorb calls that only it feeds:
 - an elementwise activation after a Conv2D, Dense or Add (one kernel with the activation in
   its epilogue; its backward then works from the fused output);
+- a ReLU, ReLU6 or LeakyReLU after a BatchNorm2D not folded into a convolution (train mode,
+  or eval mode after a layer other than Conv2D): the normalising pass applies it, the backward
+  passes apply its gradient, recomputed from the BatchNorm's input;
 - in eval mode, a BatchNorm2D after a Conv2D, folded into the convolution's weight and bias.
 In the backward pass an AvgPool2D whose input comes from such a fused activation also undoes
 that activation (one pass over the big gradient instead of two).
@@ -53,7 +56,7 @@ def plan(calls, outputs, count, training, fold_batchnorm=True):
             if nxt is not None and isinstance(calls[nxt].layer, BatchNorm2D) and layer.activation is None:
                 batchnorm, last = nxt, nxt
         can_fuse = ((isinstance(layer, WeightedLayer) and layer.activation is None)
-                    or isinstance(layer, Add))
+                    or isinstance(layer, (Add, BatchNorm2D)))
         nxt = sole_reader(last)
         if can_fuse and nxt is not None:
             function = calls[nxt].layer.fusable_activation

@@ -363,12 +363,15 @@ def concat(shapes, axis=1):
         bytes=(2 * F32 * size, 2 * F32 * size))
 
 
-def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momentum=0.1, eps=1e-5, name=None):
-    """BatchNorm2D as torch.nn.BatchNorm2d. Train: forward (y, save_mean, save_invstd,
-    running_mean, running_var), the running statistics updated in place; backward (gx if
-    need_input_grad, gweight, gbias if affine) with the batch-statistics terms. Eval: forward
-    (y,) from the running statistics; backward with them held constant."""
+def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momentum=0.1, eps=1e-5, name=None,
+                activation=None, negative_slope=0.01):
+    """BatchNorm2D as torch.nn.BatchNorm2d, with an optional fused activation after it (y =
+    act(bn(x)), gy its gradient). Train: forward (y, save_mean, save_invstd, running_mean,
+    running_var), the running statistics updated in place; backward (gx if need_input_grad,
+    gweight, gbias if affine) with the batch-statistics terms. Eval: forward (y,) from the
+    running statistics; backward with them held constant."""
     c = x_shape[1]
+    act = dict(activation=activation, negative_slope=negative_slope)
 
     def make(rng):
         a = {"x": _normal(rng, x_shape, 2.0) + 1.0, "gy": _normal(rng, x_shape),
@@ -381,41 +384,49 @@ def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momen
     def forward(dev, a):
         if not training:
             return (k_bn.batchnorm2d_forward_eval(dev, a["x"], a.get("weight"), a.get("bias"),
-                                                  a["running_mean"], a["running_var"], eps),)
+                                                  a["running_mean"], a["running_var"], eps, **act),)
         out = k_bn.batchnorm2d_forward_train(dev, a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
-                                             a["running_var"], momentum, eps)
+                                             a["running_var"], momentum, eps, **act)
         return out + (a["running_mean"], a["running_var"])
 
     def backward(dev, a, out):
         if training:
             grads = k_bn.batchnorm2d_backward(dev, a["x"], a["gy"], a.get("weight"), out[1], out[2],
-                                              need_input_grad=need_input_grad)
+                                              need_input_grad=need_input_grad, bias=a.get("bias"), **act)
         else:
             grads = k_bn.batchnorm2d_backward_eval(dev, a["x"], a["gy"], a.get("weight"), a["running_mean"],
-                                                   a["running_var"], eps, need_input_grad=need_input_grad)
+                                                   a["running_var"], eps, need_input_grad=need_input_grad,
+                                                   bias=a.get("bias"), **act)
         return _drop_none(grads)
+
+    def activate(y):
+        return o_act.activation_forward(activation, y, negative_slope) if activation else y
 
     def o_forward(a):
         if not training:
-            return (o_bn.batchnorm2d_forward_eval(a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
-                                                  a["running_var"], eps),)
-        return o_bn.batchnorm2d_forward_train(a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
-                                              a["running_var"], momentum, eps)
+            return (activate(o_bn.batchnorm2d_forward_eval(a["x"], a.get("weight"), a.get("bias"),
+                                                           a["running_mean"], a["running_var"], eps)),)
+        out = o_bn.batchnorm2d_forward_train(a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
+                                             a["running_var"], momentum, eps)
+        return (activate(out[0]),) + tuple(out[1:])
 
     def o_backward(a, out):
+        gy = o_act.activation_backward(activation, out[0], a["gy"], negative_slope) if activation else a["gy"]
         if training:
-            gx, gw, gb = o_bn.batchnorm2d_backward(a["x"], a["gy"], a.get("weight"), out[1], out[2])
+            gx, gw, gb = o_bn.batchnorm2d_backward(a["x"], gy, a.get("weight"), out[1], out[2])
         else:
-            gx, gw, gb = o_bn.batchnorm2d_backward_eval(a["x"], a["gy"], a.get("weight"), a["running_mean"],
+            gx, gw, gb = o_bn.batchnorm2d_backward_eval(a["x"], gy, a.get("weight"), a["running_mean"],
                                                         a["running_var"], eps)
         return _drop_none((gx if need_input_grad else None, gw, gb))
 
     size = _numel(x_shape)
     # Forward: the statistics read x once (the second pass over a chunk hits the cache), the
-    # normalisation reads x and writes y. Backward: the sums read x and gy, gx reads both again.
+    # normalisation reads x and writes y. Backward: the sums read x and gy, gx reads both again
+    # (a fused activation's gradient is recomputed from x: no more traffic).
     fwd = (3 if training else 2) * F32 * size
     bwd = (5 if need_input_grad else 2) * F32 * size
-    name = name or f"batchnorm2d {c}" + ("" if training else " eval") + ("" if affine else " affine=False")
+    name = (name or f"batchnorm2d {c}" + ("" if training else " eval") + ("" if affine else " affine=False")
+            + (f" +{activation}" if activation else ""))
     # Sums over N*H*W values per channel, as the conv weight gradient: TOL_SUM.
     return OpCase(name, "batchnorm", make, forward, o_forward, backward, o_backward,
                   bytes=(fwd, bwd), tol=TOL_SUM)

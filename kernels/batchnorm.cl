@@ -25,7 +25,12 @@
  * Defines: AFFINE (1: weight and bias given), UPDATE_RUNNING (1: the train forward updates the
  * running statistics in place), FROM_VAR (1: `istat` holds a variance and invstd is computed
  * from it with eps, as eval mode does with running_var; 0: `istat` holds invstd), TRAIN (1: the
- * input gradient carries the batch-statistics terms).
+ * input gradient carries the batch-statistics terms), ACTIVATION / NEG_SLOPE (common.h: a
+ * piecewise-linear activation fused after the normalisation, ACT_NONE, ACT_RELU, ACT_RELU6 or
+ * ACT_LEAKY_RELU). With an activation, gy is the gradient w.r.t. the activation's output; the
+ * backward kernels recompute the pre-activation v = (x - mean) * invstd * weight + bias with
+ * the forward's own arithmetic (so the same value, bit for bit) and mask gy by its sign, which
+ * costs a few per-channel reads instead of a pass over y.
  */
 #ifndef AFFINE
 #define AFFINE 1
@@ -47,6 +52,60 @@ inline float inv_std(__global const float* istat, int c, float eps)
 #else
     return istat[c];
 #endif
+}
+
+/* The normalisation's scale and shift of channel c (the forward's arithmetic, reused by the
+ * backward kernels to recompute the pre-activation). */
+inline float bn_scale(__global const float* istat, __global const float* weight, int c, float eps)
+{
+#if AFFINE
+    return inv_std(istat, c, eps) * weight[c];
+#else
+    return inv_std(istat, c, eps);
+#endif
+}
+
+inline float bn_shift(__global const float* bias, int c)
+{
+#if AFFINE
+    return bias[c];
+#else
+    return 0.0f;
+#endif
+}
+
+/* The fused activation of a pre-activation v (float8, per lane), and the gradient through it:
+ * gy where the activation passes, selected as common.h's activate_backward does from y, here
+ * from v (y <= 0 exactly when v <= 0, y >= 6 exactly when v >= 6; NaN passes gy). */
+inline float8 act8(float8 v)
+{
+#if ACTIVATION == ACT_RELU
+    return v < 0.0f ? (float8)(0.0f) : v;
+#elif ACTIVATION == ACT_RELU6
+    return v < 0.0f ? (float8)(0.0f) : (v > 6.0f ? (float8)(6.0f) : v);
+#elif ACTIVATION == ACT_LEAKY_RELU
+    return v > 0.0f ? v : v * NEG_SLOPE;
+#else
+    return v;
+#endif
+}
+
+inline float8 act_grad8(float8 g, float8 v)
+{
+#if ACTIVATION == ACT_RELU
+    return v <= 0.0f ? (float8)(0.0f) : g;
+#elif ACTIVATION == ACT_RELU6
+    return (v <= 0.0f || v >= 6.0f) ? (float8)(0.0f) : g;
+#elif ACTIVATION == ACT_LEAKY_RELU
+    return v > 0.0f ? g : g * NEG_SLOPE;
+#else
+    return g;
+#endif
+}
+
+inline float act_grad1(float g, float v)
+{
+    return activate_backward(g, activate(v, ACTIVATION, NEG_SLOPE), ACTIVATION, NEG_SLOPE);
 }
 
 /* sum(p[i] - k) for i < len: shifting by a nearby value keeps the terms at the size of the
@@ -86,20 +145,24 @@ inline float seg_sum_sq(__global const float* p, int len, float m)
     return s + (((acc.s0 + acc.s1) + (acc.s2 + acc.s3)) + ((acc.s4 + acc.s5) + (acc.s6 + acc.s7)));
 }
 
-/* (sum(g[i]), sum(g[i] * (x[i] - m))) for i < len */
-inline float2 seg_sum_grad(__global const float* x, __global const float* g, int len, float m)
+/* (sum(g[i]), sum(g[i] * (x[i] - m))) for i < len, g = gy masked by the fused activation at
+ * the pre-activation fma(x - m, scale, shift) */
+inline float2 seg_sum_grad(__global const float* x, __global const float* gy, int len, float m,
+                           float scale, float shift)
 {
     float8 sg = (float8)(0.0f), sgx = (float8)(0.0f);
     int i = 0;
     for (; i + 8 <= len; i += 8) {
-        const float8 gv = vload8(0, g + i);
+        const float8 d = vload8(0, x + i) - m;
+        const float8 gv = act_grad8(vload8(0, gy + i), fma(d, scale, shift));
         sg += gv;
-        sgx = fma(gv, vload8(0, x + i) - m, sgx);
+        sgx = fma(gv, d, sgx);
     }
     float a = 0.0f, b = 0.0f;
     for (; i < len; ++i) {
-        a += g[i];
-        b = fma(g[i], x[i] - m, b);
+        const float d = x[i] - m, g = act_grad1(gy[i], fma(d, scale, shift));
+        a += g;
+        b = fma(g, d, b);
     }
     a += ((sg.s0 + sg.s1) + (sg.s2 + sg.s3)) + ((sg.s4 + sg.s5) + (sg.s6 + sg.s7));
     b += ((sgx.s0 + sgx.s1) + (sgx.s2 + sgx.s3)) + ((sgx.s4 + sgx.s5) + (sgx.s6 + sgx.s7));
@@ -161,8 +224,9 @@ __kernel void batchnorm_stats_combine(__global const float* restrict part, __glo
 #endif
 }
 
-/* y = (x - mean[c]) * invstd[c] * weight[c] + bias[c]. Train mode passes the batch mean and
- * invstd; eval mode the running mean and running variance (FROM_VAR). Range ceil(total / 8). */
+/* y = act((x - mean[c]) * invstd[c] * weight[c] + bias[c]). Train mode passes the batch mean
+ * and invstd; eval mode the running mean and running variance (FROM_VAR).
+ * Range ceil(total / 8). */
 __kernel void batchnorm_forward_normalize(__global const float* restrict x, __global const float* restrict mean,
                                           __global const float* restrict istat, __global const float* restrict weight,
                                           __global const float* restrict bias, __global float* restrict y,
@@ -173,39 +237,39 @@ __kernel void batchnorm_forward_normalize(__global const float* restrict x, __gl
     const int plane = e0 / HW;
     if (e0 + 8 <= total && (e0 + 7) / HW == plane) {
         const int c = plane % C;
-#if AFFINE
-        const float scale = inv_std(istat, c, eps) * weight[c], shift = bias[c];
-#else
-        const float scale = inv_std(istat, c, eps), shift = 0.0f;
-#endif
-        vstore8(fma(vload8(q, x) - mean[c], scale, shift), q, y);
+        const float scale = bn_scale(istat, weight, c, eps), shift = bn_shift(bias, c);
+        vstore8(act8(fma(vload8(q, x) - mean[c], scale, shift)), q, y);
         return;
     }
     for (int e = e0; e < min(e0 + 8, total); ++e) {
         const int c = (e / HW) % C;
-#if AFFINE
-        y[e] = fma(x[e] - mean[c], inv_std(istat, c, eps) * weight[c], bias[c]);
-#else
-        y[e] = (x[e] - mean[c]) * inv_std(istat, c, eps);
-#endif
+        const float v = fma(x[e] - mean[c], bn_scale(istat, weight, c, eps), bn_shift(bias, c));
+        y[e] = activate(v, ACTIVATION, NEG_SLOPE);
     }
 }
 
-/* Pass 1 of the backward sums: chunk s of channel c gets (sum gy, sum gy * (x - mean[c])).
- * Range (S, C). */
+/* Pass 1 of the backward sums: chunk s of channel c gets (sum g, sum g * (x - mean[c])), g = gy
+ * through the fused activation (istat, weight, bias only read for it). Range (S, C). */
 __kernel void batchnorm_backward_partial(__global const float* restrict x, __global const float* restrict gy,
-                                         __global const float* restrict mean, __global float* restrict part,
-                                         const int C, const int HW, const int M, const int L, const int S)
+                                         __global const float* restrict mean, __global const float* restrict istat,
+                                         __global const float* restrict weight, __global const float* restrict bias,
+                                         __global float* restrict part, const int C, const int HW, const int M,
+                                         const int L, const int S, const float eps)
 {
     const int s = get_global_id(0), c = get_global_id(1);
     if (s >= S || c >= C) return;
     const int j0 = s * L, j1 = min(j0 + L, M);
     const float m = mean[c];
+#if ACTIVATION != ACT_NONE
+    const float scale = bn_scale(istat, weight, c, eps), shift = bn_shift(bias, c);
+#else
+    const float scale = 0.0f, shift = 0.0f;
+#endif
     float2 acc = (float2)(0.0f);
     for (int j = j0; j < j1;) {
         const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
         const size_t off = ((size_t)n * C + c) * HW + i;
-        acc += seg_sum_grad(x + off, gy + off, len, m);
+        acc += seg_sum_grad(x + off, gy + off, len, m, scale, shift);
         j += len;
     }
     vstore2(acc, (size_t)c * S + s, part);
@@ -249,31 +313,48 @@ __kernel void batchnorm_backward_combine(__global const float* restrict part, __
 #endif
 }
 
-/* gx = k1 * gy + k2 * (x - mean) + k3 per channel (coefficients from batchnorm_backward_combine;
- * eval mode reads neither x nor mean). Range ceil(total / 8). */
+/* gx = k1 * g + k2 * (x - mean) + k3 per channel (coefficients from batchnorm_backward_combine),
+ * g = gy through the fused activation; eval mode without an activation reads neither x nor mean.
+ * Range ceil(total / 8). */
+#define FUSED (ACTIVATION != ACT_NONE)
 __kernel void batchnorm_backward_input(__global const float* restrict x, __global const float* restrict gy,
-                                       __global const float* restrict mean, __global const float* restrict coef,
-                                       __global float* restrict gx, const int total, const int C, const int HW)
+                                       __global const float* restrict mean, __global const float* restrict istat,
+                                       __global const float* restrict weight, __global const float* restrict bias,
+                                       __global const float* restrict coef, __global float* restrict gx,
+                                       const int total, const int C, const int HW, const float eps)
 {
     const int q = get_global_id(0), e0 = 8 * q;
     if (e0 >= total) return;
     const int plane = e0 / HW;
     if (e0 + 8 <= total && (e0 + 7) / HW == plane) {
         const int c = plane % C;
+        float8 g = vload8(q, gy);
+#if TRAIN || FUSED
+        const float8 d = vload8(q, x) - mean[c];
+#endif
+#if FUSED
+        g = act_grad8(g, fma(d, bn_scale(istat, weight, c, eps), bn_shift(bias, c)));
+#endif
 #if TRAIN
-        const float8 v = fma(vload8(q, x) - mean[c], coef[3 * c + 1], coef[3 * c + 2]);
-        vstore8(fma(vload8(q, gy), coef[3 * c], v), q, gx);
+        vstore8(fma(g, coef[3 * c], fma(d, coef[3 * c + 1], coef[3 * c + 2])), q, gx);
 #else
-        vstore8(vload8(q, gy) * coef[3 * c], q, gx);
+        vstore8(g * coef[3 * c], q, gx);
 #endif
         return;
     }
     for (int e = e0; e < min(e0 + 8, total); ++e) {
         const int c = (e / HW) % C;
+        float g = gy[e];
+#if TRAIN || FUSED
+        const float d = x[e] - mean[c];
+#endif
+#if FUSED
+        g = act_grad1(g, fma(d, bn_scale(istat, weight, c, eps), bn_shift(bias, c)));
+#endif
 #if TRAIN
-        gx[e] = fma(gy[e], coef[3 * c], fma(x[e] - mean[c], coef[3 * c + 1], coef[3 * c + 2]));
+        gx[e] = fma(g, coef[3 * c], fma(d, coef[3 * c + 1], coef[3 * c + 2]));
 #else
-        gx[e] = gy[e] * coef[3 * c];
+        gx[e] = g * coef[3 * c];
 #endif
     }
 }

@@ -3,6 +3,8 @@
 Train mode normalises with the batch's mean and biased variance and updates the running
 statistics (running_var with the unbiased variance); eval mode uses the running statistics.
 The running statistics and num_batches_tracked are buffers: saved and loaded, never trained.
+A ReLU, ReLU6 or LeakyReLU that alone reads the output runs in the same kernels (fusion.plan):
+the normalising pass applies it, and the backward passes apply its gradient, recomputed from x.
 """
 import numpy as np
 
@@ -14,6 +16,7 @@ from .base import Layer, check_positive_int
 
 class BatchNorm2D(Layer):
     """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; (N, C, H, W) -> same."""
+    fusable_activations = bn_ops.FUSABLE_ACTIVATIONS
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, name=None):
         super().__init__(name)
@@ -47,29 +50,34 @@ class BatchNorm2D(Layer):
             return None, None
         return self.params["weight"].data, self.params["bias"].data
 
-    def forward(self, ctx, x):
+    def forward(self, ctx, x, activation=None, negative_slope=0.01):
+        """activation: a fused activation (fusion.plan), applied to the normalised output."""
         self.output_shape(x.shape[1:])
         weight, bias = self._affine()
         mean, var = self.buffers["running_mean"].data, self.buffers["running_var"].data
-        ctx.x, ctx.training = x, self.training
+        # Not ctx.act: that name would make fusion hand this step a pooling layer's
+        # pre-activation gradient, which the fused backward does not take.
+        ctx.x, ctx.training, ctx.fused = x, self.training, dict(activation=activation, negative_slope=negative_slope)
         if not self.training:
-            return bn_ops.batchnorm2d_forward_eval(self.device, x, weight, bias, mean, var, self.eps)
+            return bn_ops.batchnorm2d_forward_eval(self.device, x, weight, bias, mean, var, self.eps, **ctx.fused)
         tracked = self.buffers["num_batches_tracked"]
         tracked.data = tracked.data + 1
         y, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_forward_train(
             self.device, x, weight, bias, mean, var, self.momentum, self.eps,
-            num_batches_tracked=int(tracked.data))
+            num_batches_tracked=int(tracked.data), **ctx.fused)
         return y
 
     def backward(self, ctx, gy, need_input_grad=True):
-        weight = self.params["weight"].data if self.affine else None
+        """gy: the gradient of the step's output (the fused activation's, when there is one)."""
+        weight, bias = self._affine()
         if ctx.training:
             gx, gw, gb = bn_ops.batchnorm2d_backward(self.device, ctx.x, gy, weight, ctx.mean, ctx.invstd,
-                                                     need_input_grad=need_input_grad)
+                                                     need_input_grad=need_input_grad, bias=bias, **ctx.fused)
         else:
             gx, gw, gb = bn_ops.batchnorm2d_backward_eval(
                 self.device, ctx.x, gy, weight, self.buffers["running_mean"].data,
-                self.buffers["running_var"].data, self.eps, need_input_grad=need_input_grad)
+                self.buffers["running_var"].data, self.eps, need_input_grad=need_input_grad, bias=bias,
+                **ctx.fused)
         if self.affine:
             self.params["weight"].accumulate(gw)
             self.params["bias"].accumulate(gb)
@@ -102,10 +110,12 @@ class BatchNorm2D(Layer):
         from torch import nn
         return nn.BatchNorm2d(self.num_features, self.eps, self.momentum, self.affine)
 
-    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
+                 negative_slope=0.01, **fused):
         from .. import opspec
         return [opspec.batchnorm2d((batch,) + tuple(in_shapes[0]), training=training, affine=self.affine,
-                                   momentum=self.momentum, eps=self.eps, need_input_grad=need_input_grad)]
+                                   momentum=self.momentum, eps=self.eps, need_input_grad=need_input_grad,
+                                   activation=fused_activation, negative_slope=negative_slope)]
 
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,

@@ -5,13 +5,21 @@ x is NCHW float32; statistics are per channel over its N*H*W values. weight and 
 biased variance and updates running_mean / running_var in place on the device (the running
 variance takes the unbiased variance); eval mode normalises with the running statistics.
 fold_into_conv folds an eval-mode BatchNorm into the convolution before it (host NumPy).
+
+activation (None, "relu", "relu6" or "leaky_relu" with negative_slope >= 0) fuses that
+activation after the normalisation: the forward returns act(bn(x)), and the backward then
+takes gy = dL/d(act(bn(x))) and needs bias as well as weight, to recompute the pre-activation
+from x (no pass over the output).
 """
 import math
 
 import numpy as np
 
+from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
 from ._common import buf, check_array, f32, i32, launch
+
+FUSABLE_ACTIVATIONS = ("relu", "relu6", "leaky_relu")
 
 VEC = 8                # elements per work item of the elementwise kernels (one float8)
 # Chunks of one channel's N*H*W values per reduction work item: at most MAX_CHUNK so that the
@@ -68,14 +76,28 @@ def _factor(momentum, num_batches_tracked):
     return momentum
 
 
+def _act_defines(activation, negative_slope):
+    """The kernels' ACTIVATION / NEG_SLOPE defines for a fused activation."""
+    if activation is None:
+        return {}
+    if activation not in FUSABLE_ACTIVATIONS:
+        raise ValueError(f"batchnorm2d: activation must be None or one of {', '.join(FUSABLE_ACTIVATIONS)}, "
+                         f"got {activation!r}; run other activations as their own layer")
+    if activation == "leaky_relu":
+        if not negative_slope >= 0:
+            raise ValueError(f"batchnorm2d: leaky_relu needs negative_slope >= 0, got {negative_slope}")
+        return {"ACTIVATION": ACTIVATION_CODES[activation], "NEG_SLOPE": float(negative_slope)}
+    return {"ACTIVATION": ACTIVATION_CODES[activation]}
+
+
 def _check_eps(eps):
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
 
 
 def batchnorm2d_forward_train(dev, x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5,
-                              num_batches_tracked=None):
-    """-> (y, save_mean, save_invstd): y = (x - mean) * invstd * weight + bias with the batch
+                              num_batches_tracked=None, activation=None, negative_slope=0.01):
+    """-> (y, save_mean, save_invstd): y = act((x - mean) * invstd * weight + bias) with the batch
     mean and invstd = 1 / sqrt(biased variance + eps), both (C,) and kept for the backward.
     running_mean and running_var (None for no tracking) become in place
     (1 - momentum) * running + momentum * batch statistic, the variance unbiased (M / (M - 1)).
@@ -86,6 +108,7 @@ def batchnorm2d_forward_train(dev, x, weight, bias, running_mean, running_var, m
     _check_pair(running_mean, running_var, ("running_mean", "running_var"))
     _check_channels(c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     _check_eps(eps)
+    act = _act_defines(activation, negative_slope)
     m = n * hw
     if m <= 1:
         raise ShapeError(f"Expected more than 1 value per channel when training, got input size "
@@ -102,59 +125,76 @@ def batchnorm2d_forward_train(dev, x, weight, bias, running_mean, running_var, m
     launch(dev, dev.kernel("batchnorm.cl", "batchnorm_stats_combine", UPDATE_RUNNING=tracking), (c,), None,
            buf(part), buf(save_mean), buf(save_invstd), buf(running_mean) if tracking else None,
            buf(running_var) if tracking else None, i32(c), i32(s), i32(length), i32(m), f32(eps), f32(factor))
-    _normalize(dev, x, save_mean, save_invstd, weight, bias, y, eps, from_var=False)
+    _normalize(dev, x, save_mean, save_invstd, weight, bias, y, eps, False, act)
     return y, save_mean, save_invstd
 
 
-def batchnorm2d_forward_eval(dev, x, weight, bias, running_mean, running_var, eps=1e-5):
-    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
+def batchnorm2d_forward_eval(dev, x, weight, bias, running_mean, running_var, eps=1e-5, activation=None,
+                             negative_slope=0.01):
+    """y = act((x - running_mean) / sqrt(running_var + eps) * weight + bias)."""
     _, c, _ = _check_x(x)
     _check_pair(weight, bias, ("weight", "bias"))
     if running_mean is None or running_var is None:
         raise ValueError("eval mode needs running_mean and running_var")
     _check_channels(c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     _check_eps(eps)
+    act = _act_defines(activation, negative_slope)
     y = dev.empty(x.shape)
-    _normalize(dev, x, running_mean, running_var, weight, bias, y, eps, from_var=True)
+    _normalize(dev, x, running_mean, running_var, weight, bias, y, eps, True, act)
     return y
 
 
-def _normalize(dev, x, mean, istat, weight, bias, y, eps, from_var):
+def _normalize(dev, x, mean, istat, weight, bias, y, eps, from_var, act):
     if x.size == 0:
         return
     _, c, h, w = x.shape
     affine = weight is not None
-    kernel = dev.kernel("batchnorm.cl", "batchnorm_forward_normalize", AFFINE=affine, FROM_VAR=from_var)
+    kernel = dev.kernel("batchnorm.cl", "batchnorm_forward_normalize", AFFINE=affine, FROM_VAR=from_var,
+                       **act)
     launch(dev, kernel, (-(-x.size // VEC),), None, buf(x), buf(mean), buf(istat),
            buf(weight) if affine else None, buf(bias) if affine else None, buf(y),
            i32(x.size), i32(c), i32(h * w), f32(eps))
 
 
-def batchnorm2d_backward(dev, x, gy, weight, save_mean, save_invstd, need_input_grad=True):
+def batchnorm2d_backward(dev, x, gy, weight, save_mean, save_invstd, need_input_grad=True, bias=None,
+                         activation=None, negative_slope=0.01):
     """Train-mode backward from the forward's save_mean and save_invstd -> (gx, gweight, gbias):
-    gx = weight * invstd / M * (M gy - sum(gy) - xhat * sum(gy xhat)) (None unless
-    need_input_grad), gweight = sum(gy xhat), gbias = sum(gy) per channel (both None when
-    weight is None), with xhat = (x - mean) * invstd and M = N*H*W."""
+    gx = weight * invstd / M * (M g - sum(g) - xhat * sum(g xhat)) (None unless
+    need_input_grad), gweight = sum(g xhat), gbias = sum(g) per channel (both None when
+    weight is None), with xhat = (x - mean) * invstd, M = N*H*W, and g = gy, or with a fused
+    activation gy times the activation's derivative at the pre-activation (bias is then
+    needed when weight is given)."""
     _check_x(x)
     c = x.shape[1]
-    _check_channels(c, weight=weight, save_mean=save_mean, save_invstd=save_invstd)
-    return _backward(dev, x, gy, weight, save_mean, save_invstd, 1.0, need_input_grad, train=True)
+    _check_channels(c, weight=weight, bias=bias, save_mean=save_mean, save_invstd=save_invstd)
+    act = _act_defines(activation, negative_slope)
+    _check_fused_bias(act, weight, bias)
+    return _backward(dev, x, gy, weight, bias, save_mean, save_invstd, 1.0, need_input_grad, True, act)
 
 
-def batchnorm2d_backward_eval(dev, x, gy, weight, running_mean, running_var, eps=1e-5, need_input_grad=True):
+def _check_fused_bias(act, weight, bias):
+    if act and weight is not None and bias is None:
+        raise ValueError("batchnorm2d backward with a fused activation needs bias (with weight) to "
+                         "recompute the activation's input; pass the layer's bias")
+
+
+def batchnorm2d_backward_eval(dev, x, gy, weight, running_mean, running_var, eps=1e-5, need_input_grad=True,
+                              bias=None, activation=None, negative_slope=0.01):
     """Eval-mode backward (running statistics are constants) -> (gx, gweight, gbias):
-    gx = gy * weight / sqrt(running_var + eps), gweight = sum(gy xhat), gbias = sum(gy),
-    xhat = (x - running_mean) / sqrt(running_var + eps)."""
+    gx = g * weight / sqrt(running_var + eps), gweight = sum(g xhat), gbias = sum(g),
+    xhat = (x - running_mean) / sqrt(running_var + eps), g as in batchnorm2d_backward."""
     _check_x(x)
     c = x.shape[1]
-    _check_channels(c, weight=weight, running_mean=running_mean, running_var=running_var)
+    _check_channels(c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     if running_mean is None or running_var is None:
         raise ValueError("eval mode needs running_mean and running_var")
     _check_eps(eps)
-    return _backward(dev, x, gy, weight, running_mean, running_var, eps, need_input_grad, train=False)
+    act = _act_defines(activation, negative_slope)
+    _check_fused_bias(act, weight, bias)
+    return _backward(dev, x, gy, weight, bias, running_mean, running_var, eps, need_input_grad, False, act)
 
 
-def _backward(dev, x, gy, weight, mean, istat, eps, need_input_grad, train):
+def _backward(dev, x, gy, weight, bias, mean, istat, eps, need_input_grad, train, act):
     check_array(gy, 4, "gy")
     if tuple(gy.shape) != tuple(x.shape):
         raise ShapeError(f"gy shape {tuple(gy.shape)} differs from x shape {tuple(x.shape)}")
@@ -173,15 +213,18 @@ def _backward(dev, x, gy, weight, mean, istat, eps, need_input_grad, train):
         return gx, gweight, gbias
     s, length = _chunks(dev, c, m)
     part, coef = dev.empty((c, s, 2)), dev.empty((c, 3))
-    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_partial"), (s, c), None,
-           buf(x), buf(gy), buf(mean), buf(part), i32(c), i32(hw), i32(m), i32(length), i32(s))
+    params = (buf(istat), buf(weight) if affine else None, buf(bias) if act and affine else None)
+    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_partial", AFFINE=affine, FROM_VAR=not train, **act),
+           (s, c), None, buf(x), buf(gy), buf(mean), *params, buf(part), i32(c), i32(hw), i32(m), i32(length),
+           i32(s), f32(eps))
     launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_combine", AFFINE=affine, FROM_VAR=not train,
                            TRAIN=train), (c,), None,
            buf(part), buf(istat), buf(weight) if affine else None, buf(gweight) if affine else None,
            buf(gbias) if affine else None, buf(coef), i32(c), i32(s), i32(m), f32(eps))
     if need_input_grad:
-        launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_input", TRAIN=train), (-(-x.size // VEC),), None,
-               buf(x), buf(gy), buf(mean), buf(coef), buf(gx), i32(x.size), i32(c), i32(hw))
+        launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_input", TRAIN=train, AFFINE=affine,
+                               FROM_VAR=not train, **act), (-(-x.size // VEC),), None,
+               buf(x), buf(gy), buf(mean), *params, buf(coef), buf(gx), i32(x.size), i32(c), i32(hw), f32(eps))
     return gx, gweight, gbias
 
 

@@ -1,0 +1,233 @@
+"""BatchNorm2D with a fused activation (relu, relu6, leaky_relu): the kernels against the
+float64 oracle (BatchNorm then the activation) over random shapes, train and eval, forward and
+backward; the composed oracle against central differences; the fusion plan of models (the
+activation is absorbed only where it alone reads the BatchNorm) and whole models against
+clcnn.reference."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import clcnn
+from clcnn import layers as L
+from clcnn import reference
+from clcnn.ops import batchnorm as ops
+from clcnn.oracle import activation as o_act
+from clcnn.oracle import batchnorm as oracle
+from tests.helpers import assert_close, numeric_grad
+from tests.test_batchnorm import TOL, _scales
+
+KINKS = {"relu": (0.0,), "relu6": (0.0, 6.0), "leaky_relu": (0.0,)}
+
+
+def _pre_activation(x, weight, bias, mean, invstd):
+    pc = lambda v: np.asarray(v, np.float64)[None, :, None, None]   # noqa: E731
+    w = 1.0 if weight is None else pc(weight)
+    b = 0.0 if bias is None else pc(bias)
+    return (x - pc(mean)) * pc(invstd) * w + b
+
+
+@st.composite
+def fused_cases(draw):
+    n, c = draw(st.integers(1, 6)), draw(st.integers(1, 24))
+    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    training = draw(st.booleans())
+    if training and n * h * w == 1:
+        w = 2
+    return ((n, c, h, w), training, draw(st.booleans()), draw(st.sampled_from(sorted(KINKS))),
+            draw(st.sampled_from([0.0, 0.01, 0.3])), draw(st.booleans()), draw(st.integers(0, 2 ** 31)))
+
+
+@given(fused_cases())
+def test_fused_kernels_match_oracle(device, case):
+    shape, training, affine, act, slope, need_input_grad, seed = case
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2.0 + 1.0).astype(np.float32)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    # weight and bias spread the outputs over both sides of relu6's kinks
+    weight = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
+    bias = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
+    rmean = (rng.standard_normal(c) * 0.5).astype(np.float32)
+    rvar = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    x64 = x.astype(np.float64)
+    f64 = lambda a: None if a is None else a.astype(np.float64)   # noqa: E731
+    if training:
+        y_pre, mean, invstd, new_mean, new_var = oracle.batchnorm2d_forward_train(
+            x64, f64(weight), f64(bias), f64(rmean), f64(rvar), 0.1, 1e-5)
+    else:
+        y_pre = oracle.batchnorm2d_forward_eval(x64, f64(weight), f64(bias), f64(rmean), f64(rvar), 1e-5)
+        mean, invstd = rmean.astype(np.float64), 1.0 / np.sqrt(rvar.astype(np.float64) + 1e-5)
+    v = _pre_activation(x64, weight, bias, mean, invstd)
+    scale = _scales(x64, gy.astype(np.float64), f64(weight), f64(bias), mean, invstd)
+    # Where the pre-activation sits within rounding of a kink the float32 kernel may take the
+    # other side: give those elements no gradient, so either side is right.
+    near = np.zeros(shape, bool)
+    for k in KINKS[act]:
+        near |= np.abs(v - k) <= 1e-4 * scale["y"]
+    gy[near] = 0.0
+    y_want = o_act.activation_forward(act, y_pre, slope)
+    g_pre = o_act.activation_backward(act, y_want, gy.astype(np.float64), slope)
+
+    d = device.to_device
+    dw, db = (d(weight), d(bias)) if affine else (None, None)
+    drm, drv = d(rmean), d(rvar)
+    fused = dict(activation=act, negative_slope=slope)
+    if training:
+        y, smean, sinv = ops.batchnorm2d_forward_train(device, d(x), dw, db, drm, drv, 0.1, 1e-5, **fused)
+        assert_close(smean.get(), mean, TOL * scale["mean"], 0, "mean")
+        assert_close(sinv.get(), invstd, TOL * scale["invstd"], 0, "invstd")
+        assert_close(drm.get(), new_mean, 1e-5, 1e-5, "running_mean")
+        assert_close(drv.get(), new_var, 1e-5, 1e-5, "running_var")
+        gx, gw, gb = ops.batchnorm2d_backward(device, d(x), d(gy), dw, smean, sinv, need_input_grad, bias=db,
+                                              **fused)
+        want = oracle.batchnorm2d_backward(x64, g_pre, f64(weight), mean, invstd)
+    else:
+        y = ops.batchnorm2d_forward_eval(device, d(x), dw, db, drm, drv, 1e-5, **fused)
+        gx, gw, gb = ops.batchnorm2d_backward_eval(device, d(x), d(gy), dw, drm, drv, 1e-5, need_input_grad,
+                                                   bias=db, **fused)
+        want = oracle.batchnorm2d_backward_eval(x64, g_pre, f64(weight), f64(rmean), f64(rvar), 1e-5)
+    assert_close(y.get(), y_want, TOL * scale["y"], 0, f"y ({act})")
+    if need_input_grad:
+        assert_close(gx.get(), want[0], TOL * scale["gx"], 0, f"gx ({act})")
+    else:
+        assert gx is None
+    if affine:
+        assert_close(gw.get(), want[1], TOL * scale["gweight"], 0, "gweight")
+        assert_close(gb.get(), want[2], TOL * scale["gbias"], 0, "gbias")
+
+
+@pytest.mark.parametrize("act", sorted(KINKS))
+def test_composed_oracle_gradient_matches_central_differences(act):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 3, 2)) * 2.0
+    gy = rng.standard_normal(x.shape)
+    weight, bias = rng.standard_normal(3) * 3.0, rng.standard_normal(3) * 3.0
+
+    def loss(xv, wv=weight, bv=bias):
+        y = oracle.batchnorm2d_forward_train(xv, wv, bv, None, None, 0.1, 1e-5)[0]
+        return float((o_act.activation_forward(act, y, 0.2) * gy).sum())
+
+    y, mean, invstd = oracle.batchnorm2d_forward_train(x, weight, bias, None, None, 0.1, 1e-5)[:3]
+    ya = o_act.activation_forward(act, y, 0.2)
+    gx, gw, gb = oracle.batchnorm2d_backward(x, o_act.activation_backward(act, ya, gy, 0.2), weight, mean, invstd)
+    assert_close(gx, numeric_grad(loss, x), 1e-6, 1e-5, "gx")
+    assert_close(gw, numeric_grad(lambda w: loss(x, w), weight), 1e-6, 1e-5, "gweight")
+    assert_close(gb, numeric_grad(lambda b: loss(x, weight, b), bias), 1e-6, 1e-5, "gbias")
+
+
+def test_bad_fused_arguments_are_one_clear_error(device):
+    x = device.to_device(np.ones((2, 3, 2, 2), np.float32))
+    w, b = device.to_device(np.ones(3, np.float32)), device.to_device(np.zeros(3, np.float32))
+    rm, rv = device.to_device(np.zeros(3, np.float32)), device.to_device(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="activation must be None or one of relu"):
+        ops.batchnorm2d_forward_eval(device, x, w, b, rm, rv, activation="tanh")
+    with pytest.raises(ValueError, match="negative_slope >= 0"):
+        ops.batchnorm2d_forward_eval(device, x, w, b, rm, rv, activation="leaky_relu", negative_slope=-1.0)
+    with pytest.raises(ValueError, match="needs bias"):
+        ops.batchnorm2d_backward_eval(device, x, x, w, rm, rv, activation="relu")
+
+
+def _randomise(model, rng):
+    state = model.state_dict()
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.endswith("running_var"):
+            state[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
+        elif key.endswith(("running_mean", ".bias")):
+            state[key] = (0.3 * rng.standard_normal(value.shape)).astype(np.float32)
+        else:
+            state[key] = (rng.standard_normal(value.shape) * (1.5 / np.sqrt(max(1, value[0].size)))).astype(np.float32)
+    model.load_state_dict(state)
+
+
+def _fused_steps(model):
+    """{BatchNorm call name: absorbed activation's call name or None} of the current plan."""
+    out = {}
+    for step in model._plan():
+        call = model._calls[step.position]
+        if isinstance(call.layer, L.BatchNorm2D):
+            out[call.name] = None if step.activation is None else model._calls[step.activation].name
+    return out
+
+
+def _check_against_reference(model, x, rng):
+    state = reference.snapshot(model)
+    y = model(x).get()
+    want, run = reference.forward(model, x.astype(np.float64), state)
+    assert_close(y, want, 1e-4, 1e-4, "output")
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx = model.backward(gy).get()
+    gx_want, grads = reference.backward(model, run, gy.astype(np.float64))
+    assert_close(gx, gx_want, 1e-4, 1e-3, "input gradient")
+    for layer in model.layers:
+        for name, param in layer.params.items():
+            key = f"{model._keys[id(layer)]}.{name}"
+            assert_close(param.grad.get(), grads[key], 1e-4, 1e-3, key)
+    for key, value in run.state.items():
+        for name in ("running_mean", "running_var"):
+            if name in value:
+                got = model.state_dict()[f"{key}.{name}"]
+                assert_close(got, value[name], 1e-5, 1e-4, f"{key}.{name}")
+
+
+def _conv_bn_act(activation, device):
+    inp = L.Input((3, 6, 6), name="input")
+    h = L.Conv2D(3, 5, 3, padding=1, bias=False, name="conv")(inp)
+    h = activation(name="act")(L.BatchNorm2D(5, name="bn")(h))
+    out = L.Conv2D(5, 4, 3, padding=1, name="head")(h)
+    return clcnn.Model(inp, out, device=device)
+
+
+@pytest.mark.parametrize("activation", [L.ReLU, L.ReLU6, lambda name: L.LeakyReLU(0.2, name=name)])
+def test_train_mode_conv_bn_activation_fuses_and_matches_reference(device, activation):
+    rng = np.random.default_rng(5)
+    model = _conv_bn_act(activation, device)
+    _randomise(model, rng)
+    model.train()
+    assert _fused_steps(model) == {"bn": "act"}
+    _check_against_reference(model, rng.standard_normal((4, 3, 6, 6)).astype(np.float32), rng)
+
+
+def _add_bn_relu(device):
+    """BatchNorm after an Add: in eval mode it is not folded, so it keeps its activation."""
+    inp = L.Input((4, 5, 5), name="input")
+    a = L.Conv2D(4, 4, 3, padding=1, name="a")(inp)
+    h = L.ReLU(name="act")(L.BatchNorm2D(4, name="bn")(L.Add(name="add")([inp, a])))
+    return clcnn.Model(inp, L.Conv2D(4, 3, 1, name="head")(h), device=device)
+
+
+def test_eval_mode_bn_activation_fuses_forward_and_backward_match_reference(device):
+    rng = np.random.default_rng(6)
+    model = _add_bn_relu(device)
+    _randomise(model, rng)
+    model.eval()
+    assert _fused_steps(model) == {"bn": "act"}
+    _check_against_reference(model, rng.standard_normal((3, 4, 5, 5)).astype(np.float32), rng)
+
+
+def test_no_fusion_where_the_batchnorm_output_is_read_twice(device):
+    """BN's output feeds both the ReLU and an Add (fan-out): the ReLU stays its own step, the
+    Add reads the un-activated value, and gradients from both readers add up."""
+    rng = np.random.default_rng(7)
+    inp = L.Input((3, 6, 6), name="input")
+    bn = L.BatchNorm2D(3, name="bn")(L.Conv2D(3, 3, 3, padding=1, name="conv")(inp))
+    out = L.Add(name="add")([bn, L.ReLU(name="act")(bn)])
+    model = clcnn.Model(inp, out, device=device)
+    _randomise(model, rng)
+    for training in (True, False):
+        model.train(training)
+        assert _fused_steps(model) == ({"bn": None} if training else {})   # eval: folded into conv
+        _check_against_reference(model, rng.standard_normal((4, 3, 6, 6)).astype(np.float32), rng)
+
+
+def test_no_fusion_into_a_shared_batchnorm_whose_output_is_also_a_model_output(device):
+    rng = np.random.default_rng(8)
+    inp = L.Input((2, 4, 4), name="input")
+    bn = L.BatchNorm2D(2, name="bn")(inp)
+    model = clcnn.Model(inp, [bn, L.ReLU(name="act")(bn)], device=device)
+    model.train()
+    assert _fused_steps(model) == {"bn": None}
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    a, b = model(x)
+    assert_close(b.get(), np.maximum(a.get(), 0), 0, 0, "relu of the shared output")
