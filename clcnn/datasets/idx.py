@@ -12,6 +12,7 @@ import zlib
 import numpy as np
 
 from ..errors import DataError
+from .cache import cached_array
 
 # IDX type code -> big-endian NumPy dtype (the codes of the IDX specification).
 IDX_DTYPES = {
@@ -23,6 +24,9 @@ IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+# Compressed files from this size on are decoded once into the cache; smaller ones decode in
+# less time than a cache entry costs to look up and keep.
+_CACHE_FROM = 1 << 20
 
 
 def read_idx(path):
@@ -30,14 +34,25 @@ def read_idx(path):
 
     Returns a writable array in native byte order of the file's dtype and shape. Raises
     `DataError` naming the file when it is missing, not IDX, corrupt, truncated or too long.
+    A large gzip file's decoded array is cached (see clcnn.datasets.cache).
     """
     path = os.fspath(path)
+
+    def decode():
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise DataError(f"cannot read IDX file {path}: {e.strerror or e}") from None
+        return decode_idx(data, path)
+
     try:
         with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read IDX file {path}: {e.strerror or e}") from None
-    return decode_idx(data, path)
+            gzipped = f.read(2) == _GZIP_MAGIC
+        large = os.path.getsize(path) >= _CACHE_FROM
+    except OSError:
+        return decode()   # its error, from the one place that words it
+    return cached_array(path, decode, writable=True) if gzipped and large else decode()
 
 
 def decode_idx(data, name="<bytes>"):

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
+from .cache import cached_array
 from .idx import decode_idx, read_idx
 
 # split name -> file prefix of the MNIST naming
@@ -72,12 +73,17 @@ def _embedded_mnist(split):
     arrays = []
     for name in split_files(split):
         resource = folder / (name + ".gz")
-        try:
-            data = resource.read_bytes()
-        except OSError as e:
-            raise DataError(f"the embedded MNIST file {resource} is missing ({e}): "
-                            "reinstall clcnn") from None
-        array = decode_idx(data, str(resource))
+
+        def decode(resource=resource):
+            try:
+                data = resource.read_bytes()
+            except OSError as e:
+                raise DataError(f"the embedded MNIST file {resource} is missing ({e}): "
+                                "reinstall clcnn") from None
+            return decode_idx(data, str(resource))
+
+        # An installed package's files are on disk: their decoded arrays are cached.
+        array = cached_array(resource, decode, writable=False) if isinstance(resource, Path) else decode()
         array.flags.writeable = False
         arrays.append(array)
     return check_pair(arrays[0], arrays[1], "the embedded MNIST")
