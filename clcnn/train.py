@@ -43,10 +43,15 @@ class _DeviceData:
 
     def __init__(self, device, images, labels):
         self.device = device
-        self.prep = {}
+        self.prep, self.index = {}, None
         if isinstance(images, PreparedImages):
             self.prep = {"pad": images.pad, "mean": images.mean, "std": images.std}
-            self.images = device.to_device(images.images, dtype=np.uint8)
+            source, self.index = images.source()
+            self.images = device.to_device(source, dtype=np.uint8)
+            if self.index is not None:   # the gather reads labels where it reads images
+                labels, full = np.asarray(labels), np.zeros(len(source), np.int32)
+                full[self.index] = labels
+                labels = full
         else:
             self.images = device.to_device(images)
         self.labels = device.to_device(labels, dtype=np.int32)
@@ -55,10 +60,11 @@ class _DeviceData:
     @staticmethod
     def fits(device, images):
         dev = device.cl_device
-        nbytes = images.images.nbytes if isinstance(images, PreparedImages) else images.nbytes
+        nbytes = images.source()[0].nbytes if isinstance(images, PreparedImages) else images.nbytes
         return nbytes <= min(dev.max_mem_alloc_size, dev.global_mem_size // 4)
 
     def start_epoch(self, order, shifts, flips, fill):
+        order = order if self.index is None else self.index[order]
         self.order = self.device.to_device(order, dtype=np.int32)
         self.shifts = None if shifts is None else self.device.to_device(shifts, dtype=np.int32)
         self.flips = None if flips is None else self.device.to_device(flips, dtype=np.int32)

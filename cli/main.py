@@ -208,14 +208,12 @@ def _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, 
     class_names = datasets.class_names(dataset_name)
     if limit:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
+    # Prepared lazily: Trainer.fit uploads the uint8 images and normalises each batch on the
+    # device; the split (the one Trainer.fit(validation_split=...) takes) only indexes them.
+    train_data = (recipes.prepare(train_images, prep), train_labels)
     val_data = None
     if validation_split:
-        # The split Trainer.fit(validation_split=...) takes, made here on the uint8 images:
-        # normalising after splitting copies a quarter of the bytes.
-        (train_images, train_labels), (val_images, val_labels) = clcnn.train.split_validation(
-            train_images, train_labels, validation_split, seed)
-        val_data = (recipes.prepare(val_images, prep), val_labels)
-    train_data = (recipes.prepare(train_images, prep), train_labels)
+        train_data, val_data = clcnn.train.split_validation(*train_data, validation_split, seed)
     test_data = (recipes.prepare(test_images, prep), test_labels)
     channels, size = train_data[0].shape[1], train_data[0].shape[-1]
     clcnn.seed(seed)

@@ -89,6 +89,9 @@ def test_prepared_images_read_as_prepare_images(n, c, pad, seed):
     for key in (k, slice(1, None, 2), index, mask, (k, 0), (slice(None), c - 1)):
         np.testing.assert_array_equal(lazy[key], ref[key])
     np.testing.assert_array_equal(np.asarray(lazy.take(mask)), ref[mask])
+    twice = lazy.take(index).take(slice(None, None, -1))   # an index into an index
+    np.testing.assert_array_equal(np.asarray(twice), ref[index][::-1])
+    np.testing.assert_array_equal(twice[1:3], ref[index][::-1][1:3])
 
 
 def _lenet_data(n):
@@ -122,3 +125,23 @@ def test_split_validation_keeps_prepared_images_lazy():
     assert isinstance(train, PreparedImages) and isinstance(val, PreparedImages)
     np.testing.assert_array_equal(np.asarray(train), train_ref)
     np.testing.assert_array_equal(np.asarray(val), val_ref)
+
+
+def test_fit_on_a_taken_subset_gathers_through_its_index(dev):
+    """A validation split of PreparedImages shares the uint8 array: the device gathers through
+    the index (train part >= half) and copies a small part; weights equal the float32 run's."""
+    images, labels = _lenet_data(400)
+    lazy = PreparedImages(images, pad=2)
+    big, small = lazy.take(np.arange(400) % 5 != 0), lazy.take(np.arange(400) % 5 == 0)
+    assert big.source()[1] is not None and small.source()[1] is None
+    for part, mask in ((big, np.arange(400) % 5 != 0), (small, np.arange(400) % 5 == 0)):
+        results = []
+        for data in (part, prepare_images(images[mask], pad=2)):
+            clcnn.seed(4)
+            net = clcnn.models.lenet5(device=dev)
+            trainer = Trainer(net, clcnn.losses.SoftmaxCrossEntropy(), clcnn.optim.SGD(net, lr=0.05),
+                              seed=2, progress=False, augment_shift=1)
+            trainer.fit((data, labels[mask]), epochs=1, batch_size=32)
+            results.append(net.state_dict())
+        for key in results[1]:
+            np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)

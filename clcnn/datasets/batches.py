@@ -74,19 +74,19 @@ class PreparedImages:
     float32 array prepare_images(images, pad, mean, std) would (shape, dtype, len, indexing,
     np.asarray) without holding it. Trainer.fit uploads the uint8 images and normalises each
     batch on the device; evaluation normalises one slice at a time on the host. `take(index)`
-    selects images and stays lazy."""
+    selects images without copying them (it keeps an index into the same uint8 array)."""
 
     dtype = np.dtype(np.float32)
     ndim = 4
 
-    def __init__(self, images, pad=0, mean=MNIST_MEAN, std=MNIST_STD):
-        self.images = _channels_first(images, "PreparedImages")
+    def __init__(self, images, pad=0, mean=MNIST_MEAN, std=MNIST_STD, _index=None):
+        self.base = _channels_first(images, "PreparedImages")
         if pad < 0:
             raise ValueError(f"pad must be >= 0, got {pad}")
-        self.pad, self.mean, self.std = int(pad), mean, std
-        self.norm = normalization(mean, std, self.images.shape[1])   # checks mean and std
-        n, c, h, w = self.images.shape
-        self.shape = (n, c, h + 2 * pad, w + 2 * pad)
+        self.pad, self.mean, self.std, self.index = int(pad), mean, std, _index
+        self.norm = normalization(mean, std, self.base.shape[1])   # checks mean and std
+        _, c, h, w = self.base.shape
+        self.shape = (len(self.base) if _index is None else len(_index), c, h + 2 * pad, w + 2 * pad)
 
     def __len__(self):
         return self.shape[0]
@@ -99,24 +99,41 @@ class PreparedImages:
     def nbytes(self):
         return self.size * 4
 
+    @property
+    def images(self):
+        """The uint8 images (N, C, H, W) of this set (a copy when it was taken from a larger one)."""
+        return self.base if self.index is None else self.base[self.index]
+
+    def source(self):
+        """(uint8 images, index or None) to upload: this set's images are images[index]. The
+        larger array is shared when this set is at least half of it, sparing a host copy."""
+        if self.index is None or 2 * len(self.index) >= len(self.base):
+            return self.base, self.index
+        return self.images, None
+
     def take(self, index):
-        return PreparedImages(self.images[index], self.pad, self.mean, self.std)
+        rows = np.arange(len(self))[index]
+        if np.ndim(rows) != 1:
+            raise IndexError(f"take selects images with a slice, an index array or a mask, got {index!r}")
+        return PreparedImages(self.base, self.pad, self.mean, self.std,
+                              _index=rows if self.index is None else self.index[rows])
 
     def __getitem__(self, index):
         if isinstance(index, tuple):
             first, rest = index[0], index[1:]
             return self[first][rest if np.ndim(first) == 0 and not isinstance(first, slice)
                                else (slice(None), *rest)]
+        rows = self.base[index if self.index is None else self.index[index]]
         if isinstance(index, (int, np.integer)):
-            return prepare_images(self.images[index][None], self.pad, self.mean, self.std)[0]
-        return prepare_images(self.images[index], self.pad, self.mean, self.std)
+            return prepare_images(rows[None], self.pad, self.mean, self.std)[0]
+        return prepare_images(rows, self.pad, self.mean, self.std)
 
     def __array__(self, dtype=None, copy=None):
         out = prepare_images(self.images, self.pad, self.mean, self.std)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self):
-        return f"PreparedImages({self.shape[0]} images {self.images.shape[1:]} uint8, pad={self.pad})"
+        return f"PreparedImages({self.shape[0]} images {self.base.shape[1:]} uint8, pad={self.pad})"
 
 
 def iterate_batches(n, batch_size, shuffle=True, rng=None):
