@@ -6,6 +6,9 @@ and allocate their arrays from its memory pool.
 """
 import hashlib
 import os
+import subprocess
+import sys
+import time
 from importlib import resources
 
 import numpy as np
@@ -195,6 +198,7 @@ class Device:
         self.queue = cl.CommandQueue(self.context, device, properties=props)
         self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
         self._programs = {}
+        self._binary_jobs = []    # background processes writing program binaries (see _store_binary)
         self._kernels = {}
 
     @property
@@ -237,9 +241,10 @@ class Device:
     # A source build costs 0.1-1.5 s on PoCL even when PoCL's own cache hits (it runs the
     # preprocessor to find its cache key); a build from the binary takes a few ms. So built
     # programs' binaries are kept on disk, keyed by source, options, device and driver. Asking
-    # PoCL for a binary compiles every kernel of the program (seconds) unless PoCL's cache
-    # already holds them, so the binary is taken when a program is built a second time, in a
-    # later process: the first build only leaves a marker, and a cold start costs no more.
+    # PoCL for a binary compiles every kernel of the program (seconds to tens of seconds), so
+    # no user-facing process waits for it: the first build only leaves a marker, and the
+    # second (in a later process) hands the binary to a detached background process
+    # (`python -m clcnn.device --store-binary ...`), which builds the program and writes it.
     def _binary_path(self, source, options):
         d, p = self.cl_device, self.platform
         key = "\0".join([source, *options, p.name, p.version, d.name, d.version, d.driver_version,
@@ -265,13 +270,14 @@ class Device:
             if not os.path.exists(path + ".seen"):
                 open(path + ".seen", "wb").close()
                 return
-            binary = program.get_info(cl.program_info.BINARIES)[0]
-            if not binary:
-                return
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(binary)
-            os.replace(tmp, path + ".bin")   # atomic: a reader sees no file or the whole one
+            if os.path.exists(path + ".bin") or not _claim(path + ".pending"):
+                return                       # kept already, or another process is taking it
+            with open(path + ".src", "w") as f:
+                f.write(source)
+            job = subprocess.Popen([sys.executable, "-m", "clcnn.device", "--store-binary", self.index, path,
+                                    *options], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+            self._binary_jobs.append(job)
         except (OSError, cl.Error):
             pass                             # an unwritable cache only costs later starts a source build
 
@@ -330,3 +336,39 @@ class Device:
 
     def synchronize(self):
         self.queue.finish()
+
+
+def _claim(path, stale_seconds=600):
+    """Create `path` exclusively (True), or False when another live claim holds it; a claim
+    older than stale_seconds (its process died) is taken over."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        if time.time() - os.path.getmtime(path) < stale_seconds:
+            return False
+        os.unlink(path)
+        return _claim(path, stale_seconds)
+
+
+def _store_binary_job(index, path, options):
+    """The background half of Device._store_binary: build path.src, write path.bin atomically."""
+    try:
+        with open(path + ".src") as f:
+            source = f.read()
+        dev = get_device(index)
+        program = cl.Program(dev.context, source).build(options=list(options))
+        binary = program.get_info(cl.program_info.BINARIES)[0]
+        if binary:
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(binary)
+            os.replace(tmp, path + ".bin")   # atomic: a reader sees no file or the whole one
+    finally:
+        for suffix in (".src", ".pending"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
+
+
+if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "--store-binary":
+    _store_binary_job(sys.argv[2], sys.argv[3], sys.argv[4:])

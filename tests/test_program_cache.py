@@ -19,16 +19,26 @@ def _built(dev):
     return cl.Program(dev.context, SOURCE).build(options=list(OPTIONS))
 
 
+def _store(dev):
+    """A build as clcnn.device makes it, waiting for any background binary writer it starts."""
+    dev._store_binary(SOURCE, OPTIONS, _built(dev))
+    while dev._binary_jobs:
+        assert dev._binary_jobs.pop().wait(timeout=120) == 0
+
+
 def test_binary_is_stored_on_second_build_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("CLCNN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("CLCNN_NO_CACHE", raising=False)
     dev = get_device()
     assert dev._cached_binary(SOURCE, OPTIONS) is None
     dev._store_binary(SOURCE, OPTIONS, _built(dev))          # first build: a marker only
-    assert not list((tmp_path / "programs").glob("*.bin"))
+    assert not dev._binary_jobs and not list((tmp_path / "programs").glob("*.bin"))
     assert dev._cached_binary(SOURCE, OPTIONS) is None
-    dev._store_binary(SOURCE, OPTIONS, _built(dev))          # built again: the binary is kept
+    _store(dev)                                              # built again: a background process keeps it
     assert len(list((tmp_path / "programs").glob("*.bin"))) == 1
+    assert not list((tmp_path / "programs").glob("*.pending")) and not list((tmp_path / "programs").glob("*.src"))
+    _store(dev)                                              # kept: no second writer
+    assert len(list((tmp_path / "programs").glob("*"))) == 2
     program = dev._cached_binary(SOURCE, OPTIONS)
     assert program is not None
     values = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
@@ -40,8 +50,8 @@ def test_binary_is_stored_on_second_build_and_reused(tmp_path, monkeypatch):
 def test_damaged_binary_falls_back(tmp_path, monkeypatch):
     monkeypatch.setenv("CLCNN_CACHE_DIR", str(tmp_path))
     dev = get_device()
-    dev._store_binary(SOURCE, OPTIONS, _built(dev))
-    dev._store_binary(SOURCE, OPTIONS, _built(dev))
+    _store(dev)
+    _store(dev)
     (path,) = (tmp_path / "programs").glob("*.bin")
     path.write_bytes(b"not a binary")
     assert dev._cached_binary(SOURCE, OPTIONS) is None
