@@ -8,8 +8,7 @@ flipped and its channel axes swapped (gather form), or as a 1x1 convolution maki
 w^T gy that conv2d_col2im sums per input pixel (columns form, for strides > 1 and outputs
 smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights transposes gy to
 pixel-major order, sums slices of the output rows in parallel, and a small kernel adds the
-slices up (bias gradient included). The weight gradient reuses the padded copy of x that
-the forward made (x must hold the values it held then, as a layer's saved input does).
+slices up (bias gradient included).
 
 Grouped convolutions run every group in the same launches (a group index on one grid axis,
 the groups' weights packed one block after another); dilation is folded into the kernels'
@@ -22,9 +21,7 @@ barriers, padding folded into bounds checks, weights read unpacked, so one launc
 `algorithm` ("direct" | "tiled" | None) forces one; None lets clcnn.tuning pick per device and
 shape (timed once for batches >= 16 and cached on disk, else direct on CPUs, tiled on GPUs).
 """
-import collections
 import functools
-import weakref
 
 from .. import device as _device
 from .. import tuning
@@ -47,11 +44,6 @@ _COLUMN_COST = 224
 _INPUT_GRAD_FORM = None
 # Work items to aim for in the weight-gradient kernel, so both cores (or a GPU) get work.
 _WEIGHT_GRAD_ITEMS = 64
-# The forward's zero-padded input, kept for the weight gradient of the same input so that
-# the backward does not pad it again (a pass over the input per padded layer: 21 of
-# ResNet-20's 58 pads). At most this many bytes are kept, oldest dropped first.
-PAD_REUSE = True
-_PADDED_BYTES = 512 << 20
 
 
 def _check_params(stride, pads, dilation=(1, 1), groups=1):
@@ -177,57 +169,6 @@ def _pad(dev, x, hp, wp, top, left, sh=1, sw=1):
     return out
 
 
-class _PaddedInputs:
-    """id(x) -> (weak reference to x, (hp, wp, top, left), padded copy). An entry is used once,
-    by the weight gradient of the same array object (still alive, so its id was not reused)
-    with the same padding; the forward pads again each time, so an array refilled in place
-    between two forwards never meets a stale copy. Padded copies live no longer than x."""
-
-    def __init__(self):
-        self.entries, self.bytes = collections.OrderedDict(), 0
-
-    def put(self, x, geometry, xp):
-        self.drop(id(x))
-        key = id(x)
-        self.entries[key] = (weakref.ref(x, lambda _, key=key: self.drop(key)), geometry, xp)
-        self.bytes += xp.nbytes
-        while self.bytes > _PADDED_BYTES and self.entries:
-            self.drop(next(iter(self.entries)))
-
-    def take(self, x, geometry):
-        entry = self.entries.get(id(x))
-        if entry is None or entry[0]() is not x or entry[1] != geometry:
-            return None
-        self.drop(id(x))
-        return entry[2]
-
-    def drop(self, key):
-        entry = self.entries.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry[2].nbytes
-
-
-_PADDED = _PaddedInputs()
-
-
-def _padded_input(dev, x, pads, keep):
-    """x zero-padded by pads (x itself without padding); keep: remember the copy for the
-    weight gradient; otherwise reuse one the forward kept."""
-    if not any(pads):
-        return x
-    n, c, h, wd = x.shape
-    top, bottom, left, right = pads
-    geometry = (h + top + bottom, wd + left + right, top, left)
-    if not PAD_REUSE:
-        return _pad(dev, x, *geometry)
-    if keep:
-        xp = _pad(dev, x, *geometry)
-        _PADDED.put(x, geometry, xp)
-        return xp
-    xp = _PADDED.take(x, geometry)
-    return xp if xp is not None else _pad(dev, x, *geometry)
-
-
 def _pack_weights(dev, w, b, cop, mode, groups=1):
     """w packed for conv2d_forward (mode 0: forward, 1: flipped for the gather-form input
     gradient, 2: a 1x1 conv making columns), the bias (or zeros) as one more row; one such
@@ -257,7 +198,8 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
                     dilation=(1, 1), groups=1):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    xp = _padded_input(dev, x, pads, keep=True)
+    top, bottom, left, right = pads
+    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
     plan = _plan(n, c // groups, xp.shape[2], xp.shape[3], o // groups, kh, kw, stride, oh, ow,
                  groups, dilation)
     wt = _pack_weights(dev, w, b, plan["COP"], mode=0, groups=groups)
@@ -453,7 +395,9 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
 
 
 def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1):
-    xp = _padded_input(dev, x, pads, keep=False)
+    n, c, h, wd = x.shape
+    top, bottom, left, right = pads
+    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
     o, cg, kh, kw = w_shape
     og = o // groups
     n, _, oh, ow = gy.shape
