@@ -160,7 +160,7 @@ def test_failed_rank_ends_the_job_and_the_checkpoint_loads(tmp_path, fault):
     out, tag = tmp_path / "run", uuid.uuid4().hex
     launcher = ["mpiexec", "-n", "2"]
     env = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1", PYTHONPATH=ROOT, CLCNN_TEST_TAG=tag,
-               CLCNN_MPI_TIMEOUT="5")
+               CLCNN_MPI_TIMEOUT="20")   # long enough for ranks that build kernels at different speeds
     job = subprocess.Popen(launcher + [sys.executable, "-m", "cli.main", "train", "lenet5", "--distributed",
                                        "--limit", "2000", "--epochs", "50", "--batch-size", "16", "--quiet",
                                        "--validation-split", "0", "--out", str(out)],
@@ -169,19 +169,21 @@ def test_failed_rank_ends_the_job_and_the_checkpoint_loads(tmp_path, fault):
         deadline = time.time() + 120
         while not (out / "last.clcnn").exists() and job.poll() is None and time.time() < deadline:
             time.sleep(0.1)
-        assert (out / "last.clcnn").exists(), "no checkpoint after the first epoch"
+        if not (out / "last.clcnn").exists():
+            job.kill()
+            raise AssertionError(f"no checkpoint after the first epoch; the job said:\n{job.communicate()[0]}")
         time.sleep(0.3)   # into epoch 2
         pid = _rank_pid(tag, 1)
         assert pid is not None and job.poll() is None
         os.kill(pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
         killed = time.time()
-        output, _ = job.communicate(timeout=60)
+        output, _ = job.communicate(timeout=90)
     finally:
         if job.poll() is None:
             job.kill()
             job.wait()
     assert job.returncode != 0
-    assert time.time() - killed < 30, "the surviving rank took too long to end"
+    assert time.time() - killed < 60, "the surviving rank took too long to end"
     if fault == "hung":
         assert "clcnn: rank 0/2:" in output and "ending the job" in output, output   # deadline or lost peer
     else:
