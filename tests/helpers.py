@@ -33,3 +33,36 @@ def numeric_grad(f, x, eps=1e-6):
         flat[i] = old
         gflat[i] = (up - down) / (2 * eps)
     return grad
+
+
+def record_op_calls(monkeypatch, modules, helpers=()):
+    """Patch every public function of the clcnn.ops modules named in `modules` (and the names
+    clcnn.layers.base and clcnn.optim imported from them) to log its "<module>.<name>" when
+    called from outside another op; returns the log. Functions whose names start with "check_"
+    or are in `helpers` are shape helpers, not kernel launches, and are left alone."""
+    import importlib
+    log, depth, wrapped = [], [0], {}
+
+    def wrap(name, fn):
+        def recorded(*args, **kwargs):
+            if depth[0] == 0:
+                log.append(name)
+            depth[0] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return recorded
+    for module_name in modules:
+        module = importlib.import_module(f"clcnn.ops.{module_name}")
+        for name, fn in list(vars(module).items()):
+            if (callable(fn) and not name.startswith(("_", "check_")) and name not in helpers
+                    and getattr(fn, "__module__", None) == module.__name__):
+                wrapped[id(fn)] = wrap(f"{module_name}.{name}", fn)
+                monkeypatch.setattr(module, name, wrapped[id(fn)])
+    for module_name in ("clcnn.layers.base", "clcnn.optim"):
+        module = importlib.import_module(module_name)
+        for name, fn in list(vars(module).items()):
+            if id(fn) in wrapped:
+                monkeypatch.setattr(module, name, wrapped[id(fn)])
+    return log

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from clcnn import bench, models, opspec
+from tests.helpers import record_op_calls
 
 BATCH = 3   # small: the kernels are built per shape, the oracle is slow
 
@@ -35,37 +36,8 @@ def test_benched_ops_agree_with_oracle(device, model_name):
 
 _OP_MODULES = ("conv2d", "depthwise", "dense", "pool", "activation", "batchnorm", "merge", "dropout",
                "loss", "optim", "elementwise", "layout", "lrn", "softmax")
-
-
-def _record_ops(monkeypatch):
-    """Patch every public function of clcnn.ops.* (and the names layers and optim imported
-    from them) to log its name when called from outside another op; returns the log."""
-    import importlib
-    log, depth = [], [0]
-
-    def wrap(name, fn):
-        def recorded(*args, **kwargs):
-            if depth[0] == 0:
-                log.append(name)
-            depth[0] += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return recorded
-    wrapped = {}
-    for module_name in _OP_MODULES:
-        module = importlib.import_module(f"clcnn.ops.{module_name}")
-        for name, fn in vars(module).items():
-            if callable(fn) and not name.startswith("_") and getattr(fn, "__module__", None) == module.__name__:
-                wrapped[id(fn)] = wrap(name, fn)
-                monkeypatch.setattr(module, name, wrapped[id(fn)])
-    for module_name in ("clcnn.layers.base", "clcnn.optim"):
-        module = importlib.import_module(module_name)
-        for name, fn in list(vars(module).items()):
-            if id(fn) in wrapped:
-                monkeypatch.setattr(module, name, wrapped[id(fn)])
-    return log
+# Public functions of those modules that compute shapes rather than launch kernels.
+_SHAPE_HELPERS = ("broadcast_shape", "collapse", "geometry", "pad_shape")
 
 
 @pytest.mark.parametrize("model_name", ["lenet5", "mnist-cnn", "resnet20", "mobilenet-small"])
@@ -83,7 +55,7 @@ def test_model_cases_list_exactly_the_ops_a_training_step_runs(device, model_nam
     x = rng.standard_normal((2,) + tuple(input_shape)).astype(np.float32)
     y = rng.integers(0, 10, 2)
     trainer.train_step(x, y)          # builds the kernels and the momentum buffers
-    log = _record_ops(monkeypatch)
+    log = record_op_calls(monkeypatch, _OP_MODULES, helpers=_SHAPE_HELPERS)
     trainer.train_step(x, y)
     device.synchronize()
     step_ops = Counter(log)

@@ -23,7 +23,7 @@ from clcnn.oracle import elementwise as o_ew
 from clcnn.oracle import layout as o_layout
 from clcnn.oracle import lrn as o_lrn
 from clcnn.oracle import softmax as o_sm
-from tests.helpers import assert_close, numeric_grad
+from tests.helpers import assert_close, numeric_grad, record_op_calls
 
 seeds = st.integers(0, 2 ** 31)
 # Elementwise results: a few float32 roundings each. Gradients summed over broadcast axes: a
@@ -457,7 +457,6 @@ def test_bad_settings_and_shapes_are_clear_errors(device):
 def test_model_cases_list_exactly_the_new_ops_a_training_step_runs(device, monkeypatch):
     # The layers' op_cases hooks against what a Trainer step really calls: the same multiset
     # of calls into the new op modules (calls made inside another op not counted).
-    import importlib
     from collections import Counter
     from clcnn import losses, optim
     from clcnn.train import Trainer
@@ -473,24 +472,8 @@ def test_model_cases_list_exactly_the_new_ops_a_training_step_runs(device, monke
     rng = np.random.default_rng(14)
     x, y = _f32(rng, (2, 4, 5, 5)), rng.integers(0, 10, 2)
     trainer.train_step(x, y)
-    log, depth = [], [0]
-
-    def wrap(name, fn):
-        def recorded(*args, **kwargs):
-            if depth[0] == 0:
-                log.append(name)
-            depth[0] += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return recorded
-    for module_name in ("elementwise", "layout", "lrn", "softmax"):
-        module = importlib.import_module(f"clcnn.ops.{module_name}")
-        for name, fn in list(vars(module).items()):
-            helper = name.startswith(("_", "check_")) or name in ("broadcast_shape", "collapse", "geometry", "pad_shape")
-            if callable(fn) and not helper and getattr(fn, "__module__", None) == module.__name__:
-                monkeypatch.setattr(module, name, wrap(f"{module_name}.{name}", fn))
+    log = record_op_calls(monkeypatch, ("elementwise", "layout", "lrn", "softmax"),
+                          helpers=("broadcast_shape", "collapse", "geometry", "pad_shape"))
     trainer.train_step(x, y)
     step = Counter(log)
     log.clear()
