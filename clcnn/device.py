@@ -4,7 +4,9 @@ Nothing above this module touches pyopencl contexts, queues or programs directly
 ops ask a `Device` for kernels (built once per source file and set of -D defines, then cached)
 and allocate their arrays from its memory pool.
 """
+import atexit
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -199,6 +201,7 @@ class Device:
         self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
         self._programs = {}
         self._binary_jobs = []    # background processes writing program binaries (see _store_binary)
+        self._pending_binaries = []   # [path, options] of programs whose binaries they will write
         self._kernels = {}
 
     @property
@@ -242,9 +245,9 @@ class Device:
     # preprocessor to find its cache key); a build from the binary takes a few ms. So built
     # programs' binaries are kept on disk, keyed by source, options, device and driver. Asking
     # PoCL for a binary compiles every kernel of the program (seconds to tens of seconds), so
-    # no user-facing process waits for it: the first build only leaves a marker, and the
-    # second (in a later process) hands the binary to a detached background process
-    # (`python -m clcnn.device --store-binary ...`), which builds the program and writes it.
+    # no user-facing process waits for it: the first build only leaves a marker; the second
+    # (in a later process) queues the program, and at exit one detached, low-priority process
+    # (`python -m clcnn.device --store-binaries ...`) builds the queued programs and writes them.
     def _binary_path(self, source, options):
         d, p = self.cl_device, self.platform
         key = "\0".join([source, *options, p.name, p.version, d.name, d.version, d.driver_version,
@@ -274,12 +277,26 @@ class Device:
                 return                       # kept already, or another process is taking it
             with open(path + ".src", "w") as f:
                 f.write(source)
-            job = subprocess.Popen([sys.executable, "-m", "clcnn.device", "--store-binary", self.index, path,
-                                    *options], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
-            self._binary_jobs.append(job)
+            if not self._pending_binaries:
+                atexit.register(self.flush_binaries)
+            self._pending_binaries.append([path, list(options)])
         except (OSError, cl.Error):
             pass                             # an unwritable cache only costs later starts a source build
+
+    def flush_binaries(self):
+        """Start one detached, low-priority process that builds the programs waiting for their
+        binaries and writes them (called at exit; returns the process, or None)."""
+        pending, self._pending_binaries = self._pending_binaries, []
+        if not pending:
+            return None
+        try:
+            job = subprocess.Popen([sys.executable, "-m", "clcnn.device", "--store-binaries", self.index,
+                                    json.dumps(pending)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            return None
+        self._binary_jobs.append(job)
+        return job
 
     def kernel(self, filename, name, **defines):
         """The kernel `name` from kernels/<filename>, built with `defines` and cached."""
@@ -351,24 +368,28 @@ def _claim(path, stale_seconds=600):
         return _claim(path, stale_seconds)
 
 
-def _store_binary_job(index, path, options):
-    """The background half of Device._store_binary: build path.src, write path.bin atomically."""
-    try:
-        with open(path + ".src") as f:
-            source = f.read()
-        dev = get_device(index)
-        program = cl.Program(dev.context, source).build(options=list(options))
-        binary = program.get_info(cl.program_info.BINARIES)[0]
-        if binary:
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(binary)
-            os.replace(tmp, path + ".bin")   # atomic: a reader sees no file or the whole one
-    finally:
-        for suffix in (".src", ".pending"):
-            if os.path.exists(path + suffix):
-                os.unlink(path + suffix)
+def _store_binaries_job(index, pending):
+    """The background half of Device._store_binary: build each path.src, write path.bin."""
+    os.nice(10)                              # after whatever the user runs next
+    dev = get_device(index)
+    for path, options in pending:
+        try:
+            with open(path + ".src") as f:
+                source = f.read()
+            program = cl.Program(dev.context, source).build(options=list(options))
+            binary = program.get_info(cl.program_info.BINARIES)[0]
+            if binary:
+                tmp = f"{path}.tmp-{os.getpid()}"
+                with open(tmp, "wb") as f:
+                    f.write(binary)
+                os.replace(tmp, path + ".bin")   # atomic: a reader sees no file or the whole one
+        except (OSError, cl.Error):
+            pass                                 # the next run builds from source, as without a cache
+        finally:
+            for suffix in (".src", ".pending"):
+                if os.path.exists(path + suffix):
+                    os.unlink(path + suffix)
 
 
-if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "--store-binary":
-    _store_binary_job(sys.argv[2], sys.argv[3], sys.argv[4:])
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--store-binaries":
+    _store_binaries_job(sys.argv[2], json.loads(sys.argv[3]))
