@@ -66,3 +66,19 @@ def record_op_calls(monkeypatch, modules, helpers=()):
             if id(fn) in wrapped:
                 monkeypatch.setattr(module, name, wrapped[id(fn)])
     return log
+
+
+def randomise_state(model, rng, shift=0.2):
+    """Random weights, BatchNorm affine parameters and running statistics (running_var in
+    [0.5, 2], means and biases ~ N(0, shift)), so no comparison passes by symmetry."""
+    state = model.state_dict()
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.endswith("running_var"):
+            state[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
+        elif key.endswith(("running_mean", ".bias")):
+            state[key] = (shift * rng.standard_normal(value.shape)).astype(np.float32)
+        else:
+            state[key] = (rng.standard_normal(value.shape) * (1.5 / np.sqrt(max(1, value[0].size)))).astype(np.float32)
+    model.load_state_dict(state)

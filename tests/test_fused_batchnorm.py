@@ -13,7 +13,7 @@ from clcnn import reference
 from clcnn.ops import batchnorm as ops
 from clcnn.oracle import activation as o_act
 from clcnn.oracle import batchnorm as oracle
-from tests.helpers import assert_close, numeric_grad
+from tests.helpers import assert_close, numeric_grad, randomise_state
 from tests.test_batchnorm import TOL, _scales
 
 KINKS = {"relu": (0.0,), "relu6": (0.0, 6.0), "leaky_relu": (0.0,)}
@@ -127,20 +127,6 @@ def test_bad_fused_arguments_are_one_clear_error(device):
         ops.batchnorm2d_backward_eval(device, x, x, w, rm, rv, activation="relu")
 
 
-def _randomise(model, rng):
-    state = model.state_dict()
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        if key.endswith("running_var"):
-            state[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
-        elif key.endswith(("running_mean", ".bias")):
-            state[key] = (0.3 * rng.standard_normal(value.shape)).astype(np.float32)
-        else:
-            state[key] = (rng.standard_normal(value.shape) * (1.5 / np.sqrt(max(1, value[0].size)))).astype(np.float32)
-    model.load_state_dict(state)
-
-
 def _fused_steps(model):
     """{BatchNorm call name: absorbed activation's call name or None} of the current plan."""
     out = {}
@@ -183,7 +169,7 @@ def _conv_bn_act(activation, device):
 def test_train_mode_conv_bn_activation_fuses_and_matches_reference(device, activation):
     rng = np.random.default_rng(5)
     model = _conv_bn_act(activation, device)
-    _randomise(model, rng)
+    randomise_state(model, rng, shift=0.3)
     model.train()
     assert _fused_steps(model) == {"bn": "act"}
     _check_against_reference(model, rng.standard_normal((4, 3, 6, 6)).astype(np.float32), rng)
@@ -200,7 +186,7 @@ def _add_bn_relu(device):
 def test_eval_mode_bn_activation_fuses_forward_and_backward_match_reference(device):
     rng = np.random.default_rng(6)
     model = _add_bn_relu(device)
-    _randomise(model, rng)
+    randomise_state(model, rng, shift=0.3)
     model.eval()
     assert _fused_steps(model) == {"bn": "act"}
     _check_against_reference(model, rng.standard_normal((3, 4, 5, 5)).astype(np.float32), rng)
@@ -214,7 +200,7 @@ def test_no_fusion_where_the_batchnorm_output_is_read_twice(device):
     bn = L.BatchNorm2D(3, name="bn")(L.Conv2D(3, 3, 3, padding=1, name="conv")(inp))
     out = L.Add(name="add")([bn, L.ReLU(name="act")(bn)])
     model = clcnn.Model(inp, out, device=device)
-    _randomise(model, rng)
+    randomise_state(model, rng, shift=0.3)
     for training in (True, False):
         model.train(training)
         assert _fused_steps(model) == ({"bn": None} if training else {})   # eval: folded into conv

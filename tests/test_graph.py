@@ -7,7 +7,7 @@ import pytest
 import clcnn
 from clcnn import layers as L
 from clcnn.errors import CheckpointError, ShapeError
-from tests.helpers import assert_close
+from tests.helpers import assert_close, randomise_state
 
 try:
     import torch
@@ -98,21 +98,6 @@ class _TorchSeparable(torch.nn.Module if torch else object):
         return x + self.bn3(self.project(y))
 
 
-def _randomise(model, rng):
-    """Random weights and BatchNorm affine parameters, so no test passes by symmetry."""
-    state = model.state_dict()
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        if key.endswith("running_var"):
-            state[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
-        elif key.endswith(("running_mean", ".bias")):
-            state[key] = (0.2 * rng.standard_normal(value.shape)).astype(np.float32)
-        else:
-            state[key] = (rng.standard_normal(value.shape) * (1.5 / np.sqrt(max(1, value[0].size)))).astype(np.float32)
-    model.load_state_dict(state)
-
-
 @needs_torch
 @pytest.mark.parametrize("block, torch_block, shape", [
     (_residual_block, lambda: _TorchResidual(8), (8, 10, 10)),
@@ -123,7 +108,7 @@ def test_block_matches_pytorch_forward_backward_running_stats_and_sgd(device, bl
     rng = np.random.default_rng(0)
     inp, out = block()
     model = clcnn.Model(inp, out, device=device)
-    _randomise(model, rng)
+    randomise_state(model, rng)
     ref = torch_block()
     missing, unexpected = ref.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
     assert not missing and not unexpected
@@ -252,7 +237,7 @@ def test_graph_save_load_round_trip_with_shared_layer_and_buffers(device, tmp_pa
     y = conv(L.ReLU()(y))
     out = L.Concat()([y, inp])
     model = clcnn.Model(inp, out, device=device)
-    _randomise(model, rng)
+    randomise_state(model, rng)
     x = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
     model(x)                                   # a train step updates the running statistics
     model.eval()
@@ -269,7 +254,7 @@ def test_eval_fusion_of_batchnorm_changes_nothing_but_rounding(device):
     rng = np.random.default_rng(4)
     inp, out = _residual_block()
     model = clcnn.Model(inp, out, device=device)
-    _randomise(model, rng)
+    randomise_state(model, rng)
     model.eval()
     x = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
     fused = model(x).get()
