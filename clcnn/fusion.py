@@ -7,7 +7,13 @@ may absorb calls that only it feeds:
 - a ReLU, ReLU6 or LeakyReLU after a BatchNorm2D not folded into a convolution (train mode,
   or eval mode after a layer other than Conv2D): the normalising pass applies it, the backward
   passes apply its gradient, recomputed from the BatchNorm's input;
-- in eval mode, a BatchNorm2D after a Conv2D, folded into the convolution's weight and bias.
+- in eval mode, a BatchNorm2D after a Conv2D, folded into the convolution's weight and bias;
+- a BatchNorm2D (not folded) whose output only an Add reads, with the Add's fused activation (a
+  residual block's bn2 -> Add(shortcut) -> ReLU): the step runs where the Add runs, as the
+  BatchNorm layer reading its own input and the Add's other inputs (step_call), one normalising
+  pass y = act(bn(x) + shortcut); its backward applies the activation's gradient once and hands
+  that one array to the shortcut and to the BatchNorm's backward. An Add reading several such
+  BatchNorms absorbs the first.
 In the backward pass an AvgPool2D whose input comes from such a fused activation also undoes
 that activation (one pass over the big gradient instead of two).
 
@@ -16,10 +22,11 @@ layer list; only the schedule changes.
 """
 from collections import namedtuple
 
-# position: the main call; output: the value the step writes (its last absorbed call's);
-# activation / batchnorm: positions of absorbed calls or None; pool_from: for an AvgPool2D,
-# the plan index of the step whose fused activation its backward also undoes, else None.
-Step = namedtuple("Step", "position output activation batchnorm pool_from")
+# position: the main call (whose layer runs the step); output: the value the step writes (its
+# last absorbed call's); activation / batchnorm / add: positions of absorbed calls or None
+# (add: the Add a BatchNorm runs into); pool_from: for an AvgPool2D, the plan index of the step
+# whose fused activation its backward also undoes, else None.
+Step = namedtuple("Step", "position output activation batchnorm pool_from add", defaults=(None,))
 
 
 def _readers(calls, outputs, count):
@@ -47,10 +54,20 @@ def plan(calls, outputs, count, training, fold_batchnorm=True):
         return users[0] if len(users) == 1 and users[0] is not None else None
 
     steps, absorbed, step_of_value = [], set(), {}
+    into_add = {}      # Add position -> the BatchNorm call that runs with it
     for position, call in enumerate(calls):
         if position in absorbed:
             continue
         layer, last, batchnorm, activation = call.layer, position, None, None
+        if isinstance(layer, BatchNorm2D):
+            nxt = sole_reader(position)
+            if nxt is not None and isinstance(calls[nxt].layer, Add) and nxt not in into_add:
+                into_add[nxt] = position
+                continue
+        add = None
+        if position in into_add:      # last stays the Add: the step writes its output
+            add, position = position, into_add[position]
+            layer = calls[position].layer
         if isinstance(layer, Conv2D) and not training and fold_batchnorm:
             nxt = sole_reader(last)
             if nxt is not None and isinstance(calls[nxt].layer, BatchNorm2D) and layer.activation is None:
@@ -69,8 +86,17 @@ def plan(calls, outputs, count, training, fold_batchnorm=True):
                 pool_from = producer
         absorbed.update(p for p in (batchnorm, activation) if p is not None)
         step_of_value[count + last] = len(steps)
-        steps.append(Step(position, count + last, activation, batchnorm, pool_from))
+        steps.append(Step(position, count + last, activation, batchnorm, pool_from, add))
     return steps
+
+
+def step_call(step, calls, count):
+    """(layer, value indices it reads) of the step: the main call's, or for a BatchNorm run into
+    an Add, the BatchNorm's input followed by the Add's other inputs."""
+    call = calls[step.position]
+    if step.add is None:
+        return call.layer, call.inputs
+    return call.layer, call.inputs + [v for v in calls[step.add].inputs if v != count + step.position]
 
 
 def forward_arguments(step, calls):

@@ -193,13 +193,14 @@ class Model:
             self.forward(*xs)
             values, _, plan = self._run
             return {self._calls[p].name: values[step.output].get()
-                    for step in plan for p in (step.position, step.batchnorm, step.activation) if p is not None}
+                    for step in plan for p in (step.position, step.batchnorm, step.add, step.activation)
+                    if p is not None}
         finally:
             self.train(was_training)
 
     def _forward_step(self, step, values):
-        call = self._calls[step.position]
-        xs = [values[v] for v in call.inputs]
+        layer, inputs = fusion.step_call(step, self._calls, self._input_count())
+        xs = [values[v] for v in inputs]
         ctx = types.SimpleNamespace()
         kwargs = fusion.forward_arguments(step, self._calls)
         name = self._describe(step.position)
@@ -207,10 +208,10 @@ class Model:
             # An out-of-memory error at enqueue time (drivers allocate lazily) gets one
             # retry after the pool frees its cached blocks, then a DeviceOutOfMemory.
             y = self.device.with_memory_retry(f"{name} at batch size {xs[0].shape[0]}",
-                                              call.layer.forward, ctx, *xs, **kwargs)
+                                              layer.forward, ctx, *xs, **kwargs)
         except ShapeError as exc:
             sources = " and ".join(f"{self._describe_value(v)} of shape {tuple(values[v].shape)}"
-                                   for v in call.inputs)
+                                   for v in inputs)
             raise ShapeError(f"{name} cannot take {sources}: {exc}") from None
         except DeviceOutOfMemory as exc:
             if str(exc).startswith("layer "):
@@ -252,20 +253,20 @@ class Model:
             if g is None:
                 continue     # nothing downstream of this step reaches an output
             grads[step.output] = None
-            call = self._calls[step.position]
+            layer, inputs = fusion.step_call(step, self._calls, count)
             kwargs = fusion.backward_arguments(step, plan, contexts)
             producer = kwargs.pop("producer", None)
             if producer is not None:
                 pre_activation.add(producer)
             if k in pre_activation:
                 kwargs["pre_activation"] = True
-            needed = need_input_grad or any(v >= count for v in call.inputs)
+            needed = need_input_grad or any(v >= count for v in inputs)
             gxs = self.device.with_memory_retry(
                 f"the backward pass of {self._describe(step.position)} at batch size {g.shape[0]}",
-                call.layer.backward, ctx, g, need_input_grad=needed, **kwargs)
-            if call.layer.arity == 1:
+                layer.backward, ctx, g, need_input_grad=needed, **kwargs)
+            if layer.arity == 1 and len(inputs) == 1:
                 gxs = [gxs]
-            for v, gx in zip(call.inputs, gxs):
+            for v, gx in zip(inputs, gxs):
                 if gx is None or (v < count and not need_input_grad):
                     continue
                 grads[v] = gx if grads[v] is None else fusion.accumulate(self.device, grads[v], gx)

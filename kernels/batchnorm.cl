@@ -34,6 +34,14 @@
  * sign: a few per-channel reads instead of a pass over y. The expression is written a * b + c,
  * not fma(): PoCL calls vector builtins out of line, which cost the fused backward passes
  * 20-25% (a * b + c contracts to an FMA all the same).
+ *
+ * RESIDUAL (1: BatchNorm2D + Add (+ activation) as one step, a residual block's bn2 and its
+ * shortcut): the normalising pass adds `res` before the activation, y = act(bn(x) + res), so
+ * the BatchNorm output is never written and read back. The pre-activation then depends on res
+ * too, so the backward sums take the activation's mask from the step's output y (as an Add's
+ * backward does: y <= 0 exactly when its input is) and write the masked gradient g once: it is
+ * both the residual's gradient and the BatchNorm's, and batchnorm_backward_input reads it
+ * with no activation of its own.
  */
 #ifndef AFFINE
 #define AFFINE 1
@@ -46,6 +54,9 @@
 #endif
 #ifndef TRAIN
 #define TRAIN 1
+#endif
+#ifndef RESIDUAL
+#define RESIDUAL 0
 #endif
 
 inline float inv_std(__global const float* istat, int c, float eps)
@@ -150,22 +161,40 @@ inline float seg_sum_sq(__global const float* p, int len, float m)
     return s + (((acc.s0 + acc.s1) + (acc.s2 + acc.s3)) + ((acc.s4 + acc.s5) + (acc.s6 + acc.s7)));
 }
 
-/* (sum(g[i]), sum(g[i] * (x[i] - m))) for i < len, g = gy masked by the fused activation at
- * the pre-activation fma(x - m, scale, shift) */
-inline float2 seg_sum_grad(__global const float* x, __global const float* gy, int len, float m,
-                           float scale, float shift)
+/* (sum(g[i]), sum(g[i] * (x[i] - m))) for i < len, all pointers at element offset off, g = gy
+ * masked by the fused activation at the pre-activation fma(x - m, scale, shift), or with
+ * RESIDUAL by its mask at the output y, g then written to gres. */
+inline float2 seg_sum_grad(__global const float* x, __global const float* gy, __global const float* y,
+                           __global float* gres, size_t off, int len, float m, float scale, float shift)
 {
+    x += off;
+    gy += off;
+#if RESIDUAL
+    y += off;
+    gres += off;
+#endif
     float8 sg = (float8)(0.0f), sgx = (float8)(0.0f);
     int i = 0;
     for (; i + 8 <= len; i += 8) {
         const float8 d = vload8(0, x + i) - m;
+#if RESIDUAL
+        const float8 gv = act_grad8(vload8(0, gy + i), vload8(0, y + i));
+        vstore8(gv, 0, gres + i);
+#else
         const float8 gv = act_grad8(vload8(0, gy + i), d * scale + shift);
+#endif
         sg += gv;
         sgx = fma(gv, d, sgx);
     }
     float a = 0.0f, b = 0.0f;
     for (; i < len; ++i) {
-        const float d = x[i] - m, g = act_grad1(gy[i], d * scale + shift);
+        const float d = x[i] - m;
+#if RESIDUAL
+        const float g = activate_backward(gy[i], y[i], ACTIVATION, NEG_SLOPE);
+        gres[i] = g;
+#else
+        const float g = act_grad1(gy[i], d * scale + shift);
+#endif
         a += g;
         b = fma(g, d, b);
     }
@@ -229,10 +258,12 @@ __kernel void batchnorm_stats_combine(__global const float* restrict part, __glo
 #endif
 }
 
-/* y = act((x - mean[c]) * invstd[c] * weight[c] + bias[c]). Train mode passes the batch mean
- * and invstd; eval mode the running mean and running variance (FROM_VAR).
+/* y = act((x - mean[c]) * invstd[c] * weight[c] + bias[c]), with RESIDUAL
+ * y = act((x - mean[c]) * invstd[c] * weight[c] + bias[c] + res). Train mode passes the batch
+ * mean and invstd; eval mode the running mean and running variance (FROM_VAR).
  * Range ceil(total / 8). */
-__kernel void batchnorm_forward_normalize(__global const float* restrict x, __global const float* restrict mean,
+__kernel void batchnorm_forward_normalize(__global const float* restrict x, __global const float* restrict res,
+                                          __global const float* restrict mean,
                                           __global const float* restrict istat, __global const float* restrict weight,
                                           __global const float* restrict bias, __global float* restrict y,
                                           const int total, const int C, const int HW, const float eps)
@@ -243,19 +274,28 @@ __kernel void batchnorm_forward_normalize(__global const float* restrict x, __gl
     if (e0 + 8 <= total && (e0 + 7) / HW == plane) {
         const int c = plane % C;
         const float scale = bn_scale(istat, weight, c, eps), shift = bn_shift(bias, c);
-        vstore8(act8((vload8(q, x) - mean[c]) * scale + shift), q, y);
+        float8 v = (vload8(q, x) - mean[c]) * scale + shift;
+#if RESIDUAL
+        v += vload8(q, res);
+#endif
+        vstore8(act8(v), q, y);
         return;
     }
     for (int e = e0; e < min(e0 + 8, total); ++e) {
         const int c = (e / HW) % C;
-        const float v = (x[e] - mean[c]) * bn_scale(istat, weight, c, eps) + bn_shift(bias, c);
+        float v = (x[e] - mean[c]) * bn_scale(istat, weight, c, eps) + bn_shift(bias, c);
+#if RESIDUAL
+        v += res[e];
+#endif
         y[e] = activate(v, ACTIVATION, NEG_SLOPE);
     }
 }
 
 /* Pass 1 of the backward sums: chunk s of channel c gets (sum g, sum g * (x - mean[c])), g = gy
- * through the fused activation (istat, weight, bias only read for it). Range (S, C). */
+ * through the fused activation (istat, weight, bias only read for it; with RESIDUAL its mask
+ * comes from y and g is written to gres). Range (S, C). */
 __kernel void batchnorm_backward_partial(__global const float* restrict x, __global const float* restrict gy,
+                                         __global const float* restrict y, __global float* restrict gres,
                                          __global const float* restrict mean, __global const float* restrict istat,
                                          __global const float* restrict weight, __global const float* restrict bias,
                                          __global float* restrict part, const int C, const int HW, const int M,
@@ -265,7 +305,7 @@ __kernel void batchnorm_backward_partial(__global const float* restrict x, __glo
     if (s >= S || c >= C) return;
     const int j0 = s * L, j1 = min(j0 + L, M);
     const float m = mean[c];
-#if ACTIVATION != ACT_NONE
+#if ACTIVATION != ACT_NONE && !RESIDUAL
     const float scale = bn_scale(istat, weight, c, eps), shift = bn_shift(bias, c);
 #else
     const float scale = 0.0f, shift = 0.0f;
@@ -273,8 +313,7 @@ __kernel void batchnorm_backward_partial(__global const float* restrict x, __glo
     float2 acc = (float2)(0.0f);
     for (int j = j0; j < j1;) {
         const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
-        const size_t off = ((size_t)n * C + c) * HW + i;
-        acc += seg_sum_grad(x + off, gy + off, len, m, scale, shift);
+        acc += seg_sum_grad(x, gy, y, gres, ((size_t)n * C + c) * HW + i, len, m, scale, shift);
         j += len;
     }
     vstore2(acc, (size_t)c * S + s, part);

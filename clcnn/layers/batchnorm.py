@@ -5,11 +5,14 @@ statistics (running_var with the unbiased variance); eval mode uses the running 
 The running statistics and num_batches_tracked are buffers: saved and loaded, never trained.
 A ReLU, ReLU6 or LeakyReLU that alone reads the output runs in the same kernels (fusion.plan):
 the normalising pass applies it, and the backward passes apply its gradient, recomputed from x.
+An Add that alone reads the output (a residual block's bn2) runs in them too, with its fused
+activation: the step then reads x and the Add's other inputs (fusion.step_call).
 """
 import numpy as np
 
 from ..errors import ShapeError
 from ..ops import batchnorm as bn_ops
+from ..ops import merge as merge_ops
 from ..parameter import Parameter
 from .base import Layer, check_positive_int
 
@@ -50,27 +53,51 @@ class BatchNorm2D(Layer):
             return None, None
         return self.params["weight"].data, self.params["bias"].data
 
-    def forward(self, ctx, x, activation=None, negative_slope=0.01):
-        """activation: a fused activation (fusion.plan), applied to the normalised output."""
+    def forward(self, ctx, x, *residuals, activation=None, negative_slope=0.01):
+        """activation: a fused activation (fusion.plan), applied to the normalised output.
+        residuals: the other inputs of an Add fused after this layer (fusion.step_call): the
+        step returns act(bn(x) + sum(residuals))."""
         self.output_shape(x.shape[1:])
         weight, bias = self._affine()
         mean, var = self.buffers["running_mean"].data, self.buffers["running_var"].data
         # Not ctx.act: that name would make fusion hand this step a pooling layer's
         # pre-activation gradient, which the fused backward does not take.
         ctx.x, ctx.training, ctx.fused = x, self.training, dict(activation=activation, negative_slope=negative_slope)
-        if not self.training:
+        ctx.residuals = len(residuals)
+        if residuals:
+            residual = residuals[0] if len(residuals) == 1 else merge_ops.add_forward(self.device, residuals)
+            if not self.training:
+                ctx.out = bn_ops.batchnorm2d_add_forward_eval(self.device, x, residual, weight, bias, mean, var,
+                                                              self.eps, **ctx.fused)
+                return ctx.out
+        elif not self.training:
             return bn_ops.batchnorm2d_forward_eval(self.device, x, weight, bias, mean, var, self.eps, **ctx.fused)
         tracked = self.buffers["num_batches_tracked"]
         tracked.data = tracked.data + 1
+        if residuals:
+            ctx.out, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_add_forward_train(
+                self.device, x, residual, weight, bias, mean, var, self.momentum, self.eps,
+                num_batches_tracked=int(tracked.data), **ctx.fused)
+            return ctx.out
         y, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_forward_train(
             self.device, x, weight, bias, mean, var, self.momentum, self.eps,
             num_batches_tracked=int(tracked.data), **ctx.fused)
         return y
 
     def backward(self, ctx, gy, need_input_grad=True):
-        """gy: the gradient of the step's output (the fused activation's, when there is one)."""
+        """gy: the gradient of the step's output (the fused activation's, when there is one).
+        With fused residuals: [gx, then the gradient of each residual] (one array, shared)."""
         weight, bias = self._affine()
-        if ctx.training:
+        if ctx.residuals:
+            if ctx.training:
+                gx, gw, gb, gr = bn_ops.batchnorm2d_add_backward(
+                    self.device, ctx.x, ctx.out, gy, weight, ctx.mean, ctx.invstd,
+                    need_input_grad=need_input_grad, **ctx.fused)
+            else:
+                gx, gw, gb, gr = bn_ops.batchnorm2d_add_backward_eval(
+                    self.device, ctx.x, ctx.out, gy, weight, self.buffers["running_mean"].data,
+                    self.buffers["running_var"].data, self.eps, need_input_grad=need_input_grad, **ctx.fused)
+        elif ctx.training:
             gx, gw, gb = bn_ops.batchnorm2d_backward(self.device, ctx.x, gy, weight, ctx.mean, ctx.invstd,
                                                      need_input_grad=need_input_grad, bias=bias, **ctx.fused)
         else:
@@ -81,7 +108,7 @@ class BatchNorm2D(Layer):
         if self.affine:
             self.params["weight"].accumulate(gw)
             self.params["bias"].accumulate(gb)
-        return gx
+        return [gx] + [gr] * ctx.residuals if ctx.residuals else gx
 
     def reference_forward(self, ctx, params, x, training):
         from ..oracle import batchnorm as o_bn
@@ -112,10 +139,13 @@ class BatchNorm2D(Layer):
 
     def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
                  negative_slope=0.01, **fused):
+        """in_shapes: x's, then those of the residuals of a fused Add (fusion.step_call)."""
         from .. import opspec
-        return [opspec.batchnorm2d((batch,) + tuple(in_shapes[0]), training=training, affine=self.affine,
-                                   momentum=self.momentum, eps=self.eps, need_input_grad=need_input_grad,
-                                   activation=fused_activation, negative_slope=negative_slope)]
+        kwargs = dict(training=training, affine=self.affine, momentum=self.momentum, eps=self.eps,
+                      need_input_grad=need_input_grad, activation=fused_activation, negative_slope=negative_slope)
+        if len(in_shapes) > 1:
+            kwargs["residuals"] = len(in_shapes) - 1
+        return [opspec.batchnorm2d((batch,) + tuple(in_shapes[0]), **kwargs)]
 
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,

@@ -6,6 +6,11 @@ biased variance and updates running_mean / running_var in place on the device (t
 variance takes the unbiased variance); eval mode normalises with the running statistics.
 fold_into_conv folds an eval-mode BatchNorm into the convolution before it (host NumPy).
 
+The batchnorm2d_add_* functions run a BatchNorm2D whose output goes straight into an Add (a
+residual block's bn2 and its shortcut) as one step: y = act(bn(x) + residual). Their backward
+takes y, applies the activation's gradient once and returns it with the BatchNorm's gradients:
+it is what the residual receives.
+
 activation (None, "relu", "relu6" or "leaky_relu" with negative_slope >= 0) fuses that
 activation after the normalisation: the forward returns act(bn(x)), and the backward then
 takes gy = dL/d(act(bn(x))) and needs bias as well as weight, to recompute the pre-activation
@@ -103,7 +108,30 @@ def batchnorm2d_forward_train(dev, x, weight, bias, running_mean, running_var, m
     (1 - momentum) * running + momentum * batch statistic, the variance unbiased (M / (M - 1)).
     momentum=None is torch's cumulative average, with weight 1 / num_batches_tracked (the
     count including this batch)."""
+    return _forward_train(dev, x, None, weight, bias, running_mean, running_var, momentum, eps,
+                          num_batches_tracked, activation, negative_slope)
+
+
+def batchnorm2d_add_forward_train(dev, x, residual, weight, bias, running_mean, running_var, momentum=0.1,
+                                  eps=1e-5, num_batches_tracked=None, activation=None, negative_slope=0.01):
+    """-> (y, save_mean, save_invstd) as batchnorm2d_forward_train, with y = act(bn(x) + residual);
+    residual has x's shape."""
+    return _forward_train(dev, x, residual, weight, bias, running_mean, running_var, momentum, eps,
+                          num_batches_tracked, activation, negative_slope)
+
+
+def _check_residual(x, residual):
+    check_array(residual, 4, "residual")
+    if tuple(residual.shape) != tuple(x.shape):
+        raise ShapeError(f"residual has shape {tuple(residual.shape)} but x has shape {tuple(x.shape)}; "
+                         "the tensors added must have one shape")
+
+
+def _forward_train(dev, x, residual, weight, bias, running_mean, running_var, momentum, eps,
+                   num_batches_tracked, activation, negative_slope):
     n, c, hw = _check_x(x)
+    if residual is not None:
+        _check_residual(x, residual)
     _check_pair(weight, bias, ("weight", "bias"))
     _check_pair(running_mean, running_var, ("running_mean", "running_var"))
     _check_channels(c, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
@@ -125,14 +153,27 @@ def batchnorm2d_forward_train(dev, x, weight, bias, running_mean, running_var, m
     launch(dev, dev.kernel("batchnorm.cl", "batchnorm_stats_combine", UPDATE_RUNNING=tracking), (c,), None,
            buf(part), buf(save_mean), buf(save_invstd), buf(running_mean) if tracking else None,
            buf(running_var) if tracking else None, i32(c), i32(s), i32(length), i32(m), f32(eps), f32(factor))
-    _normalize(dev, x, save_mean, save_invstd, weight, bias, y, eps, False, act)
+    _normalize(dev, x, residual, save_mean, save_invstd, weight, bias, y, eps, False, act)
     return y, save_mean, save_invstd
 
 
 def batchnorm2d_forward_eval(dev, x, weight, bias, running_mean, running_var, eps=1e-5, activation=None,
                              negative_slope=0.01):
     """y = act((x - running_mean) / sqrt(running_var + eps) * weight + bias)."""
+    return _forward_eval(dev, x, None, weight, bias, running_mean, running_var, eps, activation, negative_slope)
+
+
+def batchnorm2d_add_forward_eval(dev, x, residual, weight, bias, running_mean, running_var, eps=1e-5,
+                                 activation=None, negative_slope=0.01):
+    """y = act((x - running_mean) / sqrt(running_var + eps) * weight + bias + residual)."""
+    return _forward_eval(dev, x, residual, weight, bias, running_mean, running_var, eps, activation,
+                         negative_slope)
+
+
+def _forward_eval(dev, x, residual, weight, bias, running_mean, running_var, eps, activation, negative_slope):
     _, c, _ = _check_x(x)
+    if residual is not None:
+        _check_residual(x, residual)
     _check_pair(weight, bias, ("weight", "bias"))
     if running_mean is None or running_var is None:
         raise ValueError("eval mode needs running_mean and running_var")
@@ -140,18 +181,19 @@ def batchnorm2d_forward_eval(dev, x, weight, bias, running_mean, running_var, ep
     _check_eps(eps)
     act = _act_defines(activation, negative_slope)
     y = dev.empty(x.shape)
-    _normalize(dev, x, running_mean, running_var, weight, bias, y, eps, True, act)
+    _normalize(dev, x, residual, running_mean, running_var, weight, bias, y, eps, True, act)
     return y
 
 
-def _normalize(dev, x, mean, istat, weight, bias, y, eps, from_var, act):
+def _normalize(dev, x, residual, mean, istat, weight, bias, y, eps, from_var, act):
     if x.size == 0:
         return
     _, c, h, w = x.shape
     affine = weight is not None
     kernel = dev.kernel("batchnorm.cl", "batchnorm_forward_normalize", AFFINE=affine, FROM_VAR=from_var,
-                       **act)
-    launch(dev, kernel, (-(-x.size // VEC),), None, buf(x), buf(mean), buf(istat),
+                        RESIDUAL=residual is not None, **act)
+    launch(dev, kernel, (-(-x.size // VEC),), None, buf(x), None if residual is None else buf(residual),
+           buf(mean), buf(istat),
            buf(weight) if affine else None, buf(bias) if affine else None, buf(y),
            i32(x.size), i32(c), i32(h * w), f32(eps))
 
@@ -194,38 +236,78 @@ def batchnorm2d_backward_eval(dev, x, gy, weight, running_mean, running_var, eps
     return _backward(dev, x, gy, weight, bias, running_mean, running_var, eps, need_input_grad, False, act)
 
 
-def _backward(dev, x, gy, weight, bias, mean, istat, eps, need_input_grad, train, act):
+def batchnorm2d_add_backward(dev, x, y, gy, weight, save_mean, save_invstd, need_input_grad=True,
+                             activation=None, negative_slope=0.01):
+    """Backward of batchnorm2d_add_forward_train from its output y -> (gx, gweight, gbias,
+    gresidual): g = gy times the activation's derivative, taken from y (gy itself, not a copy,
+    without an activation) is gresidual, and gx, gweight, gbias are batchnorm2d_backward's for
+    gradient g (gx None unless need_input_grad; gweight, gbias None when weight is None)."""
+    _check_x(x)
+    _check_channels(x.shape[1], weight=weight, save_mean=save_mean, save_invstd=save_invstd)
+    act = _act_defines(activation, negative_slope)
+    return _backward(dev, x, gy, weight, None, save_mean, save_invstd, 1.0, need_input_grad, True, act, y)
+
+
+def batchnorm2d_add_backward_eval(dev, x, y, gy, weight, running_mean, running_var, eps=1e-5,
+                                  need_input_grad=True, activation=None, negative_slope=0.01):
+    """Backward of batchnorm2d_add_forward_eval -> (gx, gweight, gbias, gresidual), as
+    batchnorm2d_add_backward with the running statistics held constant."""
+    _check_x(x)
+    _check_channels(x.shape[1], weight=weight, running_mean=running_mean, running_var=running_var)
+    if running_mean is None or running_var is None:
+        raise ValueError("eval mode needs running_mean and running_var")
+    _check_eps(eps)
+    act = _act_defines(activation, negative_slope)
+    return _backward(dev, x, gy, weight, None, running_mean, running_var, eps, need_input_grad, False, act, y)
+
+
+def _backward(dev, x, gy, weight, bias, mean, istat, eps, need_input_grad, train, act, y=None):
+    """(gx, gweight, gbias), or with y (the fused BatchNorm + Add's output) also gresidual."""
     check_array(gy, 4, "gy")
     if tuple(gy.shape) != tuple(x.shape):
         raise ShapeError(f"gy shape {tuple(gy.shape)} differs from x shape {tuple(x.shape)}")
+    residual = y is not None
+    if residual:
+        check_array(y, 4, "y")
+        if tuple(y.shape) != tuple(x.shape):
+            raise ShapeError(f"y shape {tuple(y.shape)} differs from x shape {tuple(x.shape)}")
     n, c, h, w = x.shape
     hw, m = h * w, n * h * w
     affine = weight is not None
     gweight = dev.empty((c,)) if affine else None
     gbias = dev.empty((c,)) if affine else None
     gx = dev.empty(x.shape) if need_input_grad else None
-    if not affine and not need_input_grad:
-        return None, None, None
+    # With a residual and an activation the sums' pass writes the masked gradient g, which is
+    # the residual's gradient and the BatchNorm's; without an activation g is gy itself.
+    masked = residual and bool(act)
+    g = dev.empty(x.shape) if masked else gy
+    done = (lambda: (gx, gweight, gbias, g)) if residual else (lambda: (gx, gweight, gbias))
+    if not affine and not need_input_grad and not masked:
+        return done()
     if x.size == 0:
         if affine:
             gweight.fill(0.0)
             gbias.fill(0.0)
-        return gx, gweight, gbias
+        return done()
     s, length = _chunks(dev, c, m)
     part, coef = dev.empty((c, s, 2)), dev.empty((c, 3))
-    params = (buf(istat), buf(weight) if affine else None, buf(bias) if act and affine else None)
-    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_partial", AFFINE=affine, FROM_VAR=not train, **act),
-           (s, c), None, buf(x), buf(gy), buf(mean), *params, buf(part), i32(c), i32(hw), i32(m), i32(length),
-           i32(s), f32(eps))
+    params = (buf(istat), buf(weight) if affine else None, buf(bias) if act and affine and not residual else None)
+    launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_partial", AFFINE=affine, FROM_VAR=not train,
+                           RESIDUAL=masked, **act),
+           (s, c), None, buf(x), buf(gy), buf(y) if masked else None, buf(g) if masked else None, buf(mean),
+           *params, buf(part), i32(c), i32(hw), i32(m), i32(length), i32(s), f32(eps))
     launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_combine", AFFINE=affine, FROM_VAR=not train,
                            TRAIN=train), (c,), None,
            buf(part), buf(istat), buf(weight) if affine else None, buf(gweight) if affine else None,
            buf(gbias) if affine else None, buf(coef), i32(c), i32(s), i32(m), f32(eps))
     if need_input_grad:
+        # The input pass reads g, already masked, when there is a residual.
+        fused = {} if residual else act
         launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_input", TRAIN=train, AFFINE=affine,
-                               FROM_VAR=not train, **act), (-(-x.size // VEC),), None,
-               buf(x), buf(gy), buf(mean), *params, buf(coef), buf(gx), i32(x.size), i32(c), i32(hw), f32(eps))
-    return gx, gweight, gbias
+                               FROM_VAR=not train, **fused), (-(-x.size // VEC),), None,
+               buf(x), buf(g), buf(mean), buf(istat), buf(weight) if affine else None,
+               buf(bias) if fused and affine else None, buf(coef), buf(gx), i32(x.size), i32(c), i32(hw), f32(eps))
+    return done()
 
 
 def fold_into_conv(weight_conv, bias_conv, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):
