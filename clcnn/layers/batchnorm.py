@@ -64,25 +64,29 @@ class BatchNorm2D(Layer):
         # pre-activation gradient, which the fused backward does not take.
         ctx.x, ctx.training, ctx.fused = x, self.training, dict(activation=activation, negative_slope=negative_slope)
         ctx.residuals = len(residuals)
-        if residuals:
-            residual = residuals[0] if len(residuals) == 1 else merge_ops.add_forward(self.device, residuals)
-            if not self.training:
-                ctx.out = bn_ops.batchnorm2d_add_forward_eval(self.device, x, residual, weight, bias, mean, var,
-                                                              self.eps, **ctx.fused)
-                return ctx.out
-        elif not self.training:
-            return bn_ops.batchnorm2d_forward_eval(self.device, x, weight, bias, mean, var, self.eps, **ctx.fused)
+        residual = None
+        if len(residuals) > 1:
+            residual = merge_ops.add_forward(self.device, residuals)
+        elif residuals:
+            residual = residuals[0]
+        if not self.training:
+            if residual is None:
+                return bn_ops.batchnorm2d_forward_eval(self.device, x, weight, bias, mean, var, self.eps, **ctx.fused)
+            # the backward takes the activation's mask from the output
+            ctx.out = bn_ops.batchnorm2d_add_forward_eval(self.device, x, residual, weight, bias, mean, var,
+                                                          self.eps, **ctx.fused)
+            return ctx.out
         tracked = self.buffers["num_batches_tracked"]
         tracked.data = tracked.data + 1
-        if residuals:
-            ctx.out, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_add_forward_train(
-                self.device, x, residual, weight, bias, mean, var, self.momentum, self.eps,
+        if residual is None:
+            y, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_forward_train(
+                self.device, x, weight, bias, mean, var, self.momentum, self.eps,
                 num_batches_tracked=int(tracked.data), **ctx.fused)
-            return ctx.out
-        y, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_forward_train(
-            self.device, x, weight, bias, mean, var, self.momentum, self.eps,
+            return y
+        ctx.out, ctx.mean, ctx.invstd = bn_ops.batchnorm2d_add_forward_train(
+            self.device, x, residual, weight, bias, mean, var, self.momentum, self.eps,
             num_batches_tracked=int(tracked.data), **ctx.fused)
-        return y
+        return ctx.out
 
     def backward(self, ctx, gy, need_input_grad=True):
         """gy: the gradient of the step's output (the fused activation's, when there is one).
