@@ -364,14 +364,17 @@ def concat(shapes, axis=1):
 
 
 def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momentum=0.1, eps=1e-5, name=None,
-                activation=None, negative_slope=0.01):
+                activation=None, negative_slope=0.01, residuals=0):
     """BatchNorm2D as torch.nn.BatchNorm2d, with an optional fused activation after it (y =
     act(bn(x)), gy its gradient). Train: forward (y, save_mean, save_invstd, running_mean,
     running_var), the running statistics updated in place; backward (gx if need_input_grad,
     gweight, gbias if affine) with the batch-statistics terms. Eval: forward (y,) from the
-    running statistics; backward with them held constant."""
+    running statistics; backward with them held constant. residuals > 0: the BatchNorm runs
+    into an Add of that many more tensors of x's shape (fusion.step_call), y = act(bn(x) +
+    r0 + ...), and the backward also gives the residuals' one gradient."""
     c = x_shape[1]
     act = dict(activation=activation, negative_slope=negative_slope)
+    rs = [f"r{i}" for i in range(residuals)]
 
     def make(rng):
         a = {"x": _normal(rng, x_shape, 2.0) + 1.0, "gy": _normal(rng, x_shape),
@@ -379,18 +382,36 @@ def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momen
              "running_var": rng.uniform(0.5, 2.0, c).astype(np.float32)}
         if affine:
             a["weight"], a["bias"] = _normal(rng, (c,)), _normal(rng, (c,))
+        for r in rs:
+            a[r] = _normal(rng, x_shape)
         return a
 
+    def residual(dev, a):
+        return a[rs[0]] if residuals == 1 else k_merge.add_forward(dev, [a[r] for r in rs])
+
     def forward(dev, a):
+        stats = (a["running_mean"], a["running_var"])
+        if residuals and not training:
+            return (k_bn.batchnorm2d_add_forward_eval(dev, a["x"], residual(dev, a), a.get("weight"), a.get("bias"),
+                                                      *stats, eps, **act),)
+        if residuals:
+            out = k_bn.batchnorm2d_add_forward_train(dev, a["x"], residual(dev, a), a.get("weight"), a.get("bias"),
+                                                     *stats, momentum, eps, **act)
+            return out + stats
         if not training:
-            return (k_bn.batchnorm2d_forward_eval(dev, a["x"], a.get("weight"), a.get("bias"),
-                                                  a["running_mean"], a["running_var"], eps, **act),)
-        out = k_bn.batchnorm2d_forward_train(dev, a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
-                                             a["running_var"], momentum, eps, **act)
-        return out + (a["running_mean"], a["running_var"])
+            return (k_bn.batchnorm2d_forward_eval(dev, a["x"], a.get("weight"), a.get("bias"), *stats, eps, **act),)
+        return k_bn.batchnorm2d_forward_train(dev, a["x"], a.get("weight"), a.get("bias"), *stats, momentum, eps,
+                                              **act) + stats
 
     def backward(dev, a, out):
-        if training:
+        if residuals and training:
+            grads = k_bn.batchnorm2d_add_backward(dev, a["x"], out[0], a["gy"], a.get("weight"), out[1], out[2],
+                                                  need_input_grad=need_input_grad, **act)
+        elif residuals:
+            grads = k_bn.batchnorm2d_add_backward_eval(dev, a["x"], out[0], a["gy"], a.get("weight"),
+                                                       a["running_mean"], a["running_var"], eps,
+                                                       need_input_grad=need_input_grad, **act)
+        elif training:
             grads = k_bn.batchnorm2d_backward(dev, a["x"], a["gy"], a.get("weight"), out[1], out[2],
                                               need_input_grad=need_input_grad, bias=a.get("bias"), **act)
         else:
@@ -403,12 +424,13 @@ def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momen
         return o_act.activation_forward(activation, y, negative_slope) if activation else y
 
     def o_forward(a):
+        added = sum((a[r] for r in rs), np.zeros(x_shape))
         if not training:
             return (activate(o_bn.batchnorm2d_forward_eval(a["x"], a.get("weight"), a.get("bias"),
-                                                           a["running_mean"], a["running_var"], eps)),)
+                                                           a["running_mean"], a["running_var"], eps) + added),)
         out = o_bn.batchnorm2d_forward_train(a["x"], a.get("weight"), a.get("bias"), a["running_mean"],
                                              a["running_var"], momentum, eps)
-        return (activate(out[0]),) + tuple(out[1:])
+        return (activate(out[0] + added),) + tuple(out[1:])
 
     def o_backward(a, out):
         gy = o_act.activation_backward(activation, out[0], a["gy"], negative_slope) if activation else a["gy"]
@@ -417,16 +439,17 @@ def batchnorm2d(x_shape, affine=True, training=True, need_input_grad=True, momen
         else:
             gx, gw, gb = o_bn.batchnorm2d_backward_eval(a["x"], gy, a.get("weight"), a["running_mean"],
                                                         a["running_var"], eps)
-        return _drop_none((gx if need_input_grad else None, gw, gb))
+        return _drop_none((gx if need_input_grad else None, gw, gb, gy if residuals else None))
 
     size = _numel(x_shape)
     # Forward: the statistics read x once (the second pass over a chunk hits the cache), the
-    # normalisation reads x and writes y. Backward: the sums read x and gy, gx reads both again
-    # (a fused activation's gradient is recomputed from x: no more traffic).
-    fwd = (3 if training else 2) * F32 * size
-    bwd = (5 if need_input_grad else 2) * F32 * size
+    # normalisation reads x (and the residual) and writes y. Backward: the sums read x and gy, gx
+    # reads both again (a fused activation's gradient is recomputed from x: no more traffic;
+    # with a residual its mask is read from y and the masked gradient written once).
+    fwd = ((3 if training else 2) + min(residuals, 1)) * F32 * size
+    bwd = ((5 if need_input_grad else 2) + (2 if residuals and activation else 0)) * F32 * size
     name = (name or f"batchnorm2d {c}" + ("" if training else " eval") + ("" if affine else " affine=False")
-            + (f" +{activation}" if activation else ""))
+            + (f" +add x{residuals + 1}" if residuals else "") + (f" +{activation}" if activation else ""))
     # Sums over N*H*W values per channel, as the conv weight gradient: TOL_SUM.
     return OpCase(name, "batchnorm", make, forward, o_forward, backward, o_backward,
                   bytes=(fwd, bwd), tol=TOL_SUM)
@@ -554,6 +577,7 @@ def model_cases(model, input_shape, batch, momentum=0.9):
     cases = []
     for k, step in enumerate(plan):
         call = calls[step.position]
+        layer, inputs = fusion.step_call(step, calls, count)
         fused = {}
         if step.activation is not None:
             act = calls[step.activation].layer
@@ -565,8 +589,8 @@ def model_cases(model, input_shape, batch, momentum=0.9):
             if producer.activation is not None:
                 act = calls[producer.activation].layer
                 fused.update(undo_activation=act.fusable_activation, negative_slope=act.negative_slope)
-        for case in call.layer.op_cases([shapes[v] for v in call.inputs], batch,
-                                        need_input_grad=any(v >= count for v in call.inputs), **fused):
+        for case in layer.op_cases([shapes[v] for v in inputs], batch,
+                                   need_input_grad=any(v >= count for v in inputs), **fused):
             cases.append((call.name, case))
     # Model.backward sums the gradients of a value read by several calls (inputs excepted: a
     # training step asks for no input gradient).
