@@ -15,9 +15,11 @@
  *           beyond CO (conv2d_transpose_nchw).
  * With G = 1 and DH = DW = 1 (the defaults) the index arithmetic folds to that of a plain conv.
  *
- * CPU-style kernels: each work item owns a register block and the vector lanes run over 8
- * output channels (float8), so any stride and any output width vectorise the same way, and a
- * scalar input value is broadcast against a vector of weights. No local memory, no barriers:
+ * CPU-style kernels: each work item owns a register block and the vector lanes run over VW
+ * output channels (VW = 8, float8, or 16, float16 where the device's preferred float vector
+ * is 16 wide: AVX-512; pip's PoCL 3.0 aborts on float16 FMAs on AVX2 machines), so any stride
+ * and any output width vectorise the same way, and a scalar input value is broadcast against
+ * a vector of weights. No local memory, no barriers:
  * every kernel works with any work-group size (on CPUs the host passes small ones so that
  * both cores get groups).
  * Shape constants come in as -D defines so the tap loops unroll; the defaults below only make
@@ -65,7 +67,7 @@
 #define DW 1            /* dilation along columns */
 #endif
 #ifndef COP
-#define COP 8           /* CO rounded up to a multiple of 8*OBV */
+#define COP 8           /* CO rounded up to a multiple of VW*OBV */
 #endif
 #ifndef OH
 #define OH 1
@@ -76,17 +78,20 @@
 #ifndef NPIX
 #define NPIX 1          /* N*OH*OW */
 #endif
+#ifndef VW
+#define VW 8            /* vector lanes: 8 or 16 */
+#endif
 #ifndef OBV
-#define OBV 1           /* float8 vectors of output channels per work item */
+#define OBV 1           /* vectors of output channels per work item */
 #endif
 #ifndef PB
 #define PB 1            /* output pixels per work item (forward) */
 #endif
 #ifndef OBVW
-#define OBVW 1          /* float8 vectors of output channels per work item (backward weight) */
+#define OBVW 1          /* vectors of output channels per work item (backward weight) */
 #endif
 #ifndef COPW
-#define COPW 8          /* CO rounded up to a multiple of 8*OBVW: gyt's row length */
+#define COPW 8          /* CO rounded up to a multiple of VW*OBVW: gyt's row length */
 #endif
 #ifndef KHB
 #define KHB 1           /* kernel rows per work item (backward weight) */
@@ -95,8 +100,8 @@
 #define PBW 1           /* output pixels per step along a row (backward weight) */
 #endif
 
-#define OB (8 * OBV)
-#define OBW (8 * OBVW)
+#define OB (VW * OBV)
+#define OBW (VW * OBVW)
 
 /* PoCL's CPU driver calls builtins such as mad, vload8, vstore8 and min out of line (a function
  * call per use, and no unrolling around it), so the hot loops use none of them: a * b + c
@@ -106,6 +111,15 @@
 #define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
 #define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
                           (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+#if VW == 16
+#define VEC float16
+#define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
+#define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
+#else
+#define VEC float8
+#define LOADV(p) LOAD8(p)
+#define STOREV(v, p) STORE8(v, p)
+#endif
 
 /* Pixel blocks. A work item's PB output pixels are consecutive within one segment, so their
  * input windows sit at constant offsets PSTEP apart and the unrolled loops address them from
@@ -127,36 +141,36 @@
 /* tanh as Eigen's rational approximation (odd degree 13 over even degree 6, inputs clamped
  * to +-7.9053): within 4e-7 of tanh everywhere, pure multiply-adds and one divide, where
  * PoCL's tanh builtin costs ~40 cycles per float8 and dominated a LeNet conv1 forward. */
-inline float8 tanh8(float8 x) {
+inline VEC tanhv(VEC x) {
     const float clamp = 7.90531110763549805f;
-    x = x > clamp ? (float8)(clamp) : x;
-    x = x < -clamp ? (float8)(-clamp) : x;
-    const float8 x2 = x * x;
-    float8 p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    x = x > clamp ? (VEC)(clamp) : x;
+    x = x < -clamp ? (VEC)(-clamp) : x;
+    const VEC x2 = x * x;
+    VEC p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
     p = p * x2 + -8.60467152213735e-11f;
     p = p * x2 + 5.12229709037114e-08f;
     p = p * x2 + 1.48572235717979e-05f;
     p = p * x2 + 6.37261928875436e-04f;
     p = p * x2 + 4.89352455891786e-03f;
-    float8 q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    VEC q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     return x * p / q;
 }
 
-/* activate() of common.h on a float8 (the ternary selects per lane); a NaN lane fails every
+/* activate() of common.h on a vector (the ternary selects per lane); a NaN lane fails every
  * comparison and falls through to v, so NaN propagates as in PyTorch. */
-inline float8 activate8(float8 v, int act, float slope) {
-    if (act == ACT_RELU) return v < 0.0f ? (float8)(0.0f) : v;
+inline VEC activatev(VEC v, int act, float slope) {
+    if (act == ACT_RELU) return v < 0.0f ? (VEC)(0.0f) : v;
     if (act == ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
-    if (act == ACT_RELU6) return v < 0.0f ? (float8)(0.0f) : (v > 6.0f ? (float8)(6.0f) : v);
-    if (act == ACT_TANH) return tanh8(v);
+    if (act == ACT_RELU6) return v < 0.0f ? (VEC)(0.0f) : (v > 6.0f ? (VEC)(6.0f) : v);
+    if (act == ACT_TANH) return tanhv(v);
     if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));
     return v;
 }
 
 /* y = act(conv(xp, w) + b). Work item (pixel block, channel block): PB pixels of one segment
- * times OB output channels, accumulated in OBV*PB float8 registers.
+ * times OB output channels, accumulated in OBV*PB vector registers.
  * act: an ACT_ code of common.h, applied after the bias.
  * Global size (NPIX/SEG * BLOCKS_PER_SEG, G * COP/OB): the second axis runs over the channel
  * blocks of group 0, then group 1, ... */
@@ -176,12 +190,12 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     const int oh0 = r0 / OW;
     const __global float* x0 = xp + (n0 * G + g) * (CI * HP * WP) + oh0 * SH * WP + (r0 - oh0 * OW) * SW;
 
-    float8 acc[OBV][PB];
+    VEC acc[OBV][PB];
     #pragma unroll
     for (int v = 0; v < OBV; v++)
         #pragma unroll
         for (int p = 0; p < PB; p++)
-            acc[v][p] = (float8)(0.0f);
+            acc[v][p] = (VEC)(0.0f);
 
     const __global float* wb = wt + g * ((CI * KH * KW + 1) * COP) + ob * OB;
     for (int c = 0; c < CI; c++) {
@@ -191,13 +205,13 @@ __kernel void conv2d_forward(__global const float* restrict xp,
         for (int i = 0; i < KH; i++) {
             #pragma unroll
             for (int j = 0; j < KW; j++) {
-                float8 wv[OBV];
+                VEC wv[OBV];
                 #pragma unroll
                 for (int v = 0; v < OBV; v++)
-                    wv[v] = LOAD8(wc + (i * KW + j) * COP + v * 8);
+                    wv[v] = LOADV(wc + (i * KW + j) * COP + v * VW);
                 #pragma unroll
                 for (int p = 0; p < PB; p++) {
-                    const float8 xv = (float8)(xc[p * PSTEP + i * DH * WP + j * DW]);
+                    const VEC xv = (VEC)(xc[p * PSTEP + i * DH * WP + j * DW]);
                     #pragma unroll
                     for (int v = 0; v < OBV; v++)
                         acc[v][p] = xv * wv[v] + acc[v][p];
@@ -206,19 +220,19 @@ __kernel void conv2d_forward(__global const float* restrict xp,
         }
     }
 
-    /* Bias (the packed row after the weights) and activation on whole float8s: PoCL's vector
+    /* Bias (the packed row after the weights) and activation on whole vectors: PoCL's vector
      * tanh and exp cost a fraction of eight scalar calls. */
     __global float* y0 = y + (n0 * G + g) * (CO * OH * OW) + r0;
     #pragma unroll
     for (int v = 0; v < OBV; v++) {
-        const float8 bv = LOAD8(wb + CI * KH * KW * COP + v * 8);
-        float out[PB][8];
+        const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
+        float out[PB][VW];
         #pragma unroll
         for (int p = 0; p < PB; p++)
-            STORE8(activate8(acc[v][p] + bv, act, slope), out[p]);
+            STOREV(activatev(acc[v][p] + bv, act, slope), out[p]);
         #pragma unroll
-        for (int l = 0; l < 8; l++) {
-            const int o = ob * OB + v * 8 + l;
+        for (int l = 0; l < VW; l++) {
+            const int o = ob * OB + v * VW + l;
             if (o < CO) {
                 #pragma unroll
                 for (int p = 0; p < PB; p++)
@@ -234,7 +248,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
  *   part[s, g, (c*KH + i)*KW + j, o] = sum gy[n, g*CO + o, oh, ow]
  *                                        * xp[n, g*CI + c, oh*SH + i*DH, ow*SW + j*DW]
  *   partb[s, g, o]                   = sum gy[n, g*CO + o, oh, ow]   (c == 0, kb == 0 items only)
- * for its KHB kernel rows i (KHB divides KH) and all KW columns: OBVW*KHB*KW float8 registers.
+ * for its KHB kernel rows i (KHB divides KH) and all KW columns: OBVW*KHB*KW vector registers.
  * Along a row, PBW pixels at a time: their gy vectors stay in registers and, with stride 1,
  * neighbouring pixels share input loads; a plain loop without that blocking let LLVM rotate
  * the accumulators through registers every pixel.
@@ -245,12 +259,12 @@ __kernel void conv2d_forward(__global const float* restrict xp,
  * with BIAS, accb += gy too. */
 #define BW_PIXELS(P, BIAS)                                                                    \
     {                                                                                         \
-        float8 gv[P][OBVW];                                                                    \
+        VEC gv[P][OBVW];                                                                       \
         _Pragma("unroll")                                                                     \
         for (int p = 0; p < (P); p++)                                                         \
             _Pragma("unroll")                                                                 \
             for (int v = 0; v < OBVW; v++) {                                                   \
-                gv[p][v] = LOAD8(gr + (ow + p) * (G * COPW) + v * 8);                          \
+                gv[p][v] = LOADV(gr + (ow + p) * (G * COPW) + v * VW);                         \
                 if (BIAS) accb[v] += gv[p][v];                                                \
             }                                                                                 \
         _Pragma("unroll")                                                                     \
@@ -259,7 +273,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             for (int j = 0; j < KW; j++)                                                      \
                 _Pragma("unroll")                                                             \
                 for (int p = 0; p < (P); p++) {                                               \
-                    const float8 xv = (float8)(xr[(ow + p) * SW + i * DH * WP + j * DW]);     \
+                    const VEC xv = (VEC)(xr[(ow + p) * SW + i * DH * WP + j * DW]);           \
                     _Pragma("unroll")                                                         \
                     for (int v = 0; v < OBVW; v++)                                             \
                         acc[v][i][j] = xv * gv[p][v] + acc[v][i][j];                          \
@@ -295,16 +309,16 @@ __kernel void conv2d_backward_weight(__global const float* restrict xp,
     const int row_begin = s * rows_per_slice;
     const int row_end = MIN(row_begin + rows_per_slice, NPIX / OW);
 
-    float8 acc[OBVW][KHB][KW];
-    float8 accb[OBVW];
+    VEC acc[OBVW][KHB][KW];
+    VEC accb[OBVW];
     #pragma unroll
     for (int v = 0; v < OBVW; v++) {
-        accb[v] = (float8)(0.0f);
+        accb[v] = (VEC)(0.0f);
         #pragma unroll
         for (int i = 0; i < KHB; i++)
             #pragma unroll
             for (int j = 0; j < KW; j++)
-                acc[v][i][j] = (float8)(0.0f);
+                acc[v][i][j] = (VEC)(0.0f);
     }
 
     /* One item per channel block also sums the bias gradient; the others run a loop without
@@ -323,11 +337,11 @@ __kernel void conv2d_backward_weight(__global const float* restrict xp,
         for (int j = 0; j < KW; j++)
             #pragma unroll
             for (int v = 0; v < OBVW; v++)
-                STORE8(acc[v][i][j], ps + ((c * KH + i0 + i) * KW + j) * COPW + v * 8);
+                STOREV(acc[v][i][j], ps + ((c * KH + i0 + i) * KW + j) * COPW + v * VW);
     if (bias_item)
         #pragma unroll
         for (int v = 0; v < OBVW; v++)
-            STORE8(accb[v], partb + (s * G + g) * COPW + ob * OBW + v * 8);
+            STOREV(accb[v], partb + (s * G + g) * COPW + ob * OBW + v * VW);
 }
 
 /* ---- helpers with runtime shapes (built once) ------------------------------------------- */

@@ -10,6 +10,11 @@ smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights tra
 pixel-major order, sums slices of the output rows in parallel, and a small kernel adds the
 slices up (bias gradient included).
 
+The direct kernels' vector lanes run over output channels: float8, or float16 on CPUs that
+prefer 16-wide floats (AVX-512) for layers of more than 8 channels (vector_limits; the
+blockings below are chosen per width). On this project's AVX-512 machine float16 ran the
+benchmark's 64- and 128-channel layers 1.5-2.7x faster than float8 (forward and backward).
+
 Grouped convolutions run every group in the same launches (a group index on one grid axis,
 the groups' weights packed one block after another); dilation is folded into the kernels'
 index arithmetic by -D defines, so groups=1, dilation=1 builds exactly the plain kernels.
@@ -22,6 +27,7 @@ barriers, padding folded into bounds checks, weights read unpacked, so one launc
 shape (timed once for batches >= 16 and cached on disk, else direct on CPUs, tiled on GPUs).
 """
 import functools
+import os
 
 from .. import device as _device
 from .. import tuning
@@ -83,12 +89,45 @@ def _round_up(value, multiple):
     return -(-value // multiple) * multiple
 
 
+# The widest vector the direct kernels may use: 16 by default (taken only where the device
+# prefers float16, see vector_limits); CLCNN_VECTOR_WIDTH=8 keeps them at float8 everywhere.
+MAX_VECTOR_WIDTH = 8 if os.environ.get("CLCNN_VECTOR_WIDTH", "16").strip() == "8" else 16
+
+
+def vector_limits(dev):
+    """(widest vector, vector registers) for the direct kernels on dev: float16 and 32
+    registers on CPUs whose preferred float vector is 16 wide (AVX-512), else float8 and 16.
+    pip's PoCL 3.0 aborts on float16 FMAs on AVX2 CPUs, whose preferred width is 8."""
+    return _device_vector_limits(dev) if MAX_VECTOR_WIDTH == 16 else (8, 16)
+
+
 @functools.lru_cache(maxsize=None)
-def _forward_blocking(co, seg):
-    """(OBV, PB) of conv2d_forward: float8s of output channels x pixels per work item.
-    Fewest wasted lanes (channels past CO, pixels computed twice), at most 8 accumulators
-    (3x4 also fits) because PoCL's code gets 16 vector registers; ties to the bigger block and
-    to two channel vectors (each broadcast input feeds two FMAs)."""
+def _device_vector_limits(dev):
+    if dev.is_cpu and dev.cl_device.preferred_vector_width_float >= 16:
+        return 16, 32
+    return 8, 16
+
+
+def _accumulator_limit(regs):
+    """Accumulators a work item may hold: half the vector registers (the rest hold the
+    weights, the broadcast inputs and addresses)."""
+    return regs // 2
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_blocking(co, seg, max_vw=8, regs=16):
+    """(VW, OBV, PB) of conv2d_forward: vectors of VW output channels x pixels per work item.
+    Float16 wherever the device allows it and there are more than 8 channels (LeNet's
+    6-channel conv1 took 0.83 ms with float16 against 0.46 ms with float8)."""
+    if max_vw == 16 and co > 8:
+        return (16,) + _forward_blocking16(co, seg, _accumulator_limit(regs))
+    return (8,) + _forward_blocking8(co, seg)
+
+
+def _forward_blocking8(co, seg):
+    """(OBV, PB) of float8s: fewest wasted lanes (channels past CO, pixels computed twice), at
+    most 8 accumulators (3x4 also fits) because AVX2 code gets 16 vector registers; ties to
+    the bigger block and to two channel vectors (each broadcast input feeds two FMAs)."""
     def key(obv_pb):
         obv, pb = obv_pb
         waste = _round_up(co, 8 * obv) / co * (_round_up(seg, pb) / seg)
@@ -98,43 +137,91 @@ def _forward_blocking(co, seg):
     return min(options, key=key)
 
 
+def _forward_blocking16(co, seg, limit):
+    """(OBV, PB) of float16s: least FMA instructions (lanes past CO and pixels computed twice
+    count) times (1 + loads per FMA: each tap loads OBV weight vectors and PB inputs for
+    OBV*PB FMAs), at most `limit` accumulators; square blocks load least (64 -> 64 3x3 at
+    batch 32: 4x4 1.96-3.47 ms, 2x8 3.88-4.22, 1x16 2.88-4.88, under load)."""
+    def key(obv_pb):
+        obv, pb = obv_pb
+        acc = obv * pb
+        instructions = _round_up(co, 16 * obv) * (_round_up(seg, pb) / seg)
+        return (round(instructions * (1 + (obv + pb) / acc) * (8 / min(8, acc)) ** 0.5, 3), -acc)
+    options = [(obv, pb) for obv in range(1, 5) for pb in range(1, min(seg, limit) + 1)
+               if obv * pb <= limit]
+    return min(options, key=key)
+
+
 @functools.lru_cache(maxsize=None)
-def _weight_blocking(co, kh, kw):
-    """(OBV, KHB, PBW) of conv2d_backward_weight: float8s of output channels x kernel rows per
-    work item (OBV*KHB*KW accumulators, at most 12; KHB divides KH so no row is done twice),
-    then pixels per step with their OBV gy vectors in the registers left."""
+def _weight_blocking(co, kh, kw, max_vw=8, regs=16):
+    """(VW, OBVW, KHB, PBW) of conv2d_backward_weight: vectors of VW output channels x kernel
+    rows per work item (OBVW*KHB*KW accumulators; KHB divides KH so no row is done twice),
+    then pixels per step with their OBVW gy vectors in the registers left. Float16 as in
+    _forward_blocking."""
+    if max_vw == 16 and co > 8:
+        return (16,) + _weight_blocking16(co, kh, kw, regs * 3 // 4)
+    return (8,) + _weight_blocking8(co, kh, kw)
+
+
+def _pixels_per_step(obv, khb, kw, limit):
+    return max(1, min(4, (limit + 1 - obv * khb * kw) // obv))
+
+
+def _weight_blocking8(co, kh, kw):
+    """(OBVW, KHB, PBW) of float8s: at most 12 accumulators (AVX2 has 16 registers)."""
     def key(option):
         obv, khb = option
         acc = obv * khb * kw
-        return (round(_round_up(co, 8 * obv) / co * (8 / min(8, acc)) ** 0.5, 3), -pbw(option), -acc)
-
-    def pbw(option):
-        obv, khb = option
-        return max(1, min(4, (13 - obv * khb * kw) // obv))
+        return (round(_round_up(co, 8 * obv) / co * (8 / min(8, acc)) ** 0.5, 3),
+                -_pixels_per_step(obv, khb, kw, 12), -acc)
     if _round_up(co, 8) == 32 and 4 * kw <= 12:
         # Four channel vectors span the whole 128-byte gyt row, so each item reads every
         # row it touches once and each broadcast input feeds four FMAs: 1.51x (1.45-1.56) at
         # 64x16x32x32 -> 32 3x3 and 1.12-1.13x at ResNet-20's 32-channel stage (batch 64,
         # 128) over (1, 3, 4). Wider CO (the row is split) and CO 16 ((2, 1, *): 0.8x) keep
         # the rule below.
-        return (4, 1, pbw((4, 1)))
+        return (4, 1, _pixels_per_step(4, 1, kw, 12))
     options = [(obv, khb) for obv in range(1, 5) for khb in range(1, kh + 1)
                if kh % khb == 0 and obv * khb * kw <= 12] or [(1, 1)]
     best = min(options, key=key)
-    return best + (pbw(best),)
+    return best + (_pixels_per_step(*best, kw, 12),)
+
+
+def _weight_blocking16(co, kh, kw, limit):
+    """(OBVW, KHB, PBW) of float16s: fewest wasted lanes, then the most accumulators up to
+    `limit` (each broadcast input feeds OBVW FMAs), then whole kernel rows. Measured at batch
+    32 under load: 64 -> 64 3x3 backward 8.6-8.7 ms with (2, 3), 10.0-10.4 with (1, 3), 11.2-12.2
+    with (4, 1); 5x5: (4, 1) 12.1-17.8, (2, 1) 12.7-29.3, (1, 5) 13.5-27.2."""
+    def key(option):
+        obv, khb = option
+        return (round(_round_up(co, 16 * obv) / co, 3), -obv * khb * kw, -khb)
+    options = [(obv, khb) for obv in range(1, 5) for khb in range(1, kh + 1)
+               if kh % khb == 0 and obv * khb * kw <= limit] or [(1, 1)]
+    best = min(options, key=key)
+    return best + (_pixels_per_step(*best, kw, limit),)
 
 
 @functools.lru_cache(maxsize=None)
-def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1)):
+def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16)):
     """The -D defines of one convolution shape (ci, co per group), shared by its forward and
-    weight-gradient kernels so that both come from one build."""
+    weight-gradient kernels so that both come from one build; limits: vector_limits(dev).
+    The two kernels may pick different vector widths: VW is the forward's, _weight_plan's
+    copy has the weight gradient's."""
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
-    obv, pb = _forward_blocking(co, seg)
-    obvw, khb, pbw = _weight_blocking(co, kh, kw)
+    vw, obv, pb = _forward_blocking(co, seg, *limits)
+    vww, obvw, khb, pbw = _weight_blocking(co, kh, kw, *limits)
     return dict(CI=ci, HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
-                OH=oh, OW=ow, NPIX=n * oh * ow, OBV=obv, PB=pb, COP=_round_up(co, 8 * obv),
-                OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, 8 * obvw), G=groups,
+                OH=oh, OW=ow, NPIX=n * oh * ow, VW=vw, OBV=obv, PB=pb, COP=_round_up(co, vw * obv),
+                VWW=vww, OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, vww * obvw), G=groups,
                 DH=dilation[0], DW=dilation[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _weight_plan(*args, **kwargs):
+    """_plan's defines for the weight-gradient kernel: VW set to its own width (the same dict,
+    so the same build, when both widths agree)."""
+    plan = _plan(*args, **kwargs)
+    return plan if plan["VW"] == plan["VWW"] else dict(plan, VW=plan["VWW"])
 
 
 _KERNELS = {}
@@ -187,7 +274,7 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01):
     """conv2d_forward over an already padded input xp and packed weights wt."""
     d = plan
     seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
-    grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["G"] * d["COP"] // (8 * d["OBV"]))
+    grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["G"] * d["COP"] // (d["VW"] * d["OBV"]))
     y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["G"] * d["CO"], d["OH"], d["OW"]))
     launch(dev, _kernel(dev, _FILE, "conv2d_forward", plan), grid, _local(dev, grid), buf(xp), buf(wt), buf(y), i32(_device.ACTIVATION_CODES[activation]),
            f32(negative_slope))
@@ -201,7 +288,7 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
     top, bottom, left, right = pads
     xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
     plan = _plan(n, c // groups, xp.shape[2], xp.shape[3], o // groups, kh, kw, stride, oh, ow,
-                 groups, dilation)
+                 groups, dilation, vector_limits(dev))
     wt = _pack_weights(dev, w, b, plan["COP"], mode=0, groups=groups)
     return _direct_conv(dev, xp, wt, plan, activation, negative_slope)
 
@@ -382,10 +469,11 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
         # gx = gy dilated by the stride, padded by (dilated extent - 1 - pad), convolved (same
         # dilation, stride 1) with the flipped kernel, per group with the channel axes swapped.
         gyd = _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left, *stride)
-        plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation)
+        plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation,
+                     vector_limits(dev))
         wt = _pack_weights(dev, w, None, plan["COP"], mode=1, groups=groups)
         return _direct_conv(dev, gyd, wt, plan)
-    plan = _plan(n, og, oh, ow, cg * kh * kw, 1, 1, (1, 1), oh, ow, groups)
+    plan = _plan(n, og, oh, ow, cg * kh * kw, 1, 1, (1, 1), oh, ow, groups, limits=vector_limits(dev))
     cols = _direct_conv(dev, gy, _pack_weights(dev, w, None, plan["COP"], mode=2, groups=groups), plan)
     gx = dev.empty(x_shape)
     launch(dev, _kernel(dev, _FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
@@ -401,8 +489,9 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
     o, cg, kh, kw = w_shape
     og = o // groups
     n, _, oh, ow = gy.shape
-    plan = _plan(n, cg, xp.shape[2], xp.shape[3], og, kh, kw, stride, oh, ow, groups, dilation)
-    cop, ob, khb = plan["COPW"], 8 * plan["OBVW"], plan["KHB"]
+    plan = _weight_plan(n, cg, xp.shape[2], xp.shape[3], og, kh, kw, stride, oh, ow, groups, dilation,
+                        vector_limits(dev))
+    cop, ob, khb = plan["COPW"], plan["VWW"] * plan["OBVW"], plan["KHB"]
     gyt = dev.empty((n * oh * ow, groups * cop))
     launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), (-(-oh * ow // 8), groups * cop // 8, n),
            None, buf(gy), buf(gyt), i32(og), i32(oh * ow), i32(cop), i32(groups))
