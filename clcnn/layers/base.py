@@ -150,8 +150,10 @@ class Layer:
 class WeightedLayer(Layer):
     """Shared by Conv2D and Dense: a weight, an optional bias and an optional fused activation.
 
-    Subclasses implement `_forward_op(x, weight, bias, activation, negative_slope)` and
-    `_backward_op(x, weight, gy, need_input_grad) -> (gx, gw, gb)` around their kernels."""
+    Subclasses implement `_forward_op(x, weight, bias, activation, negative_slope, saved)` and
+    `_backward_op(x, weight, gy, need_input_grad, saved) -> (gx, gw, gb)` around their kernels;
+    `saved` is a dict the forward may fill with what its backward can reuse (Conv2D: the
+    zero-padded input), None in eval mode."""
 
     #: activation layers the model may fuse into this layer's kernel (the ACT_ codes)
     fusable_activations = ("relu", "leaky_relu", "tanh", "sigmoid", "relu6")
@@ -166,7 +168,8 @@ class WeightedLayer(Layer):
         if weight is None:
             weight = self.params["weight"].data
             bias = self.params["bias"].data if self.bias else None
-        y = self._forward_op(x, weight, bias, ctx.act, ctx.slope)
+        ctx.saved = {} if self.training else None
+        y = self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved)
         ctx.y = y if ctx.act else None   # the activation's backward works from its output
         return y
 
@@ -175,7 +178,7 @@ class WeightedLayer(Layer):
         lets the next layer back-propagate through the activation in its own pass)."""
         if ctx.act and not pre_activation:
             gy = activation_backward(self.device, ctx.act, ctx.y, gy, negative_slope=ctx.slope)
-        gx, gw, gb = self._backward_op(ctx.x, self.params["weight"].data, gy, need_input_grad)
+        gx, gw, gb = self._backward_op(ctx.x, self.params["weight"].data, gy, need_input_grad, ctx.saved)
         self.params["weight"].accumulate(gw)
         if self.bias:
             self.params["bias"].accumulate(gb)

@@ -74,13 +74,15 @@ class Conv2D(WeightedLayer):
             extra["groups"] = self.groups
         return extra
 
-    def _forward_op(self, x, weight, bias, activation, negative_slope):
+    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None):
         return conv_ops.conv2d_forward(self.device, x, weight, bias, self.stride, self.pads(x.shape[1:]),
-                                       activation=activation, negative_slope=negative_slope, **self._extra())
+                                       activation=activation, negative_slope=negative_slope, saved=saved,
+                                       **self._extra())
 
-    def _backward_op(self, x, weight, gy, need_input_grad):
+    def _backward_op(self, x, weight, gy, need_input_grad, saved=None):
         return conv_ops.conv2d_backward(self.device, x, weight, gy, self.stride, self.pads(x.shape[1:]),
-                                        need_input_grad=need_input_grad, has_bias=self.bias, **self._extra())
+                                        need_input_grad=need_input_grad, has_bias=self.bias, saved=saved,
+                                        **self._extra())
 
     def _reference_op(self, x, weight, bias):
         from ..oracle import conv2d as o_conv

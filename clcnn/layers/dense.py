@@ -31,11 +31,11 @@ class Dense(WeightedLayer):
                              + (" (add a Flatten before it)" if len(in_shape) > 1 else ""))
         return (self.out_features,)
 
-    def _forward_op(self, x, weight, bias, activation, negative_slope):
+    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None):
         return dense_ops.dense_forward(self.device, x, weight, bias, activation=activation,
                                        negative_slope=negative_slope)
 
-    def _backward_op(self, x, weight, gy, need_input_grad):
+    def _backward_op(self, x, weight, gy, need_input_grad, saved=None):
         return dense_ops.dense_backward(self.device, x, weight, gy, has_bias=self.bias,
                                         need_input_grad=need_input_grad)
 

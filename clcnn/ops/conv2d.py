@@ -256,6 +256,20 @@ def _pad(dev, x, hp, wp, top, left, sh=1, sw=1):
     return out
 
 
+def _padded(dev, x, pads, saved=None):
+    """x zero-padded by pads (x itself without padding), reusing the copy the forward pass
+    saved for this x (one pad kernel less per convolution in the backward pass)."""
+    if not any(pads):
+        return x
+    if saved is not None and "padded" in saved:
+        source, source_pads, xp = saved["padded"]
+        if source is x and source_pads == pads:
+            return xp
+    n, c, h, wd = x.shape
+    top, bottom, left, right = pads
+    return _pad(dev, x, h + top + bottom, wd + left + right, top, left)
+
+
 def _pack_weights(dev, w, b, cop, mode, groups=1):
     """w packed for conv2d_forward (mode 0: forward, 1: flipped for the gather-form input
     gradient, 2: a 1x1 conv making columns), the bias (or zeros) as one more row; one such
@@ -282,11 +296,12 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01):
 
 
 def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope,
-                    dilation=(1, 1), groups=1):
+                    dilation=(1, 1), groups=1, saved=None):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    top, bottom, left, right = pads
-    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
+    xp = _padded(dev, x, pads)
+    if saved is not None and xp is not x:
+        saved["padded"] = (x, pads, xp)
     plan = _plan(n, c // groups, xp.shape[2], xp.shape[3], o // groups, kh, kw, stride, oh, ow,
                  groups, dilation, vector_limits(dev))
     wt = _pack_weights(dev, w, b, plan["COP"], mode=0, groups=groups)
@@ -343,7 +358,7 @@ def _tiled(dev, x_shape, w_shape, stride, pads, oh, ow, pass_, dilation, groups)
 
 
 def _forward_tiled(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope,
-                   dilation=(1, 1), groups=1):
+                   dilation=(1, 1), groups=1, saved=None):
     defines, grid, local = _tiled(dev, x.shape, w.shape, stride, pads, oh, ow, "forward", dilation, groups)
     y = dev.empty((x.shape[0], w.shape[0], oh, ow))
     launch(dev, _kernel(dev, _TILED_FILE, "conv2d_forward_tiled", defines), grid, local,
@@ -361,7 +376,7 @@ def _input_grad_tiled(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups
     return gx
 
 
-def _weight_grad_tiled(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1):
+def _weight_grad_tiled(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1, saved=None):
     defines, grid, local = _tiled(dev, x.shape, w_shape, stride, pads, gy.shape[2], gy.shape[3],
                                   "weight", dilation, groups)
     o, c, kh, kw = w_shape
@@ -421,13 +436,15 @@ def _use_depthwise(algorithm, x_shape, groups):
 
 
 def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
-                   dilation=(1, 1), groups=1):
+                   dilation=(1, 1), groups=1, saved=None):
     """x (N,C,H,W), w (O,C/groups,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right),
     dilation=(dh,dw), groups dividing C and O (input channels g*C/groups.. meet only output
     channels g*O/groups..). Output (N,O,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1.
     activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias.
     algorithm: "direct", "tiled", "depthwise" (groups == C only) or None (depthwise kernels when
-    groups == C > 1, else tuned per device and shape, see clcnn.tuning)."""
+    groups == C > 1, else tuned per device and shape, see clcnn.tuning).
+    saved: a dict to keep what conv2d_backward(saved=) can reuse (the zero-padded input), or
+    None."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
@@ -447,7 +464,7 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
     algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
                  {name: functools.partial(f, *args) for name, f in forms.items()}, dilation, groups)
-    return forms[algo](*args)
+    return forms[algo](*args, saved=saved)
 
 
 def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1):
@@ -482,10 +499,8 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
     return gx
 
 
-def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1):
-    n, c, h, wd = x.shape
-    top, bottom, left, right = pads
-    xp = x if not any(pads) else _pad(dev, x, h + top + bottom, wd + left + right, top, left)
+def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1, saved=None):
+    xp = _padded(dev, x, pads, saved)
     o, cg, kh, kw = w_shape
     og = o // groups
     n, _, oh, ow = gy.shape
@@ -509,11 +524,11 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
 
 
 def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True, algorithm=None,
-                    dilation=(1, 1), groups=1):
+                    dilation=(1, 1), groups=1, saved=None):
     """gy = dL/dy (N,O,OH,OW) of the PRE-activation output (the layer undoes the fused activation
     first). Returns (gx or None, gw (O,C/groups,KH,KW), gb (O,) or None). dilation, groups and
     algorithm: as conv2d_forward, the algorithm chosen separately for the weight and the input
-    gradient when None."""
+    gradient when None. saved: the dict conv2d_forward(saved=) filled for this x, or None."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     check_array(gy, 4, "conv2d output gradient")
@@ -530,7 +545,7 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
     args = (dev, x, gy, w.shape, stride, pads, has_bias, dilation, groups)
     algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
                  {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
-    gw, gb = weight_forms[algo](*args)
+    gw, gb = weight_forms[algo](*args, saved=saved)
     gx = None
     if need_input_grad:
         input_forms = {"direct": _input_grad_direct, "tiled": _input_grad_tiled}
