@@ -1,4 +1,5 @@
 """Device choice and the program builder."""
+import numpy as np
 import pytest
 
 import clcnn
@@ -74,3 +75,23 @@ def test_programs_are_built_once_per_defines(device, monkeypatch):
     out = device.zeros((1,))
     device.kernel("tiny.cl", "put", VALUE=1.5)(device.queue, (1,), None, out.data)
     assert out.get()[0] == 1.5
+
+
+def test_empty_arrays_of_one_shape_are_independent(device):
+    """Arrays of a shape made before are built from a template (Device.empty): each still
+    gets its own buffer, the shape, strides and flags of a fresh pyopencl array, and works."""
+    import pyopencl.array as cl_array
+    first, second = device.empty((3, 5)), device.empty((3, 5))
+    fresh = cl_array.empty(device.queue, (3, 5), np.float32)
+    assert first.base_data is not second.base_data
+    assert (second.shape, second.strides, second.dtype, second.nbytes) == (fresh.shape, fresh.strides, fresh.dtype, fresh.nbytes)
+    assert second.flags.c_contiguous and second.events == [] and second.events is not first.events
+    values = np.arange(15, dtype=np.float32).reshape(3, 5)
+    second.set(values)
+    first.fill(np.float32(-1.0))
+    np.testing.assert_array_equal(second.get(), values)
+    np.testing.assert_array_equal(first.get(), -np.ones((3, 5), np.float32))
+    np.testing.assert_array_equal((first + second).get(), values - 1)
+    np.testing.assert_array_equal(second.reshape(15).get(), values.ravel())
+    assert device.empty((0, 4)).shape == device.empty((0, 4)).shape == (0, 4)
+    assert device.empty([2, 2]).shape == (2, 2)      # a list shape takes the plain path
