@@ -300,9 +300,9 @@ class Device:
         return job
 
     def kernel(self, filename, name, **defines):
-        """The kernel `name` from kernels/<filename>, built with `defines` and cached."""
-        options = tuple(_define_options(defines))
-        key = (filename, options, name)
+        """The kernel `name` from kernels/<filename>, built with `defines` and cached (keyed
+        by the defines as given, so that a step's lookups skip building option strings)."""
+        key = (filename, name, tuple(defines.items()))
         kernel = self._kernels.get(key)
         if kernel is None:
             kernel = getattr(self.program(filename, **defines), name)
