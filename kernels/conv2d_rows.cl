@@ -1,0 +1,315 @@
+/* conv2d_rows.cl: Conv2D (cross-correlation, as PyTorch's conv2d) for layers with few output
+ * channels, stride 1, groups 1, no dilation: forward with bias and activation fused, and the
+ * weight (and bias) gradient. The general kernels (conv2d.cl) put their vector lanes over
+ * output channels, which leaves lanes idle below 8 channels and broadcasts every input pixel;
+ * here the lanes run along an output row instead.
+ *
+ * Layouts (row-major, NCHW):
+ *   xp  (N, CI, HP, WP), element xp[((n*CI + c)*HP + h)*WP + w]: the input already
+ *       zero-padded (HP = H + top + bottom, WP = W + left + right), so no bounds checks.
+ *   w   (CO, CI, KH, KW) as PyTorch's; b (CO,).
+ *   y   (N, CO, OH, OW), OH = HP - KH + 1, OW = WP - KW + 1:
+ *       y[n, o, oh, ow] = b[o] + sum_{c,i,j} xp[n, c, oh + i, ow + j] * w[o, c, i, j].
+ *
+ * CPU-style kernels, no local memory and no barriers: any work-group size works (on CPUs the
+ * host passes small ones so that every core gets groups). A work item owns VW neighbouring
+ * pixels of a row (VW = 16, 8, 4, 2 or 1, at most OW; float16 only where the host allows it:
+ * pip's PoCL 3.0 aborts on float16 FMAs on AVX2 CPUs). The last block of a row is shifted
+ * back to end at the row's end, overlapping its neighbour rather than reading past the row.
+ * Shape constants come in as -D defines so the tap loops unroll; the defaults below only make
+ * the file compile alone.
+ */
+
+#ifndef CI
+#define CI 1            /* input channels */
+#endif
+#ifndef HP
+#define HP 1            /* padded input height */
+#endif
+#ifndef WP
+#define WP 1            /* padded input width */
+#endif
+#ifndef KH
+#define KH 1
+#endif
+#ifndef KW
+#define KW 1
+#endif
+#ifndef CO
+#define CO 1            /* output channels */
+#endif
+#ifndef N
+#define N 1             /* batch */
+#endif
+#ifndef VW
+#define VW 8            /* vector lanes along a row: 1, 2, 4, 8 or 16, at most OW */
+#endif
+#ifndef RB
+#define RB 1            /* output rows per work item (forward), at most OH */
+#endif
+#ifndef OBC
+#define OBC 1           /* output channels per work item (weight gradient) */
+#endif
+
+#define OH (HP - KH + 1)
+#define OW (WP - KW + 1)
+#define NCB ((OW + VW - 1) / VW)     /* column blocks per row */
+#define NRB ((OH + RB - 1) / RB)     /* row blocks per image (forward) */
+
+/* PoCL's CPU driver calls vload/vstore builtins out of line; a vector built from adjacent
+ * scalars compiles to one (unaligned) vector load. */
+#define LOAD2(p) ((float2)((p)[0], (p)[1]))
+#define LOAD4(p) ((float4)((p)[0], (p)[1], (p)[2], (p)[3]))
+#define LOAD8(p) ((float8)(LOAD4(p), LOAD4((p) + 4)))
+#define STORE2(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; } while (0)
+#define STORE4(v, p) do { STORE2((v).lo, p); STORE2((v).hi, (p) + 2); } while (0)
+#define STORE8(v, p) do { STORE4((v).lo, p); STORE4((v).hi, (p) + 4); } while (0)
+#if VW == 16
+#define VEC float16
+#define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
+#define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
+#define HSUM(v) hsum8((v).lo + (v).hi)
+#elif VW == 8
+#define VEC float8
+#define LOADV(p) LOAD8(p)
+#define STOREV(v, p) STORE8(v, p)
+#define HSUM(v) hsum8(v)
+#elif VW == 4
+#define VEC float4
+#define LOADV(p) LOAD4(p)
+#define STOREV(v, p) STORE4(v, p)
+#define HSUM(v) ((v).s0 + (v).s1 + (v).s2 + (v).s3)
+#elif VW == 2
+#define VEC float2
+#define LOADV(p) LOAD2(p)
+#define STOREV(v, p) STORE2(v, p)
+#define HSUM(v) ((v).s0 + (v).s1)
+#else
+#define VEC float
+#define LOADV(p) ((p)[0])
+#define STOREV(v, p) ((p)[0] = (v))
+#define HSUM(v) (v)
+#endif
+
+inline float hsum8(float8 v) {
+    const float4 s = v.lo + v.hi;
+    return (s.s0 + s.s1) + (s.s2 + s.s3);
+}
+
+/* tanh as Eigen's rational approximation (as conv2d.cl): within 4e-7 of tanh, pure
+ * multiply-adds and one divide, where PoCL's tanh builtin is several times slower. */
+inline VEC tanhv(VEC x) {
+    const float clamp = 7.90531110763549805f;
+    x = x > clamp ? (VEC)(clamp) : x;
+    x = x < -clamp ? (VEC)(-clamp) : x;
+    const VEC x2 = x * x;
+    VEC p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    VEC q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
+}
+
+/* activate() of common.h on a vector: a NaN lane fails every comparison and falls through
+ * to v, so NaN propagates as in PyTorch. */
+inline VEC activatev(VEC v, int act, float slope) {
+    if (act == ACT_RELU) return v < 0.0f ? (VEC)(0.0f) : v;
+    if (act == ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
+    if (act == ACT_RELU6) return v < 0.0f ? (VEC)(0.0f) : (v > 6.0f ? (VEC)(6.0f) : v);
+    if (act == ACT_TANH) return tanhv(v);
+    if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));
+    return v;
+}
+
+/* y = act(conv(xp, w) + b); b is read only when has_bias; act an ACT_ code of common.h.
+ * Work item: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
+ * vectors). Each input row it reads is loaded once per tap column j and feeds every output
+ * row and channel it touches: one vector load, then FMAs with scalar (broadcast) weights.
+ * Global size (N * NRB * NCB), 1-D. */
+__kernel void conv2d_rows_forward(__global const float* restrict xp,
+                                  __global const float* restrict w,
+                                  __global const float* restrict b,
+                                  __global float* restrict y,
+                                  const int has_bias, const int act, const float slope)
+{
+    int t = get_global_id(0);
+    if (t >= N * NRB * NCB) return;
+    const int cb = t % NCB;
+    t /= NCB;
+    const int rb = t % NRB;
+    const int n = t / NRB;
+    const int ow0 = min(cb * VW, OW - VW);
+    const int oh0 = min(rb * RB, OH - RB);
+    const __global float* x0 = xp + n * (CI * HP * WP) + oh0 * WP + ow0;
+
+    VEC acc[RB][CO];
+    #pragma unroll
+    for (int q = 0; q < RB; q++)
+        #pragma unroll
+        for (int o = 0; o < CO; o++)
+            acc[q][o] = (VEC)(0.0f);
+
+    for (int c = 0; c < CI; c++) {
+        const __global float* xc = x0 + c * (HP * WP);
+        const __global float* wc = w + c * (KH * KW);
+        /* A loop, not unrolled, over the tap columns: unrolled, the overlapping loads of
+         * one row at j = 0, 1, ... share their scalar loads and LLVM assembles each vector
+         * from them with shuffles instead of one unaligned vector load. */
+        #pragma unroll 1
+        for (int j = 0; j < KW; j++) {
+            #pragma unroll
+            for (int r = 0; r < RB + KH - 1; r++) {
+                const VEC xv = LOADV(xc + r * WP + j);
+                #pragma unroll
+                for (int q = 0; q < RB; q++) {
+                    const int i = r - q;      /* the tap row input row r is for output row q */
+                    if (i >= 0 && i < KH) {
+                        #pragma unroll
+                        for (int o = 0; o < CO; o++)
+                            acc[q][o] = wc[(o * CI * KH + i) * KW + j] * xv + acc[q][o];
+                    }
+                }
+            }
+        }
+    }
+
+    __global float* y0 = y + n * (CO * OH * OW) + oh0 * OW + ow0;
+    #pragma unroll
+    for (int o = 0; o < CO; o++) {
+        const float bias = has_bias ? b[o] : 0.0f;
+        #pragma unroll
+        for (int q = 0; q < RB; q++)
+            STOREV(activatev(acc[q][o] + bias, act, slope), y0 + o * (OH * OW) + q * OW);
+    }
+}
+
+/* Partial weight (and bias) gradients over a slice of the N*OH output rows:
+ *   part[s, o, c, i, j] = sum gy[n, o, oh, ow] * xp[n, c, oh + i, ow + j]
+ *   partb[s, o]         = sum gy[n, o, oh, ow]     (written by the c == 0, j == 0, kb == 0 items)
+ * over the rows (n, oh) of slice s (rows_per_slice each) and all ow. Work item (channel block
+ * ob, (input channel c, tap column j, tap-row block kb), slice s) keeps OBC x KHB accumulator
+ * vectors (plus OBC for the bias) whose lanes run along the row; one tap column per item, so
+ * its loads never overlap (see the forward). The row's last column block is shifted back to
+ * end at the row's end and masks the lanes its neighbour already counted.
+ * Global size (ceil(CO/OBC), CI*KW*(KH/KHB), slices). */
+#ifndef KHB
+#define KHB 1           /* tap rows per work item (divides KH) */
+#endif
+#define NKB (KH / KHB)
+
+#if VW == 16
+#define LANES ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+#elif VW == 8
+#define LANES ((int8)(0, 1, 2, 3, 4, 5, 6, 7))
+#elif VW == 4
+#define LANES ((int4)(0, 1, 2, 3))
+#elif VW == 2
+#define LANES ((int2)(0, 1))
+#else
+#define LANES 0
+#endif
+
+#define BW_ROWS(BIAS)                                                                         \
+    for (int row = row_begin; row < row_end; row++) {                                         \
+        const int n = row / OH;                                                               \
+        const int oh = row - n * OH;                                                          \
+        const __global float* xr = xp + (n * CI + c) * (HP * WP) + (oh + i0) * WP + j;       \
+        const __global float* gr = gy + n * (CO * OH * OW) + oh * OW;                         \
+        for (int cb = 0; cb < NCB; cb++) {                                                    \
+            const int ow0 = cb * VW < OW - VW ? cb * VW : OW - VW;                            \
+            const int skip = cb * VW - ow0;                                                   \
+            VEC gv[OBC];                                                                      \
+            _Pragma("unroll")                                                                 \
+            for (int o = 0; o < OBC; o++) {                                                   \
+                gv[o] = LANES >= skip ? LOADV(gr + och[o] * (OH * OW) + ow0) : (VEC)(0.0f);   \
+                if (BIAS) accb[o] += gv[o];                                                   \
+            }                                                                                 \
+            _Pragma("unroll")                                                                 \
+            for (int i = 0; i < KHB; i++) {                                                   \
+                const VEC xv = LOADV(xr + i * WP + ow0);                                      \
+                _Pragma("unroll")                                                             \
+                for (int o = 0; o < OBC; o++)                                                 \
+                    acc[o][i] = gv[o] * xv + acc[o][i];                                       \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+__kernel void conv2d_rows_backward_weight(__global const float* restrict xp,
+                                          __global const float* restrict gy,
+                                          __global float* restrict part,
+                                          __global float* restrict partb,
+                                          const int rows_per_slice)
+{
+    const int ob = get_global_id(0);
+    int t = get_global_id(1);
+    const int kb = t % NKB;
+    t /= NKB;
+    const int j = t % KW;
+    const int c = t / KW;
+    const int i0 = kb * KHB;
+    const int s = get_global_id(2);
+    const int row_begin = s * rows_per_slice;
+    const int row_end = row_begin + rows_per_slice < N * OH ? row_begin + rows_per_slice : N * OH;
+
+    /* Channels past CO (the last block of a CO that OBC does not divide) read channel CO-1
+     * and are not stored. */
+    int och[OBC];
+    #pragma unroll
+    for (int o = 0; o < OBC; o++)
+        och[o] = ob * OBC + o < CO ? ob * OBC + o : CO - 1;
+    VEC acc[OBC][KHB];
+    VEC accb[OBC];
+    #pragma unroll
+    for (int o = 0; o < OBC; o++) {
+        accb[o] = (VEC)(0.0f);
+        #pragma unroll
+        for (int i = 0; i < KHB; i++)
+            acc[o][i] = (VEC)(0.0f);
+    }
+
+    const bool bias_item = c == 0 && j == 0 && kb == 0;
+    if (bias_item) {
+        BW_ROWS(1)
+    } else {
+        BW_ROWS(0)
+    }
+
+    #pragma unroll
+    for (int o = 0; o < OBC; o++) {
+        if (ob * OBC + o < CO) {
+            __global float* ps = part + ((s * CO + ob * OBC + o) * CI + c) * (KH * KW) + j;
+            #pragma unroll
+            for (int i = 0; i < KHB; i++)
+                ps[(i0 + i) * KW] = HSUM(acc[o][i]);
+            if (bias_item)
+                partb[s * CO + ob * OBC + o] = HSUM(accb[o]);
+        }
+    }
+}
+
+/* gw[t] = sum_s part[s, t] over t < taps (CO*CI*KH*KW), and gb[o] = sum_s partb[s, o] for
+ * the co work items past them (only when the host asks for the bias). Runtime shapes, so one
+ * build serves every layer. Global size (taps + co or + 0). */
+__kernel void conv2d_rows_backward_weight_reduce(__global const float* restrict part,
+                                                 __global const float* restrict partb,
+                                                 __global float* restrict gw,
+                                                 __global float* restrict gb,
+                                                 const int slices, const int taps, const int co)
+{
+    const int t = get_global_id(0);
+    float sum = 0.0f;
+    if (t < taps) {
+        for (int s = 0; s < slices; s++)
+            sum += part[s * taps + t];
+        gw[t] = sum;
+    } else if (t < taps + co) {
+        for (int s = 0; s < slices; s++)
+            sum += partb[s * co + t - taps];
+        gb[t - taps] = sum;
+    }
+}

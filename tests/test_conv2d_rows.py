@@ -1,0 +1,155 @@
+"""conv2d_rows (lanes along output rows, for few output channels and stride 1) against the
+float64 oracle with test_conv2d's bounds: forward with every activation, weight and bias
+gradients, over random small odd shapes, padding and both vector widths (float16 only where
+the device takes it), LeNet-5's conv1 exactly, NaN propagation, and supports()."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from clcnn.errors import ShapeError
+from clcnn.ops import conv2d, conv2d_rows as rows
+from clcnn.oracle import conv2d as oracle
+from tests.helpers import assert_close
+from tests.test_conv2d import _bound
+
+SLOPE = 0.1
+ACTIVATIONS = {
+    None: lambda v: v,
+    "relu": lambda v: np.maximum(v, 0.0),
+    "leaky_relu": lambda v: np.where(v > 0, v, SLOPE * v),
+    "relu6": lambda v: np.clip(v, 0.0, 6.0),
+    "tanh": np.tanh,
+    "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+}
+
+
+@pytest.fixture(params=[8, 16])
+def width(request, device, monkeypatch):
+    """The widest vector the kernels may take; rows narrower than it take 4, 2 or 1 lanes."""
+    if request.param == 16 and conv2d.vector_limits(device)[0] != 16:
+        pytest.skip("this device does not take float16 (pip's PoCL aborts on AVX2 float16 FMAs)")
+    monkeypatch.setattr(rows, "_FORCE_VW", request.param)
+    return request.param
+
+
+@st.composite
+def cases(draw):
+    """Batch 1-4, 1-4 input and 1-8 output channels, kernels 1x1..7x7 (non-square too),
+    padding 0..k per side, small odd images; a weight-gradient blocking drawn or the rule's."""
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
+    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), kh + 12))
+    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), kw + 40))
+    n, c, o = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 8))
+    divisors = [d for d in range(1, kh + 1) if kh % d == 0]
+    block = draw(st.one_of(st.none(), st.tuples(st.integers(1, o), st.sampled_from(divisors))))
+    return dict(x_shape=(n, c, h, w), w_shape=(o, c, kh, kw), pads=pads, bias=draw(st.booleans()),
+                activation=draw(st.sampled_from(list(ACTIVATIONS))), block=block,
+                seed=draw(st.integers(0, 2 ** 31)))
+
+
+def _check(device, x_shape, w_shape, pads, bias, activation, seed, block=None):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    b64 = None if b is None else b.astype(np.float64)
+    pre = oracle.conv2d_forward(x64, w64, b64, (1, 1), pads)
+    abs_pre = oracle.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64),
+                                    (1, 1), pads)
+    d = device.to_device
+    y = rows.forward(device, d(x), d(w), None if b is None else d(b), (1, 1), pads, activation,
+                     negative_slope=SLOPE)
+    # The activations are 1-Lipschitz, so the pre-activation bound carries over.
+    assert_close(y.get(), ACTIVATIONS[activation](pre), _bound(abs_pre), 0.0, f"forward ({activation})")
+
+    gy = rng.standard_normal(pre.shape).astype(np.float32)
+    rows._FORCE_WEIGHT_BLOCK = block
+    try:
+        gw, gb = rows.weight_grad(device, d(x), d(gy), w_shape, (1, 1), pads, has_bias=bias)
+    finally:
+        rows._FORCE_WEIGHT_BLOCK = None
+    _, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy.astype(np.float64), (1, 1), pads)
+    _, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x64), w64, np.abs(gy.astype(np.float64)),
+                                               (1, 1), pads)
+    assert_close(gw.get(), gw_ref, _bound(abs_gw), 0.0, f"weight gradient (block {block})")
+    if bias:
+        assert_close(gb.get(), gb_ref, _bound(abs_gb), 0.0, "bias gradient")
+    else:
+        assert gb is None
+
+
+# The fixture sets the width once for all examples, as intended.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases())
+def test_matches_oracle(device, width, case):
+    _check(device, **case)
+
+
+@pytest.mark.parametrize("activation", ["tanh", None])
+def test_lenet_conv1(device, width, activation):
+    _check(device, (64, 1, 32, 32), (6, 1, 5, 5), (0, 0, 0, 0), True, activation, seed=5)
+
+
+def test_row_and_channel_tails(device, width):
+    """Rows one pixel longer than a vector block (the last block overlaps its neighbour) and
+    channel blocks that do not divide the output channels (a last block past CO)."""
+    for ow in (width + 1, 2 * width - 1, 3 * width + 1):
+        for block in ((3, 1), (5, 3)):
+            _check(device, (2, 2, 5 + 2, ow + 2), (7, 2, 3, 3), (0, 0, 0, 0), True, "relu", ow,
+                   block)
+
+
+def test_nan_propagates(device):
+    """A NaN input pixel makes every output whose window holds it NaN, under every
+    activation (ReLU(NaN) is NaN, as in PyTorch), and leaves the others finite."""
+    x = np.ones((1, 1, 12, 20), np.float32)
+    x[0, 0, 6, 9] = np.nan
+    w = np.full((3, 1, 3, 3), -1.0, np.float32)
+    expected = np.zeros((10, 18), bool)
+    expected[4:7, 7:10] = True
+    for activation in ACTIVATIONS:
+        y = rows.forward(device, device.to_device(x), device.to_device(w), None, (1, 1),
+                         (0, 0, 0, 0), activation).get()
+        for o in range(3):
+            assert (np.isnan(y[0, o]) == expected).all(), activation
+
+
+def test_supports():
+    lenet = ((64, 1, 32, 32), (6, 1, 5, 5), (1, 1), (0, 0, 0, 0))
+    assert rows.supports(*lenet)
+    assert rows.supports((8, 3, 9, 9), (8, 3, 3, 3), (1, 1), (1, 1, 1, 1))
+    x, w, s, p = lenet
+    assert not rows.supports(x, w, (2, 2), p)                          # stride
+    assert not rows.supports(x, w, (1, 2), p)
+    assert not rows.supports(x, w, s, p, dilation=(2, 2))               # dilation
+    assert not rows.supports((64, 4, 32, 32), (6, 2, 5, 5), s, p, groups=2)
+    assert not rows.supports(x, (9, 1, 5, 5), s, p)                     # channels past 8
+
+
+def test_unhandled_shapes_return_none(device):
+    d = device.to_device
+    x = d(np.zeros((1, 2, 9, 9), np.float32))
+    w = d(np.zeros((4, 2, 3, 3), np.float32))
+    gy = d(np.zeros((1, 4, 4, 4), np.float32))
+    assert rows.forward(device, x, w, None, (2, 2), (0, 0, 0, 0)) is None
+    assert rows.weight_grad(device, x, gy, (4, 2, 3, 3), (2, 2), (0, 0, 0, 0)) is None
+    many = d(np.zeros((17, 2, 3, 3), np.float32))
+    assert rows.forward(device, x, many, None, (1, 1), (0, 0, 0, 0)) is None
+
+
+def test_bad_input_is_refused(device):
+    d = device.to_device
+    x = d(np.zeros((1, 2, 9, 9), np.float32))
+    w = d(np.zeros((4, 3, 3, 3), np.float32))
+    with pytest.raises(ShapeError, match="input channels"):
+        rows.forward(device, x, w, None, (1, 1), (0, 0, 0, 0))
+    w = d(np.zeros((4, 2, 3, 3), np.float32))
+    with pytest.raises(ShapeError, match="bias"):
+        rows.forward(device, x, w, d(np.zeros(3, np.float32)), (1, 1), (0, 0, 0, 0))
+    with pytest.raises(ValueError, match="activation"):
+        rows.forward(device, x, w, None, (1, 1), (0, 0, 0, 0), "gelu")
+    with pytest.raises(ShapeError, match="output gradient"):
+        rows.weight_grad(device, x, d(np.zeros((1, 4, 6, 6), np.float32)), (4, 2, 3, 3), (1, 1),
+                         (0, 0, 0, 0))
