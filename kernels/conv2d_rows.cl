@@ -220,6 +220,7 @@ __kernel void conv2d_rows_forward(__global const float* restrict xp,
         const int oh = row - n * OH;                                                          \
         const __global float* xr = xp + (n * CI + c) * (HP * WP) + (oh + i0) * WP + j;       \
         const __global float* gr = gy + n * (CO * OH * OW) + oh * OW;                         \
+        _Pragma("unroll")                                                                     \
         for (int cb = 0; cb < NCB; cb++) {                                                    \
             const int ow0 = cb * VW < OW - VW ? cb * VW : OW - VW;                            \
             const int skip = cb * VW - ow0;                                                   \

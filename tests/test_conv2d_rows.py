@@ -80,8 +80,11 @@ def _check(device, x_shape, w_shape, pads, bias, activation, seed, block=None):
         assert gb is None
 
 
-# The fixture sets the width once for all examples, as intended.
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# The fixture sets the width once for all examples, as intended. Each width takes half the
+# examples (each new shape costs PoCL ~1 s of compiling), so the two together run the usual
+# count.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+          max_examples=max(6, settings.default.max_examples // 2))
 @given(case=cases())
 def test_matches_oracle(device, width, case):
     _check(device, **case)
@@ -95,10 +98,8 @@ def test_lenet_conv1(device, width, activation):
 def test_row_and_channel_tails(device, width):
     """Rows one pixel longer than a vector block (the last block overlaps its neighbour) and
     channel blocks that do not divide the output channels (a last block past CO)."""
-    for ow in (width + 1, 2 * width - 1, 3 * width + 1):
-        for block in ((3, 1), (5, 3)):
-            _check(device, (2, 2, 5 + 2, ow + 2), (7, 2, 3, 3), (0, 0, 0, 0), True, "relu", ow,
-                   block)
+    for ow, block in ((width + 1, (3, 1)), (2 * width - 1, (5, 3))):
+        _check(device, (2, 2, 5 + 2, ow + 2), (7, 2, 3, 3), (0, 0, 0, 0), True, "relu", ow, block)
 
 
 def test_nan_propagates(device):
@@ -118,14 +119,21 @@ def test_nan_propagates(device):
 
 def test_supports():
     lenet = ((64, 1, 32, 32), (6, 1, 5, 5), (1, 1), (0, 0, 0, 0))
-    assert rows.supports(*lenet)
+    assert rows.supports(*lenet) and rows.supports(*lenet, pass_="weight")
     assert rows.supports((8, 3, 9, 9), (8, 3, 3, 3), (1, 1), (1, 1, 1, 1))
     x, w, s, p = lenet
-    assert not rows.supports(x, w, (2, 2), p)                          # stride
-    assert not rows.supports(x, w, (1, 2), p)
-    assert not rows.supports(x, w, s, p, dilation=(2, 2))               # dilation
-    assert not rows.supports((64, 4, 32, 32), (6, 2, 5, 5), s, p, groups=2)
-    assert not rows.supports(x, (9, 1, 5, 5), s, p)                     # channels past 8
+    for pass_ in ("forward", "weight"):
+        assert not rows.supports(x, w, (2, 2), p, pass_=pass_)                      # stride
+        assert not rows.supports(x, w, (1, 2), p, pass_=pass_)
+        assert not rows.supports(x, w, s, p, dilation=(2, 2), pass_=pass_)          # dilation
+        assert not rows.supports((64, 4, 32, 32), (6, 2, 5, 5), s, p, groups=2, pass_=pass_)
+        assert not rows.supports(x, (9, 1, 5, 5), s, p, pass_=pass_)                # channels past 8
+        assert not rows.supports((64, 1, 11, 11), w, s, p, pass_=pass_)             # rows of 7 pixels
+    assert rows.supports((64, 1, 8, 8), w, s, (0, 0, 2, 2))                          # rows of 8 pixels
+    assert rows.supports((64, 5, 32, 32), (6, 5, 5, 5), s, p)                       # 5 input channels:
+    assert not rows.supports((64, 5, 32, 32), (6, 5, 5, 5), s, p, pass_="weight")   # forward only
+    with pytest.raises(ValueError, match="pass_"):
+        rows.supports(*lenet, pass_="input")
 
 
 def test_unhandled_shapes_return_none(device):

@@ -7,8 +7,9 @@ load of VW neighbouring input pixels per tap feeds one FMA per output channel (t
 scalar broadcast), and a work item keeps CO x RB row vectors so that RB output rows share
 each input row load. Padding: the input is zero-padded first (conv2d._pad), as conv2d.py does.
 
-supports() says when these kernels apply and pay; forward() and weight_grad() return None for
-shapes they do not handle, so a caller can fall back to conv2d.py.
+supports() says where these kernels pay (measured against conv2d.py's direct kernels on
+PoCL, see supports); forward() and weight_grad() return None for shapes they cannot run, so a
+caller can fall back to conv2d.py.
 """
 import functools
 
@@ -18,12 +19,19 @@ from . import conv2d as _conv
 from ._common import buf, check_array, f32, i32, launch
 
 _FILE = "conv2d_rows.cl"
-_MAX_CHANNELS = 8          # supports(): more output channels fill conv2d.py's channel lanes
-_ACCUMULATORS = 16         # accumulator vectors per work item
-# Forced blockings for measurements (None: the rules below).
+# Work items to aim for in the weight gradient, so that both cores (or more) get work.
+_WEIGHT_GRAD_ITEMS = 64
+# Forced choices for tests and measurements (None: the rules below): the widest vector, the
+# forward's rows per item, the weight gradient's (OBC, KHB).
 _FORCE_VW = None
 _FORCE_RB = None
-_FORCE_LOCAL = None
+_FORCE_WEIGHT_BLOCK = None
+
+
+def _accumulators(dev):
+    """Accumulator vectors a work item may hold: half the vector registers (16 with AVX-512's
+    32, 8 with AVX2's 16), the rest hold the loaded row, the weights and addresses."""
+    return _conv.vector_limits(dev)[1] // 2
 
 
 def _vector_width(ow, dev):
@@ -31,6 +39,19 @@ def _vector_width(ow, dev):
     fits in an output row."""
     widest = _FORCE_VW or _conv.vector_limits(dev)[0]
     return max(v for v in (16, 8, 4, 2, 1) if v <= min(ow, widest))
+
+
+def _weight_blocking(co, kh, limit):
+    """(OBC, KHB): OBC output channels x KHB tap rows (KHB divides KH) per work item, plus OBC
+    vectors for the bias, at most `limit`; fewest channels computed for nothing (a last block
+    past CO), then the most accumulators (each gy load feeds KHB FMAs, each input load OBC).
+    LeNet conv1 (CO 6, KH 5) gets (2, 5): batch 64 0.20 ms, against 0.30 for (1, 5), 0.34 for
+    (6, 1) and 0.44 for (3, 1) (medians of 25, one process, loaded machine)."""
+    if _FORCE_WEIGHT_BLOCK:
+        return _FORCE_WEIGHT_BLOCK
+    options = [(obc, khb) for obc in range(1, co + 1) for khb in range(1, kh + 1)
+               if kh % khb == 0 and obc * (khb + 1) <= limit] or [(1, 1)]
+    return min(options, key=lambda o: (-(-co // o[0]) * o[0], -o[0] * o[1], -o[1]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,46 +64,58 @@ def _defines(n, ci, hp, wp, co, kh, kw, vw, rb, obc, khb):
 def _plan(dev, xp_shape, w_shape):
     n, c, hp, wp = xp_shape
     o, _, kh, kw = w_shape
-    rb = min(_FORCE_RB or max(1, _ACCUMULATORS // o), hp - kh + 1)
+    limit = _accumulators(dev)
+    rb = min(_FORCE_RB or max(1, limit // o), hp - kh + 1)
     return _defines(n, c, hp, wp, o, kh, kw, _vector_width(wp - kw + 1, dev), rb,
-                    *_weight_blocking(o, kh))
+                    *_weight_blocking(o, kh, limit))
 
 
-def _handles(x_shape, w_shape, stride, dilation, groups):
-    """The kernels' own limits (correctness, not speed): stride 1, no dilation, groups 1 and
-    at most _ACCUMULATORS output channels (a work item holds them all)."""
+def _handles(dev, x_shape, w_shape, stride, dilation, groups):
+    """What the kernels can run at all: stride 1, no dilation, groups 1, and as many output
+    channels as a work item has accumulators (it holds them all)."""
     return (tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
-            and w_shape[1] == x_shape[1] and w_shape[0] <= _ACCUMULATORS)
+            and w_shape[0] <= _accumulators(dev))
 
 
-def supports(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1):
-    """True where forward() and weight_grad() apply and beat conv2d.py's direct kernels:
-    stride 1, no dilation, groups 1, at most _MAX_CHANNELS output channels."""
-    return _handles(x_shape, w_shape, stride, dilation, groups) and w_shape[0] <= _MAX_CHANNELS
+def supports(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1, pass_="forward"):
+    """True where forward() (pass_="forward") or weight_grad() (pass_="weight") runs and beats
+    conv2d.py's direct kernels: stride 1, no dilation, groups 1, at most 8 output channels
+    (the accumulators fit AVX2's registers too), output rows of 8 pixels or more; the weight
+    gradient also at most 4 input channels.
+
+    Measured on PoCL 3.0, 2-core AVX-512 CPU, batch 64, old/new time (medians of 21 alternating
+    runs, loaded machine): forward 1.2-7x faster on every stride-1 shape with CO <= 16 and
+    OW >= 8 tried (LeNet conv1 2.5x, 3->8 3x3 1.9x, 32->8 3x3 at 16x16 1.5x), slower at OW 5-6
+    (0.68-0.92x); weight gradient 1.3-6x faster with CI <= 4 (LeNet conv1 2.45x, 3->8 3x3 1.6x),
+    0.4-1.1x from CI 6 on (every input channel re-reads gy)."""
+    if pass_ not in ("forward", "weight"):
+        raise ValueError(f"conv2d_rows.supports: pass_ must be 'forward' or 'weight', got {pass_!r}")
+    if (tuple(stride) != (1, 1) or tuple(dilation) != (1, 1) or groups != 1
+            or len(x_shape) != 4 or len(w_shape) != 4 or w_shape[1] != x_shape[1]):
+        return False
+    ow = x_shape[3] + pads[2] + pads[3] - w_shape[3] + 1
+    return w_shape[0] <= 8 and ow >= 8 and (pass_ == "forward" or x_shape[1] <= 4)
 
 
 def _padded(dev, x, pads):
-    top, bottom, left, right = pads
     if not any(pads):
         return x
+    top, bottom, left, right = pads
     n, c, h, wd = x.shape
     return _conv._pad(dev, x, h + top + bottom, wd + left + right, top, left)
 
 
-def _check(x, w, stride, pads, dilation, groups):
+def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, dilation=(1, 1),
+            groups=1):
+    """conv2d.conv2d_forward's result y (N,O,OH,OW) for x (N,C,H,W), w (O,C,KH,KW), b (O,) or
+    None, stride=(1,1), pads=(top,bottom,left,right), activation None|"relu"|"leaky_relu"|
+    "relu6"|"tanh"|"sigmoid" fused after the bias; OH = H+top+bottom-KH+1, likewise OW.
+    None where the kernels cannot run the shape (stride or dilation other than 1, groups > 1,
+    more output channels than accumulators: 16 on AVX-512, 8 elsewhere)."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     stride, pads, dilation, groups = _conv._check_params(stride, pads, dilation, groups)
     oh, ow = _conv._output_hw(x.shape, w.shape, stride, pads, dilation, groups)
-    return stride, pads, dilation, groups, oh, ow
-
-
-def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, dilation=(1, 1),
-            groups=1):
-    """conv2d.conv2d_forward's result for x (N,C,H,W), w (O,C,KH,KW), b (O,) or None,
-    pads=(top,bottom,left,right), activation fused after the bias; None where the kernels do
-    not handle the shape (stride or dilation other than 1, groups > 1, O > 16)."""
-    stride, pads, dilation, groups, oh, ow = _check(x, w, stride, pads, dilation, groups)
     if activation not in _device.ACTIVATION_CODES:
         raise ValueError(f"conv2d: unknown activation {activation!r}; "
                          f"choose one of {list(_device.ACTIVATION_CODES)}")
@@ -90,73 +123,52 @@ def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, di
         check_array(b, 1, "conv2d bias")
         if b.shape[0] != w.shape[0]:
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
-    if not _handles(x.shape, w.shape, stride, dilation, groups):
+    if not _handles(dev, x.shape, w.shape, stride, dilation, groups):
         return None
     xp = _padded(dev, x, pads)
-    n, c, hp, wp = xp.shape
-    o, _, kh, kw = w.shape
     d = _plan(dev, xp.shape, w.shape)
-    items = n * -(-oh // d["RB"]) * -(-ow // d["VW"])
+    n, o = x.shape[0], w.shape[0]
     y = dev.empty((n, o, oh, ow))
-    grid = (items,)
-    launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_forward", d), grid, (_FORCE_LOCAL,) if _FORCE_LOCAL else _conv._local(dev, grid),
+    grid = (n * -(-oh // d["RB"]) * -(-ow // d["VW"]),)
+    launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_forward", d), grid, _conv._local(dev, grid),
            buf(xp), buf(w), buf(b if b is not None else w), buf(y), i32(b is not None),
            i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope))
     return y
 
 
-# Work items to aim for in the weight gradient, so that both cores (or more) get work.
-_WEIGHT_GRAD_ITEMS = 64
-_FORCE_WEIGHT_BLOCK = None     # (OBC, KHB) for measurements
-
-
-def _weight_blocking(co, kh):
-    """(OBC, KHB): OBC output channels x KHB tap rows (KHB divides KH) per work item, with
-    OBC more vectors for the bias, at most _ACCUMULATORS; fewest channels computed twice
-    (a last block past CO), then the most accumulators (each gy load feeds KHB FMAs, each
-    input load OBC)."""
-    if _FORCE_WEIGHT_BLOCK:
-        return _FORCE_WEIGHT_BLOCK
-    options = [(obc, khb) for obc in range(1, co + 1) for khb in range(1, kh + 1)
-               if kh % khb == 0 and obc * (khb + 1) <= _ACCUMULATORS] or [(1, 1)]
-    return min(options, key=lambda o: (-(-co // o[0]) * o[0], -o[0] * o[1], -o[1]))
-
-
 def weight_grad(dev, x, gy, w_shape, stride, pads, has_bias=True, dilation=(1, 1), groups=1):
     """conv2d.conv2d_backward's weight and bias gradients (gw (O,C,KH,KW), gb (O,) or None)
     for x (N,C,H,W) and gy = dL/dy (N,O,OH,OW) of the pre-activation output; None where the
-    kernels do not handle the shape (as forward)."""
+    kernels cannot run the shape (as forward)."""
+    check_array(x, 4, "conv2d input")
     check_array(gy, 4, "conv2d output gradient")
     w_shape = tuple(int(v) for v in w_shape)
     if len(w_shape) != 4:
         raise ShapeError(f"conv2d: weight shape must be (O, C, KH, KW), got {w_shape}")
-    check_array(x, 4, "conv2d input")
     stride, pads, dilation, groups = _conv._check_params(stride, pads, dilation, groups)
     oh, ow = _conv._output_hw(x.shape, w_shape, stride, pads, dilation, groups)
     expected = (x.shape[0], w_shape[0], oh, ow)
     if tuple(gy.shape) != expected:
         raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
-    if not _handles(x.shape, w_shape, stride, dilation, groups):
+    if not _handles(dev, x.shape, w_shape, stride, dilation, groups):
         return None
     xp = _padded(dev, x, pads)
-    n, c, hp, wp = xp.shape
-    o, _, kh, kw = w_shape
     d = _plan(dev, xp.shape, w_shape)
-    obc, khb = d["OBC"], d["KHB"]
-    blocks = -(-o // obc)
-    items = blocks * c * kw * (kh // khb)
+    n, c = x.shape[:2]
+    o, _, kh, kw = w_shape
+    blocks = -(-o // d["OBC"])
+    items = blocks * c * kw * (kh // d["KHB"])
     rows = n * oh
     rows_per_slice = -(-rows // max(1, min(rows, -(-_WEIGHT_GRAD_ITEMS // items))))
     slices = -(-rows // rows_per_slice)
-    part = dev.empty((slices, o * c * kh * kw))
+    taps = o * c * kh * kw
+    part = dev.empty((slices, taps))
     partb = dev.empty((slices, o))
-    grid = (blocks, c * kw * (kh // khb), slices)
-    launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_backward_weight", d), grid,
-           (1, 1, 1) if dev.is_cpu else None, buf(xp), buf(gy), buf(part), buf(partb),
-           i32(rows_per_slice))
+    launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_backward_weight", d),
+           (blocks, c * kw * (kh // d["KHB"]), slices), (1, 1, 1) if dev.is_cpu else None,
+           buf(xp), buf(gy), buf(part), buf(partb), i32(rows_per_slice))
     gw = dev.empty(w_shape)
     gb = dev.empty((o,)) if has_bias else None
-    taps = o * c * kh * kw
     launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_backward_weight_reduce"),
            (taps + (o if has_bias else 0),), None, buf(part), buf(partb), buf(gw),
            buf(gb if has_bias else gw), i32(slices), i32(taps), i32(o))
