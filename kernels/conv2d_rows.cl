@@ -194,11 +194,15 @@ __kernel void conv2d_rows_forward(__global const float* restrict xp,
  * over the rows (n, oh) of slice s (rows_per_slice each) and all ow. Work item (channel block
  * ob, (input channel c, tap column j, tap-row block kb), slice s) keeps OBC x KHB accumulator
  * vectors (plus OBC for the bias) whose lanes run along the row; one tap column per item, so
- * its loads never overlap (see the forward). The row's last column block is shifted back to
+ * its loads never overlap (see the forward). It steps RPW output rows at a time where they
+ * lie in one image and the slice, else one. The row's last column block is shifted back to
  * end at the row's end and masks the lanes its neighbour already counted.
  * Global size (ceil(CO/OBC), CI*KW*(KH/KHB), slices). */
 #ifndef KHB
 #define KHB 1           /* tap rows per work item (divides KH) */
+#endif
+#ifndef RPW
+#define RPW 1           /* output rows per step (weight gradient) */
 #endif
 #define NKB (KH / KHB)
 
@@ -214,8 +218,11 @@ __kernel void conv2d_rows_forward(__global const float* restrict xp,
 #define LANES 0
 #endif
 
-#define BW_ROWS(BIAS)                                                                         \
-    for (int row = row_begin; row < row_end; row++) {                                         \
+/* acc += gy (x) xp over P consecutive output rows of one image (from `row`) and all column
+ * blocks: an input row feeds every (output row, tap row) pair it meets, so P rows at a time
+ * load KHB + P - 1 input rows instead of P * KHB. */
+#define BW_STEP(P, BIAS)                                                                      \
+    {                                                                                         \
         const int n = row / OH;                                                               \
         const int oh = row - n * OH;                                                          \
         const __global float* xr = xp + (n * CI + c) * (HP * WP) + (oh + i0) * WP + j;       \
@@ -224,19 +231,38 @@ __kernel void conv2d_rows_forward(__global const float* restrict xp,
         for (int cb = 0; cb < NCB; cb++) {                                                    \
             const int ow0 = cb * VW < OW - VW ? cb * VW : OW - VW;                            \
             const int skip = cb * VW - ow0;                                                   \
-            VEC gv[OBC];                                                                      \
+            VEC gv[P][OBC];                                                                   \
             _Pragma("unroll")                                                                 \
-            for (int o = 0; o < OBC; o++) {                                                   \
-                gv[o] = LANES >= skip ? LOADV(gr + och[o] * (OH * OW) + ow0) : (VEC)(0.0f);   \
-                if (BIAS) accb[o] += gv[o];                                                   \
-            }                                                                                 \
-            _Pragma("unroll")                                                                 \
-            for (int i = 0; i < KHB; i++) {                                                   \
-                const VEC xv = LOADV(xr + i * WP + ow0);                                      \
+            for (int p = 0; p < (P); p++)                                                     \
                 _Pragma("unroll")                                                             \
-                for (int o = 0; o < OBC; o++)                                                 \
-                    acc[o][i] = gv[o] * xv + acc[o][i];                                       \
+                for (int o = 0; o < OBC; o++) {                                               \
+                    gv[p][o] = LANES >= skip ? LOADV(gr + och[o] * (OH * OW) + p * OW + ow0)  \
+                                             : (VEC)(0.0f);                                   \
+                    if (BIAS) accb[o] += gv[p][o];                                            \
+                }                                                                             \
+            _Pragma("unroll")                                                                 \
+            for (int r = 0; r < KHB + (P) - 1; r++) {                                         \
+                const VEC xv = LOADV(xr + r * WP + ow0);                                      \
+                _Pragma("unroll")                                                             \
+                for (int p = 0; p < (P); p++) {                                               \
+                    const int i = r - p;                                                      \
+                    if (i >= 0 && i < KHB)                                                    \
+                        _Pragma("unroll")                                                     \
+                        for (int o = 0; o < OBC; o++)                                         \
+                            acc[o][i] = gv[p][o] * xv + acc[o][i];                            \
+                }                                                                             \
             }                                                                                 \
+        }                                                                                     \
+    }
+
+#define BW_ROWS(BIAS)                                                                         \
+    for (int row = row_begin; row < row_end;) {                                               \
+        if (RPW > 1 && row + RPW <= row_end && row % OH + RPW <= OH) {                        \
+            BW_STEP(RPW, BIAS)                                                                \
+            row += RPW;                                                                       \
+        } else {                                                                              \
+            BW_STEP(1, BIAS)                                                                  \
+            row++;                                                                            \
         }                                                                                     \
     }
 
