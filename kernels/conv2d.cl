@@ -81,6 +81,21 @@
 #ifndef VW
 #define VW 8            /* vector lanes: 8 or 16 */
 #endif
+#ifndef YH
+#define YH OH           /* y's plane height and width: OH, OW, unless the output is written */
+#endif
+#ifndef YW
+#define YW OW           /* strided into a bigger plane (one phase of a strided input gradient) */
+#endif
+#ifndef YSH
+#define YSH 1           /* output pixel (oh, ow) goes to y's row oh*YSH + YOFF / YW, */
+#endif
+#ifndef YSW
+#define YSW 1           /* column ow*YSW + YOFF % YW */
+#endif
+#ifndef YOFF
+#define YOFF 0
+#endif
 #ifndef OBV
 #define OBV 1           /* vectors of output channels per work item */
 #endif
@@ -127,14 +142,15 @@
  * (PSTEP = one image). The last block of a segment is shifted back to end at the segment's
  * end, overlapping its neighbour rather than idling (both store the same values); the host
  * keeps PB <= SEG. */
+#define YPLANE (YH * YW)
 #if OH * OW == 1
 #define SEG NPIX
 #define PSTEP (G * CI * HP * WP)
-#define YSTEP (G * CO)
+#define YSTEP (G * CO * YPLANE)
 #else
 #define SEG OW
 #define PSTEP SW
-#define YSTEP 1
+#define YSTEP YSW
 #endif
 #define BLOCKS_PER_SEG ((SEG + PB - 1) / PB)
 
@@ -222,7 +238,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 
     /* Bias (the packed row after the weights) and activation on whole vectors: PoCL's vector
      * tanh and exp cost a fraction of eight scalar calls. */
-    __global float* y0 = y + (n0 * G + g) * (CO * OH * OW) + r0;
+    __global float* y0 = y + (n0 * G + g) * (CO * YPLANE) + oh0 * YSH * YW + (r0 - oh0 * OW) * YSW + YOFF;
     #pragma unroll
     for (int v = 0; v < OBV; v++) {
         const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
@@ -236,7 +252,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             if (o < CO) {
                 #pragma unroll
                 for (int p = 0; p < PB; p++)
-                    y0[o * (OH * OW) + p * YSTEP] = out[p][l];
+                    y0[o * YPLANE + p * YSTEP] = out[p][l];
             }
         }
     }
@@ -374,13 +390,17 @@ __kernel void conv2d_pad(__global const float* restrict src, __global float* res
  * then one more row holding the bias (zeros when has_bias is 0). From w (groups*O, C, KH, KW),
  * O and C (o_count, c_count) counted per group, w_g = w[g*O:(g+1)*O], b_g = b[g*O:(g+1)*O]:
  * mode 0 (forward):         wt[g, (c*kh + i)*kw + j, o] = w_g[o, c, i, j]
- * mode 1 (gather gx):       wt[g, (o*kh + i)*kw + j, c] = w_g[o, c, kh-1-i, kw-1-j]
+ * mode 1 (gather gx):       wt[g, (o*th + i)*tw + j, c] = w_g[o, c, rh + sh*(th-1-i), rw + sw*(tw-1-j)]
+ *                           the sub-kernel of taps rh, rh + sh, ... (th of them) by rw, rw + sw, ...
+ *                           (tw), flipped: the whole kernel flipped when th, tw = kh, kw, rh = rw = 0
+ *                           and sh = sw = 1; one phase of a strided input gradient otherwise
  * mode 2 (columns for gx):  wt[g, o, (c*kh + i)*kw + j] = w_g[o, c, i, j]   (a 1x1 conv's weights)
  * Global size (cop, rows + 1, groups). */
 __kernel void conv2d_pack_weights(__global const float* restrict w, __global const float* restrict b,
                                   __global float* restrict wt, const int o_count,
                                   const int c_count, const int kh, const int kw, const int cop,
-                                  const int mode, const int has_bias)
+                                  const int mode, const int has_bias, const int th, const int tw,
+                                  const int rh, const int rw, const int sh, const int sw)
 {
     const int co = get_global_id(0);
     const int t = get_global_id(1);
@@ -389,18 +409,17 @@ __kernel void conv2d_pack_weights(__global const float* restrict w, __global con
     w += g * o_count * c_count * taps;
     b += g * o_count;
     const int n_co = mode == 0 ? o_count : mode == 1 ? c_count : c_count * taps;
-    const int rows = mode == 0 ? c_count * taps : mode == 1 ? o_count * taps : o_count;
-    const int j = t % kw;
-    const int i = (t / kw) % kh;
-    const int ci = t / taps;
+    const int rows = mode == 0 ? c_count * taps : mode == 1 ? o_count * th * tw : o_count;
     float v = 0.0f;
     if (co < n_co && t < rows) {
-        if (mode == 0)
-            v = w[((co * c_count + ci) * kh + i) * kw + j];
-        else if (mode == 1)
-            v = w[((ci * c_count + co) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
-        else
+        if (mode == 0) {
+            v = w[co * c_count * taps + t];
+        } else if (mode == 1) {
+            const int j = t % tw, i = (t / tw) % th, o = t / (th * tw);
+            v = w[((o * c_count + co) * kh + rh + sh * (th - 1 - i)) * kw + rw + sw * (tw - 1 - j)];
+        } else {
             v = w[t * n_co + co];
+        }
     }
     if (co < n_co && t == rows && has_bias)
         v = b[co];

@@ -52,7 +52,7 @@ def conv_cases(draw):
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 10))
     bias = draw(st.booleans())
     activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns"]))
+    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
     seed = draw(st.integers(0, 2 ** 31))
     return (n, c, h, w), (o, c, kh, kw), (sh, sw), pads, bias, activation, form, seed, (1, 1), 1
 
@@ -81,7 +81,7 @@ def grouped_cases(draw, depthwise=False):
     n = draw(st.integers(1, 4))
     bias = draw(st.booleans())
     activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns"]))
+    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
     seed = draw(st.integers(0, 2 ** 31))
     return (n, c, h, w), (o, cg, kh, kw), (sh, sw), pads, bias, activation, form, seed, (dh, dw), groups
 

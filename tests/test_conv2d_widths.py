@@ -23,7 +23,7 @@ def wide_cases(draw):
     cg, og = draw(st.integers(1, 4)), draw(st.integers(9, 70))
     n = draw(st.integers(1, 3))
     activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns"]))
+    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
     seed = draw(st.integers(0, 2 ** 31))
     return ((n, groups * cg, h, w), (groups * og, cg, kh, kw), (sh, sw), pads, draw(st.booleans()),
             activation, form, seed, (dh, dw), groups)

@@ -202,18 +202,22 @@ def _weight_blocking16(co, kh, kw, limit):
 
 
 @functools.lru_cache(maxsize=None)
-def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16)):
+def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16), out=None):
     """The -D defines of one convolution shape (ci, co per group), shared by its forward and
     weight-gradient kernels so that both come from one build; limits: vector_limits(dev).
     The two kernels may pick different vector widths: VW is the forward's, _weight_plan's
-    copy has the weight gradient's."""
+    copy has the weight gradient's. out: (YH, YW, YSH, YSW, YOFF), the forward's output
+    written strided into planes of YH x YW (a phase of a strided input gradient), else None."""
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
     vw, obv, pb = _forward_blocking(co, seg, *limits)
     vww, obvw, khb, pbw = _weight_blocking(co, kh, kw, *limits)
-    return dict(CI=ci, HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
+    plan = dict(CI=ci, HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
                 OH=oh, OW=ow, NPIX=n * oh * ow, VW=vw, OBV=obv, PB=pb, COP=_round_up(co, vw * obv),
                 VWW=vww, OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, vww * obvw), G=groups,
                 DH=dilation[0], DW=dilation[1])
+    if out is not None:
+        plan.update(zip(("YH", "YW", "YSH", "YSW", "YOFF"), out))
+    return plan
 
 
 @functools.lru_cache(maxsize=None)
@@ -270,26 +274,32 @@ def _padded(dev, x, pads, saved=None):
     return _pad(dev, x, h + top + bottom, wd + left + right, top, left)
 
 
-def _pack_weights(dev, w, b, cop, mode, groups=1):
+def _pack_weights(dev, w, b, cop, mode, groups=1, taps=None):
     """w packed for conv2d_forward (mode 0: forward, 1: flipped for the gather-form input
     gradient, 2: a 1x1 conv making columns), the bias (or zeros) as one more row; one such
-    block per group."""
+    block per group. taps (mode 1): (th, tw, rh, rw, sh, sw), the sub-kernel of rows rh,
+    rh + sh, ... (th of them) and columns rw, rw + sw, ... (tw) that one phase of a strided
+    input gradient uses; None: the whole kernel."""
     o, c, kh, kw = w.shape
     o //= groups
-    rows = (c * kh * kw, o * kh * kw, o)[mode]
+    th, tw, rh, rw, sh, sw = taps or (kh, kw, 0, 0, 1, 1)
+    rows = (c * kh * kw, o * th * tw, o)[mode]
     out = dev.empty((groups * (rows + 1), cop))
     kernel = _kernel(dev, _FILE, "conv2d_pack_weights")
     launch(dev, kernel, (cop, rows + 1, groups), None, buf(w), buf(b if b is not None else w), buf(out),
-           i32(o), i32(c), i32(kh), i32(kw), i32(cop), i32(mode), i32(b is not None))
+           i32(o), i32(c), i32(kh), i32(kw), i32(cop), i32(mode), i32(b is not None), i32(th), i32(tw),
+           i32(rh), i32(rw), i32(sh), i32(sw))
     return out
 
 
-def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01):
-    """conv2d_forward over an already padded input xp and packed weights wt."""
+def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None):
+    """conv2d_forward over an already padded input xp and packed weights wt, into a new array
+    or, for a plan with a strided output (YH, ...), into y."""
     d = plan
     seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
     grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["G"] * d["COP"] // (d["VW"] * d["OBV"]))
-    y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["G"] * d["CO"], d["OH"], d["OW"]))
+    if y is None:
+        y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["G"] * d["CO"], d["OH"], d["OW"]))
     launch(dev, _kernel(dev, _FILE, "conv2d_forward", plan), grid, _local(dev, grid), buf(xp), buf(wt), buf(y), i32(_device.ACTIVATION_CODES[activation]),
            f32(negative_slope))
     return y
@@ -468,9 +478,12 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
 
 
 def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1):
-    """dL/dx by the cheaper of two forms (see conv2d.cl): the gather form multiplies every
-    input pixel by all KH*KW taps, the columns form only the taps that hit, but writes and
-    reads N*C*KH*KW*OH*OW columns in between."""
+    """dL/dx: strided convolutions (without dilation) one phase of the input at a time
+    (_input_grad_phases), others by the cheaper of two forms (see conv2d.cl): the gather form
+    multiplies every input pixel by all KH*KW taps, the columns form only the taps that hit,
+    but writes and reads N*C*KH*KW*OH*OW columns in between."""
+    if dilation == (1, 1) and (_INPUT_GRAD_FORM == "phases" or (_INPUT_GRAD_FORM is None and max(stride) > 1)):
+        return _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups)
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
     og = o // groups
@@ -479,7 +492,8 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
     ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
     gather_cost = groups * h * wd * kh * kw * og * _round_up(cg, 8)
     columns_cost = groups * oh * ow * og * _round_up(cg * kh * kw, 8) + _COLUMN_COST * oh * ow * c * kh * kw
-    form = _INPUT_GRAD_FORM or ("gather" if gather_cost <= columns_cost else "columns")
+    form = _INPUT_GRAD_FORM if _INPUT_GRAD_FORM in ("gather", "columns") else (
+        "gather" if gather_cost <= columns_cost else "columns")
     if n * c * kh * kw * oh * ow > _INT32_MAX:
         form = "gather"     # the columns would overflow the kernels' 32-bit indices
     if form == "gather":
@@ -496,6 +510,37 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
     launch(dev, _kernel(dev, _FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
            i32(c), i32(h), i32(wd), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride[0]),
            i32(stride[1]), i32(top), i32(left), i32(dilation[0]), i32(dilation[1]))
+    return gx
+
+
+def _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups=1):
+    """dL/dx of a convolution with stride (sh, sw), dilation 1, one phase at a time: input
+    pixels (ph + sh*a, pw + sw*b) receive gy only through the kernel rows rh, rh + sh, ...
+    (rh = (ph + top) mod sh) and the columns rw, rw + sw, ..., so each phase is a stride-1
+    gather-form convolution of gy (padded by taps - 1 - (ph + top) // sh) with that flipped
+    sub-kernel, written strided into gx. The gather form on gy dilated by the stride multiplies
+    the zeros between its pixels too (3 in 4 at stride 2); a phase that no tap reaches (a
+    kernel smaller than the stride) stays zero."""
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    sh, sw = stride
+    top, _, left, _ = pads
+    phases = []
+    for ph in range(min(sh, h)):
+        for pw in range(min(sw, wd)):
+            rh, rw = (ph + top) % sh, (pw + left) % sw
+            phases.append((ph, pw, rh, rw, (ph + top) // sh, (pw + left) // sw,
+                           len(range(rh, kh, sh)), len(range(rw, kw, sw)),
+                           len(range(ph, h, sh)), len(range(pw, wd, sw))))
+    reached = [p for p in phases if p[6] and p[7]]
+    gx = dev.empty(x_shape) if len(reached) == len(phases) else dev.zeros(x_shape)
+    for ph, pw, rh, rw, qh, qw, th, tw, rows, cols in reached:
+        hp, wp, pt, pl = rows + th - 1, cols + tw - 1, th - 1 - qh, tw - 1 - qw
+        gyp = gy if (hp, wp, pt, pl) == (gy.shape[2], gy.shape[3], 0, 0) else _pad(dev, gy, hp, wp, pt, pl)
+        plan = _plan(n, o // groups, hp, wp, cg, th, tw, (1, 1), rows, cols, groups, (1, 1),
+                     vector_limits(dev), out=(h, wd, sh, sw, ph * wd + pw))
+        wt = _pack_weights(dev, w, None, plan["COP"], mode=1, groups=groups, taps=(th, tw, rh, rw, sh, sw))
+        _direct_conv(dev, gyp, wt, plan, y=gx)
     return gx
 
 
