@@ -1,12 +1,14 @@
 """Conv2D forward and backward on the device (kernels/conv2d.cl).
 
-Forward: zero-pad the input once (skipped when there is no padding), pack the weights as
-(C*KH*KW, O rounded up to the channel block) with the bias as one more row, then one
-register-blocked direct convolution with bias and activation fused. Backward w.r.t. the input
-runs the same kernel either on gy dilated by the stride and padded by K-1-pad with the kernel
-flipped and its channel axes swapped (gather form), or as a 1x1 convolution making columns
-w^T gy that conv2d_col2im sums per input pixel (columns form, for strides > 1 and outputs
-smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights transposes gy to
+Forward: zero-pad the input once (skipped when there is no padding; in training the padded
+copy is kept for the weight gradient), pack the weights as (C*KH*KW, O rounded up to the
+channel block) with the bias as one more row, then one register-blocked direct convolution
+with bias and activation fused. Backward w.r.t. the input runs the same kernel: for strides
+> 1, once per phase of the input (pixels congruent modulo the stride) over gy with that
+phase's flipped sub-kernel, written strided into gx (phases form); otherwise either on gy
+padded by K-1-pad with the kernel flipped and its channel axes swapped (gather form), or as a
+1x1 convolution making columns w^T gy that conv2d_col2im sums per input pixel (columns form,
+for outputs smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights transposes gy to
 pixel-major order, sums slices of the output rows in parallel, and a small kernel adds the
 slices up (bias gradient included).
 
