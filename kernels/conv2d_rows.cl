@@ -9,7 +9,8 @@
  *       zero-padded (HP = H + top + bottom, WP = W + left + right), so no bounds checks.
  *   w   (CO, CI, KH, KW) as PyTorch's; b (CO,).
  *   y   (N, CO, OH, OW), OH = HP - KH + 1, OW = WP - KW + 1:
- *       y[n, o, oh, ow] = b[o] + sum_{c,i,j} xp[n, c, oh + i, ow + j] * w[o, c, i, j].
+ *       y[n, o, oh, ow] = b[o] + sum_{c,i,j} xp[n, c, oh + i, ow + j] * w[o, c, i, j];
+ *       gy (dL/dy of the pre-activation output) likewise.
  *
  * CPU-style kernels, no local memory and no barriers: any work-group size works (on CPUs the
  * host passes small ones so that every core gets groups). A work item owns VW neighbouring
@@ -51,6 +52,7 @@
 #define OBC 1           /* output channels per work item (weight gradient) */
 #endif
 
+#define MIN(a, b) ((a) < (b) ? (a) : (b))   /* PoCL calls the min builtin out of line */
 #define OH (HP - KH + 1)
 #define OW (WP - KW + 1)
 #define NCB ((OW + VW - 1) / VW)     /* column blocks per row */
@@ -143,8 +145,8 @@ __kernel void conv2d_rows_forward(__global const float* restrict xp,
     t /= NCB;
     const int rb = t % NRB;
     const int n = t / NRB;
-    const int ow0 = min(cb * VW, OW - VW);
-    const int oh0 = min(rb * RB, OH - RB);
+    const int ow0 = MIN(cb * VW, OW - VW);
+    const int oh0 = MIN(rb * RB, OH - RB);
     const __global float* x0 = xp + n * (CI * HP * WP) + oh0 * WP + ow0;
 
     VEC acc[RB][CO];
@@ -229,7 +231,7 @@ __kernel void conv2d_rows_forward(__global const float* restrict xp,
         const __global float* gr = gy + n * (CO * OH * OW) + oh * OW;                         \
         _Pragma("unroll")                                                                     \
         for (int cb = 0; cb < NCB; cb++) {                                                    \
-            const int ow0 = cb * VW < OW - VW ? cb * VW : OW - VW;                            \
+            const int ow0 = MIN(cb * VW, OW - VW);                                            \
             const int skip = cb * VW - ow0;                                                   \
             VEC gv[P][OBC];                                                                   \
             _Pragma("unroll")                                                                 \
@@ -281,7 +283,7 @@ __kernel void conv2d_rows_backward_weight(__global const float* restrict xp,
     const int i0 = kb * KHB;
     const int s = get_global_id(2);
     const int row_begin = s * rows_per_slice;
-    const int row_end = row_begin + rows_per_slice < N * OH ? row_begin + rows_per_slice : N * OH;
+    const int row_end = MIN(row_begin + rows_per_slice, N * OH);
 
     /* Channels past CO (the last block of a CO that OBC does not divide) read channel CO-1
      * and are not stored. */
