@@ -11,9 +11,12 @@
  * PyTorch's relu (and NumPy's maximum) pass the NaN on, and a NaN must not vanish in a sum.
  * No pointer is restrict: y may be one of the inputs (accumulating in place, out = a + b into
  * a), which is safe because every element is read before it is written by the same item.
- * Work items: each owns 8 consecutive elements as one float8 (vload8/vstore8 need only float
- * alignment); the item owning the ragged end (n not a multiple of 8) does it in scalars.
- * 1-D global size ceil(n / 8), any local size, no barriers, no local memory.
+ * Work items: item q owns the run of elements [q * R, q * R + R) (R from clcnn/ops/merge.py,
+ * ~1024), streamed in float8 steps through LOAD8 / STORE8 with a scalar tail (n need not be a
+ * multiple of 8). LOAD8 / STORE8 are scalar accesses PoCL's compiler merges into vector ones:
+ * on PoCL vload8 / vstore8 are out-of-line calls, and one float8 per item added an item's
+ * start-up per 8 elements. 1-D global size ceil(n / R), any local size, no barriers, no
+ * local memory.
  *
  * Concat along axis a of a C-contiguous tensor is a copy of row runs: with rows = the product
  * of the axes before a and inner = the product of the axes after it, input i (size s_i on a)
@@ -33,10 +36,14 @@
 #define ACCUMULATE 0
 #endif
 
+#define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
+#define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
+                          (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+
 inline float8 merge_act8(float8 v)
 {
 #if ACTIVATION == ACT_RELU
-    return select(v, (float8)(0.0f), v < 0.0f);
+    return v < 0.0f ? (float8)(0.0f) : v;
 #else
     return v;
 #endif
@@ -51,16 +58,16 @@ inline float merge_act(float v)
 #endif
 }
 
-/* SUM8(q) / SUM1(i): the left-to-right sum of the inputs at float8 q / element i. */
+/* START8(i) / START1(i): the start of the left-to-right sum at elements [i, i + 8) / i. */
 #if ACCUMULATE
-#define START8(q) vload8(q, y) + vload8(q, x0)
+#define START8(i) LOAD8(y + (i)) + LOAD8(x0 + (i))
 #define START1(i) y[i] + x0[i]
 #else
-#define START8(q) vload8(q, x0)
+#define START8(i) LOAD8(x0 + (i))
 #define START1(i) x0[i]
 #endif
 
-__kernel void add_forward(__global float* y, const int n, __global const float* x0
+__kernel void add_forward(__global float* y, const int n, const int R, __global const float* x0
 #if INPUTS > 1
                           , __global const float* x1
 #endif
@@ -84,57 +91,83 @@ __kernel void add_forward(__global float* y, const int n, __global const float* 
 #endif
                           )
 {
-    const int q = get_global_id(0);
-    if (8 * q + 8 <= n) {
-        float8 s = START8(q);
+    const int e0 = get_global_id(0) * R;
+    if (e0 >= n) return;
+    const int len = min(R, n - e0);
+    y += e0;
+    x0 += e0;
 #if INPUTS > 1
-        s += vload8(q, x1);
+    x1 += e0;
 #endif
 #if INPUTS > 2
-        s += vload8(q, x2);
+    x2 += e0;
 #endif
 #if INPUTS > 3
-        s += vload8(q, x3);
+    x3 += e0;
 #endif
 #if INPUTS > 4
-        s += vload8(q, x4);
+    x4 += e0;
 #endif
 #if INPUTS > 5
-        s += vload8(q, x5);
+    x5 += e0;
 #endif
 #if INPUTS > 6
-        s += vload8(q, x6);
+    x6 += e0;
 #endif
 #if INPUTS > 7
-        s += vload8(q, x7);
+    x7 += e0;
 #endif
-        vstore8(merge_act8(s), q, y);
-    } else {
-        for (int i = 8 * q; i < n; ++i) {
-            float s = START1(i);
+    int i = 0;
+    for (; i + 8 <= len; i += 8) {
+        float8 s = START8(i);
 #if INPUTS > 1
-            s += x1[i];
+        s += LOAD8(x1 + i);
 #endif
 #if INPUTS > 2
-            s += x2[i];
+        s += LOAD8(x2 + i);
 #endif
 #if INPUTS > 3
-            s += x3[i];
+        s += LOAD8(x3 + i);
 #endif
 #if INPUTS > 4
-            s += x4[i];
+        s += LOAD8(x4 + i);
 #endif
 #if INPUTS > 5
-            s += x5[i];
+        s += LOAD8(x5 + i);
 #endif
 #if INPUTS > 6
-            s += x6[i];
+        s += LOAD8(x6 + i);
 #endif
 #if INPUTS > 7
-            s += x7[i];
+        s += LOAD8(x7 + i);
 #endif
-            y[i] = merge_act(s);
-        }
+        s = merge_act8(s);
+        STORE8(s, y + i);
+    }
+    for (; i < len; ++i) {
+        float s = START1(i);
+#if INPUTS > 1
+        s += x1[i];
+#endif
+#if INPUTS > 2
+        s += x2[i];
+#endif
+#if INPUTS > 3
+        s += x3[i];
+#endif
+#if INPUTS > 4
+        s += x4[i];
+#endif
+#if INPUTS > 5
+        s += x5[i];
+#endif
+#if INPUTS > 6
+        s += x6[i];
+#endif
+#if INPUTS > 7
+        s += x7[i];
+#endif
+        y[i] = merge_act(s);
     }
 }
 

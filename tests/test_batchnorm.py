@@ -91,6 +91,26 @@ class _Chunks:
         ops.MAX_CHUNK, ops.MIN_CHUNK = self.saved
 
 
+# Run lengths of the elementwise kernels (None: the default choice): one element, one float8,
+# 13 and 49 (not multiples of 8; 49 equals a 7x7 plane), 64; with maps of 1..12 per side the
+# runs are shorter than, equal to and longer than a plane, and start mid-plane.
+RUNS = [None, 1, 8, 13, 49, 64]
+
+
+class _Runs:
+    """Set ops.RUN and ops.MIN_RUN to `run` for a block (None keeps the defaults)."""
+    def __init__(self, run):
+        self.run = run
+
+    def __enter__(self):
+        self.saved = ops.RUN, ops.MIN_RUN
+        if self.run is not None:
+            ops.RUN = ops.MIN_RUN = self.run
+
+    def __exit__(self, *exc):
+        ops.RUN, ops.MIN_RUN = self.saved
+
+
 def _check_train(device, shape, affine, tracking, momentum, batches, need_input_grad, seed):
     rng = np.random.default_rng(seed)
     x, gy, weight, bias, rmean, rvar = _data(rng, shape, affine)
@@ -124,15 +144,20 @@ def _check_train(device, shape, affine, tracking, momentum, batches, need_input_
         assert gw is None and gb is None
 
 
-@given(case=bn_cases())
-def test_train_matches_oracle(device, case):
+@given(case=bn_cases(), run=st.sampled_from(RUNS))
+def test_train_matches_oracle(device, case, run):
     shape, affine, tracking, momentum, batches, max_chunk, need_input_grad, seed = case
-    with _Chunks(max_chunk):
+    with _Chunks(max_chunk), _Runs(run):
         _check_train(device, shape, affine, tracking, momentum, batches, need_input_grad, seed)
 
 
-@given(case=bn_cases(train=False))
-def test_eval_matches_oracle(device, case):
+@given(case=bn_cases(train=False), run=st.sampled_from(RUNS))
+def test_eval_matches_oracle(device, case, run):
+    with _Runs(run):
+        _check_eval(device, case)
+
+
+def _check_eval(device, case):
     shape, affine, _, _, _, max_chunk, need_input_grad, seed = case
     rng = np.random.default_rng(seed)
     x, gy, weight, bias, rmean, rvar = _data(rng, shape, affine)
@@ -154,10 +179,12 @@ def test_eval_matches_oracle(device, case):
     assert np.array_equal(drm.get(), rmean) and np.array_equal(drv.get(), rvar)
 
 
-@pytest.mark.parametrize("shape", [(16, 32, 16, 16), (32, 4, 32, 32), (2, 3, 7, 7)])
+@pytest.mark.parametrize("shape", [(16, 32, 16, 16), (32, 4, 32, 32), (2, 3, 7, 7), (1, 3, 33, 33),
+                                   (5, 300, 1, 1)])
 def test_network_shapes(device, shape):
     """A ResNet-sized map (one chunk per channel), a large M (several chunks of MAX_CHUNK), a
-    7x7 map (float8 vectors straddle planes), all with the default chunking."""
+    7x7 map (runs straddle planes), batch 1 with planes longer than the default run and not a
+    multiple of 8, 1x1 maps (runs of many planes), all with the default chunking."""
     _check_train(device, shape, True, True, 0.1, 1, True, 7)
 
 

@@ -15,7 +15,7 @@ from clcnn.ops import batchnorm as ops
 from clcnn.oracle import activation as o_act
 from clcnn.oracle import batchnorm as oracle
 from tests.helpers import assert_close, numeric_grad, randomise_state
-from tests.test_batchnorm import TOL, _scales
+from tests.test_batchnorm import RUNS, TOL, _Runs, _scales
 
 try:
     import torch
@@ -45,8 +45,13 @@ def cases(draw):
             draw(st.sampled_from([0.0, 0.01, 0.3])), draw(st.booleans()), draw(st.integers(0, 2 ** 31)))
 
 
-@given(cases())
-def test_fused_kernels_match_oracle(device, case):
+@given(cases(), st.sampled_from(RUNS))
+def test_fused_kernels_match_oracle(device, case, run):
+    with _Runs(run):
+        _check_fused(device, case)
+
+
+def _check_fused(device, case):
     shape, training, affine, act, slope, need_input_grad, seed = case
     rng = np.random.default_rng(seed)
     c = shape[1]

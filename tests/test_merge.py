@@ -16,6 +16,25 @@ EPS32 = 2.0 ** -24   # float32's unit roundoff
 shapes = st.lists(st.integers(1, 11), min_size=1, max_size=4).map(tuple)
 
 
+# add_forward's run lengths (None: the default choice): shorter than, equal to and longer than
+# a tensor of up to 11**4 elements, multiples of 8 and not.
+RUNS = [None, 1, 8, 13, 64]
+
+
+class _Runs:
+    """Set ops.RUN and ops.MIN_RUN to `run` for a block (None keeps the defaults)."""
+    def __init__(self, run):
+        self.run = run
+
+    def __enter__(self):
+        self.saved = ops.RUN, ops.MIN_RUN
+        if self.run is not None:
+            ops.RUN = ops.MIN_RUN = self.run
+
+    def __exit__(self, *exc):
+        ops.RUN, ops.MIN_RUN = self.saved
+
+
 def _inputs(rng, shape, count, scale=1.0):
     return [(rng.standard_normal(shape) * scale).astype(np.float32) for _ in range(count)]
 
@@ -37,11 +56,12 @@ def _check_sum(got, xs, activation, what):
 
 
 @given(shape=shapes, count=st.integers(2, 5), activation=st.sampled_from([None, "relu"]),
-       scale=st.sampled_from([1e-3, 1.0, 1e4]), seed=st.integers(0, 2 ** 31))
-def test_add_matches_oracle(device, shape, count, activation, scale, seed):
+       scale=st.sampled_from([1e-3, 1.0, 1e4]), seed=st.integers(0, 2 ** 31), run=st.sampled_from(RUNS))
+def test_add_matches_oracle(device, shape, count, activation, scale, seed, run):
     rng = np.random.default_rng(seed)
     xs = _inputs(rng, shape, count, scale)
-    y = ops.add_forward(device, [device.to_device(x) for x in xs], activation=activation)
+    with _Runs(run):
+        y = ops.add_forward(device, [device.to_device(x) for x in xs], activation=activation)
     assert y.shape == shape
     _check_sum(y.get(), xs, activation, f"add of {count} {shape} +{activation}")
 
@@ -54,13 +74,14 @@ def test_add_matches_oracle(device, shape, count, activation, scale, seed):
 
 
 @given(count=st.integers(9, 19), shape=shapes, activation=st.sampled_from([None, "relu"]),
-       seed=st.integers(0, 2 ** 31))
-def test_add_of_more_than_one_launch(device, count, shape, activation, seed):
+       seed=st.integers(0, 2 ** 31), run=st.sampled_from(RUNS))
+def test_add_of_more_than_one_launch(device, count, shape, activation, seed, run):
     # Above 8 inputs the sum continues in place, launch after launch; the activation applies
     # once, at the end (a relu in between would clip partial sums).
     rng = np.random.default_rng(seed)
     xs = _inputs(rng, shape, count)
-    y = ops.add_forward(device, [device.to_device(x) for x in xs], activation=activation)
+    with _Runs(run):
+        y = ops.add_forward(device, [device.to_device(x) for x in xs], activation=activation)
     _check_sum(y.get(), xs, activation, f"add of {count}")
 
 
@@ -98,8 +119,13 @@ def test_add_large_flat_array(device):
     np.testing.assert_array_equal(y, (a + b) + c)   # float32 left to right, as the kernel sums
 
 
-@given(shape=shapes, seed=st.integers(0, 2 ** 31))
-def test_accumulate_and_add_into(device, shape, seed):
+@given(shape=shapes, seed=st.integers(0, 2 ** 31), run=st.sampled_from(RUNS))
+def test_accumulate_and_add_into(device, shape, seed, run):
+    with _Runs(run):
+        _check_accumulate(device, shape, seed)
+
+
+def _check_accumulate(device, shape, seed):
     rng = np.random.default_rng(seed)
     t, g, h = _inputs(rng, shape, 3)
     # One rounding each: exact against float32 of the float64 sum.

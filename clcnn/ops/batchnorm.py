@@ -22,11 +22,16 @@ import numpy as np
 
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
-from ._common import buf, check_array, f32, i32, launch
+from ._common import buf, check_array, f32, i32, launch, round_up
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "leaky_relu")
 
-VEC = 8                # elements per work item of the elementwise kernels (one float8)
+# Elements per work item of the elementwise kernels (a run, walked plane segment by plane
+# segment): long enough that the per-segment channel lookup and the item's start-up vanish
+# next to the streaming (1024: a 32x32 plane, the speed of a plain copy on PoCL), shortened
+# down to MIN_RUN for small tensors so that every compute unit gets ITEMS_PER_UNIT items.
+RUN = 1024
+MIN_RUN = 64
 # Chunks of one channel's N*H*W values per reduction work item: at most MAX_CHUNK so that the
 # chunk's second pass (squared deviations) reads it from cache, at least MIN_CHUNK so that a
 # work item's start-up is small next to its loop, and enough chunks for ITEMS_PER_UNIT work
@@ -46,10 +51,17 @@ def _chunks(dev, channels, m):
     return -(-m // length), length
 
 
+def _run(dev, total):
+    """(items, R): the elementwise kernels' range, items runs of R elements."""
+    target = ITEMS_PER_UNIT * dev.cl_device.max_compute_units
+    run = min(RUN, max(MIN_RUN, round_up(-(-total // target), 8)))
+    return -(-total // run), run
+
+
 def _check_x(x):
     check_array(x, 4, "x")
     n, c, h, w = x.shape
-    if x.size > _MAX_INT - VEC:
+    if x.size > _MAX_INT - RUN:
         raise ValueError(f"x of {x.size} elements is too large for 32-bit indexing; split the batch")
     return n, c, h * w
 
@@ -192,10 +204,11 @@ def _normalize(dev, x, residual, mean, istat, weight, bias, y, eps, from_var, ac
     affine = weight is not None
     kernel = dev.kernel("batchnorm.cl", "batchnorm_forward_normalize", AFFINE=affine, FROM_VAR=from_var,
                         RESIDUAL=residual is not None, **act)
-    launch(dev, kernel, (-(-x.size // VEC),), None, buf(x), None if residual is None else buf(residual),
+    items, run = _run(dev, x.size)
+    launch(dev, kernel, (items,), None, buf(x), None if residual is None else buf(residual),
            buf(mean), buf(istat),
            buf(weight) if affine else None, buf(bias) if affine else None, buf(y),
-           i32(x.size), i32(c), i32(h * w), f32(eps))
+           i32(x.size), i32(c), i32(h * w), i32(run), f32(eps))
 
 
 def batchnorm2d_backward(dev, x, gy, weight, save_mean, save_invstd, need_input_grad=True, bias=None,
@@ -303,10 +316,12 @@ def _backward(dev, x, gy, weight, bias, mean, istat, eps, need_input_grad, train
     if need_input_grad:
         # The input pass reads g, already masked, when there is a residual.
         fused = {} if residual else act
+        items, run = _run(dev, x.size)
         launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_input", TRAIN=train, AFFINE=affine,
-                               FROM_VAR=not train, **fused), (-(-x.size // VEC),), None,
+                               FROM_VAR=not train, **fused), (items,), None,
                buf(x), buf(g), buf(mean), buf(istat), buf(weight) if affine else None,
-               buf(bias) if fused and affine else None, buf(coef), buf(gx), i32(x.size), i32(c), i32(hw), f32(eps))
+               buf(bias) if fused and affine else None, buf(coef), buf(gx), i32(x.size), i32(c), i32(hw),
+               i32(run), f32(eps))
     return done()
 
 

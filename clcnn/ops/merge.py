@@ -15,12 +15,17 @@ import numpy as np
 
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
-from ._common import buf, check_array, i32, launch
+from ._common import buf, check_array, i32, launch, round_up
 
 ACTIVATIONS = (None, "relu")
-# Inputs summed per launch (add_forward's x0..x7) and elements per work item (one float8).
+# Inputs summed per launch (add_forward's x0..x7).
 MAX_INPUTS = 8
 VEC = 8
+# Elements per add_forward work item: a run of RUN (the speed of a plain copy on PoCL),
+# shortened down to MIN_RUN for small tensors so that every compute unit gets ITEMS_PER_UNIT.
+RUN = 1024
+MIN_RUN = 64
+ITEMS_PER_UNIT = 8
 _MAX_INT = 2 ** 31 - 1
 
 
@@ -30,7 +35,7 @@ def _check_activation(op, activation):
 
 
 def _check_size(op, n):
-    if n > _MAX_INT - VEC:
+    if n > _MAX_INT - RUN:
         raise ValueError(f"{op}: a tensor of {n} elements is too large for 32-bit indexing; "
                          "use a smaller batch")
 
@@ -49,14 +54,16 @@ def _sum_into(dev, y, xs, activation, accumulate):
     n = y.size
     if n == 0:
         return y
-    items = -(-n // VEC)
+    target = ITEMS_PER_UNIT * dev.cl_device.max_compute_units
+    run = min(RUN, max(MIN_RUN, round_up(-(-n // target), VEC)))
+    items = -(-n // run)
     for start in range(0, len(xs), MAX_INPUTS):
         chunk = xs[start:start + MAX_INPUTS]
         last = start + MAX_INPUTS >= len(xs)
         kernel = dev.kernel("merge.cl", "add_forward", INPUTS=len(chunk),
                             ACCUMULATE=int(accumulate or start > 0),
                             ACTIVATION=ACTIVATION_CODES[activation if last else None])
-        launch(dev, kernel, (items,), None, buf(y), i32(n), *[buf(x) for x in chunk])
+        launch(dev, kernel, (items,), None, buf(y), i32(n), i32(run), *[buf(x) for x in chunk])
     return y
 
 
