@@ -161,3 +161,30 @@ def test_bad_input_is_refused(device):
     with pytest.raises(ShapeError, match="output gradient"):
         rows.weight_grad(device, x, d(np.zeros((1, 4, 6, 6), np.float32)), (4, 2, 3, 3), (1, 1),
                          (0, 0, 0, 0))
+
+
+def test_conv2d_dispatches_lenet_conv1_here_on_cpus(device, monkeypatch):
+    """conv2d_forward / conv2d_backward with no algorithm forced run LeNet-5's conv1 through
+    conv2d_rows on CPU devices (the forward and the weight gradient), with the oracle's results."""
+    if not device.is_cpu:
+        pytest.skip("conv2d_rows is dispatched on CPU devices only")
+    from clcnn.ops import conv2d as conv
+    calls = []
+    for name in ("forward", "weight_grad"):
+        real = getattr(rows, name)
+        monkeypatch.setattr(rows, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 1, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    y = conv.conv2d_forward(device, device.to_device(x), device.to_device(w), device.to_device(b), (1, 1), (0, 0, 0, 0))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    _, gw, gb = conv.conv2d_backward(device, device.to_device(x), device.to_device(w), device.to_device(gy),
+                                     (1, 1), (0, 0, 0, 0), need_input_grad=False)
+    assert calls == ["forward", "weight_grad"]
+    x64, w64, gy64 = x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64)
+    np.testing.assert_allclose(y.get(), oracle.conv2d_forward(x64, w64, b.astype(np.float64), (1, 1), (0, 0, 0, 0)),
+                               rtol=1e-4, atol=1e-4)
+    _, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy64, (1, 1), (0, 0, 0, 0))
+    np.testing.assert_allclose(gw.get(), gw_ref, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(gb.get(), gb_ref, rtol=1e-4, atol=1e-3)

@@ -23,6 +23,9 @@ index arithmetic by -D defines, so groups=1, dilation=1 builds exactly the plain
 Depthwise convolutions (groups == input channels > 1) go to their own kernels
 (clcnn/ops/depthwise.py) unless an algorithm is forced.
 
+On CPUs, layers with few output channels (LeNet-5's conv1) run conv2d_rows' kernels instead,
+whose vector lanes run along output rows (see clcnn/ops/conv2d_rows.py for when).
+
 Each pass also has a GPU-style implicit-GEMM form (kernels/conv2d_tiled.cl: __local tiles and
 barriers, padding folded into bounds checks, weights read unpacked, so one launch per pass).
 `algorithm` ("direct" | "tiled" | None) forces one; None lets clcnn.tuning pick per device and
@@ -472,6 +475,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
         from . import depthwise
         return depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation, negative_slope,
                                            dilation)
+    if algorithm is None and dev.is_cpu:
+        from . import conv2d_rows
+        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups):
+            return conv2d_rows.forward(dev, x, w, b, stride, pads, activation, negative_slope)
     forms = {"direct": _forward_direct, "tiled": _forward_tiled}
     args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
     algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
@@ -588,11 +595,19 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         from . import depthwise
         return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
                                             dilation)
-    weight_forms = {"direct": _weight_grad_direct, "tiled": _weight_grad_tiled}
-    args = (dev, x, gy, w.shape, stride, pads, has_bias, dilation, groups)
-    algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
-                 {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
-    gw, gb = weight_forms[algo](*args, saved=saved)
+    rows = None
+    if algorithm is None and dev.is_cpu:
+        from . import conv2d_rows
+        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight"):
+            rows = conv2d_rows.weight_grad(dev, x, gy, w.shape, stride, pads, has_bias)
+    if rows is not None:
+        gw, gb = rows
+    else:
+        weight_forms = {"direct": _weight_grad_direct, "tiled": _weight_grad_tiled}
+        args = (dev, x, gy, w.shape, stride, pads, has_bias, dilation, groups)
+        algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
+                     {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
+        gw, gb = weight_forms[algo](*args, saved=saved)
     gx = None
     if need_input_grad:
         input_forms = {"direct": _input_grad_direct, "tiled": _input_grad_tiled}
