@@ -426,6 +426,16 @@ __kernel void conv2d_pack_weights(__global const float* restrict w, __global con
     wt[(g * (rows + 1) + t) * cop + co] = v;
 }
 
+/* wf[c, o, i, j] = w[o, c, kh-1-i, kw-1-j]: the kernel of the gather-form input gradient as
+ * plain (C, O, KH, KW) weights, for conv2d_rows' forward kernel. Global size (kh*kw, o, c). */
+__kernel void conv2d_flip_weights(__global const float* restrict w, __global float* restrict wf,
+                                  const int o_count, const int c_count, const int kh, const int kw)
+{
+    const int t = get_global_id(0), o = get_global_id(1), c = get_global_id(2);
+    const int taps = kh * kw;
+    wf[(c * o_count + o) * taps + t] = w[(o * c_count + c) * taps + taps - 1 - t];
+}
+
 /* gx[n, c, h, w] = sum of cols[n, (c*kh + i)*kw + j, oh, ow] over the taps with
  * h + pt - i*dh = oh*sh and w + pl - j*dw = ow*sw inside the output: the gather half of the
  * columns form of the input gradient (cols = w^T gy, made by conv2d_forward as a 1x1 conv,

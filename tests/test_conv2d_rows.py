@@ -188,3 +188,29 @@ def test_conv2d_dispatches_lenet_conv1_here_on_cpus(device, monkeypatch):
     _, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy64, (1, 1), (0, 0, 0, 0))
     np.testing.assert_allclose(gw.get(), gw_ref, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(gb.get(), gb_ref, rtol=1e-4, atol=1e-3)
+
+
+def test_conv2d_input_gradient_of_lenet_conv2_runs_by_rows(device, monkeypatch):
+    """The gather-form input gradient of a layer with few input channels (LeNet-5's conv2:
+    6 -> 16, 5x5) runs conv2d_rows' forward kernel over gy with the flipped kernel, on CPUs;
+    padded layers too; the oracle's gradient either way."""
+    if not device.is_cpu:
+        pytest.skip("conv2d_rows is dispatched on CPU devices only")
+    from clcnn.ops import conv2d as conv
+    calls = []
+    real = rows.forward
+    monkeypatch.setattr(rows, "forward", lambda *a, **k: calls.append(a[2].shape) or real(*a, **k))
+    rng = np.random.default_rng(4)
+    for x_shape, w_shape, pads in [((3, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)),
+                                   ((2, 3, 12, 11), (5, 3, 3, 3), (1, 1, 1, 0))]:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        x64, w64 = x.astype(np.float64), w.astype(np.float64)
+        gy = rng.standard_normal(oracle.conv2d_forward(x64, w64, None, (1, 1), pads).shape)
+        calls.clear()
+        gx, _, _ = conv.conv2d_backward(device, device.to_device(x), device.to_device(w),
+                                        device.to_device(gy.astype(np.float32)), (1, 1), pads)
+        assert calls == [(w_shape[1], w_shape[0], w_shape[2], w_shape[3])]    # the flipped kernel
+        gx_ref, _, _ = oracle.conv2d_backward(x64, w64, gy, (1, 1), pads)
+        abs_gx, _, _ = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy), (1, 1), pads)
+        assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, "input gradient")

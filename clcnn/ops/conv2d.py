@@ -508,6 +508,9 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
     if form == "gather":
         # gx = gy dilated by the stride, padded by (dilated extent - 1 - pad), convolved (same
         # dilation, stride 1) with the flipped kernel, per group with the channel axes swapped.
+        rows = _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups)
+        if rows is not None:
+            return rows
         gyd = _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left, *stride)
         plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation,
                      vector_limits(dev))
@@ -515,11 +518,32 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
         return _direct_conv(dev, gyd, wt, plan)
     plan = _plan(n, og, oh, ow, cg * kh * kw, 1, 1, (1, 1), oh, ow, groups, limits=vector_limits(dev))
     cols = _direct_conv(dev, gy, _pack_weights(dev, w, None, plan["COP"], mode=2, groups=groups), plan)
+    if (oh, ow, h, wd, dilation) == (1, 1, kh, kw, (1, 1)) and not any(pads):
+        return cols.reshape(x_shape)    # one window covering the input: the columns are gx
     gx = dev.empty(x_shape)
     launch(dev, _kernel(dev, _FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
            i32(c), i32(h), i32(wd), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride[0]),
            i32(stride[1]), i32(top), i32(left), i32(dilation[0]), i32(dilation[1]))
     return gx
+
+
+def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups):
+    """The gather form by conv2d_rows' forward kernel where it pays (few input channels, as
+    LeNet-5's conv2: 6; stride 1; CPUs), else None: gy padded by K-1-pad, convolved with the
+    flipped kernel as plain (C, O, KH, KW) weights."""
+    if not dev.is_cpu or groups != 1 or _INPUT_GRAD_FORM == "gather":
+        return None
+    o, c, kh, kw = w.shape
+    top, bottom, left, right = pads
+    gather_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+    from . import conv2d_rows
+    if min(gather_pads) < 0 or not conv2d_rows.supports(gy.shape, (c, o, kh, kw), stride, gather_pads,
+                                                        dilation, groups):
+        return None
+    wf = dev.empty((c, o, kh, kw))
+    launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), None, buf(w), buf(wf),
+           i32(o), i32(c), i32(kh), i32(kw))
+    return conv2d_rows.forward(dev, gy, wf, None, (1, 1), gather_pads)
 
 
 def _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups=1):
