@@ -395,35 +395,43 @@ __kernel void conv2d_pad(__global const float* restrict src, __global float* res
  *                           (tw), flipped: the whole kernel flipped when th, tw = kh, kw, rh = rw = 0
  *                           and sh = sw = 1; one phase of a strided input gradient otherwise
  * mode 2 (columns for gx):  wt[g, o, (c*kh + i)*kw + j] = w_g[o, c, i, j]   (a 1x1 conv's weights)
- * Global size (cop, rows + 1, groups). */
+ * Work item per packed row (a loop over its cop entries: one item per entry cost PoCL more in
+ * per-item overhead than the copying, 0.09 ms for LeNet-5's 121 x 448). Global size (rows + 1,
+ * groups). */
 __kernel void conv2d_pack_weights(__global const float* restrict w, __global const float* restrict b,
                                   __global float* restrict wt, const int o_count,
                                   const int c_count, const int kh, const int kw, const int cop,
                                   const int mode, const int has_bias, const int th, const int tw,
                                   const int rh, const int rw, const int sh, const int sw)
 {
-    const int co = get_global_id(0);
-    const int t = get_global_id(1);
-    const int g = get_global_id(2);
+    const int t = get_global_id(0);
+    const int g = get_global_id(1);
     const int taps = kh * kw;
     w += g * o_count * c_count * taps;
     b += g * o_count;
     const int n_co = mode == 0 ? o_count : mode == 1 ? c_count : c_count * taps;
     const int rows = mode == 0 ? c_count * taps : mode == 1 ? o_count * th * tw : o_count;
-    float v = 0.0f;
-    if (co < n_co && t < rows) {
-        if (mode == 0) {
-            v = w[co * c_count * taps + t];
-        } else if (mode == 1) {
-            const int j = t % tw, i = (t / tw) % th, o = t / (th * tw);
-            v = w[((o * c_count + co) * kh + rh + sh * (th - 1 - i)) * kw + rw + sw * (tw - 1 - j)];
-        } else {
-            v = w[t * n_co + co];
-        }
+    if (t > rows) return;               /* the global size rounded up to the work-group size */
+    __global float* out = wt + (g * (rows + 1) + t) * cop;
+    if (t == rows) {                    /* the bias row */
+        for (int co = 0; co < cop; co++)
+            out[co] = (co < n_co && has_bias) ? b[co] : 0.0f;
+        return;
     }
-    if (co < n_co && t == rows && has_bias)
-        v = b[co];
-    wt[(g * (rows + 1) + t) * cop + co] = v;
+    if (mode == 0) {
+        for (int co = 0; co < n_co; co++)
+            out[co] = w[co * c_count * taps + t];
+    } else if (mode == 1) {
+        const int j = t % tw, i = (t / tw) % th, o = t / (th * tw);
+        const __global float* src = w + (o * c_count * kh + rh + sh * (th - 1 - i)) * kw + rw + sw * (tw - 1 - j);
+        for (int co = 0; co < n_co; co++)
+            out[co] = src[co * taps];
+    } else {
+        for (int co = 0; co < n_co; co++)
+            out[co] = w[t * n_co + co];
+    }
+    for (int co = n_co; co < cop; co++)
+        out[co] = 0.0f;
 }
 
 /* wf[c, o, i, j] = w[o, c, kh-1-i, kw-1-j]: the kernel of the gather-form input gradient as
@@ -501,27 +509,27 @@ __kernel void conv2d_transpose_nchw(__global const float* restrict gy, __global 
 
 /* gw[o, t] = sum_s part[s, g, t, o - g*og] for t over C*KH*KW (C per group) and o in group
  * g = o / og (og output channels per group, rows of part cop long); gb[o] = sum_s
- * partb[s, g, o - g*og] (t == t_count, only when has_bias). Global size (t_count + has_bias,
- * o_count). */
+ * partb[s, g, o - g*og] (t == t_count, only when has_bias). Work item per t (a loop over the
+ * output channels, reading part's rows in order): global size (t_count + has_bias). */
 __kernel void conv2d_backward_weight_reduce(__global const float* restrict part,
                                             __global const float* restrict partb,
                                             __global float* restrict gw, __global float* restrict gb,
                                             const int slices, const int t_count, const int o_count,
-                                            const int cop, const int og)
+                                            const int cop, const int og, const int has_bias)
 {
     const int t = get_global_id(0);
-    const int o = get_global_id(1);
+    if (t >= t_count + has_bias) return;    /* the global size rounded up to the work-group size */
     const int groups = o_count / og;
-    const int g = o / og;
-    const int ol = o - g * og;
-    float sum = 0.0f;
-    if (t < t_count) {
-        for (int s = 0; s < slices; s++)
-            sum += part[((s * groups + g) * t_count + t) * cop + ol];
-        gw[o * t_count + t] = sum;
-    } else {
-        for (int s = 0; s < slices; s++)
-            sum += partb[(s * groups + g) * cop + ol];
-        gb[o] = sum;
+    const int slice_step = groups * (t < t_count ? t_count * cop : cop);
+    for (int g = 0; g < groups; g++) {
+        const __global float* src = t < t_count ? part + (g * t_count + t) * cop : partb + g * cop;
+        __global float* dst = t < t_count ? gw + g * og * t_count + t : gb + g * og;
+        const int dst_step = t < t_count ? t_count : 1;
+        for (int ol = 0; ol < og; ol++) {
+            float sum = 0.0f;
+            for (int s = 0; s < slices; s++)
+                sum += src[s * slice_step + ol];
+            dst[ol * dst_step] = sum;
+        }
     }
 }

@@ -291,7 +291,7 @@ def _pack_weights(dev, w, b, cop, mode, groups=1, taps=None):
     rows = (c * kh * kw, o * th * tw, o)[mode]
     out = dev.empty((groups * (rows + 1), cop))
     kernel = _kernel(dev, _FILE, "conv2d_pack_weights")
-    launch(dev, kernel, (cop, rows + 1, groups), None, buf(w), buf(b if b is not None else w), buf(out),
+    launch(dev, kernel, (rows + 1, groups), _local(dev, (rows + 1, groups)), buf(w), buf(b if b is not None else w), buf(out),
            i32(o), i32(c), i32(kh), i32(kw), i32(cop), i32(mode), i32(b is not None), i32(th), i32(tw),
            i32(rh), i32(rw), i32(sh), i32(sw))
     return out
@@ -411,9 +411,9 @@ def _reduce_weight_grad(dev, part, partb, slices, w_shape, cop, has_bias):
     gw = dev.empty(w_shape)
     gb = dev.empty((o,)) if has_bias else None
     t_count = c * kh * kw
-    launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias), o),
-           None, buf(part), buf(partb), buf(gw), buf(gb if has_bias else gw), i32(slices),
-           i32(t_count), i32(o), i32(cop), i32(o // groups))
+    launch(dev, _kernel(dev, _FILE, "conv2d_backward_weight_reduce"), (t_count + int(has_bias),),
+           _local(dev, (t_count + int(has_bias),)), buf(part), buf(partb), buf(gw), buf(gb if has_bias else gw), i32(slices),
+           i32(t_count), i32(o), i32(cop), i32(o // groups), i32(has_bias))
     return gw, gb
 
 
