@@ -325,21 +325,28 @@ class Device:
         try:
             return func(*args, **kwargs)
         except cl.Error as exc:
-            if not is_out_of_memory(exc):
-                raise
-            if _error_code(exc) == _TOO_BIG_CODE:   # above the device's per-buffer limit
-                raise self.out_of_memory(what, exc) from None
+            return self._retry_after(exc, what, func, *args, **kwargs)
+
+    def _retry_after(self, exc, what, func, *args, **kwargs):
+        if not is_out_of_memory(exc):
+            raise exc
+        if _error_code(exc) == _TOO_BIG_CODE:   # above the device's per-buffer limit
+            raise self.out_of_memory(what, exc) from None
         self.pool.free_held()
         try:
             return func(*args, **kwargs)
-        except cl.Error as exc:
-            if not is_out_of_memory(exc):
+        except cl.Error as again:
+            if not is_out_of_memory(again):
                 raise
-            raise self.out_of_memory(what, exc) from None
+            raise self.out_of_memory(what, again) from None
 
     def allocate(self, nbytes):
-        """A buffer of nbytes from the memory pool (the allocator of every clcnn array)."""
-        return self.with_memory_retry(f"a buffer of {_megabytes(nbytes)}", self.pool, nbytes)
+        """A buffer of nbytes from the memory pool (the allocator of every clcnn array); the
+        message naming it is only made after a failure (a step allocates dozens)."""
+        try:
+            return self.pool(nbytes)
+        except cl.Error as exc:
+            return self._retry_after(exc, f"a buffer of {_megabytes(nbytes)}", self.pool, nbytes)
 
     # -- arrays ---------------------------------------------------------------------------
     def empty(self, shape, dtype=np.float32):
@@ -353,6 +360,7 @@ class Device:
             return cl_array.empty(self.queue, shape, dtype, allocator=self.allocate)
         if template is None:
             array = cl_array.empty(self.queue, shape, dtype, allocator=self.allocate)
+            array.flags     # computed once here, shared by the copies (check_array reads it)
             self._array_templates[(shape, dtype)] = dict(vars(array), base_data=None, events=None)
             return array
         array = cl_array.Array.__new__(cl_array.Array)

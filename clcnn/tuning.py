@@ -16,6 +16,7 @@ Environment:
 A corrupt or unreadable cache file is ignored with a warning (and rewritten on the next
 choice); writes go to a temporary file then os.replace, so readers never see half a file.
 """
+import functools
 import json
 import os
 import tempfile
@@ -30,12 +31,21 @@ _GIVE_UP = 4.0      # a candidate this many times slower than the best so far is
 
 
 def cache_path():
-    root = os.environ.get("CLCNN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "clcnn")
+    # The environment is read on every call (tests and users may change it); the path built
+    # from it is cached, since convolutions ask for it on every training step.
+    return _cache_path(os.environ.get("CLCNN_CACHE_DIR"), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=16)
+def _cache_path(cache_dir, home):
+    root = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "clcnn")
     return os.path.join(root, "tuning.json")
 
 
+@functools.lru_cache(maxsize=None)
 def device_key(dev):
-    """Platform, device and driver: a new driver may change which kernel wins."""
+    """Platform, device and driver: a new driver may change which kernel wins (cached per
+    device: each name is an OpenCL query)."""
     d = dev.cl_device
     return f"{dev.platform.name.strip()}|{d.name.strip()}|{d.driver_version.strip()}"
 
