@@ -33,14 +33,16 @@ def width(request, device, monkeypatch):
 
 
 @st.composite
-def cases(draw):
-    """Batch 1-4, 1-4 input and 1-8 output channels, kernels 1x1..7x7 (non-square too),
-    padding 0..k per side, small odd images; a weight-gradient blocking drawn or the rule's."""
+def cases(draw, most_channels=8):
+    """Batch 1-4, 1-4 input and 1-8 output channels (9-16 with most_channels=16), kernels
+    1x1..7x7 (non-square too), padding 0..k per side, small odd images; a weight-gradient
+    blocking drawn or the rule's."""
     kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
     h = draw(st.integers(max(1, kh - pads[0] - pads[1]), kh + 12))
     w = draw(st.integers(max(1, kw - pads[2] - pads[3]), kw + 40))
-    n, c, o = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 8))
+    n, c = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    o = draw(st.integers(1, 8) if most_channels == 8 else st.integers(9, most_channels))
     divisors = [d for d in range(1, kh + 1) if kh % d == 0]
     block = draw(st.one_of(st.none(), st.tuples(st.integers(1, o), st.sampled_from(divisors))))
     return dict(x_shape=(n, c, h, w), w_shape=(o, c, kh, kw), pads=pads, bias=draw(st.booleans()),
@@ -90,6 +92,16 @@ def test_matches_oracle(device, width, case):
     _check(device, **case)
 
 
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+          max_examples=max(6, settings.default.max_examples // 3))
+@given(case=cases(most_channels=16))
+def test_nine_to_sixteen_channels_match_oracle(device, case):
+    """With 32 vector registers (AVX-512) the kernels also take 9-16 output channels."""
+    if rows._accumulators(device) < 16:
+        pytest.skip("9-16 output channels need 16 accumulators (32 vector registers)")
+    _check(device, **case)
+
+
 @pytest.mark.parametrize("activation", ["tanh", None])
 def test_lenet_conv1(device, width, activation):
     _check(device, (64, 1, 32, 32), (6, 1, 5, 5), (0, 0, 0, 0), True, activation, seed=5)
@@ -128,10 +140,15 @@ def test_supports():
         assert not rows.supports(x, w, s, p, dilation=(2, 2), pass_=pass_)          # dilation
         assert not rows.supports((64, 4, 32, 32), (6, 2, 5, 5), s, p, groups=2, pass_=pass_)
         assert not rows.supports(x, (9, 1, 5, 5), s, p, pass_=pass_)                # channels past 8
+        assert rows.supports(x, (16, 1, 5, 5), s, p, pass_=pass_, registers=32)     # ... with 32 registers
+        assert not rows.supports(x, (17, 1, 5, 5), s, p, pass_=pass_, registers=32)
         assert not rows.supports((64, 1, 11, 11), w, s, p, pass_=pass_)             # rows of 7 pixels
     assert rows.supports((64, 1, 8, 8), w, s, (0, 0, 2, 2))                          # rows of 8 pixels
     assert rows.supports((64, 5, 32, 32), (6, 5, 5, 5), s, p)                       # 5 input channels:
     assert not rows.supports((64, 5, 32, 32), (6, 5, 5, 5), s, p, pass_="weight")   # forward only
+    # 9-16 channels (32 registers): the forward only on rows of 16 pixels or more
+    assert not rows.supports((64, 6, 14, 14), (16, 6, 5, 5), s, p, registers=32)    # LeNet's conv2
+    assert rows.supports((64, 16, 32, 32), (16, 16, 3, 3), s, (1, 1, 1, 1), registers=32)
     with pytest.raises(ValueError, match="pass_"):
         rows.supports(*lenet, pass_="input")
 

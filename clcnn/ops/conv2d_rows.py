@@ -82,24 +82,31 @@ def _handles(dev, x_shape, w_shape, stride, dilation, groups):
             and w_shape[0] <= _accumulators(dev))
 
 
-def supports(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1, pass_="forward"):
+def supports(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1, pass_="forward", registers=16):
     """True where forward() (pass_="forward") or weight_grad() (pass_="weight") runs and beats
     conv2d.py's direct kernels: stride 1, no dilation, groups 1, at most 8 output channels
-    (the accumulators fit AVX2's registers too), output rows of 8 pixels or more; the weight
-    gradient also at most 4 input channels.
+    (the accumulators fit AVX2's 16 registers too), output rows of 8 pixels or more; the weight
+    gradient also at most 4 input channels. With 32 vector registers (`registers`, from
+    conv2d.vector_limits: AVX-512) also 9-16 output channels, the forward only on rows of 16
+    pixels or more.
 
     Measured on PoCL 3.0, 2-core AVX-512 CPU, batch 64, old/new time (medians of 21 alternating
     runs, loaded machine): forward 1.2-7x faster on every stride-1 shape with CO <= 16 and
     OW >= 8 tried (LeNet conv1 2.5x, 3->8 3x3 1.9x, 32->8 3x3 at 16x16 1.5x), slower at OW 5-6
     (0.68-0.92x); weight gradient 1.3-6x faster with CI <= 4 (LeNet conv1 2.45x, 3->8 3x3 1.6x),
-    0.4-1.1x from CI 6 on (every input channel re-reads gy)."""
+    0.4-1.1x from CI 6 on (every input channel re-reads gy). 16 channels (min of 25 runs, two
+    rounds): forward 16->16 3x3 on 32x32 1.37-1.41 against 1.82-1.83 ms, 3->16 3x3 0.68 against
+    0.95-1.59 ms, but LeNet's 6->16 5x5 on 10-pixel rows 0.30 against 0.17 ms; weight gradient
+    3->16 3x3 0.68-0.96 against 0.95-1.03 ms, 1->16 5x5 0.48 against 0.78 ms."""
     if pass_ not in ("forward", "weight"):
         raise ValueError(f"conv2d_rows.supports: pass_ must be 'forward' or 'weight', got {pass_!r}")
     if (tuple(stride) != (1, 1) or tuple(dilation) != (1, 1) or groups != 1
             or len(x_shape) != 4 or len(w_shape) != 4 or w_shape[1] != x_shape[1]):
         return False
     ow = x_shape[3] + pads[2] + pads[3] - w_shape[3] + 1
-    return w_shape[0] <= 8 and ow >= 8 and (pass_ == "forward" or x_shape[1] <= 4)
+    if pass_ == "weight":
+        return w_shape[0] <= max(8, registers // 2) and ow >= 8 and x_shape[1] <= 4
+    return (w_shape[0] <= 8 and ow >= 8) or (w_shape[0] <= registers // 2 and ow >= 16)
 
 
 def _padded(dev, x, pads):
