@@ -321,7 +321,8 @@ class Device:
 
     def with_memory_retry(self, what, func, *args, **kwargs):
         """func(*args, **kwargs); on an out-of-memory error give the pool's cached blocks back
-        to the device and try once more, then raise DeviceOutOfMemory naming `what`."""
+        to the device and try once more, then raise DeviceOutOfMemory naming `what` (a string,
+        or a function making it, so that callers on the hot path format nothing)."""
         try:
             return func(*args, **kwargs)
         except cl.Error as exc:
@@ -330,6 +331,7 @@ class Device:
     def _retry_after(self, exc, what, func, *args, **kwargs):
         if not is_out_of_memory(exc):
             raise exc
+        what = what() if callable(what) else what
         if _error_code(exc) == _TOO_BIG_CODE:   # above the device's per-buffer limit
             raise self.out_of_memory(what, exc) from None
         self.pool.free_held()

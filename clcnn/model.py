@@ -203,20 +203,23 @@ class Model:
         xs = [values[v] for v in inputs]
         ctx = types.SimpleNamespace()
         kwargs = fusion.forward_arguments(step, self._calls)
-        name = self._describe(step.position)
         try:
             # An out-of-memory error at enqueue time (drivers allocate lazily) gets one
-            # retry after the pool frees its cached blocks, then a DeviceOutOfMemory.
-            y = self.device.with_memory_retry(f"{name} at batch size {xs[0].shape[0]}",
-                                              layer.forward, ctx, *xs, **kwargs)
+            # retry after the pool frees its cached blocks, then a DeviceOutOfMemory. The
+            # message is only made then (a step runs dozens of calls).
+            y = self.device.with_memory_retry(
+                lambda: f"{self._describe(step.position)} at batch size {xs[0].shape[0]}",
+                layer.forward, ctx, *xs, **kwargs)
         except ShapeError as exc:
+            name = self._describe(step.position)
             sources = " and ".join(f"{self._describe_value(v)} of shape {tuple(values[v].shape)}"
                                    for v in inputs)
             raise ShapeError(f"{name} cannot take {sources}: {exc}") from None
         except DeviceOutOfMemory as exc:
             if str(exc).startswith("layer "):
                 raise
-            raise DeviceOutOfMemory(f"{name} at batch size {xs[0].shape[0]}: {exc}") from None
+            raise DeviceOutOfMemory(f"{self._describe(step.position)} at batch size {xs[0].shape[0]}: "
+                                    f"{exc}") from None
         values[step.output] = y
         return ctx
 
@@ -262,7 +265,7 @@ class Model:
                 kwargs["pre_activation"] = True
             needed = need_input_grad or any(v >= count for v in inputs)
             gxs = self.device.with_memory_retry(
-                f"the backward pass of {self._describe(step.position)} at batch size {g.shape[0]}",
+                lambda: f"the backward pass of {self._describe(step.position)} at batch size {g.shape[0]}",
                 layer.backward, ctx, g, need_input_grad=needed, **kwargs)
             if layer.arity == 1 and len(inputs) == 1:
                 gxs = [gxs]
