@@ -1,42 +1,38 @@
-/* gemm.cl: C = op(A) @ op(B) for row-major float32 matrices, with an optional fused bias and
- * activation (the Dense layer's forward), and the bias-gradient column sum.
+/* gemm.cl: C = op(A) @ B for row-major float32 matrices, with an optional fused bias and
+ * activation (the Dense layer's forward) and optional row sums of op(A) (its bias gradient),
+ * and the packing copy that turns every other layout into this one.
  *
- * Layout (row-major, no leading-dimension padding):
+ * Layout (row-major):
  *   op(A) is M x K: A is stored (M, K) and op(A)[m, k] = A[m*K + k], or with TRANS_A it is
  *                   stored (K, M) and op(A)[m, k] = A[k*M + m];
- *   op(B) is K x N: B is stored (K, N) and op(B)[k, n] = B[k*N + n], or with TRANS_B it is
- *                   stored (N, K) and op(B)[k, n] = B[n*K + k];
+ *   B is (K, N):    B[k*LDB + n], LDB = N unless B_PADDED;
  *   C is (M, N):    C[m*N + n].
- * A Dense layer's y = x @ w.T is the TRANS_B case (x (batch, in), w (out, in), both
- * contiguous along k), its gx = gy @ w the plain case and its gw = gy.T @ x the TRANS_A case.
+ * A Dense layer's y = x @ w.T runs on w transposed by gemm_pack once per call (w is (out, in),
+ * at most a few hundred KB), its gx = gy @ w is the plain case, and its gw = gy.T @ x the
+ * TRANS_A case, with gb = the row sums of gy.T from the same pass.
  *
  * Work-group assumptions: CPU-style register blocking, no local memory and no barriers, any
- * local size (the host passes a fixed small one so PoCL compiles one work-group function, not
- * one per shape). Each work item owns a block of C:
- *   gemm_block: TM rows x 8*NV columns, outer-product form, for every layout but (not TRANS_A,
- *     TRANS_B). Per k it loads NV float8 row segments of op(B) and TM scalars of op(A), and does
- *     TM*NV float8 FMAs. Global size (ceil(N / (8*NV)), ceil(M / TM)). With TRANS_B (only the
- *     TT case lands here, unused by Dense) op(B)'s row segment is a strided gather: correct, slow.
- *   gemm_block_nt: TM rows x TN columns, dot-product form, for (not TRANS_A, TRANS_B), where
- *     both operands are contiguous along k: TM x TN float8 accumulators along k, summed at the end.
- *     Global size (ceil(N / TN), ceil(M / TM)).
- * Edges: rows and columns past M or N are loaded from a clamped (valid) index and never
- * stored, so only the float8 loads along n in gemm_block need a checked slow path, taken by the
- * last column block alone; a K that is not a multiple of 8 gets a scalar tail loop.
- * Every C element is summed in a fixed order: results are deterministic.
+ * local size. gemm_block's work item owns TM rows x NB = VW*NV columns of C, outer-product
+ * form: per k it loads NV vectors of B's row k and TM scalars of op(A) and does TM*NV vector
+ * FMAs. Global size (ceil(N / NB), ceil(M / TM)). VW is 8 (float8) or 16 (float16, where the
+ * device prefers it: AVX-512).
+ * Edges: rows past M are read from a clamped (valid) row and never stored. Columns: without
+ * B_PADDED (N >= NB) the last column block starts at N - NB and overlaps its neighbour, whose
+ * columns it recomputes with the same operations in the same order (both store identical
+ * values), so every load and store is a whole vector. With B_PADDED (a transposed or narrow B,
+ * packed by gemm_pack) B's rows hold LDB >= ceil(N / NB) * NB columns, zero past N, and only
+ * the stores of the last partial vector are checked lane by lane.
+ * Every C element is summed in k order: results are deterministic.
  */
 
 #ifndef TRANS_A
 #define TRANS_A 0
 #endif
-#ifndef TRANS_B
-#define TRANS_B 0
-#endif
 #ifndef TM
 #define TM 6
 #endif
-#ifndef TN
-#define TN 2
+#ifndef VW
+#define VW 8
 #endif
 #ifndef NV
 #define NV 2
@@ -44,167 +40,177 @@
 #ifndef HAS_BIAS
 #define HAS_BIAS 0
 #endif
+#ifndef ROW_SUMS
+#define ROW_SUMS 0
+#endif
+#ifndef B_PADDED
+#define B_PADDED 0
+#endif
+#define NB (VW * NV)
 
-/* PoCL's CPU driver (pip's 3.0) calls builtins such as fma, vload8 and min out of line (a
- * function call per use: 3x slower here), so the hot loops use none: a * b + c contracts to an
- * FMA (FP_CONTRACT is on by default in OpenCL C), and a float8 built from eight adjacent scalars
- * compiles to one unaligned vector load. The register-block loops carry #pragma unroll: without
- * it PoCL keeps the accumulators in memory (another 2-3x). */
+/* PoCL's CPU driver (pip's 3.0) calls builtins such as fma, vload8, vstore8, min and tanh out
+ * of line (a function call per use: 3x slower here), so the hot loops use none: a * b + c
+ * contracts to an FMA (FP_CONTRACT is on by default in OpenCL C), and a float8 built from or
+ * stored to eight adjacent scalars compiles to one unaligned vector access. The register-block
+ * loops carry #pragma unroll: without it PoCL keeps the accumulators in memory (another 2-3x). */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
+#define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
+                          (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+#if VW == 16
+#define VEC float16
+#define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
+#define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
+#else
+#define VEC float8
+#define LOADV(p) LOAD8(p)
+#define STOREV(v, p) STORE8(v, p)
+#endif
 
+/* op(A)[m, k] = a_row[m][k * A_STEP] for the row pointers a_row set up in gemm_block. */
 #if TRANS_A
-#define A_AT(m, k) A[(size_t)(k) * M + (m)]
+#define A_STEP M
+#define A_ROW(m) (A + (m))
 #else
-#define A_AT(m, k) A[(size_t)(m) * K + (k)]
-#endif
-#if TRANS_B
-#define B_AT(k, n) B[(size_t)(n) * K + (k)]
-#else
-#define B_AT(k, n) B[(size_t)(k) * N + (n)]
+#define A_STEP 1
+#define A_ROW(m) (A + (size_t)(m) * K)
 #endif
 
-/* Bias, activation and store of one float value of C. */
-inline float epilogue(float v, __global const float* bias, int n) {
-#if HAS_BIAS
-    v += bias[n];
-#endif
-    return activate(v, ACTIVATION, NEG_SLOPE);
+/* tanh as Eigen's rational approximation (as conv2d.cl): within 4e-7 of tanh, pure
+ * multiply-adds and one divide, where PoCL's scalar tanh builtin took 60% of a LeNet dense
+ * forward. A NaN fails both clamps and stays NaN. */
+inline VEC tanhv(VEC x) {
+    const float clamp = 7.90531110763549805f;
+    x = x > clamp ? (VEC)(clamp) : x;
+    x = x < -clamp ? (VEC)(-clamp) : x;
+    const VEC x2 = x * x;
+    VEC p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    VEC q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
 }
 
+/* activate() of common.h on a vector; a NaN lane fails every comparison and falls through
+ * to v, so NaN propagates as in PyTorch. */
+inline VEC activatev(VEC v) {
+#if ACTIVATION == ACT_RELU
+    return v < 0.0f ? (VEC)(0.0f) : v;
+#elif ACTIVATION == ACT_LEAKY_RELU
+    return v > 0.0f ? v : v * NEG_SLOPE;
+#elif ACTIVATION == ACT_RELU6
+    return v < 0.0f ? (VEC)(0.0f) : (v > 6.0f ? (VEC)(6.0f) : v);
+#elif ACTIVATION == ACT_TANH
+    return tanhv(v);
+#elif ACTIVATION == ACT_SIGMOID
+    return 1.0f / (1.0f + exp(-v));
+#else
+    return v;
+#endif
+}
+
+/* One k step: acc[i][v] += op(A)[row i, k] * B[k, block v]; with sums, rs[i] += op(A)[row i, k]. */
+#define GEMM_STEP(k, WITH_SUMS) do { \
+        VEC bv[NV]; \
+        _Pragma("unroll") for (int v = 0; v < NV; ++v) bv[v] = LOADV(B + (size_t)(k) * LDB + n0 + VW * v); \
+        _Pragma("unroll") for (int i = 0; i < TM; ++i) { \
+            const float a = a_row[i][(size_t)(k) * A_STEP]; \
+            if (WITH_SUMS) rs[i] += a; \
+            _Pragma("unroll") for (int v = 0; v < NV; ++v) acc[i][v] = a * bv[v] + acc[i][v]; \
+        } \
+    } while (0)
+
+/* C = act(op(A) @ B + bias); with ROW_SUMS the first column block also writes
+ * row_sums[m] = sum over k of op(A)[m, k] (summed in k order). B's rows are LDB apart: LDB = N
+ * (and N >= NB) unless B_PADDED. */
 __kernel void gemm_block(__global const float* restrict A, __global const float* restrict B,
                          __global float* restrict C, __global const float* restrict bias,
-                         const int M, const int N, const int K)
+                         __global float* restrict row_sums, const int M, const int N, const int K,
+                         const int LDB)
 {
-    const int n0 = get_global_id(0) * (8 * NV);
     const int m0 = get_global_id(1) * TM;
-    if (n0 >= N || m0 >= M) return;
+    if (m0 >= M || (int)get_global_id(0) * NB >= N) return;
+#if B_PADDED
+    const int n0 = get_global_id(0) * NB;
+#else
+    const int n0 = MIN((int)get_global_id(0) * NB, N - NB);
+#endif
 
-    int rows[TM];
+    /* row pointers, not row indices: with indices PoCL computes the TM addresses in a vector
+     * register and extracts them one by one in every k step */
+    __global const float* a_row[TM];
     #pragma unroll
-    for (int i = 0; i < TM; ++i) rows[i] = MIN(m0 + i, M - 1);
-    float8 acc[TM][NV];
-    #pragma unroll
-    for (int i = 0; i < TM; ++i)
-        #pragma unroll
-        for (int v = 0; v < NV; ++v) acc[i][v] = (float8)(0.0f);
-
-    if (!TRANS_B && n0 + 8 * NV <= N) {
-        /* interior: NV contiguous float8 of B's row k */
-        for (int k = 0; k < K; ++k) {
-            float8 b[NV];
-            #pragma unroll
-            for (int v = 0; v < NV; ++v) b[v] = LOAD8(B + (size_t)k * N + n0 + 8 * v);
-            #pragma unroll
-            for (int i = 0; i < TM; ++i) {
-                const float a = A_AT(rows[i], k);
-                #pragma unroll
-                for (int v = 0; v < NV; ++v) acc[i][v] += a * b[v];
-            }
-        }
-    } else {
-        /* last column block (or TRANS_B): gather with clamped column indices */
-        int cols[8 * NV];
-        #pragma unroll
-        for (int j = 0; j < 8 * NV; ++j) cols[j] = MIN(n0 + j, N - 1);
-        for (int k = 0; k < K; ++k) {
-            float8 b[NV];
-            #pragma unroll
-            for (int v = 0; v < NV; ++v) {
-                const int* c = cols + 8 * v;
-                b[v] = (float8)(B_AT(k, c[0]), B_AT(k, c[1]), B_AT(k, c[2]), B_AT(k, c[3]),
-                                B_AT(k, c[4]), B_AT(k, c[5]), B_AT(k, c[6]), B_AT(k, c[7]));
-            }
-            #pragma unroll
-            for (int i = 0; i < TM; ++i) {
-                const float a = A_AT(rows[i], k);
-                #pragma unroll
-                for (int v = 0; v < NV; ++v) acc[i][v] += a * b[v];
-            }
-        }
-    }
-
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        if (m0 + i >= M) break;
-        __global float* c = C + (size_t)(m0 + i) * N + n0;
-        #pragma unroll
-        for (int v = 0; v < NV; ++v) {
-            const float8 x = acc[i][v];
-            const float out[8] = {x.s0, x.s1, x.s2, x.s3, x.s4, x.s5, x.s6, x.s7};
-            #pragma unroll
-            for (int j = 0; j < 8; ++j)
-                if (n0 + 8 * v + j < N) c[8 * v + j] = epilogue(out[j], bias, n0 + 8 * v + j);
-        }
-    }
-}
-
-#define HSUM8(v) ((((v).s0 + (v).s4) + ((v).s1 + (v).s5)) + (((v).s2 + (v).s6) + ((v).s3 + (v).s7)))
-
-__kernel void gemm_block_nt(__global const float* restrict A, __global const float* restrict B,
-                            __global float* restrict C, __global const float* restrict bias,
-                            const int M, const int N, const int K)
-{
-    const int n0 = get_global_id(0) * TN;
-    const int m0 = get_global_id(1) * TM;
-    if (n0 >= N || m0 >= M) return;
-
-    /* row pointers of A (M, K) and B (N, K), clamped to valid rows */
-    __global const float* a[TM];
-    __global const float* b[TN];
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) a[i] = A + (size_t)MIN(m0 + i, M - 1) * K;
-    #pragma unroll
-    for (int j = 0; j < TN; ++j) b[j] = B + (size_t)MIN(n0 + j, N - 1) * K;
-
-    float8 acc[TM][TN];
+    for (int i = 0; i < TM; ++i) a_row[i] = A_ROW(MIN(m0 + i, M - 1));
+    VEC acc[TM][NV];
     #pragma unroll
     for (int i = 0; i < TM; ++i)
         #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = (float8)(0.0f);
+        for (int v = 0; v < NV; ++v) acc[i][v] = (VEC)(0.0f);
 
-    const int k8 = K & ~7;
-    for (int k = 0; k < k8; k += 8) {
-        float8 bv[TN];
+    if (ROW_SUMS && get_global_id(0) == 0) {
+        float rs[TM];
         #pragma unroll
-        for (int j = 0; j < TN; ++j) bv[j] = LOAD8(b[j] + k);
-        #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            const float8 av = LOAD8(a[i] + k);
-            #pragma unroll
-            for (int j = 0; j < TN; ++j) acc[i][j] += av * bv[j];
-        }
-    }
-
-    float sum[TM][TN];
-    #pragma unroll
-    for (int i = 0; i < TM; ++i)
-        #pragma unroll
-        for (int j = 0; j < TN; ++j) sum[i][j] = HSUM8(acc[i][j]);
-    for (int k = k8; k < K; ++k)
+        for (int i = 0; i < TM; ++i) rs[i] = 0.0f;
+        for (int k = 0; k < K; ++k) GEMM_STEP(k, 1);
         #pragma unroll
         for (int i = 0; i < TM; ++i)
-            #pragma unroll
-            for (int j = 0; j < TN; ++j) sum[i][j] += a[i][k] * b[j][k];
+            if (m0 + i < M) row_sums[m0 + i] = rs[i];
+    } else {
+        float rs[TM];   /* unused: GEMM_STEP's WITH_SUMS branch folds away */
+        for (int k = 0; k < K; ++k) GEMM_STEP(k, 0);
+    }
 
     #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        if (m0 + i >= M) break;
-        __global float* c = C + (size_t)(m0 + i) * N + n0;
-        #pragma unroll
-        for (int j = 0; j < TN; ++j)
-            if (n0 + j < N) c[j] = epilogue(sum[i][j], bias, n0 + j);
+    for (int v = 0; v < NV; ++v) {
+        const int c0 = n0 + VW * v;
+        if (c0 >= N) break;
+        if (!B_PADDED || c0 + VW <= N) {
+#if HAS_BIAS
+            const VEC bb = LOADV(bias + c0);
+#else
+            const VEC bb = (VEC)(0.0f);
+#endif
+            #pragma unroll
+            for (int i = 0; i < TM; ++i)
+                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb), C + (size_t)(m0 + i) * N + c0);
+        } else {
+            /* the last, partial vector of a padded B: lanes past N are neither read nor stored */
+            float bs[VW];
+            #pragma unroll
+            for (int j = 0; j < VW; ++j) bs[j] = HAS_BIAS ? bias[MIN(c0 + j, N - 1)] : 0.0f;
+            const VEC bb = LOADV(bs);
+            #pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                if (m0 + i >= M) break;
+                float out[VW];
+                STOREV(activatev(acc[i][v] + bb), out);
+                #pragma unroll
+                for (int j = 0; j < VW; ++j)
+                    if (c0 + j < N) C[(size_t)(m0 + i) * N + c0 + j] = out[j];
+            }
+        }
     }
 }
 
-/* gb[n] = sum over rows m of G[m, n] for G (M, N): one work item per column, rows summed in
- * order (deterministic, no atomics). Global size (N). */
-__kernel void dense_backward_bias(__global const float* restrict G, __global float* restrict gb,
-                                  const int M, const int N)
+/* T = S, or S.T with trans, for S (R, Q), with T's rows LDT >= (its columns) apart and zero
+ * past them (gemm_block's padded B). A work item per row of T: with trans it reads a column of
+ * S (its neighbours read the neighbouring columns from the same cache lines) and writes a
+ * contiguous row. Global size (trans ? Q : R). */
+__kernel void gemm_pack(__global const float* restrict S, __global float* restrict T,
+                        const int R, const int Q, const int LDT, const int trans)
 {
-    const int n = get_global_id(0);
-    if (n >= N) return;
-    float s = 0.0f;
-    for (int m = 0; m < M; ++m) s += G[(size_t)m * N + n];
-    gb[n] = s;
+    const int t = get_global_id(0);
+    if (t >= (trans ? Q : R)) return;
+    __global float* row = T + (size_t)t * LDT;
+    const int cols = trans ? R : Q;
+    if (trans)
+        for (int r = 0; r < R; ++r) row[r] = S[(size_t)r * Q + t];
+    else
+        for (int q = 0; q < Q; ++q) row[q] = S[(size_t)t * Q + q];
+    for (int j = cols; j < LDT; ++j) row[j] = 0.0f;
 }

@@ -1,68 +1,98 @@
 """GEMM and Dense-layer host wrappers (kernels/gemm.cl).
 
-gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is three
-GEMMs: y = x @ w.T (+ bias, activation fused into the GEMM's store), gx = gy @ w, gw = gy.T @ x,
-and a column sum for the bias gradient. Shapes (M, N, K) are kernel arguments, so one build per
-layout serves every size; only the transposes, tile sizes and fused epilogue are -D defines.
+gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is two
+GEMM launches and a transpose: y = x @ w.T (w transposed once per call, bias and activation
+fused into the GEMM's store), gx = gy @ w, and gw = gy.T @ x with the bias gradient gb (the
+column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments, so one
+build per layout serves every size; only the transpose of A, the block sizes and the fused
+epilogue are -D defines.
 """
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
-from ._common import buf, check_array, i32, launch
+from ._common import buf, check_array, i32, launch, round_up
+from .conv2d import vector_limits
 
-# Register-block sizes (see gemm.cl). The dot-product kernel (not trans_a, trans_b) owns TM x TN
-# outputs with a float8 accumulator each; the outer-product kernel owns TM rows x 8*NV columns.
-# Both keep 12 float8 accumulators, what 16 AVX2 registers hold next to the operands (measured
-# on PoCL: 6 x 2 dot-product ~70-100 GFLOP/s, 6 x 16 outer-product ~70 GFLOP/s at 1024^3).
-_NT_TILE = dict(TM=6, TN=2)
-_OUTER_TILE = dict(TM=6, NV=2)
+# Register blocks of gemm_block (see gemm.cl): TM rows x NV vectors of VW columns, TM*NV
+# vector accumulators, half the vector registers (float8: 16 AVX2 registers, float16: 32
+# AVX-512 ones). Measured on PoCL 3.0, AVX-512, medians: 256x120x400 and 512^3 at 8 x 2
+# float16 ~170-190 GFLOP/s, 6 x 2 ~175, 12 x 1 ~70; float8 6 x 2 and 4 x 3 ~110.
+_TM = {8: 6, 16: 8}
+_NV = {8: 2, 16: 2}
 # A fixed local size, not None: PoCL compiles a work-group function per local size (~0.25 s
 # each), and with None it picks one per global size, i.e. one compile per new matrix shape.
-_LOCAL = (4, 4)
-_LOCAL_1D = (64,)
+_LOCAL = (1, 4)
+_LOCAL_1D = (16,)
 
 
-def _gemm_kernel(dev, trans_a, trans_b, bias, activation, negative_slope):
+def _widths(dev, n):
+    """(VW, NV) candidates for a C of n columns, widest block first."""
+    vw = vector_limits(dev)[0]
+    return [(vw, _NV[vw]), (vw, 1), (8, 1)] if vw == 16 else [(8, _NV[8]), (8, 1)]
+
+
+def _padded_blocking(dev, n):
+    """(VW, NV) for a padded B of n columns: as few vectors as cover n, float8 for n <= 8."""
+    vw, nv = _widths(dev, n)[0]
+    if n <= 8:
+        return 8, 1
+    return vw, min(nv, -(-n // vw))
+
+
+def _pack(dev, s, trans, ldt):
+    """s (or s.T with trans) with its rows ldt apart, zero past its columns."""
+    r, q = s.shape
+    t = dev.empty(((q if trans else r), ldt))
+    launch(dev, dev.kernel("gemm.cl", "gemm_pack"), (q if trans else r,), _LOCAL_1D,
+           buf(s), buf(t), i32(r), i32(q), i32(ldt), i32(bool(trans)))
+    return t
+
+
+def _gemm(dev, a, b, trans_a, trans_b=False, bias=None, activation=None, negative_slope=0.01,
+          row_sums=None):
+    """C = act(op(a) @ op(b) + bias); row_sums, when given, receives op(a)'s row sums. A
+    transposed b, or one narrower than a block, is packed into a padded copy first."""
     if activation not in ACTIVATION_CODES:
         raise ValueError(f"activation must be one of {sorted(map(str, ACTIVATION_CODES))}, got {activation!r}")
-    defines = dict(TRANS_A=bool(trans_a), TRANS_B=bool(trans_b), HAS_BIAS=bias is not None,
-                   ACTIVATION=ACTIVATION_CODES[activation])
-    if activation == "leaky_relu":
-        defines["NEG_SLOPE"] = float(negative_slope)
-    if not trans_a and trans_b:
-        defines.update(_NT_TILE)
-        name, cols_per_item = "gemm_block_nt", _NT_TILE["TN"]
-    else:
-        defines.update(_OUTER_TILE)
-        name, cols_per_item = "gemm_block", 8 * _OUTER_TILE["NV"]
-    return dev.kernel("gemm.cl", name, **defines), cols_per_item, defines["TM"]
-
-
-def _gemm(dev, a, b, trans_a, trans_b, bias=None, activation=None, negative_slope=0.01):
-    check_array(a, 2, "a")
-    check_array(b, 2, "b")
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    k_b, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if k != k_b:
-        raise ShapeError(f"gemm: op(a) is {m}x{k} but op(b) is {k_b}x{n} (trans_a={trans_a}, "
-                         f"trans_b={trans_b}); the inner dimensions must agree")
-    if bias is not None:
-        check_array(bias, 1, "bias")
-        if bias.shape[0] != n:
-            raise ShapeError(f"bias has {bias.shape[0]} entries for {n} output columns")
+    n = b.shape[0] if trans_b else b.shape[1]
     c = dev.empty((m, n))
     if m == 0 or n == 0:
         return c
-    if k == 0:
-        # An empty sum: the kernels would read no element, but keep them free of that case.
-        raise ShapeError("gemm: the inner dimension K must be >= 1")
-    kernel, cols, rows = _gemm_kernel(dev, trans_a, trans_b, bias, activation, negative_slope)
-    launch(dev, kernel, (-(-n // cols), -(-m // rows)), _LOCAL,
-           buf(a), buf(b), buf(c), buf(bias if bias is not None else c), i32(m), i32(n), i32(k))
+    padded = trans_b or n < 8
+    if padded:
+        vw, nv = _padded_blocking(dev, n)
+        ldb = round_up(n, vw * nv)
+        b = _pack(dev, b, trans_b, ldb)
+    else:
+        vw, nv = next((vw, nv) for vw, nv in _widths(dev, n) if vw * nv <= n)
+        ldb = n
+    tm = _TM[vector_limits(dev)[0]]
+    defines = dict(TRANS_A=bool(trans_a), TM=tm, VW=vw, NV=nv, B_PADDED=padded,
+                   HAS_BIAS=bias is not None, ROW_SUMS=row_sums is not None,
+                   ACTIVATION=ACTIVATION_CODES[activation])
+    if activation == "leaky_relu":
+        defines["NEG_SLOPE"] = float(negative_slope)
+    launch(dev, dev.kernel("gemm.cl", "gemm_block", **defines), (-(-n // (vw * nv)), -(-m // tm)), _LOCAL,
+           buf(a), buf(b), buf(c), buf(bias if bias is not None else c),
+           buf(row_sums if row_sums is not None else c), i32(m), i32(n), i32(k), i32(ldb))
     return c
+
+
+def _check_inner(m, k, k_b, n, trans_a, trans_b):
+    if k != k_b:
+        raise ShapeError(f"gemm: op(a) is {m}x{k} but op(b) is {k_b}x{n} (trans_a={trans_a}, "
+                         f"trans_b={trans_b}); the inner dimensions must agree")
+    if k == 0 and m and n:
+        raise ShapeError("gemm: the inner dimension K must be >= 1")
 
 
 def gemm(dev, a, b, trans_a=False, trans_b=False):
     """c = op(a) @ op(b) for 2-D float32 arrays; op transposes when its flag is set."""
+    check_array(a, 2, "a")
+    check_array(b, 2, "b")
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    k_b, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    _check_inner(m, k, k_b, n, trans_a, trans_b)
     return _gemm(dev, a, b, trans_a, trans_b)
 
 
@@ -73,12 +103,17 @@ def dense_forward(dev, x, w, b, activation=None, negative_slope=0.01):
     if x.shape[1] != w.shape[1]:
         raise ShapeError(f"dense: input has {x.shape[1]} features but the weight {tuple(w.shape)} "
                          f"expects {w.shape[1]}")
+    if b is not None:
+        check_array(b, 1, "bias")
+        if b.shape[0] != w.shape[0]:
+            raise ShapeError(f"bias has {b.shape[0]} entries for {w.shape[0]} output features")
+    _check_inner(x.shape[0], x.shape[1], w.shape[1], w.shape[0], False, True)
     return _gemm(dev, x, w, False, True, bias=b, activation=activation, negative_slope=negative_slope)
 
 
 def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True):
     """(gx or None, gw, gb or None) for gy = dL/d(pre-activation) of shape (N, O):
-    gx = gy @ w, gw = gy.T @ x, gb = gy.sum(0) (summed in row order: deterministic)."""
+    gx = gy @ w, gw = gy.T @ x, gb = gy.sum(0) (every sum in row order: deterministic)."""
     check_array(x, 2, "x")
     check_array(w, 2, "w")
     check_array(gy, 2, "gy")
@@ -86,12 +121,13 @@ def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True):
     if x.shape[0] != n or w.shape[0] != o or x.shape[1] != w.shape[1]:
         raise ShapeError(f"dense backward: x {tuple(x.shape)}, w {tuple(w.shape)} and gy {tuple(gy.shape)} "
                          f"do not fit (x (N, I), w (O, I), gy (N, O))")
-    gx = _gemm(dev, gy, w, False, False) if need_input_grad else None
-    gw = _gemm(dev, gy, x, True, False)
-    gb = None
-    if has_bias:
-        gb = dev.empty((o,))
-        if o:
-            launch(dev, dev.kernel("gemm.cl", "dense_backward_bias"), (o,), _LOCAL_1D,
-                   buf(gy), buf(gb), i32(n), i32(o))
+    _check_inner(o, n, n, x.shape[1], True, False)
+    gx = None
+    if need_input_grad:
+        _check_inner(n, o, o, x.shape[1], False, False)
+        gx = _gemm(dev, gy, w, False)
+    gb = dev.empty((o,)) if has_bias else None
+    gw = _gemm(dev, gy, x, True, row_sums=gb)
+    if gb is not None and o and not x.shape[1]:
+        gb = dev.to_device(gy.get().sum(0))   # no columns of gw, so no work item summed gb
     return gx, gw, gb
