@@ -231,3 +231,62 @@ def test_conv2d_input_gradient_of_lenet_conv2_runs_by_rows(device, monkeypatch):
         gx_ref, _, _ = oracle.conv2d_backward(x64, w64, gy, (1, 1), pads)
         abs_gx, _, _ = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy), (1, 1), pads)
         assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, "input gradient")
+
+
+# Padding inside the forward kernel: blocks whose loads touch the left or right padding mask
+# the lanes outside the row (lane by lane where the item's loads could leave the buffer: the
+# first and last images of small inputs), row blocks touching the top or bottom mask whole rows.
+EDGE_CASES = [
+    # (x_shape, w_shape, pads): rows narrower than a vector
+    ((3, 2, 6, 3), (4, 2, 3, 3), (1, 1, 2, 2)),
+    ((4, 1, 5, 5), (3, 1, 5, 5), (4, 4, 4, 4)),
+    # padding wider than the kernel's reach on one side only: output columns / rows of padding
+    ((3, 2, 7, 20), (5, 2, 3, 3), (0, 0, 6, 0)),
+    ((3, 2, 7, 20), (5, 2, 3, 3), (0, 0, 0, 7)),
+    ((3, 3, 6, 19), (4, 3, 3, 2), (5, 0, 1, 0)),
+    ((3, 3, 6, 19), (4, 3, 2, 3), (0, 6, 0, 1)),
+    # 1-pixel images
+    ((5, 2, 1, 1), (3, 2, 3, 3), (2, 2, 2, 2)),
+    ((4, 1, 1, 1), (6, 1, 1, 1), (0, 0, 9, 3)),
+    ((1, 3, 1, 1), (2, 3, 5, 5), (4, 4, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, pads", EDGE_CASES)
+def test_edge_blocks_match_oracle(device, width, x_shape, w_shape, pads):
+    _check(device, x_shape, w_shape, pads, True, "leaky_relu", seed=sum(x_shape) + sum(pads))
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+          max_examples=max(6, settings.default.max_examples // 3))
+@given(case=cases(), wide=st.booleans())
+def test_padding_in_kernel_equals_padded_copy(device, case, wide, monkeypatch):
+    """The kernel's own padding adds the padded input's very terms in the same order: its
+    output equals, bit for bit, the kernel's run on a zero-padded copy (NaN inputs too)."""
+    if wide and conv2d.vector_limits(device)[0] == 16:
+        monkeypatch.setattr(rows, "_FORCE_VW", 16)
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal(case["x_shape"]).astype(np.float32)
+    x.reshape(-1)[rng.integers(0, x.size, 2)] = np.nan
+    w = rng.standard_normal(case["w_shape"]).astype(np.float32)
+    b = rng.standard_normal(case["w_shape"][0]).astype(np.float32)
+    out = {}
+    for in_kernel in (False, True):
+        monkeypatch.setattr(rows, "_FORCE_PAD_IN_KERNEL", in_kernel)
+        out[in_kernel] = rows.forward(device, device.to_device(x), device.to_device(w), device.to_device(b),
+                                      (1, 1), case["pads"], case["activation"], SLOPE).get()
+    assert np.isnan(out[True]).any() == np.isnan(out[False]).any()
+    np.testing.assert_array_equal(out[True], out[False])
+
+
+def test_nan_at_the_corner_propagates_through_padding(device):
+    """NaNs at the input's corners reach exactly the outputs whose (padded) windows hold them."""
+    x = np.ones((3, 1, 4, 19), np.float32)
+    x[1, 0, 0, 0] = x[1, 0, 3, 18] = np.nan
+    w = np.full((2, 1, 3, 3), -1.0, np.float32)
+    y = rows.forward(device, device.to_device(x), device.to_device(w), None, (1, 1), (2, 2, 2, 2),
+                     "relu").get()
+    expected = np.zeros((3, 2, 6, 21), bool)
+    expected[1, :, 0:3, 0:3] = True
+    expected[1, :, 3:6, 18:21] = True
+    assert (np.isnan(y) == expected).all()

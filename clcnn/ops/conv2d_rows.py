@@ -5,7 +5,8 @@ conv2d.py's direct kernels put their lanes over output channels: with 6 channels
 leaves 2 lanes idle and every FMA needs a broadcast input pixel. Here one unaligned vector
 load of VW neighbouring input pixels per tap feeds one FMA per output channel (the weight a
 scalar broadcast), and a work item keeps CO x RB row vectors so that RB output rows share
-each input row load. Padding: the input is zero-padded first (conv2d._pad), as conv2d.py does.
+each input row load. Padding: the forward reads the unpadded input and masks what lies
+outside it (no padded copy); the weight gradient zero-pads the input first (conv2d._pad).
 
 supports() says where these kernels pay (measured against conv2d.py's direct kernels on
 PoCL, see supports); forward() and weight_grad() return None for shapes they cannot run, so a
@@ -22,10 +23,12 @@ _FILE = "conv2d_rows.cl"
 # Work items to aim for in the weight gradient, so that both cores (or more) get work.
 _WEIGHT_GRAD_ITEMS = 64
 # Forced choices for tests and measurements (None: the rules below): the widest vector, the
-# forward's rows per item, the weight gradient's (OBC, KHB).
+# forward's rows per item, the weight gradient's (OBC, KHB), the forward's padding inside its
+# kernel (True) or by a padded copy (False).
 _FORCE_VW = None
 _FORCE_RB = None
 _FORCE_WEIGHT_BLOCK = None
+_FORCE_PAD_IN_KERNEL = None
 
 
 def _accumulators(dev):
@@ -55,15 +58,17 @@ def _weight_blocking(co, kh, limit):
 
 
 @functools.lru_cache(maxsize=None)
-def _defines(n, ci, hp, wp, co, kh, kw, vw, rb, obc, khb, rpw):
+def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw):
     """The -D defines of one shape: the same for its forward and weight-gradient kernels, so
     that one build serves both."""
-    return dict(N=n, CI=ci, HP=hp, WP=wp, CO=co, KH=kh, KW=kw, VW=vw, RB=rb, OBC=obc, KHB=khb,
-                RPW=rpw)
+    pt, pb, pl, pr = pads
+    return dict(N=n, CI=ci, H=h, W=w, PT=pt, PB=pb, PL=pl, PR=pr, CO=co, KH=kh, KW=kw, VW=vw,
+                RB=rb, OBC=obc, KHB=khb, RPW=rpw)
 
 
-def _plan(dev, xp_shape, w_shape):
-    n, c, hp, wp = xp_shape
+def _plan(dev, x_shape, w_shape, pads):
+    n, c, h, w = x_shape
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     o, _, kh, kw = w_shape
     limit = _accumulators(dev)
     rb = min(_FORCE_RB or max(1, limit // o), hp - kh + 1)
@@ -72,7 +77,8 @@ def _plan(dev, xp_shape, w_shape):
     # (4 kept for the loaded row and addresses). LeNet conv1, batch 64 (medians of 25, one
     # process, loaded machine): 1 row 0.213 ms, 2 rows 0.176, 3 0.164, 4 0.166.
     rpw = max(r for r in (1, 2, 3, 4) if r == 1 or obc * (khb + 1 + r) <= 2 * limit - 4)
-    return _defines(n, c, hp, wp, o, kh, kw, _vector_width(wp - kw + 1, dev), rb, obc, khb, rpw)
+    return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev), rb, obc,
+                    khb, rpw)
 
 
 def _handles(dev, x_shape, w_shape, stride, dilation, groups):
@@ -109,6 +115,19 @@ def supports(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1, pass_="f
     return (w_shape[0] <= 8 and ow >= 8) or (w_shape[0] <= registers // 2 and ow >= 16)
 
 
+def _pads_in_kernel(x_shape, w_shape, pads):
+    """Whether the forward pads inside its kernel (True) or runs on a zero-padded copy (the
+    same sums, bit for bit). Inside measured as fast or faster on every shape tried (PoCL 3.0,
+    2-core AVX-512, event times of one process, min of 30-40 alternating runs, loaded machine;
+    copy + kernel against kernel alone): LeNet-5 conv2's input gradient (gy 64x16x10x10 padded
+    by 4, 6x16x5x5) 0.65 -> 0.60 ms, at batch 256 3.11 -> 2.44, ResNet-20's 64x16x32x32 -> 16
+    3x3 pad 1 1.21 -> 1.15 and 2.25 -> 2.12, 64x3x32x32 -> 16 0.58-0.59 -> 0.56-0.58 (a tie:
+    its copy is small and in cache)."""
+    if _FORCE_PAD_IN_KERNEL is not None:
+        return _FORCE_PAD_IN_KERNEL
+    return True
+
+
 def _padded(dev, x, pads):
     if not any(pads):
         return x
@@ -137,13 +156,14 @@ def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, di
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
     if not _handles(dev, x.shape, w.shape, stride, dilation, groups):
         return None
-    xp = _padded(dev, x, pads)
-    d = _plan(dev, xp.shape, w.shape)
+    if any(pads) and not _pads_in_kernel(x.shape, w.shape, pads):
+        x, pads = _padded(dev, x, pads), (0, 0, 0, 0)
+    d = _plan(dev, x.shape, w.shape, pads)
     n, o = x.shape[0], w.shape[0]
     y = dev.empty((n, o, oh, ow))
     grid = (n * -(-oh // d["RB"]) * -(-ow // d["VW"]),)
     launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_forward", d), grid, _conv._local(dev, grid),
-           buf(xp), buf(w), buf(b if b is not None else w), buf(y), i32(b is not None),
+           buf(x), buf(w), buf(b if b is not None else w), buf(y), i32(b is not None),
            i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope))
     return y
 
@@ -165,7 +185,7 @@ def weight_grad(dev, x, gy, w_shape, stride, pads, has_bias=True, dilation=(1, 1
     if not _handles(dev, x.shape, w_shape, stride, dilation, groups):
         return None
     xp = _padded(dev, x, pads)
-    d = _plan(dev, xp.shape, w_shape)
+    d = _plan(dev, x.shape, w_shape, pads)
     n, c = x.shape[:2]
     o, _, kh, kw = w_shape
     blocks = -(-o // d["OBC"])
