@@ -479,38 +479,62 @@ __kernel void conv2d_col2im(__global const float* restrict cols, __global float*
 
 /* gyt[(n*r_count + r)*groups*cop + g*cop + o] = gy[(n*groups*o_count + g*o_count + o)*r_count + r],
  * zeros for o >= o_count (o_count channels per group, each group's run padded to cop).
- * Work item per (8 pixels, 8 channels, image): global size (ceil(r_count/8), groups*cop/8, N). */
+ * Work item per 16 consecutive rows q = n*r_count + r of gyt (across images where the planes
+ * are small), a loop over the channels eight at a time that fills those rows whole: an item
+ * per 8 x 8 tile spent more on PoCL's per-item overhead and partial cache lines than on moving
+ * the data. Global size (ceil(npix/16)), npix = N*r_count. */
 __kernel void conv2d_transpose_nchw(__global const float* restrict gy, __global float* restrict gyt,
                                     const int o_count, const int r_count, const int cop,
-                                    const int groups)
+                                    const int groups, const int npix)
 {
-    const int r0 = get_global_id(0) * 8;
-    const int o0 = get_global_id(1) * 8;    /* g*cop + the channel in the group */
-    const int n = get_global_id(2);
-    if (r0 >= r_count) return;
-    const int g = o0 / cop;
-    gy += (n * groups + g) * o_count * r_count;
-    float tile[8][8];   /* [channel][pixel] */
+    const int q0 = get_global_id(0) * 16;
+    if (q0 >= npix) return;
+    const int rn = MIN(16, npix - q0);
+    int off[16];    /* gy's offset of each row's pixel in channel 0 */
     #pragma unroll
-    for (int a = 0; a < 8; a++) {
-        const int o = o0 - g * cop + a;
-        #pragma unroll
-        for (int b = 0; b < 8; b++) {
-            const int r = r0 + b;
-            tile[a][b] = (o < o_count && r < r_count) ? gy[o * r_count + r] : 0.0f;
-        }
+    for (int b = 0; b < 16; b++) {
+        const int q = MIN(q0 + b, npix - 1);
+        const int n = q / r_count;
+        off[b] = n * groups * o_count * r_count + q - n * r_count;
     }
-    for (int b = 0; b < 8 && r0 + b < r_count; b++) {
-        const float8 v = (float8)(tile[0][b], tile[1][b], tile[2][b], tile[3][b],
-                                  tile[4][b], tile[5][b], tile[6][b], tile[7][b]);
-        STORE8(v, gyt + (n * r_count + r0 + b) * (groups * cop) + o0);
+    const bool one_image = rn == 16 && off[15] == off[0] + 15;
+    __global float* out = gyt + q0 * (groups * cop);
+    for (int g = 0; g < groups; g++) {
+        for (int o0 = 0; o0 < cop; o0 += 8) {
+            float tile[8][16];   /* [channel][pixel] */
+            #pragma unroll
+            for (int a = 0; a < 8; a++) {
+                const int o = o0 + a;
+                const __global float* src = gy + (g * o_count + MIN(o, o_count - 1)) * r_count;
+                if (o >= o_count) {
+                    #pragma unroll
+                    for (int b = 0; b < 16; b++)
+                        tile[a][b] = 0.0f;
+                } else if (one_image) {     /* a run of 16: vector loads */
+                    #pragma unroll
+                    for (int b = 0; b < 16; b++)
+                        tile[a][b] = src[off[0] + b];
+                } else {
+                    #pragma unroll
+                    for (int b = 0; b < 16; b++)
+                        tile[a][b] = src[off[b]];
+                }
+            }
+            __global float* dst = out + g * cop + o0;
+            for (int b = 0; b < rn; b++) {
+                const float8 v = (float8)(tile[0][b], tile[1][b], tile[2][b], tile[3][b],
+                                          tile[4][b], tile[5][b], tile[6][b], tile[7][b]);
+                STORE8(v, dst + b * (groups * cop));
+            }
+        }
     }
 }
 
 /* gw[o, t] = sum_s part[s, g, t, o - g*og] for t over C*KH*KW (C per group) and o in group
  * g = o / og (og output channels per group, rows of part cop long); gb[o] = sum_s
  * partb[s, g, o - g*og] (t == t_count, only when has_bias). Work item per t (a loop over the
- * output channels, reading part's rows in order): global size (t_count + has_bias). */
+ * output channels, eight at a time, reading part's rows in order): global size
+ * (t_count + has_bias). */
 __kernel void conv2d_backward_weight_reduce(__global const float* restrict part,
                                             __global const float* restrict partb,
                                             __global float* restrict gw, __global float* restrict gb,
@@ -525,7 +549,18 @@ __kernel void conv2d_backward_weight_reduce(__global const float* restrict part,
         const __global float* src = t < t_count ? part + (g * t_count + t) * cop : partb + g * cop;
         __global float* dst = t < t_count ? gw + g * og * t_count + t : gb + g * og;
         const int dst_step = t < t_count ? t_count : 1;
-        for (int ol = 0; ol < og; ol++) {
+        int ol = 0;
+        for (; ol + 8 <= og; ol += 8) {
+            float8 sum = LOAD8(src + ol);
+            for (int s = 1; s < slices; s++)
+                sum += LOAD8(src + s * slice_step + ol);
+            float out[8];
+            STORE8(sum, out);
+            #pragma unroll
+            for (int l = 0; l < 8; l++)
+                dst[(ol + l) * dst_step] = out[l];
+        }
+        for (; ol < og; ol++) {
             float sum = 0.0f;
             for (int s = 0; s < slices; s++)
                 sum += src[s * slice_step + ol];
