@@ -298,3 +298,274 @@ __kernel void depthwise_backward_weight(__global const float* restrict x,
         }
     partb[s * CO + oc] = ((accb.s0 + accb.s1) + (accb.s2 + accb.s3)) + ((accb.s4 + accb.s5) + (accb.s6 + accb.s7));
 }
+
+/* ---- Row-block kernels (suffix _rows): a work item owns RB whole rows of one plane, RB*OW
+ * output pixels laid along NV vectors of VW lanes (lane l of vector v is pixel p = v*VW + l
+ * of the block: row p / OW, column p % OW, so narrow images pack several rows per vector).
+ * Every column index and column check is then a compile-time constant, so padding costs no
+ * per-lane test and no copy: a lane outside the input is a constant 0. Rows are checked only
+ * in blocks at the top or bottom edge, branch-free: the row is clamped to 0 and the lane
+ * zeroed, so every load is in bounds and unconditional. Preconditions (the host keeps them):
+ * RB*OW (RB*W for the input gradient) at most a few vectors, the input gradient's RB a
+ * multiple of SH unless one block covers the plane. Global size (ceil(rows/RB), planes). */
+
+#ifndef VW
+#define VW 8            /* lanes per vector: 8, or 16 where the device takes float16 */
+#endif
+#if VW == 16
+#define VEC float16
+#define VEC_OF(t) ((float16)((t)[0], (t)[1], (t)[2], (t)[3], (t)[4], (t)[5], (t)[6], (t)[7],     \
+                             (t)[8], (t)[9], (t)[10], (t)[11], (t)[12], (t)[13], (t)[14], (t)[15]))
+#define HSUMV(v) HSUM8((v).lo + (v).hi)
+#else
+#define VEC float8
+#define VEC_OF(t) ((float8)((t)[0], (t)[1], (t)[2], (t)[3], (t)[4], (t)[5], (t)[6], (t)[7]))
+#define HSUMV(v) HSUM8(v)
+#endif
+#define HSUM8(a) ((((a).s0 + (a).s1) + ((a).s2 + (a).s3)) + (((a).s4 + (a).s5) + ((a).s6 + (a).s7)))
+
+/* Store lanes p < count of v at p[0..]; count is a constant except in a plane's last block. */
+#define STORE_LANES(v, dst, v_index, count)                                                   \
+    do {                                                                                      \
+        float t_[VW];                                                                         \
+        vstore_private_(v, t_);                                                               \
+        _Pragma("unroll")                                                                     \
+        for (int l_ = 0; l_ < VW; l_++)                                                       \
+            if ((v_index) * VW + l_ < (count)) (dst)[(v_index) * VW + l_] = t_[l_];           \
+    } while (0)
+
+#if VW == 16
+#define vstore_private_(v, t) do { (t)[0] = (v).s0; (t)[1] = (v).s1; (t)[2] = (v).s2; (t)[3] = (v).s3; \
+    (t)[4] = (v).s4; (t)[5] = (v).s5; (t)[6] = (v).s6; (t)[7] = (v).s7; (t)[8] = (v).s8;              \
+    (t)[9] = (v).s9; (t)[10] = (v).sa; (t)[11] = (v).sb; (t)[12] = (v).sc; (t)[13] = (v).sd;          \
+    (t)[14] = (v).se; (t)[15] = (v).sf; } while (0)
+#else
+#define vstore_private_(v, t) do { (t)[0] = (v).s0; (t)[1] = (v).s1; (t)[2] = (v).s2; (t)[3] = (v).s3; \
+    (t)[4] = (v).s4; (t)[5] = (v).s5; (t)[6] = (v).s6; (t)[7] = (v).s7; } while (0)
+#endif
+
+/* The tap builders must inline for their lane arithmetic to fold: PoCL keeps large inline
+ * functions as calls otherwise. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+#define NPIX (RB * OW)                  /* output pixels per block */
+#define NV ((NPIX + VW - 1) / VW)
+#define NPIXI (RB * W)                  /* input pixels per block of the input gradient */
+#define NVI ((NPIXI + VW - 1) / VW)
+
+/* The input under tap (i, j) for vector v of the output block at row oh0 of plane xc. */
+ALWAYS_INLINE VEC x_tap(const __global float* xc, int oh0, int v, int i, int j, int check_rows)
+{
+    float t[VW];
+    #pragma unroll
+    for (int l = 0; l < VW; l++) {
+        const int p = v * VW + l, r = p / OW;
+        const int iw = (p - r * OW) * SW + j * DW - PL;
+        const int ih = (oh0 + r) * SH + i * DH - PT;
+        const bool row_ok = !check_rows || (ih >= 0 && ih < H && oh0 + r < OH);
+        const float val = (p < NPIX && iw >= 0 && iw < W) ? xc[(row_ok ? ih : 0) * W + iw] : 0.0f;
+        t[l] = row_ok ? val : 0.0f;
+    }
+    return VEC_OF(t);
+}
+
+/* Whether a block's taps all fall on input rows (no row checks needed). */
+#define X_ROWS_INSIDE(oh0) ((oh0) * SH - PT >= 0 && ((oh0) + RB - 1) * SH + (KH - 1) * DH - PT < H \
+                            && (oh0) + RB <= OH)
+
+#define FWD_ROWS(CHECK, OH0)                                                                  \
+    _Pragma("unroll")                                                                         \
+    for (int i = 0; i < KH; i++)                                                              \
+        _Pragma("unroll")                                                                     \
+        for (int j = 0; j < KW; j++)                                                          \
+            _Pragma("unroll")                                                                 \
+            for (int v = 0; v < NV; v++)                                                      \
+                acc[v] = x_tap(xc, OH0, v, i, j, CHECK) * wk[i][j] + acc[v];
+
+/* Run BODY(CHECK, OH0) for the block at row oh0 with its row checks folded at compile time:
+ * the first and last blocks of a plane with a constant oh0, the others unchecked when their
+ * taps stay on the input (a runtime check only where they might not). */
+#define NB ((OH + RB - 1) / RB)
+#define ROW_BLOCK_CASES(BODY, oh0)                                                            \
+    if ((oh0) == 0) {                                                                         \
+        BODY(1, 0)                                                                            \
+    } else if ((oh0) == (NB - 1) * RB) {                                                      \
+        BODY(1, (NB - 1) * RB)                                                                \
+    } else if (X_ROWS_INSIDE(oh0)) {                                                          \
+        BODY(0, oh0)                                                                          \
+    } else {                                                                                  \
+        BODY(1, oh0)                                                                          \
+    }
+
+/* As depthwise_forward, on row blocks. Global size (ceil(OH/RB), N*C*M). */
+__kernel void depthwise_forward_rows(__global const float* restrict x,
+                                     __global const float* restrict w,
+                                     __global const float* restrict b, __global float* restrict y,
+                                     const int has_bias, const int act, const float slope)
+{
+    const int oh0 = OH <= RB ? 0 : get_global_id(0) * RB;
+    const int plane = get_global_id(1);             /* n*CO + oc */
+    const int n = plane / CO;
+    const int oc = plane - n * CO;
+    const __global float* xc = x + (n * C + oc / M) * (H * W);
+
+    float wk[KH][KW];
+    #pragma unroll
+    for (int i = 0; i < KH; i++)
+        #pragma unroll
+        for (int j = 0; j < KW; j++)
+            wk[i][j] = w[(oc * KH + i) * KW + j];
+    VEC acc[NV];
+    const float bias = has_bias ? b[oc] : 0.0f;
+    #pragma unroll
+    for (int v = 0; v < NV; v++)
+        acc[v] = (VEC)(bias);
+
+    ROW_BLOCK_CASES(FWD_ROWS, oh0)
+
+    __global float* yb = y + plane * (OH * OW) + oh0 * OW;
+    const int count = oh0 + RB <= OH ? NPIX : (OH - oh0) * OW;
+    #pragma unroll
+    for (int v = 0; v < NV; v++) {
+        VEC a = acc[v];
+        if (act != 0) {
+            /* common.h's scalar activate per lane: the same rule as every other fused op. */
+            float t[VW];
+            vstore_private_(a, t);
+            #pragma unroll
+            for (int l = 0; l < VW; l++)
+                t[l] = activate(t[l], act, slope);
+            a = VEC_OF(t);
+        }
+        if (oh0 + RB <= OH) STORE_LANES(a, yb, v, NPIX);
+        else STORE_LANES(a, yb, v, count);
+    }
+}
+
+/* gy under tap (i, j) for vector v of the input block at row h0 (a multiple of SH): lane
+ * pixel (h0 + r, c) meets gy[(h0 + r + PT - i*DH)/SH, (c + PL - j*DW)/SW] where both divide. */
+ALWAYS_INLINE VEC gy_tap(const __global float* gc, int h0, int v, int i, int j, int check_rows)
+{
+    float t[VW];
+    #pragma unroll
+    for (int l = 0; l < VW; l++) {
+        const int p = v * VW + l, r = p / W;
+        const int tw = p - r * W + PL - j * DW;
+        const int th = r + PT - i * DH;             /* h0 is a multiple of SH */
+        const int oh = h0 / SH + th / SH;
+        const bool row_ok = !check_rows || (h0 + th >= 0 && oh < OH && h0 + r < H);
+        const bool ok = p < NPIXI && tw >= 0 && tw % SW == 0 && tw / SW < OW
+                        && (th % SH + SH) % SH == 0;
+        const float val = ok ? gc[(row_ok ? oh : 0) * OW + tw / SW] : 0.0f;
+        t[l] = row_ok ? val : 0.0f;
+    }
+    return VEC_OF(t);
+}
+
+#define NBI ((H + RB - 1) / RB)
+#define BI_ROWS(CHECK, H0)                                                                    \
+    _Pragma("unroll")                                                                         \
+    for (int i = 0; i < KH; i++)                                                              \
+        _Pragma("unroll")                                                                     \
+        for (int j = 0; j < KW; j++)                                                          \
+            _Pragma("unroll")                                                                 \
+            for (int v = 0; v < NVI; v++)                                                     \
+                acc[v] = gy_tap(gc, H0, v, i, j, CHECK) * wk[i][j] + acc[v];
+
+/* As depthwise_backward_input, on row blocks. Global size (ceil(H/RB), N*C). */
+__kernel void depthwise_backward_input_rows(__global const float* restrict gy,
+                                            __global const float* restrict w,
+                                            __global float* restrict gx)
+{
+    const int h0 = H <= RB ? 0 : get_global_id(0) * RB;
+    const int plane = get_global_id(1);             /* n*C + c */
+    const int n = plane / C;
+    const int c = plane - n * C;
+    VEC acc[NVI];
+    #pragma unroll
+    for (int v = 0; v < NVI; v++)
+        acc[v] = (VEC)(0.0f);
+    for (int m = 0; m < M; m++) {
+        const int oc = c * M + m;
+        const __global float* gc = gy + (n * CO + oc) * (OH * OW);
+        float wk[KH][KW];
+        #pragma unroll
+        for (int i = 0; i < KH; i++)
+            #pragma unroll
+            for (int j = 0; j < KW; j++)
+                wk[i][j] = w[(oc * KH + i) * KW + j];
+        if (h0 == 0) {
+            BI_ROWS(1, 0)
+        } else if (h0 == (NBI - 1) * RB) {
+            BI_ROWS(1, (NBI - 1) * RB)
+        } else if (h0 + PT - (KH - 1) * DH >= 0 && (h0 + RB - 1 + PT) / SH < OH && h0 + RB <= H) {
+            BI_ROWS(0, h0)
+        } else {
+            BI_ROWS(1, h0)
+        }
+    }
+    __global float* gb = gx + plane * (H * W) + h0 * W;
+    const int count = h0 + RB <= H ? NPIXI : (H - h0) * W;
+    #pragma unroll
+    for (int v = 0; v < NVI; v++)
+        if (h0 + RB <= H) STORE_LANES(acc[v], gb, v, NPIXI);
+        else STORE_LANES(acc[v], gb, v, count);
+}
+
+/* acc[i][j] += x under tap (i, j) times gy, over the block at oh0; accb += gy. */
+#define BW_ROWS(CHECK, OH0)                                                                 \
+    _Pragma("unroll")                                                                         \
+    for (int v = 0; v < NV; v++) {                                                            \
+        float t[VW];                                                                          \
+        _Pragma("unroll")                                                                     \
+        for (int l = 0; l < VW; l++)                                                          \
+            t[l] = v * VW + l < ((OH0) + RB <= OH ? NPIX : (OH - (OH0)) * OW)                 \
+                   ? gb[v * VW + l] : 0.0f;                                                   \
+        const VEC gv = VEC_OF(t);                                                             \
+        accb += gv;                                                                           \
+        _Pragma("unroll")                                                                     \
+        for (int i = 0; i < KH; i++)                                                          \
+            _Pragma("unroll")                                                                 \
+            for (int j = 0; j < KW; j++)                                                      \
+                acc[i][j] = x_tap(xc, OH0, v, i, j, CHECK) * gv + acc[i][j];                  \
+    }
+
+/* As depthwise_backward_weight, on row blocks: work item (oc, s) sums the blocks
+ * s*blocks_per_slice .. of the N*ceil(OH/RB) blocks of channel oc. Global size (CO, slices). */
+__kernel void depthwise_backward_weight_rows(__global const float* restrict x,
+                                             __global const float* restrict gy,
+                                             __global float* restrict part,
+                                             __global float* restrict partb,
+                                             const int n_count, const int blocks_per_slice)
+{
+    const int oc = get_global_id(0);
+    const int s = get_global_id(1);
+    if (oc >= CO) return;
+    const int nb = (OH + RB - 1) / RB;
+    const int begin = s * blocks_per_slice;
+    const int end = min(begin + blocks_per_slice, n_count * nb);
+
+    VEC acc[KH][KW];
+    #pragma unroll
+    for (int i = 0; i < KH; i++)
+        #pragma unroll
+        for (int j = 0; j < KW; j++)
+            acc[i][j] = (VEC)(0.0f);
+    VEC accb = (VEC)(0.0f);
+
+    for (int blk = begin; blk < end; blk++) {
+        const int n = blk / nb;
+        const int oh0 = OH <= RB ? 0 : (blk - n * nb) * RB;
+        const __global float* xc = x + (n * C + oc / M) * (H * W);
+        const __global float* gb = gy + (n * CO + oc) * (OH * OW) + oh0 * OW;
+        /* Lanes past the plane's last row carry gy = 0 and x = 0. */
+        ROW_BLOCK_CASES(BW_ROWS, oh0)
+    }
+
+    #pragma unroll
+    for (int i = 0; i < KH; i++)
+        #pragma unroll
+        for (int j = 0; j < KW; j++)
+            part[(s * (KH * KW) + i * KW + j) * CO + oc] = HSUMV(acc[i][j]);
+    partb[s * CO + oc] = HSUMV(accb);
+}

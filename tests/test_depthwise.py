@@ -3,7 +3,7 @@
 conv tests (tests/test_conv2d.py)."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 
 from clcnn.errors import ShapeError
 from clcnn.ops import conv2d as ops
@@ -22,6 +22,45 @@ def test_depthwise_matches_oracle(device, case):
 @given(case=grouped_cases(depthwise=True))
 def test_depthwise_forced_matches_oracle(device, case):
     _check_case(device, "depthwise", case)
+
+
+@pytest.fixture(params=[(8, 1), (16, 1), (16, 4)], ids=lambda p: f"float{p[0]}-{p[1]}vec")
+def rows_plan(request, device, monkeypatch):
+    """The row-block kernels at both vector widths, with blocks of one vector (many blocks a
+    plane: first, middle, last and runtime-checked ones) and of four (whole small planes)."""
+    vw, vectors = request.param
+    monkeypatch.setattr(ops, "MAX_VECTOR_WIDTH", vw)
+    if ops.vector_limits(device)[0] != vw:
+        pytest.skip(f"this device does not take float{vw}")
+    monkeypatch.setattr(depthwise, "ROWS_VECTORS", vectors)
+    return request.param
+
+
+# The fixture sets the plan once for all examples, as intended.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=grouped_cases(depthwise=True))
+def test_depthwise_rows_matches_oracle(device, rows_plan, case):
+    """Rows wider than the block fall back to the float8-per-item kernels, which
+    test_depthwise_per_item_matches_oracle covers alone."""
+    _check_case(device, "depthwise", case)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=grouped_cases(depthwise=True))
+def test_depthwise_per_item_matches_oracle(device, monkeypatch, case):
+    monkeypatch.setattr(depthwise, "ROWS_VECTORS", 0)
+    _check_case(device, "depthwise", case)
+
+
+def test_depthwise_row_blocks():
+    """Blocks of about ROWS_VECTORS vectors, equal in a plane, whole stride multiples for the
+    input gradient, and none for rows wider than the block."""
+    assert depthwise._block_rows(32, 32, 16) == 2
+    assert depthwise._block_rows(16, 16, 16) == 4
+    assert depthwise._block_rows(4, 4, 16) == 4            # a whole plane in one vector
+    assert depthwise._block_rows(10, 8, 8) == 4            # 10 rows as 4, 4, 2
+    assert depthwise._block_rows(9, 8, 8, 2) == 2          # 3 rows a block, less one for stride 2
+    assert depthwise._block_rows(40, 65, 16) is None
 
 
 @pytest.mark.parametrize("n,c,h,m,stride,activation", [
