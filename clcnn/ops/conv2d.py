@@ -483,7 +483,8 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
                                            dilation)
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
-        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups):
+        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups,
+                                registers=vector_limits(dev)[1]):
             return conv2d_rows.forward(dev, x, w, b, stride, pads, activation, negative_slope)
     forms = {"direct": _forward_direct, "tiled": _forward_tiled}
     args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
@@ -544,7 +545,7 @@ def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups):
     gather_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
     from . import conv2d_rows
     if min(gather_pads) < 0 or not conv2d_rows.supports(gy.shape, (c, o, kh, kw), stride, gather_pads,
-                                                        dilation, groups):
+                                                        dilation, groups, registers=vector_limits(dev)[1]):
         return None
     wf = dev.empty((c, o, kh, kw))
     launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), None, buf(w), buf(wf),
@@ -636,7 +637,8 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
     rows = None
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
-        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight"):
+        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight",
+                                registers=vector_limits(dev)[1]):
             rows = conv2d_rows.weight_grad(dev, x, gy, w.shape, stride, pads, has_bias)
     if rows is not None:
         gw, gb = rows
