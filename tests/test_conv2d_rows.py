@@ -86,14 +86,14 @@ def _check(device, x_shape, w_shape, pads, bias, activation, seed, block=None):
 # examples (each new shape costs PoCL ~1 s of compiling), so the two together run the usual
 # count.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
-          max_examples=max(6, settings.default.max_examples // 2))
+          max_examples=max(4, settings.default.max_examples // 3))
 @given(case=cases())
 def test_matches_oracle(device, width, case):
     _check(device, **case)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
-          max_examples=max(6, settings.default.max_examples // 3))
+          max_examples=max(4, settings.default.max_examples // 4))
 @given(case=cases(most_channels=16))
 def test_nine_to_sixteen_channels_match_oracle(device, case):
     """With 32 vector registers (AVX-512) the kernels also take 9-16 output channels."""
@@ -258,7 +258,7 @@ def test_edge_blocks_match_oracle(device, width, x_shape, w_shape, pads):
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
-          max_examples=max(6, settings.default.max_examples // 3))
+          max_examples=max(4, settings.default.max_examples // 4))
 @given(case=cases(), wide=st.booleans())
 def test_padding_in_kernel_equals_padded_copy(device, case, wide, monkeypatch):
     """The kernel's own padding adds the padded input's very terms in the same order: its

@@ -39,7 +39,9 @@ def width(request, device, monkeypatch):
 
 
 # The fixture sets the width once for all examples, as intended.
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# A third of the usual examples per width: every drawn shape compiles new kernels.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+          max_examples=max(4, settings.default.max_examples // 3))
 @given(case=wide_cases())
 def test_wide_conv2d_matches_oracle(device, width, case):
     _check_case(device, "direct", case)

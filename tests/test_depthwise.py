@@ -19,6 +19,9 @@ def test_depthwise_matches_oracle(device, case):
     _check_case(device, None, case)
 
 
+# Each new shape costs PoCL seconds of compiling (the row-block kernels unroll whole rows),
+# so the variants below share the example budget: the automatic choice gets the full count.
+@settings(max_examples=max(4, settings.default.max_examples // 4))
 @given(case=grouped_cases(depthwise=True))
 def test_depthwise_forced_matches_oracle(device, case):
     _check_case(device, "depthwise", case)
@@ -37,7 +40,8 @@ def rows_plan(request, device, monkeypatch):
 
 
 # The fixture sets the plan once for all examples, as intended.
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+          max_examples=max(4, settings.default.max_examples // 5))
 @given(case=grouped_cases(depthwise=True))
 def test_depthwise_rows_matches_oracle(device, rows_plan, case):
     """Rows wider than the block fall back to the float8-per-item kernels, which
@@ -45,7 +49,8 @@ def test_depthwise_rows_matches_oracle(device, rows_plan, case):
     _check_case(device, "depthwise", case)
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+          max_examples=max(4, settings.default.max_examples // 4))
 @given(case=grouped_cases(depthwise=True))
 def test_depthwise_per_item_matches_oracle(device, monkeypatch, case):
     monkeypatch.setattr(depthwise, "ROWS_VECTORS", 0)
