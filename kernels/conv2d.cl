@@ -102,6 +102,9 @@
 #ifndef PB
 #define PB 1            /* output pixels per work item (forward) */
 #endif
+#ifndef CIC
+#define CIC CI          /* input channels per forward launch (chunks: see conv2d_forward) */
+#endif
 #ifndef OBVW
 #define OBVW 1          /* vectors of output channels per work item (backward weight) */
 #endif
@@ -188,12 +191,18 @@ inline VEC activatev(VEC v, int act, float slope) {
 /* y = act(conv(xp, w) + b). Work item (pixel block, channel block): PB pixels of one segment
  * times OB output channels, accumulated in OBV*PB vector registers.
  * act: an ACT_ code of common.h, applied after the bias.
+ * Input-channel chunks: one launch sums input channels c_begin .. c_begin + CIC - 1, starting
+ * from the partial sums already in y when partial_in, and adds the bias and activation when
+ * finish (else it stores the raw partial sums). A whole convolution is one launch with
+ * (0, 0, 1); chunks keep the weights one work item streams (CIC*KH*KW*OB floats) in its
+ * core's L2, as deep layers need (the host chunks only pixel blocks that do not overlap).
  * Global size (NPIX/SEG * BLOCKS_PER_SEG, G * COP/OB): the second axis runs over the channel
  * blocks of group 0, then group 1, ... */
 __kernel void conv2d_forward(__global const float* restrict xp,
                              __global const float* restrict wt,
                              __global float* restrict y,
-                             const int act, const float slope)
+                             const int act, const float slope,
+                             const int c_begin, const int partial_in, const int finish)
 {
     const int seg = get_global_id(0) / BLOCKS_PER_SEG;
     const int b = get_global_id(0) - seg * BLOCKS_PER_SEG;
@@ -206,15 +215,38 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     const int oh0 = r0 / OW;
     const __global float* x0 = xp + (n0 * G + g) * (CI * HP * WP) + oh0 * SH * WP + (r0 - oh0 * OW) * SW;
 
+    __global float* y0 = y + (n0 * G + g) * (CO * YPLANE) + oh0 * YSH * YW + (r0 - oh0 * OW) * YSW + YOFF;
     VEC acc[OBV][PB];
     #pragma unroll
     for (int v = 0; v < OBV; v++)
         #pragma unroll
         for (int p = 0; p < PB; p++)
             acc[v][p] = (VEC)(0.0f);
+#if CIC < CI
+    if (partial_in) {
+        #pragma unroll
+        for (int v = 0; v < OBV; v++) {
+            float in[PB][VW];
+            #pragma unroll
+            for (int l = 0; l < VW; l++) {
+                const int o = ob * OB + v * VW + l;
+                #pragma unroll
+                for (int p = 0; p < PB; p++)
+                    in[p][l] = o < CO ? y0[o * YPLANE + p * YSTEP] : 0.0f;
+            }
+            #pragma unroll
+            for (int p = 0; p < PB; p++)
+                acc[v][p] = LOADV(in[p]);
+        }
+    }
+#endif
 
     const __global float* wb = wt + g * ((CI * KH * KW + 1) * COP) + ob * OB;
-    for (int c = 0; c < CI; c++) {
+#if CIC < CI
+    for (int c = c_begin; c < c_begin + CIC; c++) {
+#else
+    for (int c = 0; c < CI; c++) {      /* the whole sum in one launch: a loop the compiler can unroll */
+#endif
         const __global float* xc = x0 + c * (HP * WP);
         const __global float* wc = wb + c * (KH * KW * COP);
         #pragma unroll
@@ -238,14 +270,17 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 
     /* Bias (the packed row after the weights) and activation on whole vectors: PoCL's vector
      * tanh and exp cost a fraction of eight scalar calls. */
-    __global float* y0 = y + (n0 * G + g) * (CO * YPLANE) + oh0 * YSH * YW + (r0 - oh0 * OW) * YSW + YOFF;
     #pragma unroll
     for (int v = 0; v < OBV; v++) {
         const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
         float out[PB][VW];
         #pragma unroll
         for (int p = 0; p < PB; p++)
+#if CIC < CI
+            STOREV(finish ? activatev(acc[v][p] + bv, act, slope) : acc[v][p], out[p]);
+#else
             STOREV(activatev(acc[v][p] + bv, act, slope), out[p]);
+#endif
         #pragma unroll
         for (int l = 0; l < VW; l++) {
             const int o = ob * OB + v * VW + l;

@@ -212,6 +212,27 @@ def _weight_blocking16(co, kh, kw, limit):
     return best + (_pixels_per_step(*best, kw, limit),)
 
 
+# Weights one forward work item may stream per launch: it reads CI*KH*KW*OB of them for
+# every pixel block, and they stay in its core's L2 only up to about this much (2 MiB L2s,
+# float16 lanes, batch 32 at 16x16, GFLOP/s: 64 -> 128 5x5 (410 KiB) 361, 128 -> 128 3x3
+# (295 KiB) 344-382, but 256 -> 128 3x3 (590 KiB) 307 and 128 -> 128 5x5 (820 KiB) 257-297).
+_CHUNK_WEIGHT_BYTES = 448 * 1024
+_MIN_CHUNK_CHANNELS = 8
+
+
+def _input_chunk(ci, kh, kw, ob, seg, pb):
+    """Input channels per conv2d_forward launch (CIC): all of them, or the most that keep a
+    work item's weights within _CHUNK_WEIGHT_BYTES (a divisor of ci, at least 8 channels);
+    each further chunk reads and writes y once more. Not where the last pixel block of a
+    segment overlaps its neighbour (seg % pb): both would add their sums to the same pixels."""
+    per_channel = kh * kw * ob * 4
+    if seg % pb or ci * per_channel <= _CHUNK_WEIGHT_BYTES:
+        return ci
+    sizes = [d for d in range(_MIN_CHUNK_CHANNELS, ci) if ci % d == 0]
+    fitting = [d for d in sizes if d * per_channel <= _CHUNK_WEIGHT_BYTES]
+    return max(fitting) if fitting else min(sizes, default=ci)
+
+
 @functools.lru_cache(maxsize=None)
 def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16), out=None):
     """The -D defines of one convolution shape (ci, co per group), shared by its forward and
@@ -222,7 +243,8 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
     vw, obv, pb = _forward_blocking(co, seg, *limits)
     vww, obvw, khb, pbw = _weight_blocking(co, kh, kw, *limits)
-    plan = dict(CI=ci, HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
+    plan = dict(CI=ci, CIC=_input_chunk(ci, kh, kw, vw * obv, seg, pb),
+                HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
                 OH=oh, OW=ow, NPIX=n * oh * ow, VW=vw, OBV=obv, PB=pb, COP=_round_up(co, vw * obv),
                 VWW=vww, OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, vww * obvw), G=groups,
                 DH=dilation[0], DW=dilation[1])
@@ -317,8 +339,12 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None
     grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["G"] * d["COP"] // (d["VW"] * d["OBV"]))
     if y is None:
         y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["G"] * d["CO"], d["OH"], d["OW"]))
-    launch(dev, _kernel(dev, _FILE, "conv2d_forward", plan), grid, _local(dev, grid), buf(xp), buf(wt), buf(y), i32(_device.ACTIVATION_CODES[activation]),
-           f32(negative_slope))
+    kernel = _kernel(dev, _FILE, "conv2d_forward", plan)
+    chunks = d["CI"] // d["CIC"]
+    for k in range(chunks):
+        launch(dev, kernel, grid, _local(dev, grid), buf(xp), buf(wt), buf(y),
+               i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope), i32(k * d["CIC"]),
+               i32(k > 0), i32(k == chunks - 1))
     return y
 
 

@@ -1,0 +1,78 @@
+"""conv2d_forward summing the input channels over several launches (ops._input_chunk: deep
+layers keep a work item's weights within its core's L2), forced down to chunks of one to a few
+channels, against the float64 oracle: the forward pass and the input gradients built from it
+(gather, columns and phases forms), over random shapes, strides, padding, groups and dilation."""
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from clcnn.ops import conv2d as ops
+from tests.test_conv2d import ACTIVATIONS, _check_case
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    """Every launch that may chunk does so, down to single channels."""
+    monkeypatch.setattr(ops, "_CHUNK_WEIGHT_BYTES", 1)
+    monkeypatch.setattr(ops, "_MIN_CHUNK_CHANNELS", 1)
+    ops._plan.cache_clear()
+    ops._weight_plan.cache_clear()
+    yield
+    ops._plan.cache_clear()
+    ops._weight_plan.cache_clear()
+
+
+@st.composite
+def chunked_cases(draw):
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
+    h = draw(st.integers(max(1, ekh - pads[0] - pads[1]), ekh + 6))
+    # Output widths of 8 and 16 give pixel blocks that tile a row (the chunked case) as well.
+    ow = draw(st.sampled_from([None, 8, 16]))
+    low = max(1, ekw - pads[2] - pads[3])
+    w = max(low, (ow - 1) * sw + ekw - pads[2] - pads[3]) if ow else draw(st.integers(low, ekw + 12))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    cg, og = draw(st.integers(2, 6)), draw(st.integers(1, 40))
+    n = draw(st.integers(1, 3))
+    activation = draw(st.sampled_from(list(ACTIVATIONS)))
+    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
+    seed = draw(st.integers(0, 2 ** 31))
+    return ((n, groups * cg, h, w), (groups * og, cg, kh, kw), (sh, sw), pads, draw(st.booleans()),
+            activation, form, seed, (dh, dw), groups)
+
+
+# The fixture holds the budget once for all examples, as intended; each shape compiles kernels.
+@settings(max_examples=max(4, settings.default.max_examples // 2),
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=chunked_cases())
+def test_chunked_forward_matches_oracle(device, tiny_chunks, case):
+    _check_case(device, "direct", case)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,pads", [
+    ((2, 8, 6, 8), (16, 8, 3, 3), (1, 1, 1, 1)),       # rows of 8 pixels: blocks tile them
+    ((3, 6, 5, 5), (20, 6, 5, 5), (0, 0, 0, 0)),       # 1x1 outputs: blocks over the batch
+    ((2, 12, 9, 16), (40, 12, 3, 3), (1, 1, 1, 1)),    # three channel vectors, 16-pixel rows
+])
+def test_known_chunked_shapes_match_oracle(device, tiny_chunks, x_shape, w_shape, pads):
+    n, c, h, w = x_shape
+    o, _, kh, kw = w_shape
+    oh, ow = h + pads[0] + pads[1] - kh + 1, w + pads[2] + pads[3] - kw + 1
+    plan = ops._plan(n, c, h + pads[0] + pads[1], w + pads[2] + pads[3], o, kh, kw, (1, 1), oh, ow,
+                     limits=ops.vector_limits(device))
+    assert plan["CIC"] < plan["CI"], f"the shape must really be chunked: {plan}"
+    for activation in ("tanh", None):
+        _check_case(device, "direct", (x_shape, w_shape, (1, 1), pads, True, activation, None, 7, (1, 1), 1))
+
+
+def test_chunk_rule():
+    # 32x128x16x16 -> 128 5x5, float16 x 4 channel vectors: 820 KiB of weights per item in
+    # two chunks of 64 channels (410 KiB); 128 -> 128 3x3 (295 KiB) stays whole.
+    assert ops._input_chunk(128, 5, 5, 64, 16, 4) == 64
+    assert ops._input_chunk(128, 3, 3, 64, 16, 4) == 128
+    # Overlapping last blocks (16 % 5) are never chunked; 8 channels at least.
+    assert ops._input_chunk(128, 5, 5, 64, 16, 5) == 128
+    assert ops._input_chunk(4096, 7, 7, 64, 16, 4) == 32      # 392 KiB
+    assert ops._input_chunk(64, 31, 31, 64, 16, 4) == 8       # 246 KiB a channel: 8 is the floor
