@@ -1,13 +1,10 @@
 """CIFAR-10: the binary archive found on disk, or downloaded from a local 127.0.0.1 server (a
 tiny generated archive of a few records per file, its sha256 patched in), checked, extracted
 atomically, decoded; every failure one DataError naming the file and what to do."""
-import functools
 import hashlib
-import http.server
 import io
 import socket
 import tarfile
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,6 +12,7 @@ import pytest
 
 from clcnn.datasets import CIFAR10_CLASSES, cifar, cifar10, class_names, dataset
 from clcnn.errors import DataError
+from tests.helpers import serve_folder
 
 RECORDS = 3        # records per .bin in the generated archives
 FILES = [f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]
@@ -78,39 +76,16 @@ def env(tmp_path, monkeypatch):
     return SimpleNamespace(cache=tmp_path / "xdg" / "clcnn" / "cifar-10", tmp=tmp_path)
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; when server.truncate, files go out cut in half with the full length."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if not self.server.truncate:
-            return super().do_GET()
-        data = (self.server.root / self.path.lstrip("/")).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
-        self.close_connection = True
-
-
 @pytest.fixture
 def server(env, monkeypatch):
     root = env.tmp / "served"
     root.mkdir()
     expected = make_archive(root / cifar.ARCHIVE)
     monkeypatch.setattr(cifar, "CIFAR10_SHA256", sha(root / cifar.ARCHIVE))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
-    httpd.root, httpd.truncate = root, False
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/{cifar.ARCHIVE}"
-    monkeypatch.setenv("CLCNN_CIFAR10_URL", url)
-    yield SimpleNamespace(url=url, httpd=httpd, expected=expected)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_folder(root) as httpd:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{cifar.ARCHIVE}"
+        monkeypatch.setenv("CLCNN_CIFAR10_URL", url)
+        yield SimpleNamespace(url=url, httpd=httpd, expected=expected)
 
 
 def assert_split(got, expected):
@@ -127,7 +102,7 @@ def test_download_extract_and_load(server, env, capsys):
     # The archive and its folder, no temporary left.
     assert sorted(p.name for p in env.cache.iterdir()) == sorted([cifar.ARCHIVE, cifar.FOLDER])
     assert sorted(p.name for p in (env.cache / cifar.FOLDER).iterdir()) == sorted(FILES + ["batches.meta.txt"])
-    server.httpd.truncate = True                          # found in the cache from now on
+    server.httpd.truncate.add(cifar.ARCHIVE)          # found in the cache from now on
     assert_split(cifar10("test"), server.expected["test"])
     assert_split(dataset("cifar10", "test"), server.expected["test"])
     assert len(cifar10("train")[0]) == 5 * RECORDS
@@ -141,7 +116,7 @@ def test_class_names_are_the_archive_meta():
 @pytest.mark.parametrize("failure", ["truncated", "checksum"])
 def test_bad_download_leaves_nothing(server, env, monkeypatch, failure):
     if failure == "truncated":
-        server.httpd.truncate = True
+        server.httpd.truncate.add(cifar.ARCHIVE)
     else:
         monkeypatch.setattr(cifar, "CIFAR10_SHA256", hashlib.sha256(b"other").hexdigest())
     with pytest.raises(DataError) as e:

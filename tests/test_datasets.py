@@ -1,13 +1,10 @@
 """clcnn.datasets: IDX files, the embedded MNIST, folders, Fashion-MNIST lookup and download
 (against a local HTTP server), and the batching helpers. NumPy only, no OpenCL device."""
-import functools
 import gzip
 import hashlib
-import http.server
 import os
 import socket
 import struct
-import threading
 import time
 from importlib import resources
 from types import SimpleNamespace
@@ -19,6 +16,7 @@ from clcnn.datasets import (background_value, dataset, fashion, fashion_mnist, i
                             load_folder, mnist, prepare_images, random_shift, read_idx,
                             shift_images, write_idx)
 from clcnn.errors import DataError
+from tests.helpers import serve_folder
 
 # sha256 of the uncompressed embedded MNIST files: the values published with the project's
 # copy (shared/datasets/mnist/README.md), whose md5 sums are the canonical MNIST ones.
@@ -280,38 +278,13 @@ def test_fashion_real_debian_package():
 
 # ---------------------------------------------------------------- download
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; names in server.truncate are sent cut in half with the full length."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        name = self.path.lstrip("/")
-        if name not in self.server.truncate:
-            return super().do_GET()
-        data = (self.server.root / name).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
-        self.close_connection = True
-
-
 @pytest.fixture
 def server(tmp_path, fashion_env):
     root = tmp_path / "served"
     root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
-    httpd.root, httpd.truncate = root, set()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}/", root=root,
-                          truncate=httpd.truncate)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_folder(root) as httpd:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}/", root=root,
+                              truncate=httpd.truncate)
 
 
 def serve_split(server, split, images, labels):
