@@ -55,3 +55,39 @@ inline float exp_shifted_row(__global const float* z, __global float* out, int K
     }
     return sum;
 }
+
+/* Vector forms for kernels that choose their own vector type T (float2 ... float16), which
+ * each such file instantiates after defining it: DEFINE_TANHV(T) defines T tanhv(T), tanh as
+ * Eigen's rational approximation (odd degree 13 over even degree 6, inputs clamped to
+ * +-7.9053): within 4e-7 of tanh, pure multiply-adds and one divide, where PoCL's tanh
+ * builtin costs ~40 cycles per float8 (it dominated LeNet-5's conv1 and dense forwards); a
+ * NaN fails both clamps and stays NaN. DEFINE_ACTIVATEV(T) defines T activatev(T, act, slope),
+ * activate() above on a vector (the ternaries select per lane; a NaN lane fails every
+ * comparison and falls through to v). Macros rather than functions because OpenCL C 1.2 has
+ * no overloading of user functions by vector width. */
+#define DEFINE_TANHV(T)                                                                       \
+inline T tanhv(T x) {                                                                         \
+    const float clamp = 7.90531110763549805f;                                                 \
+    x = x > clamp ? (T)(clamp) : x;                                                           \
+    x = x < -clamp ? (T)(-clamp) : x;                                                         \
+    const T x2 = x * x;                                                                       \
+    T p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;                                \
+    p = p * x2 + -8.60467152213735e-11f;                                                      \
+    p = p * x2 + 5.12229709037114e-08f;                                                       \
+    p = p * x2 + 1.48572235717979e-05f;                                                       \
+    p = p * x2 + 6.37261928875436e-04f;                                                       \
+    p = p * x2 + 4.89352455891786e-03f;                                                       \
+    T q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;                                 \
+    q = q * x2 + 2.26843463243900e-03f;                                                       \
+    q = q * x2 + 4.89352518554385e-03f;                                                       \
+    return x * p / q;                                                                         \
+}
+#define DEFINE_ACTIVATEV(T)                                                                   \
+inline T activatev(T v, int act, float slope) {                                               \
+    if (act == ACT_RELU) return v < 0.0f ? (T)(0.0f) : v;                                     \
+    if (act == ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;                               \
+    if (act == ACT_RELU6) return v < 0.0f ? (T)(0.0f) : (v > 6.0f ? (T)(6.0f) : v);           \
+    if (act == ACT_TANH) return tanhv(v);                                                     \
+    if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));                                   \
+    return v;                                                                                 \
+}

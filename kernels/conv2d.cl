@@ -157,36 +157,9 @@
 #endif
 #define BLOCKS_PER_SEG ((SEG + PB - 1) / PB)
 
-/* tanh as Eigen's rational approximation (odd degree 13 over even degree 6, inputs clamped
- * to +-7.9053): within 4e-7 of tanh everywhere, pure multiply-adds and one divide, where
- * PoCL's tanh builtin costs ~40 cycles per float8 and dominated a LeNet conv1 forward. */
-inline VEC tanhv(VEC x) {
-    const float clamp = 7.90531110763549805f;
-    x = x > clamp ? (VEC)(clamp) : x;
-    x = x < -clamp ? (VEC)(-clamp) : x;
-    const VEC x2 = x * x;
-    VEC p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    VEC q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return x * p / q;
-}
-
-/* activate() of common.h on a vector (the ternary selects per lane); a NaN lane fails every
- * comparison and falls through to v, so NaN propagates as in PyTorch. */
-inline VEC activatev(VEC v, int act, float slope) {
-    if (act == ACT_RELU) return v < 0.0f ? (VEC)(0.0f) : v;
-    if (act == ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
-    if (act == ACT_RELU6) return v < 0.0f ? (VEC)(0.0f) : (v > 6.0f ? (VEC)(6.0f) : v);
-    if (act == ACT_TANH) return tanhv(v);
-    if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));
-    return v;
-}
+/* tanhv and activatev (common.h) on this file's vectors. */
+DEFINE_TANHV(VEC)
+DEFINE_ACTIVATEV(VEC)
 
 /* y = act(conv(xp, w) + b). Work item (pixel block, channel block): PB pixels of one segment
  * times OB output channels, accumulated in OBV*PB vector registers.

@@ -76,25 +76,9 @@
 #define A_ROW(m) (A + (size_t)(m) * K)
 #endif
 
-/* tanh as Eigen's rational approximation (as conv2d.cl): within 4e-7 of tanh, pure
- * multiply-adds and one divide, where PoCL's scalar tanh builtin took 60% of a LeNet dense
- * forward. A NaN fails both clamps and stays NaN. */
-inline VEC tanhv(VEC x) {
-    const float clamp = 7.90531110763549805f;
-    x = x > clamp ? (VEC)(clamp) : x;
-    x = x < -clamp ? (VEC)(-clamp) : x;
-    const VEC x2 = x * x;
-    VEC p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    VEC q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return x * p / q;
-}
+/* tanhv (common.h) on this file's vectors: PoCL's scalar tanh builtin took 60% of a LeNet
+ * dense forward. */
+DEFINE_TANHV(VEC)
 
 /* activate() of common.h on a vector; a NaN lane fails every comparison and falls through
  * to v, so NaN propagates as in PyTorch. */
