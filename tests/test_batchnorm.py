@@ -8,7 +8,7 @@ from clcnn.errors import ShapeError
 from clcnn.ops import batchnorm as ops
 from clcnn.oracle import batchnorm as oracle
 from clcnn.oracle import conv2d as o_conv
-from tests.helpers import assert_close, numeric_grad
+from tests.helpers import assert_close, kernel_runs, numeric_grad
 
 # Tolerance of the float32 kernels against the float64 oracle, as a multiple of each result's
 # error scale (_scales). The kernels' sums have at most MAX_CHUNK / 8 = 1024 terms per float
@@ -97,18 +97,44 @@ class _Chunks:
 RUNS = [None, 1, 8, 13, 49, 64]
 
 
-class _Runs:
-    """Set ops.RUN and ops.MIN_RUN to `run` for a block (None keeps the defaults)."""
-    def __init__(self, run):
-        self.run = run
+@st.composite
+def fused_cases(draw, activations):
+    """Cases of the BatchNorm kernels with a fused activation (and residual): batch 1..6,
+    channels 1..24, maps 1..10 per side (N*H*W > 1 in train), train or eval, affine or not, one
+    of `activations`, a negative slope of 0, 0.01 or 0.3, need_input_grad and a seed."""
+    n, c = draw(st.integers(1, 6)), draw(st.integers(1, 24))
+    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    training = draw(st.booleans())
+    if training and n * h * w == 1:
+        w = 2
+    return ((n, c, h, w), training, draw(st.booleans()), draw(st.sampled_from(activations)),
+            draw(st.sampled_from([0.0, 0.01, 0.3])), draw(st.booleans()), draw(st.integers(0, 2 ** 31)))
 
-    def __enter__(self):
-        self.saved = ops.RUN, ops.MIN_RUN
-        if self.run is not None:
-            ops.RUN = ops.MIN_RUN = self.run
 
-    def __exit__(self, *exc):
-        ops.RUN, ops.MIN_RUN = self.saved
+def _fused_data(rng, shape, affine, residual=False):
+    """float32 x ~ N(1, 2), a residual ~ N(0, 3) (None unless `residual`), gy ~ N(0, 1), weight and
+    bias ~ N(0, 3) (None unless affine: they spread the outputs over both sides of relu6's
+    kinks), running mean ~ N(0, 0.5) and running var in [0.5, 2], drawn in that order."""
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2.0 + 1.0).astype(np.float32)
+    res = (rng.standard_normal(shape) * 3.0).astype(np.float32) if residual else None
+    gy = rng.standard_normal(shape).astype(np.float32)
+    weight = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
+    bias = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
+    rmean = (rng.standard_normal(c) * 0.5).astype(np.float32)
+    rvar = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    return x, res, gy, weight, bias, rmean, rvar
+
+
+def _oracle_forward(training, x, weight, bias, rmean, rvar):
+    """The float64 oracle's BatchNorm forward (momentum 0.1, eps 1e-5) of float32 arrays:
+    y, the batch's (train) or running (eval) mean and invstd, and the updated running mean and
+    var (train; None in eval)."""
+    x64, w64, b64, rm64, rv64 = _f64(x, weight, bias, rmean, rvar)
+    if training:
+        return oracle.batchnorm2d_forward_train(x64, w64, b64, rm64, rv64, 0.1, 1e-5)
+    y = oracle.batchnorm2d_forward_eval(x64, w64, b64, rm64, rv64, 1e-5)
+    return y, rm64, 1.0 / np.sqrt(rv64 + 1e-5), None, None
 
 
 def _check_train(device, shape, affine, tracking, momentum, batches, need_input_grad, seed):
@@ -147,13 +173,13 @@ def _check_train(device, shape, affine, tracking, momentum, batches, need_input_
 @given(case=bn_cases(), run=st.sampled_from(RUNS))
 def test_train_matches_oracle(device, case, run):
     shape, affine, tracking, momentum, batches, max_chunk, need_input_grad, seed = case
-    with _Chunks(max_chunk), _Runs(run):
+    with _Chunks(max_chunk), kernel_runs(ops, run):
         _check_train(device, shape, affine, tracking, momentum, batches, need_input_grad, seed)
 
 
 @given(case=bn_cases(train=False), run=st.sampled_from(RUNS))
 def test_eval_matches_oracle(device, case, run):
-    with _Runs(run):
+    with kernel_runs(ops, run):
         _check_eval(device, case)
 
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from clcnn import bench, models, opspec
-from tests.helpers import record_op_calls
+from tests.helpers import op_calls_of_model_cases, record_op_calls
 
 BATCH = 3   # small: the kernels are built per shape, the oracle is slow
 
@@ -59,13 +59,7 @@ def test_model_cases_list_exactly_the_ops_a_training_step_runs(device, model_nam
     trainer.train_step(x, y)
     device.synchronize()
     step_ops = Counter(log)
-    log.clear()
-    for _, case in cases:
-        d = {k: device.to_device(v, dtype=v.dtype) for k, v in case.make_inputs(rng).items()}
-        out = case.forward(device, d)
-        if case.backward is not None:
-            case.backward(device, d, out)
-    assert Counter(log) == step_ops
+    assert op_calls_of_model_cases(device, cases, rng, log) == step_ops
     assert cases[-2][1].name == "softmax cross-entropy train" and cases[-1][1].name.startswith("sgd grouped")
 
 

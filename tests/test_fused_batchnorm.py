@@ -13,8 +13,8 @@ from clcnn import reference
 from clcnn.ops import batchnorm as ops
 from clcnn.oracle import activation as o_act
 from clcnn.oracle import batchnorm as oracle
-from tests.helpers import assert_close, numeric_grad, randomise_state
-from tests.test_batchnorm import RUNS, TOL, _Runs, _scales
+from tests.helpers import assert_close, kernel_runs, numeric_grad, randomise_state
+from tests.test_batchnorm import RUNS, TOL, _fused_data, _oracle_forward, _scales, fused_cases
 
 KINKS = {"relu": (0.0,), "relu6": (0.0, 6.0), "leaky_relu": (0.0,)}
 
@@ -26,42 +26,19 @@ def _pre_activation(x, weight, bias, mean, invstd):
     return (x - pc(mean)) * pc(invstd) * w + b
 
 
-@st.composite
-def fused_cases(draw):
-    n, c = draw(st.integers(1, 6)), draw(st.integers(1, 24))
-    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
-    training = draw(st.booleans())
-    if training and n * h * w == 1:
-        w = 2
-    return ((n, c, h, w), training, draw(st.booleans()), draw(st.sampled_from(sorted(KINKS))),
-            draw(st.sampled_from([0.0, 0.01, 0.3])), draw(st.booleans()), draw(st.integers(0, 2 ** 31)))
-
-
-@given(fused_cases(), st.sampled_from(RUNS))
+@given(fused_cases(sorted(KINKS)), st.sampled_from(RUNS))
 def test_fused_kernels_match_oracle(device, case, run):
-    with _Runs(run):
+    with kernel_runs(ops, run):
         _check_fused(device, case)
 
 
 def _check_fused(device, case):
     shape, training, affine, act, slope, need_input_grad, seed = case
     rng = np.random.default_rng(seed)
-    c = shape[1]
-    x = (rng.standard_normal(shape) * 2.0 + 1.0).astype(np.float32)
-    gy = rng.standard_normal(shape).astype(np.float32)
-    # weight and bias spread the outputs over both sides of relu6's kinks
-    weight = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
-    bias = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
-    rmean = (rng.standard_normal(c) * 0.5).astype(np.float32)
-    rvar = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    x, _, gy, weight, bias, rmean, rvar = _fused_data(rng, shape, affine)
     x64 = x.astype(np.float64)
     f64 = lambda a: None if a is None else a.astype(np.float64)   # noqa: E731
-    if training:
-        y_pre, mean, invstd, new_mean, new_var = oracle.batchnorm2d_forward_train(
-            x64, f64(weight), f64(bias), f64(rmean), f64(rvar), 0.1, 1e-5)
-    else:
-        y_pre = oracle.batchnorm2d_forward_eval(x64, f64(weight), f64(bias), f64(rmean), f64(rvar), 1e-5)
-        mean, invstd = rmean.astype(np.float64), 1.0 / np.sqrt(rvar.astype(np.float64) + 1e-5)
+    y_pre, mean, invstd, new_mean, new_var = _oracle_forward(training, x, weight, bias, rmean, rvar)
     v = _pre_activation(x64, weight, bias, mean, invstd)
     scale = _scales(x64, gy.astype(np.float64), f64(weight), f64(bias), mean, invstd)
     # Where the pre-activation sits within rounding of a kink the float32 kernel may take the

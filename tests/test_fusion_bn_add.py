@@ -14,8 +14,9 @@ from clcnn.errors import ShapeError
 from clcnn.ops import batchnorm as ops
 from clcnn.oracle import activation as o_act
 from clcnn.oracle import batchnorm as oracle
-from tests.helpers import assert_close, numeric_grad, randomise_state
-from tests.test_batchnorm import RUNS, TOL, _Runs, _scales
+from tests.helpers import (assert_close, assert_matches_torch_over_sgd_steps, kernel_runs, numeric_grad,
+                           randomise_state)
+from tests.test_batchnorm import RUNS, TOL, _fused_data, _oracle_forward, _scales, fused_cases
 
 try:
     import torch
@@ -34,42 +35,20 @@ def _act_grad(name, y, gy, slope):
     return gy if name is None else o_act.activation_backward(name, y, gy, slope)
 
 
-@st.composite
-def cases(draw):
-    n, c = draw(st.integers(1, 6)), draw(st.integers(1, 24))
-    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
-    training = draw(st.booleans())
-    if training and n * h * w == 1:
-        w = 2
-    return ((n, c, h, w), training, draw(st.booleans()), draw(st.sampled_from(sorted(KINKS, key=str))),
-            draw(st.sampled_from([0.0, 0.01, 0.3])), draw(st.booleans()), draw(st.integers(0, 2 ** 31)))
-
-
-@given(cases(), st.sampled_from(RUNS))
+@given(fused_cases(sorted(KINKS, key=str)), st.sampled_from(RUNS))
 def test_fused_kernels_match_oracle(device, case, run):
-    with _Runs(run):
+    with kernel_runs(ops, run):
         _check_fused(device, case)
 
 
 def _check_fused(device, case):
     shape, training, affine, act, slope, need_input_grad, seed = case
     rng = np.random.default_rng(seed)
-    c = shape[1]
-    x = (rng.standard_normal(shape) * 2.0 + 1.0).astype(np.float32)
-    res = (rng.standard_normal(shape) * 3.0).astype(np.float32)   # both sides of relu6's kinks
-    gy = rng.standard_normal(shape).astype(np.float32)
-    weight = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
-    bias = (rng.standard_normal(c) * 3.0).astype(np.float32) if affine else None
-    rmean = (rng.standard_normal(c) * 0.5).astype(np.float32)
-    rvar = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    # the residual spreads the sums over both sides of relu6's kinks
+    x, res, gy, weight, bias, rmean, rvar = _fused_data(rng, shape, affine, residual=True)
     f64 = lambda a: None if a is None else a.astype(np.float64)   # noqa: E731
     x64 = f64(x)
-    if training:
-        bn, mean, invstd, new_mean, new_var = oracle.batchnorm2d_forward_train(
-            x64, f64(weight), f64(bias), f64(rmean), f64(rvar), 0.1, 1e-5)
-    else:
-        bn = oracle.batchnorm2d_forward_eval(x64, f64(weight), f64(bias), f64(rmean), f64(rvar), 1e-5)
-        mean, invstd = f64(rmean), 1.0 / np.sqrt(f64(rvar) + 1e-5)
+    bn, mean, invstd, new_mean, new_var = _oracle_forward(training, x, weight, bias, rmean, rvar)
     v = bn + res
     scale = _scales(x64, f64(gy), f64(weight), f64(bias), mean, invstd)
     y_scale = scale["y"] + np.abs(res)
@@ -330,29 +309,4 @@ def test_block_matches_pytorch_over_sgd_steps(device, stride, cout, three):
     model = clcnn.Model(*_block(stride=stride, cout=cout, three=three), device=device)
     assert _bn_add_steps(model)
     randomise_state(model, rng)
-    ref = _TorchBlock(6, cout, stride, three)
-    missing, unexpected = ref.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
-    assert not missing and not unexpected
-    opt = clcnn.optim.SGD(model, lr=0.05, momentum=0.9)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
-    for step in range(2):
-        x = rng.standard_normal((4, 6, 7, 7)).astype(np.float32)
-        gy = rng.standard_normal((4,) + tuple(model.output_shapes()[-1])).astype(np.float32)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        ref_opt.zero_grad()
-        yt = ref(xt)
-        yt.backward(torch.from_numpy(gy))
-        y = model(x)
-        gx = model.backward(gy)
-        assert_close(y.get(), yt.detach().numpy(), 1e-4, 1e-3, f"step {step} output")
-        assert_close(gx.get(), xt.grad.numpy(), 1e-4 * max(1.0, float(np.abs(xt.grad.numpy()).max())), 1e-3,
-                     f"step {step} input gradient")
-        ref_grads = {k: p.grad.numpy() for k, p in ref.named_parameters()}
-        for p in model.parameters():
-            scale = max(1.0, float(np.abs(ref_grads[p.name]).max()))
-            assert_close(p.grad.get(), ref_grads[p.name], 2e-4 * scale, 2e-3, f"step {step} grad {p.name}")
-        opt.step()
-        ref_opt.step()
-    state, ref_state = model.state_dict(), ref.state_dict()
-    for key, value in ref_state.items():
-        assert_close(state[key], value.numpy(), 2e-4, 2e-3, f"after 2 steps: {key}")
+    assert_matches_torch_over_sgd_steps(model, _TorchBlock(6, cout, stride, three), rng, (6, 7, 7), batch=4, steps=2)

@@ -7,7 +7,7 @@ import pytest
 import clcnn
 from clcnn import layers as L
 from clcnn.errors import CheckpointError, ShapeError
-from tests.helpers import assert_close, randomise_state
+from tests.helpers import assert_close, assert_matches_torch_over_sgd_steps, randomise_state
 
 try:
     import torch
@@ -110,31 +110,7 @@ def test_block_matches_pytorch_forward_backward_running_stats_and_sgd(device, bl
     model = clcnn.Model(inp, out, device=device)
     randomise_state(model, rng)
     ref = torch_block()
-    missing, unexpected = ref.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
-    assert not missing and not unexpected
-    opt = clcnn.optim.SGD(model, lr=0.05, momentum=0.9)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
-    for step in range(3):
-        x = rng.standard_normal((5,) + shape).astype(np.float32)
-        gy = rng.standard_normal((5,) + tuple(model.output_shapes()[-1])).astype(np.float32)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        yt = ref(xt)
-        ref_opt.zero_grad()
-        yt.backward(torch.from_numpy(gy))
-        y = model(x)
-        gx = model.backward(gy)
-        assert_close(y.get(), yt.detach().numpy(), 1e-4, 1e-3, f"step {step} output")
-        assert_close(gx.get(), xt.grad.numpy(), 1e-4 * max(1.0, float(np.abs(xt.grad.numpy()).max())), 1e-3,
-                     f"step {step} input gradient")
-        ref_grads = {k: p.grad.numpy() for k, p in ref.named_parameters()}
-        for p in model.parameters():
-            scale = max(1.0, float(np.abs(ref_grads[p.name]).max()))
-            assert_close(p.grad.get(), ref_grads[p.name], 2e-4 * scale, 2e-3, f"step {step} grad {p.name}")
-        opt.step()
-        ref_opt.step()
-    state, ref_state = model.state_dict(), ref.state_dict()
-    for key, value in ref_state.items():
-        assert_close(state[key], value.numpy(), 2e-4, 2e-3, f"after 3 steps: {key}")
+    assert_matches_torch_over_sgd_steps(model, ref, rng, shape, batch=5, steps=3)
     # eval mode: running statistics (folded into the convolutions by the fusion pass)
     model.eval()
     ref.eval()

@@ -8,7 +8,7 @@ from clcnn import opspec
 from clcnn.errors import ShapeError
 from clcnn.ops import merge as ops
 from clcnn.oracle import merge as oracle
-from tests.helpers import assert_close, numeric_grad
+from tests.helpers import assert_close, kernel_runs, numeric_grad
 
 EPS32 = 2.0 ** -24   # float32's unit roundoff
 # Shapes of every rank the graph may add (odd sizes, batch 1 often, tails that are not a
@@ -19,20 +19,6 @@ shapes = st.lists(st.integers(1, 11), min_size=1, max_size=4).map(tuple)
 # add_forward's run lengths (None: the default choice): shorter than, equal to and longer than
 # a tensor of up to 11**4 elements, multiples of 8 and not.
 RUNS = [None, 1, 8, 13, 64]
-
-
-class _Runs:
-    """Set ops.RUN and ops.MIN_RUN to `run` for a block (None keeps the defaults)."""
-    def __init__(self, run):
-        self.run = run
-
-    def __enter__(self):
-        self.saved = ops.RUN, ops.MIN_RUN
-        if self.run is not None:
-            ops.RUN = ops.MIN_RUN = self.run
-
-    def __exit__(self, *exc):
-        ops.RUN, ops.MIN_RUN = self.saved
 
 
 def _inputs(rng, shape, count, scale=1.0):
@@ -60,7 +46,7 @@ def _check_sum(got, xs, activation, what):
 def test_add_matches_oracle(device, shape, count, activation, scale, seed, run):
     rng = np.random.default_rng(seed)
     xs = _inputs(rng, shape, count, scale)
-    with _Runs(run):
+    with kernel_runs(ops, run):
         y = ops.add_forward(device, [device.to_device(x) for x in xs], activation=activation)
     assert y.shape == shape
     _check_sum(y.get(), xs, activation, f"add of {count} {shape} +{activation}")
@@ -80,7 +66,7 @@ def test_add_of_more_than_one_launch(device, count, shape, activation, seed, run
     # once, at the end (a relu in between would clip partial sums).
     rng = np.random.default_rng(seed)
     xs = _inputs(rng, shape, count)
-    with _Runs(run):
+    with kernel_runs(ops, run):
         y = ops.add_forward(device, [device.to_device(x) for x in xs], activation=activation)
     _check_sum(y.get(), xs, activation, f"add of {count}")
 
@@ -121,7 +107,7 @@ def test_add_large_flat_array(device):
 
 @given(shape=shapes, seed=st.integers(0, 2 ** 31), run=st.sampled_from(RUNS))
 def test_accumulate_and_add_into(device, shape, seed, run):
-    with _Runs(run):
+    with kernel_runs(ops, run):
         _check_accumulate(device, shape, seed)
 
 

@@ -23,7 +23,7 @@ from clcnn.oracle import elementwise as o_ew
 from clcnn.oracle import layout as o_layout
 from clcnn.oracle import lrn as o_lrn
 from clcnn.oracle import softmax as o_sm
-from tests.helpers import assert_close, numeric_grad, record_op_calls
+from tests.helpers import assert_close, numeric_grad, op_calls_of_model_cases, record_op_calls
 
 seeds = st.integers(0, 2 ** 31)
 # Elementwise results: a few float32 roundings each. Gradients summed over broadcast axes: a
@@ -476,11 +476,5 @@ def test_model_cases_list_exactly_the_new_ops_a_training_step_runs(device, monke
                           helpers=("broadcast_shape", "collapse", "geometry", "pad_shape"))
     trainer.train_step(x, y)
     step = Counter(log)
-    log.clear()
-    for _, case in cases:
-        d = {k: device.to_device(v, dtype=v.dtype) for k, v in case.make_inputs(rng).items()}
-        out = case.forward(device, d)
-        if case.backward is not None:
-            case.backward(device, d, out)
-    assert Counter(log) == step
+    assert op_calls_of_model_cases(device, cases, rng, log) == step
     assert step["elementwise.binary_forward"] == 3 and step["layout.transpose"] == 1
