@@ -67,11 +67,7 @@
 #define RESIDUAL 0
 #endif
 
-/* Eight consecutive floats in and out as scalar accesses, which PoCL's compiler merges into
- * vector loads and stores; vload8 / vstore8 would each be an out-of-line call on PoCL. */
-#define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
-#define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
-                          (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+/* Eight consecutive floats in and out: LOAD8 / STORE8 of common.h. */
 #define HSUM8(a) ((((a).s0 + (a).s1) + ((a).s2 + (a).s3)) + (((a).s4 + (a).s5) + ((a).s6 + (a).s7)))
 
 inline float inv_std(__global const float* istat, int c, float eps)

@@ -56,6 +56,16 @@ inline float exp_shifted_row(__global const float* z, __global float* out, int K
     return sum;
 }
 
+/* PoCL's CPU driver (pip's 3.0) calls builtins such as fma, vload8, vstore8, min and tanh out
+ * of line (a function call per use: 3x slower in the hot loops), so the kernels use none
+ * there: a * b + c contracts to an FMA (FP_CONTRACT is on by default in OpenCL C), MIN is a
+ * plain select, and a float8 built from or stored to eight adjacent scalars compiles to one
+ * unaligned vector access. */
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
+#define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
+                          (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+
 /* Vector forms for kernels that choose their own vector type T (float2 ... float16), which
  * each such file instantiates after defining it: DEFINE_TANHV(T) defines T tanhv(T), tanh as
  * Eigen's rational approximation (odd degree 13 over even degree 6, inputs clamped to

@@ -121,14 +121,7 @@
 #define OB (VW * OBV)
 #define OBW (VW * OBVW)
 
-/* PoCL's CPU driver calls builtins such as mad, vload8, vstore8 and min out of line (a function
- * call per use, and no unrolling around it), so the hot loops use none of them: a * b + c
- * contracts to an FMA, and a float8 built from eight adjacent scalars compiles to one vector
- * load. */
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
-#define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
-                          (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+/* MIN, LOAD8 and STORE8 come from common.h (PoCL calls the builtins out of line). */
 #if VW == 16
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))

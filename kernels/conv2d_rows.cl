@@ -65,7 +65,6 @@
 #define OBC 1           /* output channels per work item (weight gradient) */
 #endif
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))   /* PoCL calls the min builtin out of line */
 #define HP (H + PT + PB)
 #define WP (W + PL + PR)
 #define OH (HP - KH + 1)
@@ -77,10 +76,8 @@
  * scalars compiles to one (unaligned) vector load. */
 #define LOAD2(p) ((float2)((p)[0], (p)[1]))
 #define LOAD4(p) ((float4)((p)[0], (p)[1], (p)[2], (p)[3]))
-#define LOAD8(p) ((float8)(LOAD4(p), LOAD4((p) + 4)))
 #define STORE2(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; } while (0)
 #define STORE4(v, p) do { STORE2((v).lo, p); STORE2((v).hi, (p) + 2); } while (0)
-#define STORE8(v, p) do { STORE4((v).lo, p); STORE4((v).hi, (p) + 4); } while (0)
 #if VW == 16
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))

@@ -48,15 +48,9 @@
 #endif
 #define NB (VW * NV)
 
-/* PoCL's CPU driver (pip's 3.0) calls builtins such as fma, vload8, vstore8, min and tanh out
- * of line (a function call per use: 3x slower here), so the hot loops use none: a * b + c
- * contracts to an FMA (FP_CONTRACT is on by default in OpenCL C), and a float8 built from or
- * stored to eight adjacent scalars compiles to one unaligned vector access. The register-block
- * loops carry #pragma unroll: without it PoCL keeps the accumulators in memory (another 2-3x). */
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
-#define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
-                          (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
+/* MIN, LOAD8 and STORE8 come from common.h (PoCL calls the builtins out of line). The
+ * register-block loops carry #pragma unroll: without it PoCL keeps the accumulators in memory
+ * (2-3x slower). */
 #if VW == 16
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
