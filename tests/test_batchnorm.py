@@ -137,6 +137,38 @@ def _oracle_forward(training, x, weight, bias, rmean, rvar):
     return y, rm64, 1.0 / np.sqrt(rv64 + 1e-5), None, None
 
 
+def _fused_reference(shape, training, affine, seed, residual=False):
+    """The operands of a fused_cases case, drawn from its seed (_fused_data: x, residual, gy,
+    weight, bias, running mean and var) and the oracle's BatchNorm forward of them
+    (_oracle_forward: y, mean, invstd, new running mean and var)."""
+    x, res, gy, weight, bias, rmean, rvar = _fused_data(np.random.default_rng(seed), shape, affine, residual)
+    return (x, res, gy, weight, bias, rmean, rvar), _oracle_forward(training, x, weight, bias, rmean, rvar)
+
+
+def _assert_statistics(smean, sinv, drm, drv, reference, scale):
+    """A train forward's saved mean and invstd (to TOL of their error scales) and the running
+    mean and var it updated (to 1e-5) against the oracle's (_oracle_forward's output)."""
+    _, mean, invstd, new_mean, new_var = reference
+    assert_close(smean.get(), mean, TOL * scale["mean"], 0, "mean")
+    assert_close(sinv.get(), invstd, TOL * scale["invstd"], 0, "invstd")
+    assert_close(drm.get(), new_mean, 1e-5, 1e-5, "running_mean")
+    assert_close(drv.get(), new_var, 1e-5, 1e-5, "running_var")
+
+
+def _assert_gradients(gx, gw, gb, want, scale, need_input_grad, affine, what):
+    """gx (None unless need_input_grad), gweight and gbias (None unless affine) against the
+    oracle's `want` = (gx, gweight, gbias), each to TOL of its error scale."""
+    if need_input_grad:
+        assert_close(gx.get(), want[0], TOL * scale["gx"], 0, f"gx ({what})")
+    else:
+        assert gx is None
+    if affine:
+        assert_close(gw.get(), want[1], TOL * scale["gweight"], 0, "gweight")
+        assert_close(gb.get(), want[2], TOL * scale["gbias"], 0, "gbias")
+    else:
+        assert gw is None and gb is None
+
+
 def _check_train(device, shape, affine, tracking, momentum, batches, need_input_grad, seed):
     rng = np.random.default_rng(seed)
     x, gy, weight, bias, rmean, rvar = _data(rng, shape, affine)

@@ -14,7 +14,8 @@ from clcnn.ops import batchnorm as ops
 from clcnn.oracle import activation as o_act
 from clcnn.oracle import batchnorm as oracle
 from tests.helpers import assert_close, kernel_runs, numeric_grad, randomise_state
-from tests.test_batchnorm import RUNS, TOL, _fused_data, _oracle_forward, _scales, fused_cases
+from tests.test_batchnorm import (RUNS, TOL, _assert_gradients, _assert_statistics, _fused_reference, _scales,
+                                  fused_cases)
 
 KINKS = {"relu": (0.0,), "relu6": (0.0, 6.0), "leaky_relu": (0.0,)}
 
@@ -29,16 +30,14 @@ def _pre_activation(x, weight, bias, mean, invstd):
 @given(fused_cases(sorted(KINKS)), st.sampled_from(RUNS))
 def test_fused_kernels_match_oracle(device, case, run):
     with kernel_runs(ops, run):
-        _check_fused(device, case)
+        _check_fused(device, *case)
 
 
-def _check_fused(device, case):
-    shape, training, affine, act, slope, need_input_grad, seed = case
-    rng = np.random.default_rng(seed)
-    x, _, gy, weight, bias, rmean, rvar = _fused_data(rng, shape, affine)
+def _check_fused(device, shape, training, affine, act, slope, need_input_grad, seed):
+    (x, _, gy, weight, bias, rmean, rvar), reference = _fused_reference(shape, training, affine, seed)
+    y_pre, mean, invstd = reference[:3]
     x64 = x.astype(np.float64)
     f64 = lambda a: None if a is None else a.astype(np.float64)   # noqa: E731
-    y_pre, mean, invstd, new_mean, new_var = _oracle_forward(training, x, weight, bias, rmean, rvar)
     v = _pre_activation(x64, weight, bias, mean, invstd)
     scale = _scales(x64, gy.astype(np.float64), f64(weight), f64(bias), mean, invstd)
     # Where the pre-activation sits within rounding of a kink the float32 kernel may take the
@@ -56,10 +55,7 @@ def _check_fused(device, case):
     fused = dict(activation=act, negative_slope=slope)
     if training:
         y, smean, sinv = ops.batchnorm2d_forward_train(device, d(x), dw, db, drm, drv, 0.1, 1e-5, **fused)
-        assert_close(smean.get(), mean, TOL * scale["mean"], 0, "mean")
-        assert_close(sinv.get(), invstd, TOL * scale["invstd"], 0, "invstd")
-        assert_close(drm.get(), new_mean, 1e-5, 1e-5, "running_mean")
-        assert_close(drv.get(), new_var, 1e-5, 1e-5, "running_var")
+        _assert_statistics(smean, sinv, drm, drv, reference, scale)
         gx, gw, gb = ops.batchnorm2d_backward(device, d(x), d(gy), dw, smean, sinv, need_input_grad, bias=db,
                                               **fused)
         want = oracle.batchnorm2d_backward(x64, g_pre, f64(weight), mean, invstd)
@@ -69,13 +65,7 @@ def _check_fused(device, case):
                                                    bias=db, **fused)
         want = oracle.batchnorm2d_backward_eval(x64, g_pre, f64(weight), f64(rmean), f64(rvar), 1e-5)
     assert_close(y.get(), y_want, TOL * scale["y"], 0, f"y ({act})")
-    if need_input_grad:
-        assert_close(gx.get(), want[0], TOL * scale["gx"], 0, f"gx ({act})")
-    else:
-        assert gx is None
-    if affine:
-        assert_close(gw.get(), want[1], TOL * scale["gweight"], 0, "gweight")
-        assert_close(gb.get(), want[2], TOL * scale["gbias"], 0, "gbias")
+    _assert_gradients(gx, gw, gb, want, scale, need_input_grad, affine, act)
 
 
 @pytest.mark.parametrize("act", sorted(KINKS))

@@ -16,7 +16,8 @@ from clcnn.oracle import activation as o_act
 from clcnn.oracle import batchnorm as oracle
 from tests.helpers import (assert_close, assert_matches_torch_over_sgd_steps, kernel_runs, numeric_grad,
                            randomise_state)
-from tests.test_batchnorm import RUNS, TOL, _fused_data, _oracle_forward, _scales, fused_cases
+from tests.test_batchnorm import (RUNS, TOL, _assert_gradients, _assert_statistics, _fused_reference, _scales,
+                                  fused_cases)
 
 try:
     import torch
@@ -38,17 +39,16 @@ def _act_grad(name, y, gy, slope):
 @given(fused_cases(sorted(KINKS, key=str)), st.sampled_from(RUNS))
 def test_fused_kernels_match_oracle(device, case, run):
     with kernel_runs(ops, run):
-        _check_fused(device, case)
+        _check_fused(device, *case)
 
 
-def _check_fused(device, case):
-    shape, training, affine, act, slope, need_input_grad, seed = case
-    rng = np.random.default_rng(seed)
+def _check_fused(device, shape, training, affine, act, slope, need_input_grad, seed):
     # the residual spreads the sums over both sides of relu6's kinks
-    x, res, gy, weight, bias, rmean, rvar = _fused_data(rng, shape, affine, residual=True)
+    (x, res, gy, weight, bias, rmean, rvar), reference = _fused_reference(shape, training, affine, seed,
+                                                                          residual=True)
+    bn, mean, invstd = reference[:3]
     f64 = lambda a: None if a is None else a.astype(np.float64)   # noqa: E731
     x64 = f64(x)
-    bn, mean, invstd, new_mean, new_var = _oracle_forward(training, x, weight, bias, rmean, rvar)
     v = bn + res
     scale = _scales(x64, f64(gy), f64(weight), f64(bias), mean, invstd)
     y_scale = scale["y"] + np.abs(res)
@@ -66,10 +66,7 @@ def _check_fused(device, case):
     fused = dict(activation=act, negative_slope=slope)
     if training:
         y, smean, sinv = ops.batchnorm2d_add_forward_train(device, dx, dres, dw, db, drm, drv, 0.1, 1e-5, **fused)
-        assert_close(smean.get(), mean, TOL * scale["mean"], 0, "mean")
-        assert_close(sinv.get(), invstd, TOL * scale["invstd"], 0, "invstd")
-        assert_close(drm.get(), new_mean, 1e-5, 1e-5, "running_mean")
-        assert_close(drv.get(), new_var, 1e-5, 1e-5, "running_var")
+        _assert_statistics(smean, sinv, drm, drv, reference, scale)
         gx, gw, gb, gr = ops.batchnorm2d_add_backward(device, dx, y, dgy, dw, smean, sinv, need_input_grad,
                                                       **fused)
         want = oracle.batchnorm2d_backward(x64, g_want, f64(weight), mean, invstd)
@@ -83,15 +80,7 @@ def _check_fused(device, case):
     assert_close(gr.get(), g_want, 0, 1e-7, f"gresidual ({act})")
     if act is None:
         assert gr is dgy
-    if need_input_grad:
-        assert_close(gx.get(), want[0], TOL * scale["gx"], 0, f"gx ({act})")
-    else:
-        assert gx is None
-    if affine:
-        assert_close(gw.get(), want[1], TOL * scale["gweight"], 0, "gweight")
-        assert_close(gb.get(), want[2], TOL * scale["gbias"], 0, "gbias")
-    else:
-        assert gw is None and gb is None
+    _assert_gradients(gx, gw, gb, want, scale, need_input_grad, affine, act)
 
 
 @pytest.mark.parametrize("act", ["relu", None])
