@@ -8,6 +8,9 @@ may absorb calls that only it feeds:
   or eval mode after a layer other than Conv2D): the normalising pass applies it, the backward
   passes apply its gradient, recomputed from the BatchNorm's input;
 - in eval mode, a BatchNorm2D after a Conv2D, folded into the convolution's weight and bias;
+- in eval mode, a 2x2 stride-2 AvgPool2D or MaxPool2D after a Conv2D (and its fused
+  activation): the convolution's kernel pools what it computes where it can (conv2d_rows),
+  so the full-size map is never written (LeNet-5's conv1 -> tanh -> pool);
 - a BatchNorm2D (not folded) whose output only an Add reads, with the Add's fused activation (a
   residual block's bn2 -> Add(shortcut) -> ReLU): the step runs where the Add runs, as the
   BatchNorm layer reading its own input and the Add's other inputs (step_call), one normalising
@@ -24,9 +27,10 @@ from collections import namedtuple
 
 # position: the main call (whose layer runs the step); output: the value the step writes (its
 # last absorbed call's); activation / batchnorm / add: positions of absorbed calls or None
-# (add: the Add a BatchNorm runs into); pool_from: for an AvgPool2D, the plan index of the step
-# whose fused activation its backward also undoes, else None.
-Step = namedtuple("Step", "position output activation batchnorm pool_from add", defaults=(None,))
+# (add: the Add a BatchNorm runs into; pool: an eval-mode pooling the step ends with);
+# pool_from: for an AvgPool2D, the plan index of the step whose fused activation its backward
+# also undoes, else None.
+Step = namedtuple("Step", "position output activation batchnorm pool_from add pool", defaults=(None, None))
 
 
 def _readers(calls, outputs, count):
@@ -39,8 +43,10 @@ def _readers(calls, outputs, count):
     return readers
 
 
-def plan(calls, outputs, count, training, fold_batchnorm=True):
-    """The fusion plan of `calls` (see model._Call) for train or eval mode."""
+def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
+    """The fusion plan of `calls` (see model._Call) for train or eval mode; fold_batchnorm
+    False leaves out every eval-only fusion (BatchNorm folds and pools), fuse_pools False the
+    pools."""
     from .layers.base import WeightedLayer
     from .layers.batchnorm import BatchNorm2D
     from .layers.conv import Conv2D
@@ -79,14 +85,20 @@ def plan(calls, outputs, count, training, fold_batchnorm=True):
             function = calls[nxt].layer.fusable_activation
             if function is not None and function in getattr(layer, "fusable_activations", ()):
                 activation, last = nxt, nxt
+        pool = None
+        if not training and fold_batchnorm and fuse_pools and getattr(layer, "fusable_pools", ()):
+            nxt = sole_reader(last)
+            kind = getattr(calls[nxt].layer, "fusable_as", None) if nxt is not None else None
+            if kind in layer.fusable_pools:
+                pool, last = nxt, nxt
         pool_from = None
         if isinstance(layer, AvgPool2D):
             producer = step_of_value.get(call.inputs[0])
             if producer is not None and sole_reader(steps[producer].output - count) == position:
                 pool_from = producer
-        absorbed.update(p for p in (batchnorm, activation) if p is not None)
+        absorbed.update(p for p in (batchnorm, activation, pool) if p is not None)
         step_of_value[count + last] = len(steps)
-        steps.append(Step(position, count + last, activation, batchnorm, pool_from, add))
+        steps.append(Step(position, count + last, activation, batchnorm, pool_from, add, pool))
     return steps
 
 
@@ -107,6 +119,8 @@ def forward_arguments(step, calls):
         kwargs.update(activation=act.fusable_activation, negative_slope=act.negative_slope)
     if step.batchnorm is not None:
         kwargs["weight"], kwargs["bias"] = fold_batchnorm(calls[step.position].layer, calls[step.batchnorm].layer)
+    if step.pool is not None:
+        kwargs["pool"] = calls[step.pool].layer.fusable_as
     return kwargs
 
 
@@ -122,7 +136,9 @@ def backward_arguments(step, plan_steps, contexts):
 
 
 def has_folds(plan_steps):
-    return any(step.batchnorm is not None for step in plan_steps)
+    """Whether the plan has eval-only fusions (folded BatchNorms, pooled convolutions), whose
+    intermediates a backward pass would need."""
+    return any(step.batchnorm is not None or step.pool is not None for step in plan_steps)
 
 
 def fold_batchnorm(conv, bn):

@@ -110,7 +110,8 @@ class Model:
                 self._named[f"{self._keys[id(layer)]}.{pname}"] = tensor
         for name, tensor in self._named.items():
             tensor.claim(self, name)
-        self._plans = {}      # training mode -> fusion plan
+        self._plans = {}      # (training mode, folds, pools) -> fusion plan
+        self._fuse_pools = True   # eval mode: pool inside convolutions (off for intermediate_outputs)
         self._run = None      # what the last forward saved for backward
 
     def _layer_keys(self):
@@ -151,10 +152,11 @@ class Model:
 
     # -- running -----------------------------------------------------------------------
     def _plan(self, fold=True):
-        key = (self.training, fold)
+        key = (self.training, fold, self._fuse_pools)
         if key not in self._plans:
             self._plans[key] = fusion.plan(self._calls, self._outputs, self._input_count(),
-                                           training=self.training, fold_batchnorm=fold)
+                                           training=self.training, fold_batchnorm=fold,
+                                           fuse_pools=self._fuse_pools)
         return self._plans[key]
 
     def forward(self, *xs, check_finite=None):
@@ -186,9 +188,10 @@ class Model:
         """{layer call name: NumPy array} of every layer call's output for inputs xs, in eval
         mode, in running order (for pictures of feature maps). Calls fused into one kernel
         (conv + BatchNorm + activation) all report the fused result: the values between them are
-        never formed."""
+        never formed. Pooling is not fused here, so a convolution's map keeps its full size."""
         was_training = self.training
         self.eval()
+        self._fuse_pools = False
         try:
             self.forward(*xs)
             values, _, plan = self._run
@@ -196,6 +199,7 @@ class Model:
                     for step in plan for p in (step.position, step.batchnorm, step.add, step.activation)
                     if p is not None}
         finally:
+            self._fuse_pools = True
             self.train(was_training)
 
     def _forward_step(self, step, values):

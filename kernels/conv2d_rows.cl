@@ -64,6 +64,9 @@
 #ifndef OBC
 #define OBC 1           /* output channels per work item (weight gradient) */
 #endif
+#ifndef POOL
+#define POOL 0          /* forward: 0 stores y; 1 (average) or 2 (max) stores y pooled 2x2, stride 2 */
+#endif
 
 #define HP (H + PT + PB)
 #define WP (W + PL + PR)
@@ -78,26 +81,35 @@
 #define LOAD4(p) ((float4)((p)[0], (p)[1], (p)[2], (p)[3]))
 #define STORE2(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; } while (0)
 #define STORE4(v, p) do { STORE2((v).lo, p); STORE2((v).hi, (p) + 2); } while (0)
+/* HALF / STOREH: the vector of VW/2 lanes that 2x2 pooling leaves of a row vector. */
 #if VW == 16
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
 #define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
 #define HSUM(v) hsum8((v).lo + (v).hi)
+#define HALF float8
+#define STOREH(v, p) STORE8(v, p)
 #elif VW == 8
 #define VEC float8
 #define LOADV(p) LOAD8(p)
 #define STOREV(v, p) STORE8(v, p)
 #define HSUM(v) hsum8(v)
+#define HALF float4
+#define STOREH(v, p) STORE4(v, p)
 #elif VW == 4
 #define VEC float4
 #define LOADV(p) LOAD4(p)
 #define STOREV(v, p) STORE4(v, p)
 #define HSUM(v) ((v).s0 + (v).s1 + (v).s2 + (v).s3)
+#define HALF float2
+#define STOREH(v, p) STORE2(v, p)
 #elif VW == 2
 #define VEC float2
 #define LOADV(p) LOAD2(p)
 #define STOREV(v, p) STORE2(v, p)
 #define HSUM(v) ((v).s0 + (v).s1)
+#define HALF float
+#define STOREH(v, p) ((p)[0] = (v))
 #else
 #define VEC float
 #define LOADV(p) ((p)[0])
@@ -192,7 +204,8 @@ inline VEC load_row_safe(const __global float* p, const int s) {
 #define LOAD_COLUMNS(p, r) (inside ? LOADV(p) : (VEC)(0.0f))
 #define LOAD_SAFE(p, r) load_row_safe(p, s)
 
-/* y = act(conv(x padded, w) + b); b is read only when has_bias; act an ACT_ code of common.h.
+/* y = act(conv(x padded, w) + b), or with POOL that y pooled 2x2 (stride 2): y (N, CO, OH/2,
+ * OW/2); b is read only when has_bias; act an ACT_ code of common.h.
  * Work item: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
  * vectors). Each input row it reads is loaded once per tap column j and feeds every output
  * row and channel it touches: one vector load, then FMAs with scalar (broadcast) weights.
@@ -246,6 +259,30 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
         FWD_TAPS(LOAD_PLAIN, 0)
     }
 
+#if POOL
+    /* 2x2 pooling, stride 2, of the activated rows: rows q, q + 1 and neighbouring lanes
+     * (.even, .odd) make one output; the host keeps RB, OH, OW and VW even, so oh0 and ow0
+     * are too. Max as pool.cl's: the first maximum in window order, a NaN wins. */
+    __global float* y0 = y + n * (CO * (OH / 2) * (OW / 2)) + (oh0 / 2) * (OW / 2) + ow0 / 2;
+    #pragma unroll
+    for (int o = 0; o < CO; o++) {
+        const float bias = has_bias ? b[o] : 0.0f;
+        #pragma unroll
+        for (int q = 0; q < RB; q += 2) {
+            const VEC top = activatev(acc[q][o] + bias, act, slope);
+            const VEC bottom = activatev(acc[q + 1][o] + bias, act, slope);
+#if POOL == 1
+            const HALF pooled = ((top.even + top.odd) + (bottom.even + bottom.odd)) * 0.25f;
+#else
+            HALF pooled = top.even;
+            pooled = (top.odd > pooled) | (top.odd != top.odd) ? top.odd : pooled;
+            pooled = (bottom.even > pooled) | (bottom.even != bottom.even) ? bottom.even : pooled;
+            pooled = (bottom.odd > pooled) | (bottom.odd != bottom.odd) ? bottom.odd : pooled;
+#endif
+            STOREH(pooled, y0 + o * ((OH / 2) * (OW / 2)) + (q / 2) * (OW / 2));
+        }
+    }
+#else
     __global float* y0 = y + n * (CO * OH * OW) + oh0 * OW + ow0;
     #pragma unroll
     for (int o = 0; o < CO; o++) {
@@ -254,6 +291,7 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
         for (int q = 0; q < RB; q++)
             STOREV(activatev(acc[q][o] + bias, act, slope), y0 + o * (OH * OW) + q * OW);
     }
+#endif
 }
 
 /* Partial weight (and bias) gradients over a slice of the N*OH output rows:

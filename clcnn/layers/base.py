@@ -157,10 +157,13 @@ class WeightedLayer(Layer):
 
     #: activation layers the model may fuse into this layer's kernel (the ACT_ codes)
     fusable_activations = ("relu", "leaky_relu", "tanh", "sigmoid", "relu6")
+    #: 2x2 stride-2 poolings the model may fuse after that activation in eval mode (Conv2D)
+    fusable_pools = ()
 
-    def forward(self, ctx, x, activation=None, negative_slope=0.01, weight=None, bias=None):
+    def forward(self, ctx, x, activation=None, negative_slope=0.01, weight=None, bias=None, pool=None):
         """`activation` lets the model fuse the activation layer that follows this one;
-        `weight`/`bias` replace the layer's own (the model folds an eval-mode BatchNorm in)."""
+        `weight`/`bias` replace the layer's own (the model folds an eval-mode BatchNorm in);
+        `pool` (one of fusable_pools, eval mode) the 2x2 pooling layer after the activation."""
         self.output_shape(x.shape[1:])
         ctx.x = x
         ctx.act = activation or self.activation
@@ -169,6 +172,9 @@ class WeightedLayer(Layer):
             weight = self.params["weight"].data
             bias = self.params["bias"].data if self.bias else None
         ctx.saved = {} if self.training else None
+        if pool is not None:
+            ctx.y = None    # pooled: the model runs an unfused forward again for a backward pass
+            return self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved, pool=pool)
         y = self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved)
         ctx.y = y if ctx.act else None   # the activation's backward works from its output
         return y

@@ -74,10 +74,12 @@ class Conv2D(WeightedLayer):
             extra["groups"] = self.groups
         return extra
 
-    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None):
+    fusable_pools = ("avg", "max")
+
+    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None, pool=None):
         return conv_ops.conv2d_forward(self.device, x, weight, bias, self.stride, self.pads(x.shape[1:]),
                                        activation=activation, negative_slope=negative_slope, saved=saved,
-                                       **self._extra())
+                                       pool=pool, **self._extra())
 
     def _backward_op(self, x, weight, gy, need_input_grad, saved=None):
         return conv_ops.conv2d_backward(self.device, x, weight, gy, self.stride, self.pads(x.shape[1:]),

@@ -19,6 +19,13 @@ class _Pool2D(Layer):
                              f"kernel size {self.kernel_size} (a window must see real pixels)")
         self.padding = pads
 
+    @property
+    def fusable_as(self):
+        """The pool a convolution may fuse in eval mode ("avg" / "max": 2x2 windows, stride 2,
+        no padding), else None."""
+        plain = self.kernel_size == (2, 2) and self.stride == (2, 2) and not any(self.padding)
+        return self.fusable_pool if plain else None
+
     def output_shape(self, in_shape):
         self._require_rank(in_shape, 3, "(C, H, W)")
         oh, ow = output_hw(in_shape[1:], self.kernel_size, self.stride, self.padding, type(self).__name__)
@@ -42,6 +49,8 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
+    fusable_pool = "max"
+
     def forward(self, ctx, x):
         self.output_shape(x.shape[1:])
         ctx.x_shape = x.shape
@@ -71,6 +80,8 @@ class MaxPool2D(_Pool2D):
 
 
 class AvgPool2D(_Pool2D):
+    fusable_pool = "avg"
+
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, name=None):
         super().__init__(kernel_size, stride, padding, name)
         self.count_include_pad = bool(count_include_pad)

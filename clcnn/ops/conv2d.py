@@ -489,7 +489,7 @@ def _use_depthwise(algorithm, x_shape, groups):
 
 
 def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
-                   dilation=(1, 1), groups=1, saved=None):
+                   dilation=(1, 1), groups=1, saved=None, pool=None):
     """x (N,C,H,W), w (O,C/groups,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right),
     dilation=(dh,dw), groups dividing C and O (input channels g*C/groups.. meet only output
     channels g*O/groups..). Output (N,O,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1.
@@ -497,32 +497,54 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     algorithm: "direct", "tiled", "depthwise" (groups == C only) or None (depthwise kernels when
     groups == C > 1, else tuned per device and shape, see clcnn.tuning).
     saved: a dict to keep what conv2d_backward(saved=) can reuse (the zero-padded input), or
-    None."""
+    None.
+    pool: None, or "avg" / "max": the result pooled 2x2 with stride 2 after the activation
+    (PyTorch's floor mode), (N,O,OH//2,OW//2); fused into conv2d_rows' kernel where it pools
+    the shape (an eval-mode Conv2D -> activation -> pool, LeNet-5's conv1), else a pooling pass
+    after the convolution."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
     if activation not in _device.ACTIVATION_CODES:
         raise ValueError(f"conv2d: unknown activation {activation!r}; "
                          f"choose one of {list(_device.ACTIVATION_CODES)}")
+    if pool not in (None, "avg", "max"):
+        raise ValueError(f"conv2d: pool must be None, 'avg' or 'max', got {pool!r}")
     oh, ow = _output_hw(x.shape, w.shape, stride, pads, dilation, groups)
+    if pool is not None and min(oh, ow) < 2:
+        raise ShapeError(f"conv2d: a {oh}x{ow} output cannot be pooled 2x2")
     if b is not None:
         check_array(b, 1, "conv2d bias")
         if b.shape[0] != w.shape[0]:
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
     if _use_depthwise(algorithm, x.shape, groups):
         from . import depthwise
-        return depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation, negative_slope,
-                                           dilation)
+        return _pooled(dev, depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation,
+                                                        negative_slope, dilation), pool)
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups,
                                 registers=vector_limits(dev)[1]):
-            return conv2d_rows.forward(dev, x, w, b, stride, pads, activation, negative_slope)
+            if pool is not None and conv2d_rows.pools(dev, x.shape, w.shape, pads, pool):
+                return conv2d_rows.forward(dev, x, w, b, stride, pads, activation, negative_slope,
+                                           pool=pool)
+            return _pooled(dev, conv2d_rows.forward(dev, x, w, b, stride, pads, activation,
+                                                    negative_slope), pool)
     forms = {"direct": _forward_direct, "tiled": _forward_tiled}
     args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
     algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
                  {name: functools.partial(f, *args) for name, f in forms.items()}, dilation, groups)
-    return forms[algo](*args, saved=saved)
+    return _pooled(dev, forms[algo](*args, saved=saved), pool)
+
+
+def _pooled(dev, y, pool):
+    """y pooled 2x2 with stride 2 by the pooling kernels (pool "avg" or "max"), or y itself."""
+    if pool is None:
+        return y
+    from . import pool as pool_ops
+    if pool == "avg":
+        return pool_ops.avgpool2d_forward(dev, y, (2, 2), (2, 2), (0, 0, 0, 0))
+    return pool_ops.maxpool2d_forward(dev, y, (2, 2), (2, 2), (0, 0, 0, 0))[0]
 
 
 def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1):

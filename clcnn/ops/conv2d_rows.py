@@ -57,28 +57,34 @@ def _weight_blocking(co, kh, limit):
     return min(options, key=lambda o: (-(-co // o[0]) * o[0], -o[0] * o[1], -o[1]))
 
 
+# The forward's fused pooling (2x2, stride 2): POOL define values.
+POOL_CODES = {None: 0, "avg": 1, "max": 2}
+
+
 @functools.lru_cache(maxsize=None)
-def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw):
+def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw, pool=0):
     """The -D defines of one shape: the same for its forward and weight-gradient kernels, so
-    that one build serves both."""
+    that one build serves both (a forward with fused pooling builds its own)."""
     pt, pb, pl, pr = pads
     return dict(N=n, CI=ci, H=h, W=w, PT=pt, PB=pb, PL=pl, PR=pr, CO=co, KH=kh, KW=kw, VW=vw,
-                RB=rb, OBC=obc, KHB=khb, RPW=rpw)
+                RB=rb, OBC=obc, KHB=khb, RPW=rpw, POOL=pool)
 
 
-def _plan(dev, x_shape, w_shape, pads):
+def _plan(dev, x_shape, w_shape, pads, pool=None):
     n, c, h, w = x_shape
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     o, _, kh, kw = w_shape
     limit = _accumulators(dev)
     rb = min(_FORCE_RB or max(1, limit // o), hp - kh + 1)
+    if pool:
+        rb -= rb % 2        # pooled rows come in pairs (pools() checks that 2 fit)
     obc, khb = _weight_blocking(o, kh, limit)
     # Weight gradient: output rows per step, their OBC gy vectors each in the registers left
     # (4 kept for the loaded row and addresses). LeNet conv1, batch 64 (medians of 25, one
     # process, loaded machine): 1 row 0.213 ms, 2 rows 0.176, 3 0.164, 4 0.166.
     rpw = max(r for r in (1, 2, 3, 4) if r == 1 or obc * (khb + 1 + r) <= 2 * limit - 4)
     return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev), rb, obc,
-                    khb, rpw)
+                    khb, rpw, POOL_CODES[pool])
 
 
 def _handles(dev, x_shape, w_shape, stride, dilation, groups):
@@ -136,11 +142,22 @@ def _padded(dev, x, pads):
     return _conv._pad(dev, x, h + top + bottom, wd + left + right, top, left)
 
 
+def pools(dev, x_shape, w_shape, pads, pool):
+    """Whether forward() can fuse `pool` ("avg" or "max", 2x2 windows, stride 2) for this
+    shape: even output height and width, and a pair of rows of accumulators per work item."""
+    oh = x_shape[2] + pads[0] + pads[1] - w_shape[2] + 1
+    ow = x_shape[3] + pads[2] + pads[3] - w_shape[3] + 1
+    return (pool in ("avg", "max") and oh % 2 == 0 and ow % 2 == 0 and ow >= 2
+            and 2 * w_shape[0] <= _accumulators(dev))
+
+
 def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, dilation=(1, 1),
-            groups=1):
+            groups=1, pool=None):
     """conv2d.conv2d_forward's result y (N,O,OH,OW) for x (N,C,H,W), w (O,C,KH,KW), b (O,) or
     None, stride=(1,1), pads=(top,bottom,left,right), activation None|"relu"|"leaky_relu"|
     "relu6"|"tanh"|"sigmoid" fused after the bias; OH = H+top+bottom-KH+1, likewise OW.
+    pool "avg" or "max" (where pools() says so): y pooled 2x2 with stride 2 after the
+    activation, (N,O,OH/2,OW/2), in the same kernel.
     None where the kernels cannot run the shape (stride or dilation other than 1, groups > 1,
     more output channels than accumulators: 16 on AVX-512, 8 elsewhere)."""
     check_array(x, 4, "conv2d input")
@@ -156,11 +173,14 @@ def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, di
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
     if not _handles(dev, x.shape, w.shape, stride, dilation, groups):
         return None
+    if pool is not None and not pools(dev, x.shape, w.shape, pads, pool):
+        raise ValueError(f"conv2d_rows.forward cannot fuse pool={pool!r} for input {tuple(x.shape)} "
+                         f"and weight {tuple(w.shape)}: check pools() first")
     if any(pads) and not _pads_in_kernel(x.shape, w.shape, pads):
         x, pads = _padded(dev, x, pads), (0, 0, 0, 0)
-    d = _plan(dev, x.shape, w.shape, pads)
+    d = _plan(dev, x.shape, w.shape, pads, pool)
     n, o = x.shape[0], w.shape[0]
-    y = dev.empty((n, o, oh, ow))
+    y = dev.empty((n, o, oh // 2, ow // 2) if pool else (n, o, oh, ow))
     grid = (n * -(-oh // d["RB"]) * -(-ow // d["VW"]),)
     launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_forward", d), grid, _conv._local(dev, grid),
            buf(x), buf(w), buf(b if b is not None else w), buf(y), i32(b is not None),

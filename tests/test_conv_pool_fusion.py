@@ -1,0 +1,140 @@
+"""Eval-mode fusion of a 2x2 stride-2 pooling into the convolution before it
+(conv2d_forward(pool=...); fused into conv2d_rows' kernel where it pools the shape, a pooling
+pass after the convolution elsewhere) against the float64 oracle: conv, activation, then the
+oracle's pooling, over random shapes, activations, both pools and both vector widths; and the
+model level: a Sequential's eval forward equals its unfused forward, a backward pass in eval
+mode still gives the unfused gradients, and intermediate_outputs keeps full-size maps."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import clcnn
+from clcnn import layers as L
+from clcnn.ops import conv2d, conv2d_rows as rows
+from clcnn.oracle import activation as o_act, conv2d as o_conv, pool as o_pool
+from tests.helpers import assert_close
+from tests.test_conv2d import _bound
+
+ACTIVATIONS = [None, "relu", "tanh", "sigmoid", "leaky_relu", "relu6"]
+
+
+def _oracle(x, w, b, pads, activation, pool):
+    """conv, activation and pooling in float64, and the bound of test_conv2d (each pooled
+    value is an average or a maximum of convolution outputs, so it keeps their bound)."""
+    x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64)
+    y = o_conv.conv2d_forward(x64, w64, b64, (1, 1), pads)
+    if activation:
+        y = o_act.activation_forward(activation, y, 0.01)
+    pooled = (o_pool.avgpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0)) if pool == "avg"
+              else o_pool.maxpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))[0])
+    abs_y = o_conv.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64), (1, 1), pads)
+    return pooled, _bound(abs_y)
+
+
+@st.composite
+def cases(draw):
+    """Few output channels and rows of 8+ pixels (conv2d_rows pools them), odd sizes too (the
+    pooling pass after the convolution), kernels 1x1..5x5, padding up to k-1."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
+    h = draw(st.integers(max(1, kh + 1 - pads[0] - pads[1]), kh + 12))
+    w = draw(st.integers(max(1, kw + 1 - pads[2] - pads[3]), kw + 24))
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 12))
+    return ((n, c, h, w), (o, c, kh, kw), pads, draw(st.booleans()), draw(st.sampled_from(ACTIVATIONS)),
+            draw(st.sampled_from(["avg", "max"])), draw(st.integers(0, 2 ** 31)))
+
+
+@pytest.fixture(params=[8, 16])
+def width(request, device):
+    if request.param == 16 and conv2d.vector_limits(device)[0] != 16:
+        pytest.skip("this device does not take float16 (pip's PoCL aborts on AVX2 float16 FMAs)")
+    saved = rows._FORCE_VW
+    rows._FORCE_VW = request.param
+    yield request.param
+    rows._FORCE_VW = saved
+
+
+# The fixture holds the width for all examples, as intended; each shape compiles kernels.
+@settings(max_examples=max(6, settings.default.max_examples // 2),
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases())
+def test_pooled_convolution_matches_oracle(device, width, case):
+    x_shape, w_shape, pads, bias, activation, pool, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
+    y = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w),
+                              None if b is None else device.to_device(b), (1, 1), pads,
+                              activation=activation, pool=pool)
+    expected, bound = _oracle(x, w, b, pads, activation, pool)
+    assert_close(y.get(), expected, bound, 0.0, f"conv + {activation} + {pool} pool")
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_lenet_conv1_pools_in_its_kernel(device, pool):
+    x_shape, w_shape = (64, 1, 32, 32), (6, 1, 5, 5)
+    assert rows.pools(device, x_shape, w_shape, (0, 0, 0, 0), pool), "LeNet-5's conv1 must take the fused path"
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.2).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    y = rows.forward(device, device.to_device(x), device.to_device(w), device.to_device(b), (1, 1),
+                     (0, 0, 0, 0), "tanh", pool=pool)
+    expected, bound = _oracle(x, w, b, (0, 0, 0, 0), "tanh", pool)
+    assert y.shape == (64, 6, 14, 14)
+    assert_close(y.get(), expected, bound, 0.0, f"LeNet conv1 + tanh + {pool} pool")
+
+
+def test_pool_rules(device):
+    assert not rows.pools(device, (1, 1, 9, 16), (4, 1, 2, 2), (0, 0, 0, 0), "avg")     # 8x15: odd width
+    assert not rows.pools(device, (1, 1, 9, 16), (4, 1, 3, 3), (0, 0, 0, 0), "sum")
+    with pytest.raises(ValueError, match="pool"):
+        conv2d.conv2d_forward(device, device.zeros((1, 1, 8, 8)), device.zeros((2, 1, 3, 3)), None,
+                              (1, 1), (0, 0, 0, 0), pool="median")
+
+
+def _lenet_like(device, pool_layer, activation_layer):
+    return clcnn.Sequential([L.Conv2D(1, 6, 5), activation_layer(), pool_layer(2),
+                             L.Conv2D(6, 16, 5), activation_layer(), pool_layer(2),
+                             L.Flatten(), L.Dense(16 * 5 * 5, 10)], device=device)
+
+
+@pytest.mark.parametrize("pool_layer,activation_layer", [(L.AvgPool2D, L.Tanh), (L.MaxPool2D, L.ReLU)])
+def test_model_eval_forward_and_backward_match_unfused(device, pool_layer, activation_layer):
+    clcnn.seed(3)
+    net = _lenet_like(device, pool_layer, activation_layer)
+    net.eval()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 1, 32, 32)).astype(np.float32)
+    fused = net.forward(x).get()
+    assert any(step.pool is not None for step in net._plan()), "the eval plan must pool inside a conv"
+    net._fuse_pools = False
+    try:
+        unfused = net.forward(x).get()
+    finally:
+        net._fuse_pools = True
+    np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-6)
+    # A backward pass after a fused eval forward runs the unfused forward again: the same
+    # gradients as after an unfused one.
+    gy = rng.standard_normal(fused.shape).astype(np.float32)
+    net.forward(x)
+    gx_fused = net.backward(device.to_device(gy)).get()
+    gw_fused = net.layers[0].params["weight"].grad.get()
+    net._fuse_pools = False
+    try:
+        net.forward(x)
+        gx = net.backward(device.to_device(gy)).get()
+        gw = net.layers[0].params["weight"].grad.get()
+    finally:
+        net._fuse_pools = True
+    np.testing.assert_allclose(gx_fused, gx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gw_fused, gw, rtol=1e-5, atol=1e-6)
+
+
+def test_training_plan_and_feature_maps_keep_full_size(device):
+    net = _lenet_like(device, L.AvgPool2D, L.Tanh)
+    assert all(step.pool is None for step in net._plan()), "training mode must not pool inside convs"
+    maps = net.intermediate_outputs(np.zeros((2, 1, 32, 32), np.float32))
+    first = next(iter(maps.values()))
+    assert first.shape == (2, 6, 28, 28), "the first conv's map is reported before pooling"
