@@ -40,50 +40,59 @@ def _run(device, x, w, b, stride, pads, activation=None, algorithm=None, dilatio
     return y.get()
 
 
+FORMS = [None, "gather", "columns", "phases"]   # ops._INPUT_GRAD_FORM: the input gradient's forms
+
+
 @st.composite
-def conv_cases(draw):
-    """Kernels 1x1..11x11 (non-square too), strides 1-3 per axis, asymmetric padding up to
-    more than the kernel needs, odd and non-square images, batch 1..3, channels 1..10."""
-    kh, kw = draw(st.integers(1, 11)), draw(st.integers(1, 11))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    pads = tuple(draw(st.integers(0, k + 1)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), kh + 9))
-    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), kw + 17))
-    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 10))
+def conv_cases(draw, kernel=(11, 11), max_stride=3, dilation=st.just(1), pad_slack=1, taller=9, wider=17,
+               grouping=st.tuples(st.just(1), st.integers(1, 6)), out_per_group=(1, 10), batch=(1, 3),
+               activations=tuple(ACTIVATIONS), forms=tuple(FORMS), output_widths=(None,)):
+    """Cases for _check_case: kernels 1x1 up to `kernel` (height, width), strides 1..max_stride
+    and dilations drawn from `dilation` per axis, padding 0..k+pad_slack per side (asymmetric),
+    images from the smallest the padded kernel fits up to `taller` / `wider` rows / columns more
+    than the dilated kernel, (groups, input channels per group) from `grouping`, output channels
+    per group and batch within the given bounds, an activation, an input-gradient form and a
+    seed. An output width drawn from `output_widths` other than None sets the image width so
+    the output has that many columns. The defaults: kernels up to 11x11, strides 1-3, padding up
+    to more than the kernel needs, odd and non-square images, batch 1..3, channels 1..6 -> 1..10."""
+    kh, kw = draw(st.integers(1, kernel[0])), draw(st.integers(1, kernel[1]))
+    sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride))
+    dh, dw = draw(dilation), draw(dilation)
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    pads = tuple(draw(st.integers(0, k + pad_slack)) for k in (kh, kh, kw, kw))
+    h = draw(st.integers(max(1, ekh - pads[0] - pads[1]), ekh + taller))
+    ow = draw(st.sampled_from(output_widths))
+    low = max(1, ekw - pads[2] - pads[3])
+    w = max(low, (ow - 1) * sw + ekw - pads[2] - pads[3]) if ow else draw(st.integers(low, ekw + wider))
+    groups, cg = draw(grouping)
+    og = draw(st.integers(*out_per_group))
+    n = draw(st.integers(*batch))
     bias = draw(st.booleans())
-    activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
+    activation = draw(st.sampled_from(list(activations)))
+    form = draw(st.sampled_from(list(forms)))
     seed = draw(st.integers(0, 2 ** 31))
-    return (n, c, h, w), (o, c, kh, kw), (sh, sw), pads, bias, activation, form, seed, (1, 1), 1
+    return ((n, groups * cg, h, w), (groups * og, cg, kh, kw), (sh, sw), pads, bias, activation, form, seed,
+            (dh, dw), groups)
 
 
 @st.composite
-def grouped_cases(draw, depthwise=False):
+def _group_split(draw, depthwise):
+    """(groups, input channels per group): groups 1, 2, 3 or C with 1-3 input channels per
+    group, C of 1..6 groups of one; depthwise: C of 1..9 groups of one."""
+    if depthwise:
+        return draw(st.integers(1, 9)), 1
+    kind = draw(st.sampled_from(["1", "2", "3", "C"]))
+    cg = 1 if kind == "C" else draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 6)) if kind == "C" else int(kind)
+    return groups, cg
+
+
+def grouped_cases(depthwise=False):
     """Groups 1, 2, 3 or C (depthwise=True: always C) with 1-3 input and 1-3 output channels
     per group, dilation 1-3 and stride 1-3 per axis, kernels 1x1..5x5 (non-square too),
     asymmetric padding, batch 1..4."""
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, ekh - pads[0] - pads[1]), ekh + 8))
-    w = draw(st.integers(max(1, ekw - pads[2] - pads[3]), ekw + 20))
-    if depthwise:
-        c = draw(st.integers(1, 9))
-        groups, cg = c, 1
-    else:
-        kind = draw(st.sampled_from(["1", "2", "3", "C"]))
-        cg = 1 if kind == "C" else draw(st.integers(1, 3))
-        groups = draw(st.integers(1, 6)) if kind == "C" else int(kind)
-        c = groups * cg
-    o = groups * draw(st.integers(1, 3))    # channel multiplier o/groups
-    n = draw(st.integers(1, 4))
-    bias = draw(st.booleans())
-    activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
-    seed = draw(st.integers(0, 2 ** 31))
-    return (n, c, h, w), (o, cg, kh, kw), (sh, sw), pads, bias, activation, form, seed, (dh, dw), groups
+    return conv_cases(kernel=(5, 5), dilation=st.integers(1, 3), pad_slack=0, taller=8, wider=20,
+                      grouping=_group_split(depthwise), out_per_group=(1, 3), batch=(1, 4))
 
 
 @given(case=conv_cases())

@@ -8,26 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clcnn.ops import conv2d as ops
-from tests.test_conv2d import ACTIVATIONS, _check_case
+from tests.test_conv2d import _check_case, conv_cases
 
 
-@st.composite
-def wide_block_cases(draw):
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, ekh - pads[0] - pads[1]), ekh + 8))
-    w = draw(st.integers(max(1, ekw - pads[2] - pads[3]), ekw + 12))
-    groups = draw(st.sampled_from([1, 1, 2]))
-    cg, og = draw(st.integers(1, 4)), draw(st.integers(25, 32))
-    n = draw(st.integers(1, 3))
-    activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
-    seed = draw(st.integers(0, 2 ** 31))
-    return ((n, groups * cg, h, w), (groups * og, cg, kh, kw), (sh, sw), pads, draw(st.booleans()),
-            activation, form, seed, (dh, dw), groups)
+def wide_block_cases():
+    """25-32 output channels per group, 1-4 input channels per group, groups 1 or 2, kernels
+    1x1..5x3, strides and dilations 1-2, padding up to the kernel, batch 1..3."""
+    return conv_cases(kernel=(5, 3), max_stride=2, dilation=st.integers(1, 2), pad_slack=0, taller=8, wider=12,
+                      grouping=st.tuples(st.sampled_from([1, 1, 2]), st.integers(1, 4)), out_per_group=(25, 32))
 
 
 @pytest.fixture
@@ -50,19 +38,12 @@ def test_blocking_rule_leaves_other_widths():
     assert ops._weight_blocking(64, 3, 3)[:3] == (8, 1, 3)
 
 
-@st.composite
-def sliced_cases(draw):
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), kh + 9))
-    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), kw + 20))
-    groups = draw(st.sampled_from([1, 1, 2]))
-    cg, og = draw(st.integers(1, 5)), draw(st.integers(1, 40))
-    n = draw(st.integers(1, 4))
-    seed = draw(st.integers(0, 2 ** 31))
-    return ((n, groups * cg, h, w), (groups * og, cg, kh, kw), (sh, sw), pads, draw(st.booleans()),
-            None, None, seed, (1, 1), groups)
+def sliced_cases():
+    """1-40 output channels per group, 1-5 input channels per group, groups 1 or 2, kernels
+    1x1..5x5, strides 1-2, padding less than the kernel, batch 1..4, no activation."""
+    return conv_cases(kernel=(5, 5), max_stride=2, pad_slack=-1, taller=9, wider=20,
+                      grouping=st.tuples(st.sampled_from([1, 1, 2]), st.integers(1, 5)), out_per_group=(1, 40),
+                      batch=(1, 4), activations=[None], forms=[None])
 
 
 @settings(max_examples=max(4, settings.default.max_examples // 3))     # each shape compiles kernels

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clcnn.ops import conv2d as ops
-from tests.test_conv2d import ACTIVATIONS, _check_case
+from tests.test_conv2d import _check_case, conv_cases
 
 
 @pytest.fixture
@@ -21,26 +21,13 @@ def tiny_chunks(monkeypatch):
     ops._weight_plan.cache_clear()
 
 
-@st.composite
-def chunked_cases(draw):
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, ekh - pads[0] - pads[1]), ekh + 6))
-    # Output widths of 8 and 16 give pixel blocks that tile a row (the chunked case) as well.
-    ow = draw(st.sampled_from([None, 8, 16]))
-    low = max(1, ekw - pads[2] - pads[3])
-    w = max(low, (ow - 1) * sw + ekw - pads[2] - pads[3]) if ow else draw(st.integers(low, ekw + 12))
-    groups = draw(st.sampled_from([1, 1, 2]))
-    cg, og = draw(st.integers(2, 6)), draw(st.integers(1, 40))
-    n = draw(st.integers(1, 3))
-    activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
-    seed = draw(st.integers(0, 2 ** 31))
-    return ((n, groups * cg, h, w), (groups * og, cg, kh, kw), (sh, sw), pads, draw(st.booleans()),
-            activation, form, seed, (dh, dw), groups)
+def chunked_cases():
+    """2-6 input and 1-40 output channels per group, groups 1 or 2, kernels 1x1..3x3, strides
+    and dilations 1-2, padding less than the kernel, batch 1..3; output widths of 8 and 16
+    give pixel blocks that tile a row (the chunked case) as well."""
+    return conv_cases(kernel=(3, 3), max_stride=2, dilation=st.integers(1, 2), pad_slack=-1, taller=6, wider=12,
+                      grouping=st.tuples(st.sampled_from([1, 1, 2]), st.integers(2, 6)), out_per_group=(1, 40),
+                      output_widths=[None, 8, 16])
 
 
 # The fixture holds the budget once for all examples, as intended; each shape compiles kernels.

@@ -7,35 +7,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clcnn.ops import conv2d as ops
-from tests.test_conv2d import ACTIVATIONS, _check_case
+from tests.helpers import hold_vector_width
+from tests.test_conv2d import _check_case, conv_cases
 
 
-@st.composite
-def wide_cases(draw):
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    dh, dw = draw(st.sampled_from([1, 1, 2])), draw(st.sampled_from([1, 1, 2]))
-    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
-    h = draw(st.integers(max(1, ekh - pads[0] - pads[1]), ekh + 6))
-    w = draw(st.integers(max(1, ekw - pads[2] - pads[3]), ekw + 20))
-    groups = draw(st.sampled_from([1, 1, 1, 2]))
-    cg, og = draw(st.integers(1, 4)), draw(st.integers(9, 70))
-    n = draw(st.integers(1, 3))
-    activation = draw(st.sampled_from(list(ACTIVATIONS)))
-    form = draw(st.sampled_from([None, "gather", "columns", "phases"]))
-    seed = draw(st.integers(0, 2 ** 31))
-    return ((n, groups * cg, h, w), (groups * og, cg, kh, kw), (sh, sw), pads, draw(st.booleans()),
-            activation, form, seed, (dh, dw), groups)
+def wide_cases():
+    """9-70 output channels per group, 1-4 input channels per group, groups mostly 1 (or 2),
+    kernels 1x1..5x5, strides 1-2, dilation mostly 1 (or 2), padding up to the kernel, batch 1..3."""
+    return conv_cases(kernel=(5, 5), max_stride=2, dilation=st.sampled_from([1, 1, 2]), pad_slack=0, taller=6,
+                      wider=20, grouping=st.tuples(st.sampled_from([1, 1, 1, 2]), st.integers(1, 4)),
+                      out_per_group=(9, 70))
 
 
 @pytest.fixture(params=[8, 16])
 def width(request, device, monkeypatch):
-    monkeypatch.setattr(ops, "MAX_VECTOR_WIDTH", request.param)
-    if ops.vector_limits(device)[0] != request.param:
-        pytest.skip(f"this device does not take float{request.param} (preferred float vector "
-                    f"{device.cl_device.preferred_vector_width_float} wide)")
-    return request.param
+    return hold_vector_width(device, monkeypatch, request.param)
 
 
 # The fixture sets the width once for all examples, as intended.

@@ -4,10 +4,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clcnn.errors import ShapeError
-from clcnn.ops import conv2d as conv_ops
 from clcnn.ops import dense as ops
 from clcnn.oracle import dense as oracle
-from tests.helpers import assert_close, numeric_grad
+from tests.helpers import assert_close, hold_vector_width, numeric_grad
 
 U32 = 2.0 ** -24   # float32 unit roundoff
 ACTIVATIONS = [None, "relu", "leaky_relu", "tanh", "sigmoid"]
@@ -143,11 +142,7 @@ def test_dense_oracle_backward_vs_finite_differences():
 # -- both vector widths: float8, and float16 where the device prefers it (AVX-512) ----------
 @pytest.fixture(params=[8, 16])
 def width(request, device, monkeypatch):
-    monkeypatch.setattr(conv_ops, "MAX_VECTOR_WIDTH", request.param)
-    if conv_ops.vector_limits(device)[0] != request.param:
-        pytest.skip(f"this device does not take float{request.param} (preferred float vector "
-                    f"{device.cl_device.preferred_vector_width_float} wide)")
-    return request.param
+    return hold_vector_width(device, monkeypatch, request.param)
 
 
 # Columns 1-80 take every column blocking: narrow B packed and padded (n < 8), the overlapping
