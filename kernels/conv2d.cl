@@ -105,6 +105,12 @@
 #ifndef CIC
 #define CIC CI          /* input channels per forward launch (chunks: see conv2d_forward) */
 #endif
+#ifndef POOL
+#define POOL 0          /* forward: 1 (average) or 2 (max) stores y pooled 2x2, stride 2 */
+#endif
+#ifndef PC
+#define PC PB           /* with POOL: columns of the two rows a pixel block covers (PB = 2*PC) */
+#endif
 #ifndef OBVW
 #define OBVW 1          /* vectors of output channels per work item (backward weight) */
 #endif
@@ -137,7 +143,7 @@
  * one pointer: a segment is an output row (PSTEP = SW) or, for a 1x1 output, the whole batch
  * (PSTEP = one image). The last block of a segment is shifted back to end at the segment's
  * end, overlapping its neighbour rather than idling (both store the same values); the host
- * keeps PB <= SEG. */
+ * keeps PB <= SEG. A pooled forward (POOL) takes blocks of two rows instead (see XOFF). */
 #define YPLANE (YH * YW)
 #if OH * OW == 1
 #define SEG NPIX
@@ -148,14 +154,28 @@
 #define PSTEP SW
 #define YSTEP YSW
 #endif
+#if POOL
+/* Pooled forward: a pixel block is PC columns of two output rows (oh0 even, ow0 even: the
+ * host keeps OH, OW and PC even), pixel p at row p / PC, column p % PC; a segment is a pair
+ * of rows. */
+#define XOFF(p) (((p) / PC) * (SH * WP) + ((p) % PC) * SW)
+#define BLOCKS_PER_SEG ((OW + PC - 1) / PC)
+#define SEGS (NPIX / (2 * OW))
+#define FIRST_PIXEL(seg, b) ((seg) * (2 * OW) + MIN((b) * PC, OW - PC))
+#else
+#define XOFF(p) ((p) * PSTEP)
 #define BLOCKS_PER_SEG ((SEG + PB - 1) / PB)
+#define SEGS (NPIX / SEG)
+#define FIRST_PIXEL(seg, b) ((seg) * SEG + MIN((b) * PB, SEG - PB))
+#endif
 
 /* tanhv and activatev (common.h) on this file's vectors. */
 DEFINE_TANHV(VEC)
 DEFINE_ACTIVATEV(VEC)
 
-/* y = act(conv(xp, w) + b). Work item (pixel block, channel block): PB pixels of one segment
- * times OB output channels, accumulated in OBV*PB vector registers.
+/* y = act(conv(xp, w) + b), or with POOL that y pooled 2x2 (stride 2): y (N, G*CO, OH/2,
+ * OW/2), the full-size map never stored. Work item (pixel block, channel block): PB pixels of
+ * one segment times OB output channels, accumulated in OBV*PB vector registers.
  * act: an ACT_ code of common.h, applied after the bias.
  * Input-channel chunks: one launch sums input channels c_begin .. c_begin + CIC - 1, starting
  * from the partial sums already in y when partial_in, and adds the bias and activation when
@@ -174,8 +194,8 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     const int b = get_global_id(0) - seg * BLOCKS_PER_SEG;
     const int g = G == 1 ? 0 : get_global_id(1) / (COP / OB);
     const int ob = get_global_id(1) - g * (COP / OB);
-    if (seg >= NPIX / SEG) return;
-    const int q0 = seg * SEG + MIN(b * PB, SEG - PB);   /* first pixel, (n*OH + oh)*OW + ow */
+    if (seg >= SEGS) return;
+    const int q0 = FIRST_PIXEL(seg, b);     /* first pixel, (n*OH + oh)*OW + ow */
     const int n0 = q0 / (OH * OW);
     const int r0 = q0 - n0 * (OH * OW);
     const int oh0 = r0 / OW;
@@ -225,7 +245,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
                     wv[v] = LOADV(wc + (i * KW + j) * COP + v * VW);
                 #pragma unroll
                 for (int p = 0; p < PB; p++) {
-                    const VEC xv = (VEC)(xc[p * PSTEP + i * DH * WP + j * DW]);
+                    const VEC xv = (VEC)(xc[XOFF(p) + i * DH * WP + j * DW]);
                     #pragma unroll
                     for (int v = 0; v < OBV; v++)
                         acc[v][p] = xv * wv[v] + acc[v][p];
@@ -236,6 +256,42 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 
     /* Bias (the packed row after the weights) and activation on whole vectors: PoCL's vector
      * tanh and exp cost a fraction of eight scalar calls. */
+#if POOL
+    /* 2x2 pooling of the activated block: pixels 2k, 2k + 1 of both rows make output k. Max
+     * as pool.cl's: the first maximum in window order, a NaN wins. */
+    __global float* yp = y + (n0 * G + g) * (CO * (OH / 2) * (OW / 2)) + (oh0 / 2) * (OW / 2)
+                         + (r0 - oh0 * OW) / 2;
+    #pragma unroll
+    for (int v = 0; v < OBV; v++) {
+        const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
+        float out[PC / 2][VW];
+        #pragma unroll
+        for (int k = 0; k < PC / 2; k++) {
+            const VEC a = activatev(acc[v][2 * k] + bv, act, slope);
+            const VEC c = activatev(acc[v][2 * k + 1] + bv, act, slope);
+            const VEC d = activatev(acc[v][PC + 2 * k] + bv, act, slope);
+            const VEC e = activatev(acc[v][PC + 2 * k + 1] + bv, act, slope);
+#if POOL == 1
+            STOREV(((a + c) + (d + e)) * 0.25f, out[k]);
+#else
+            VEC m = a;
+            m = (c > m) | (c != c) ? c : m;
+            m = (d > m) | (d != d) ? d : m;
+            m = (e > m) | (e != e) ? e : m;
+            STOREV(m, out[k]);
+#endif
+        }
+        #pragma unroll
+        for (int l = 0; l < VW; l++) {
+            const int o = ob * OB + v * VW + l;
+            if (o < CO) {
+                #pragma unroll
+                for (int k = 0; k < PC / 2; k++)
+                    yp[o * ((OH / 2) * (OW / 2)) + k] = out[k][l];
+            }
+        }
+    }
+#else
     #pragma unroll
     for (int v = 0; v < OBV; v++) {
         const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
@@ -257,6 +313,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             }
         }
     }
+#endif
 }
 
 /* Partial weight (and bias) gradients over a slice of the output rows.

@@ -33,13 +33,14 @@ def _oracle(x, w, b, pads, activation, pool):
 
 @st.composite
 def cases(draw):
-    """Few output channels and rows of 8+ pixels (conv2d_rows pools them), odd sizes too (the
-    pooling pass after the convolution), kernels 1x1..5x5, padding up to k-1."""
+    """Few output channels and rows of 8+ pixels (conv2d_rows pools them), more channels or
+    narrow rows (the direct kernel pools them), odd sizes too (the pooling pass after the
+    convolution), kernels 1x1..5x5, padding up to k-1."""
     kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
     pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
     h = draw(st.integers(max(1, kh + 1 - pads[0] - pads[1]), kh + 12))
     w = draw(st.integers(max(1, kw + 1 - pads[2] - pads[3]), kw + 24))
-    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 12))
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.sampled_from([1, 3, 6, 8, 12, 16, 20, 33]))
     return ((n, c, h, w), (o, c, kh, kw), pads, draw(st.booleans()), draw(st.sampled_from(ACTIVATIONS)),
             draw(st.sampled_from(["avg", "max"])), draw(st.integers(0, 2 ** 31)))
 
@@ -84,6 +85,30 @@ def test_lenet_conv1_pools_in_its_kernel(device, pool):
     expected, bound = _oracle(x, w, b, (0, 0, 0, 0), "tanh", pool)
     assert y.shape == (64, 6, 14, 14)
     assert_close(y.get(), expected, bound, 0.0, f"LeNet conv1 + tanh + {pool} pool")
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+@pytest.mark.parametrize("x_shape,w_shape,pads", [
+    ((64, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)),      # LeNet-5's conv2: 10x10 -> 5x5
+    ((3, 5, 12, 12), (40, 5, 3, 3), (1, 1, 1, 1)),       # three channel vectors, 12-pixel rows
+    ((2, 3, 9, 8), (20, 3, 2, 2), (0, 0, 0, 1)),         # 8x8 from a right-padded input
+])
+def test_direct_kernel_pools(device, pool, x_shape, w_shape, pads):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.3).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    y = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w), device.to_device(b),
+                              (1, 1), pads, activation="tanh", algorithm="direct", pool=pool)
+    expected, bound = _oracle(x, w, b, pads, "tanh", pool)
+    assert_close(y.get(), expected, bound, 0.0, f"direct conv + tanh + {pool} pool")
+
+
+def test_pool_blocking_covers_two_rows():
+    for co, ow in [(16, 10), (40, 12), (6, 2), (120, 64)]:
+        for limits in [(16, 32), (8, 16)]:
+            vw, obv, pc = conv2d._pool_blocking(co, ow, *limits)
+            assert pc % 2 == 0 and 2 <= pc <= ow and 2 * obv * pc <= (16 if vw == 16 else 8)
 
 
 def test_pool_rules(device):

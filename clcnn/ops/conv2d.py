@@ -233,23 +233,48 @@ def _input_chunk(ci, kh, kw, ob, seg, pb):
     return max(fitting) if fitting else min(sizes, default=ci)
 
 
+def _pool_blocking(co, ow, max_vw=8, regs=16):
+    """(VW, OBV, PC) of a pooled conv2d_forward: vectors of VW output channels x PC columns
+    (even) of two output rows per work item, at most the accumulator limit, by
+    _forward_blocking16's cost (lanes past CO, columns computed twice, loads per FMA)."""
+    vw = 16 if max_vw == 16 and co > 8 else 8
+    limit = _accumulator_limit(regs) if vw == 16 else 8
+
+    def key(option):
+        obv, pc = option
+        acc = 2 * obv * pc
+        instructions = _round_up(co, vw * obv) * (-(-ow // pc) * pc / ow)
+        return (round(instructions * (1 + (obv + 2 * pc) / acc) * (8 / min(8, acc)) ** 0.5, 3), -acc)
+    options = [(obv, pc) for obv in range(1, 5) for pc in range(2, ow + 1, 2) if 2 * obv * pc <= limit]
+    return (vw,) + min(options, key=key)
+
+
 @functools.lru_cache(maxsize=None)
-def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16), out=None):
+def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16), out=None,
+          pool=None):
     """The -D defines of one convolution shape (ci, co per group), shared by its forward and
     weight-gradient kernels so that both come from one build; limits: vector_limits(dev).
     The two kernels may pick different vector widths: VW is the forward's, _weight_plan's
     copy has the weight gradient's. out: (YH, YW, YSH, YSW, YOFF), the forward's output
-    written strided into planes of YH x YW (a phase of a strided input gradient), else None."""
+    written strided into planes of YH x YW (a phase of a strided input gradient), else None.
+    pool: "avg" / "max" for a forward that pools its output 2x2 (_pool_blocking; OH, OW even),
+    else None."""
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
     vw, obv, pb = _forward_blocking(co, seg, *limits)
+    pc = None
+    if pool:
+        vw, obv, pc = _pool_blocking(co, ow, *limits)
+        pb = 2 * pc
     vww, obvw, khb, pbw = _weight_blocking(co, kh, kw, *limits)
-    plan = dict(CI=ci, CIC=_input_chunk(ci, kh, kw, vw * obv, seg, pb),
+    plan = dict(CI=ci, CIC=ci if pool else _input_chunk(ci, kh, kw, vw * obv, seg, pb),
                 HP=hp, WP=wp, KH=kh, KW=kw, SH=stride[0], SW=stride[1], CO=co,
                 OH=oh, OW=ow, NPIX=n * oh * ow, VW=vw, OBV=obv, PB=pb, COP=_round_up(co, vw * obv),
                 VWW=vww, OBVW=obvw, KHB=khb, PBW=pbw, COPW=_round_up(co, vww * obvw), G=groups,
                 DH=dilation[0], DW=dilation[1])
     if out is not None:
         plan.update(zip(("YH", "YW", "YSH", "YSW", "YOFF"), out))
+    if pool:
+        plan.update(POOL=POOL_CODES[pool], PC=pc)
     return plan
 
 
@@ -333,12 +358,19 @@ def _pack_weights(dev, w, b, cop, mode, groups=1, taps=None):
 
 def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None):
     """conv2d_forward over an already padded input xp and packed weights wt, into a new array
-    or, for a plan with a strided output (YH, ...), into y."""
+    or, for a plan with a strided output (YH, ...), into y; a pooled plan (POOL) gives the
+    output pooled 2x2."""
     d = plan
-    seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
-    grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), d["G"] * d["COP"] // (d["VW"] * d["OBV"]))
+    n = d["NPIX"] // (d["OH"] * d["OW"])
+    channel_blocks = d["G"] * d["COP"] // (d["VW"] * d["OBV"])
+    if d.get("POOL"):
+        grid = (d["NPIX"] // (2 * d["OW"]) * (-(-d["OW"] // d["PC"])), channel_blocks)
+        y = dev.empty((n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2))
+    else:
+        seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
+        grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), channel_blocks)
     if y is None:
-        y = dev.empty((d["NPIX"] // (d["OH"] * d["OW"]), d["G"] * d["CO"], d["OH"], d["OW"]))
+        y = dev.empty((n, d["G"] * d["CO"], d["OH"], d["OW"]))
     kernel = _kernel(dev, _FILE, "conv2d_forward", plan)
     chunks = d["CI"] // d["CIC"]
     for k in range(chunks):
@@ -349,14 +381,14 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None
 
 
 def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope,
-                    dilation=(1, 1), groups=1, saved=None):
+                    dilation=(1, 1), groups=1, saved=None, pool=None):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     xp = _padded(dev, x, pads)
     if saved is not None and xp is not x:
         saved["padded"] = (x, pads, xp)
     plan = _plan(n, c // groups, xp.shape[2], xp.shape[3], o // groups, kh, kw, stride, oh, ow,
-                 groups, dilation, vector_limits(dev))
+                 groups, dilation, vector_limits(dev), pool=pool)
     wt = _pack_weights(dev, w, b, plan["COP"], mode=0, groups=groups)
     return _direct_conv(dev, xp, wt, plan, activation, negative_slope)
 
@@ -499,9 +531,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     saved: a dict to keep what conv2d_backward(saved=) can reuse (the zero-padded input), or
     None.
     pool: None, or "avg" / "max": the result pooled 2x2 with stride 2 after the activation
-    (PyTorch's floor mode), (N,O,OH//2,OW//2); fused into conv2d_rows' kernel where it pools
-    the shape (an eval-mode Conv2D -> activation -> pool, LeNet-5's conv1), else a pooling pass
-    after the convolution."""
+    (PyTorch's floor mode), (N,O,OH//2,OW//2); fused into the kernel of conv2d_rows (where
+    pools() says so) or of the direct form (even OH and OW), so the full-size map is never
+    written (an eval-mode Conv2D -> activation -> pool, LeNet-5's), else a pooling pass after
+    the convolution."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
@@ -534,7 +567,13 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
     algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
                  {name: functools.partial(f, *args) for name, f in forms.items()}, dilation, groups)
+    if algo == "direct" and pool is not None and oh % 2 == 0 and ow % 2 == 0:
+        return _forward_direct(*args, saved=saved, pool=pool)
     return _pooled(dev, forms[algo](*args, saved=saved), pool)
+
+
+# The pooled forward's POOL define values.
+POOL_CODES = {"avg": 1, "max": 2}
 
 
 def _pooled(dev, y, pool):
