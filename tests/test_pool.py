@@ -1,7 +1,7 @@
 """Pooling kernels vs the NumPy oracle, and the oracle's backward vs finite differences."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from clcnn.ops import pool as ops
 from clcnn.oracle import pool as oracle
@@ -155,6 +155,42 @@ def test_maxpool_nan_rule(device):
     np.testing.assert_array_equal(gx[0, 0], [[0, 0, 1, 0], [0, 4, 1, 0], [0, 0, 0, 0]])
     y, argmax = ops.global_maxpool2d_forward(device, device.to_device(x))
     assert np.isnan(y.get()).all() and argmax.get().ravel().tolist() == [5]
+
+
+@settings(max_examples=max(6, settings.default.max_examples // 2))
+@given(kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)), n=st.integers(1, 3), c=st.integers(1, 4),
+       extra=st.tuples(st.integers(0, 3), st.integers(0, 3)), out=st.tuples(st.integers(1, 6), st.integers(1, 13)),
+       ties=st.booleans(), seed=st.integers(0, 2 ** 31))
+def test_tiled_maxpool_matches_oracle(device, kernel, n, c, extra, out, ties, seed):
+    """Windows that tile the plane (stride == kernel, no padding) take maxpool2d_forward_tiled:
+    exact y and argmax, ties, NaN and -inf included, rows and columns past the last window
+    (floor mode) ignored."""
+    kh, kw = kernel
+    shape = (n, c, out[0] * kh + min(extra[0], kh - 1), out[1] * kw + min(extra[1], kw - 1))
+    rng = np.random.default_rng(seed)
+    x = _data(shape, ties, 1.0, rng)
+    specials = rng.random(shape)
+    x[specials < 0.05] = np.nan
+    x[(specials >= 0.05) & (specials < 0.15)] = -np.inf
+    y, argmax = ops.maxpool2d_forward(device, device.to_device(x), kernel, kernel, (0, 0, 0, 0))
+    y_ref, argmax_ref = oracle.maxpool2d_forward(x, kernel, kernel, (0, 0, 0, 0))
+    np.testing.assert_array_equal(argmax.get(), argmax_ref)
+    np.testing.assert_array_equal(y.get(), y_ref)
+
+
+def test_tiled_maxpool_specials(device):
+    # 2x2 windows, stride 2: ties to the first maximum, the last NaN wins, an all--inf window
+    # takes its first pixel; the odd last row and column lie outside every window.
+    x = np.array([[[[5, 5, np.nan, 1, 9],
+                    [1, 5, 2, np.nan, 9],
+                    [-np.inf, -np.inf, 0, 3, 9],
+                    [-np.inf, -np.inf, 3, 3, 9],
+                    [99, 99, 99, 99, 99]]]], dtype=np.float32)
+    y, argmax = ops.maxpool2d_forward(device, device.to_device(x), (2, 2), (2, 2), (0, 0, 0, 0))
+    np.testing.assert_array_equal(argmax.get()[0, 0], [[0, 8], [10, 13]])
+    np.testing.assert_array_equal(y.get()[0, 0], [[5, np.nan], [-np.inf, 3]])
+    y_ref, argmax_ref = oracle.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
+    np.testing.assert_array_equal(argmax_ref[0, 0], [[0, 8], [10, 13]])
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "relu6", "tanh", "sigmoid"])

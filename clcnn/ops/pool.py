@@ -81,8 +81,13 @@ def maxpool2d_forward(dev, x, kernel, stride, pads):
     defines, y_shape = _geometry(x.shape, kernel, stride, pads)
     y = dev.empty(y_shape)
     argmax = dev.empty(y_shape, np.int32)
+    if _tiled(defines):
+        rows = y_shape[0] * y_shape[1] * y_shape[2]
+        launch(dev, dev.kernel("pool.cl", "maxpool2d_forward_tiled", **defines), (rows,), _LOCAL,
+               buf(x), buf(y), buf(argmax), i32(rows))
+        return y, argmax
     items = _row_chunks(y_shape)
-    launch(dev, dev.kernel("pool.cl", "maxpool2d_forward", **defines), (items,), None,
+    launch(dev, dev.kernel("pool.cl", "maxpool2d_forward", **defines), (items,), _LOCAL,
            buf(x), buf(y), buf(argmax), i32(items))
     return y, argmax
 
