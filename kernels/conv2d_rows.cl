@@ -225,7 +225,11 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
     t /= NCB;
     const int rb = t % NRB;
     const int n = t / NRB;
+#if VW > OW
+    const int ow0 = 0;               /* one block wider than the row: lanes past OW are not stored */
+#else
     const int ow0 = MIN(cb * VW, OW - VW);
+#endif
     const int oh0 = MIN(rb * RB, OH - RB);
     const int ih0 = oh0 - PT;        /* input row and column of the item's first load */
     const int iw0 = ow0 - PL;
@@ -238,7 +242,7 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
         for (int o = 0; o < CO; o++)
             acc[q][o] = (VEC)(0.0f);
 
-#if PL || PR || PT || PB
+#if PL || PR || PT || PB || VW > OW
     if (iw0 < 0 || iw0 + VW + KW - 1 > W || ih0 < 0 || ih0 + RB + KH - 1 > H) {
         /* The first and last elements the item's plain loads would touch (rows outside
          * the input included). */
@@ -288,8 +292,17 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
     for (int o = 0; o < CO; o++) {
         const float bias = has_bias ? b[o] : 0.0f;
         #pragma unroll
-        for (int q = 0; q < RB; q++)
+        for (int q = 0; q < RB; q++) {
+#if VW > OW
+            float t[VW];
+            STOREV(activatev(acc[q][o] + bias, act, slope), t);
+            #pragma unroll
+            for (int k = 0; k < OW; k++)
+                y0[o * (OH * OW) + q * OW + k] = t[k];
+#else
             STOREV(activatev(acc[q][o] + bias, act, slope), y0 + o * (OH * OW) + q * OW);
+#endif
+        }
     }
 #endif
 }

@@ -252,6 +252,22 @@ EDGE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("x_shape, w_shape, pads", [
+    ((2, 3, 9, 16), (5, 3, 5, 5), (0, 0, 0, 0)),       # 12-pixel rows, no padding
+    ((3, 16, 10, 10), (6, 16, 5, 5), (4, 4, 4, 4)),    # LeNet-5 conv2's input gradient (14)
+    ((1, 2, 4, 13), (8, 2, 3, 3), (1, 1, 1, 1)),       # 13: the last loads reach the buffer's end
+    ((2, 1, 3, 15), (3, 1, 1, 1), (0, 0, 0, 0)),       # 15, a 1x1 kernel
+])
+def test_rows_of_12_to_15_pixels_take_one_wide_vector(device, x_shape, w_shape, pads):
+    """Float16 lanes over rows of 12-15 pixels (the forward computes lanes past the row and
+    stores only the row)."""
+    if conv2d.vector_limits(device)[0] != 16:
+        pytest.skip("this device does not take float16")
+    ow = x_shape[3] + pads[2] + pads[3] - w_shape[3] + 1
+    assert 12 <= ow < 16 and rows._vector_width(ow, device, wide=True) == 16
+    _check(device, x_shape, w_shape, pads, True, "tanh", seed=ow)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, pads", EDGE_CASES)
 def test_edge_blocks_match_oracle(device, width, x_shape, w_shape, pads):
     _check(device, x_shape, w_shape, pads, True, "leaky_relu", seed=sum(x_shape) + sum(pads))

@@ -37,10 +37,19 @@ def _accumulators(dev):
     return _conv.vector_limits(dev)[1] // 2
 
 
-def _vector_width(ow, dev):
+# The forward takes float16 lanes over rows of 12-15 pixels too (the lanes past the row
+# computed and not stored): LeNet-5 conv2's input gradient (14-pixel rows) then runs 16 lanes
+# of one vector per row where float8 took two vectors.
+_WIDE_ROWS_FROM = 12
+
+
+def _vector_width(ow, dev, wide=False):
     """The widest of 16 (only where conv2d.vector_limits allows float16), 8, 4, 2, 1 that
-    fits in an output row."""
+    fits in an output row; with `wide` (the forward) 16 also for rows of _WIDE_ROWS_FROM
+    pixels or more."""
     widest = _FORCE_VW or _conv.vector_limits(dev)[0]
+    if wide and widest == 16 and _WIDE_ROWS_FROM <= ow < 16:
+        return 16
     return max(v for v in (16, 8, 4, 2, 1) if v <= min(ow, widest))
 
 
@@ -70,7 +79,7 @@ def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw, pool=0):
                 RB=rb, OBC=obc, KHB=khb, RPW=rpw, POOL=pool)
 
 
-def _plan(dev, x_shape, w_shape, pads, pool=None):
+def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False):
     n, c, h, w = x_shape
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     o, _, kh, kw = w_shape
@@ -83,7 +92,7 @@ def _plan(dev, x_shape, w_shape, pads, pool=None):
     # (4 kept for the loaded row and addresses). LeNet conv1, batch 64 (medians of 25, one
     # process, loaded machine): 1 row 0.213 ms, 2 rows 0.176, 3 0.164, 4 0.166.
     rpw = max(r for r in (1, 2, 3, 4) if r == 1 or obc * (khb + 1 + r) <= 2 * limit - 4)
-    return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev), rb, obc,
+    return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev, wide), rb, obc,
                     khb, rpw, POOL_CODES[pool])
 
 
@@ -178,7 +187,7 @@ def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, di
                          f"and weight {tuple(w.shape)}: check pools() first")
     if any(pads) and not _pads_in_kernel(x.shape, w.shape, pads):
         x, pads = _padded(dev, x, pads), (0, 0, 0, 0)
-    d = _plan(dev, x.shape, w.shape, pads, pool)
+    d = _plan(dev, x.shape, w.shape, pads, pool, wide=pool is None)
     n, o = x.shape[0], w.shape[0]
     y = dev.empty((n, o, oh // 2, ow // 2) if pool else (n, o, oh, ow))
     grid = (n * -(-oh // d["RB"]) * -(-ow // d["VW"]),)
