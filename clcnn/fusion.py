@@ -17,8 +17,8 @@ may absorb calls that only it feeds:
   pass y = act(bn(x) + shortcut); its backward applies the activation's gradient once and hands
   that one array to the shortcut and to the BatchNorm's backward. An Add reading several such
   BatchNorms absorbs the first.
-In the backward pass an AvgPool2D whose input comes from such a fused activation also undoes
-that activation (one pass over the big gradient instead of two).
+In the backward pass an AvgPool2D or MaxPool2D whose input comes from such a fused activation
+also undoes that activation (one pass over the big gradient instead of two).
 
 Fusion never changes names, state_dict or results beyond float rounding: the model keeps its
 layer list; only the schedule changes.
@@ -28,8 +28,8 @@ from collections import namedtuple
 # position: the main call (whose layer runs the step); output: the value the step writes (its
 # last absorbed call's); activation / batchnorm / add: positions of absorbed calls or None
 # (add: the Add a BatchNorm runs into; pool: an eval-mode pooling the step ends with);
-# pool_from: for an AvgPool2D, the plan index of the step whose fused activation its backward
-# also undoes, else None.
+# pool_from: for an AvgPool2D or MaxPool2D, the plan index of the step whose fused activation
+# its backward also undoes, else None.
 Step = namedtuple("Step", "position output activation batchnorm pool_from add pool", defaults=(None, None))
 
 
@@ -51,7 +51,7 @@ def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
     from .layers.batchnorm import BatchNorm2D
     from .layers.conv import Conv2D
     from .layers.merge import Add
-    from .layers.pooling import AvgPool2D
+    from .layers.pooling import AvgPool2D, MaxPool2D
     readers = _readers(calls, outputs, count)
 
     def sole_reader(position):
@@ -92,7 +92,7 @@ def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
             if kind in layer.fusable_pools:
                 pool, last = nxt, nxt
         pool_from = None
-        if isinstance(layer, AvgPool2D):
+        if isinstance(layer, (AvgPool2D, MaxPool2D)):
             producer = step_of_value.get(call.inputs[0])
             if producer is not None and sole_reader(steps[producer].output - count) == position:
                 pool_from = producer

@@ -203,9 +203,9 @@ def gemm(m, n, k, trans_a=False, trans_b=False):
 # -- memory-bound ops ----------------------------------------------------------------------
 def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count_include_pad=True,
            undo_activation=None, negative_slope=0.01, integers=False):
-    """kind: "max", "avg", "global_max" or "global_avg". undo_activation (avg only): x is that
-    activation's output and the backward also goes back through it, in one pass (fusion.py).
-    integers: small integer inputs, so max windows hold exact ties."""
+    """kind: "max", "avg", "global_max" or "global_avg". undo_activation (avg and max): x is
+    that activation's output and the backward also goes back through it, in one pass
+    (fusion.py). integers: small integer inputs, so max windows hold exact ties."""
     n, c, h, w = x_shape
     kernel, stride, pads = tuple(kernel), tuple(stride), tuple(pads)
     if kind.startswith("global"):
@@ -215,8 +215,8 @@ def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count
         y_shape = (n, c) + output_hw((h, w), kernel, stride, pads, "pool")
         name = f"{kind}pool2d {kernel[0]}x{kernel[1]} s{stride[0]}"
 
-    if undo_activation and kind != "avg":
-        raise ValueError("pool2d: only the average pool's backward undoes an activation")
+    if undo_activation and kind not in ("avg", "max"):
+        raise ValueError("pool2d: only the average and max pools' backward undo an activation")
     act = undo_activation
 
     def make(rng):
@@ -245,13 +245,16 @@ def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count
             return k_pool.maxpool2d_forward(dev, a["x"], kernel, stride, pads)
 
         def backward(dev, a, out):
-            return (k_pool.maxpool2d_backward(dev, a["gy"], out[1], x_shape),)
+            return (k_pool.maxpool2d_backward(dev, a["gy"], out[1], x_shape, kernel, stride, pads,
+                                              activation=act, act_output=a["x"] if act else None,
+                                              negative_slope=negative_slope),)
 
         def o_forward(a):
             return o_pool.maxpool2d_forward(a["x"], kernel, stride, pads)
 
         def o_backward(a, out):
-            return (o_pool.maxpool2d_backward(a["gy"], out[1], x_shape),)
+            gx = o_pool.maxpool2d_backward(a["gy"], out[1], x_shape)
+            return (o_act.activation_backward(act, a["x"], gx, negative_slope) if act else gx,)
     elif kind == "global_avg":
         def forward(dev, a):
             return (k_pool.global_avgpool2d_forward(dev, a["x"]),)

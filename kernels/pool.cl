@@ -289,6 +289,40 @@ __kernel void maxpool2d_forward_tiled(__global const float* restrict x, __global
     }
 }
 
+/* Max pooling backward over tiling windows: each input pixel lies in at most one window, so
+ * gx gathers: gy of its window where the window's argmax names it, else 0. One output row per
+ * work item writes the KH input rows under it (and, the last, the rows past OH*KH). With
+ * ACTIVATION set (common.h code) also the backward of the activation whose output y (shape of
+ * gx) the pool read, as avgpool2d_backward_tiled. Deterministic; 1-D global size N*C*OH. */
+__kernel void maxpool2d_backward_tiled(__global const float* restrict gy, __global const int* restrict argmax,
+                                       __global const float* restrict y, __global float* restrict gx,
+                                       const int rows, const float slope)
+{
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    const int nc = r / OH, oh = r - nc * OH;
+    __global const float* g = gy + (size_t)r * OW;
+    __global const int* a = argmax + (size_t)r * OW;
+    #pragma unroll
+    for (int kh = 0; kh < KH; ++kh) {
+        const int ih = oh * KH + kh;
+        const size_t base = ((size_t)nc * H + ih) * W;
+        #pragma unroll
+        for (int iw = 0; iw < W; ++iw) {
+            float d = iw < OW * KW && a[iw / KW] == ih * W + iw ? g[iw / KW] : 0.0f;
+#if ACTIVATION != ACT_NONE
+            d = activate_backward(d, y[base + iw], ACTIVATION, slope);
+#endif
+            gx[base + iw] = d;
+        }
+    }
+#if H > OH * KH
+    if (oh == OH - 1) {
+        for (size_t i = ((size_t)nc * H + OH * KH) * W; i < ((size_t)nc + 1) * H * W; ++i) gx[i] = 0.0f;
+    }
+#endif
+}
+
 /* gx = gy / (KH*KW) spread over each window, zero outside every window. With ACTIVATION set
  * (common.h code) it also applies the backward of the activation whose output y (shape of gx)
  * the pool read: gx = that * f'(y), one pass instead of two. y is unread otherwise. */

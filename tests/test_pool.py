@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from clcnn.ops import pool as ops
-from clcnn.oracle import pool as oracle
+from clcnn.oracle import activation as o_act, pool as oracle
 from tests.helpers import assert_close, numeric_grad
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -176,6 +176,28 @@ def test_tiled_maxpool_matches_oracle(device, kernel, n, c, extra, out, ties, se
     y_ref, argmax_ref = oracle.maxpool2d_forward(x, kernel, kernel, (0, 0, 0, 0))
     np.testing.assert_array_equal(argmax.get(), argmax_ref)
     np.testing.assert_array_equal(y.get(), y_ref)
+
+
+@pytest.mark.parametrize("act", [None, "relu", "leaky_relu", "relu6", "tanh", "sigmoid"])
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 8, 12), (2, 2)), ((1, 2, 7, 11), (3, 3)), ((3, 1, 5, 9), (2, 4))])
+def test_tiled_maxpool_backward_through_activation(device, act, shape, kernel):
+    """maxpool2d_backward with the window geometry takes the gathering kernel for tiling
+    windows: gy at each window's argmax (ties and floor-mode leftovers included), times the
+    activation's derivative at its output y where an activation is given."""
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.integers(-3, 4, size=shape) * 0.7).astype(np.float32)      # exact ties in windows
+    y = o_act.activation_forward(act, x.astype(np.float64), 0.1).astype(np.float32) if act else x
+    y_pool, argmax = ops.maxpool2d_forward(device, device.to_device(y), kernel, kernel, (0, 0, 0, 0))
+    _, argmax_ref = oracle.maxpool2d_forward(y, kernel, kernel, (0, 0, 0, 0))
+    gy = rng.standard_normal(y_pool.shape).astype(np.float32)
+    gx = ops.maxpool2d_backward(device, device.to_device(gy), argmax, shape, kernel, kernel, (0, 0, 0, 0),
+                                activation=act, act_output=device.to_device(y) if act else None,
+                                negative_slope=0.1).get()
+    expected = oracle.maxpool2d_backward(gy.astype(np.float64), argmax_ref, shape)
+    if act:
+        expected = o_act.activation_backward(act, y.astype(np.float64), expected, 0.1)
+    # one gy per pixel, times f'(y) in float32
+    np.testing.assert_allclose(gx, expected, rtol=1e-6, atol=1e-6, err_msg=f"{act} {kernel}")
 
 
 def test_tiled_maxpool_specials(device):

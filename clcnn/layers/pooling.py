@@ -57,8 +57,12 @@ class MaxPool2D(_Pool2D):
         y, ctx.argmax = pool_ops.maxpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding)
         return y
 
-    def backward(self, ctx, gy, need_input_grad=True):
-        return pool_ops.maxpool2d_backward(self.device, gy, ctx.argmax, ctx.x_shape)
+    def backward(self, ctx, gy, need_input_grad=True, activation=None, act_output=None, negative_slope=0.01):
+        """With activation and act_output (that activation's output, this layer's input), the
+        gradient also goes back through the activation: dL/d(its input)."""
+        return pool_ops.maxpool2d_backward(self.device, gy, ctx.argmax, ctx.x_shape, self.kernel_size,
+                                           self.stride, self.padding, activation=activation,
+                                           act_output=act_output, negative_slope=negative_slope)
 
     def reference_forward(self, ctx, params, x, training):
         from ..oracle import pool as o_pool
@@ -74,9 +78,12 @@ class MaxPool2D(_Pool2D):
         from torch import nn
         return self._torch_pool(lambda pads: nn.MaxPool2d(self.kernel_size, self.stride, pads), float("-inf"))
 
-    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True, **fused):
+    def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
+                 undo_activation=None, negative_slope=0.01, **fused):
+        """undo_activation: the backward also goes back through that activation (fusion.py)."""
         from .. import opspec
-        return [opspec.pool2d("max", (batch,) + tuple(in_shapes[0]), self.kernel_size, self.stride, self.padding)]
+        return [opspec.pool2d("max", (batch,) + tuple(in_shapes[0]), self.kernel_size, self.stride, self.padding,
+                              undo_activation=undo_activation, negative_slope=negative_slope)]
 
 
 class AvgPool2D(_Pool2D):

@@ -92,17 +92,37 @@ def maxpool2d_forward(dev, x, kernel, stride, pads):
     return y, argmax
 
 
-def maxpool2d_backward(dev, gy, argmax, x_shape):
-    """gx (x_shape): gy added into x's pixel that each output's argmax names (zero elsewhere)."""
+def maxpool2d_backward(dev, gy, argmax, x_shape, kernel=None, stride=None, pads=(0, 0, 0, 0),
+                       activation=None, act_output=None, negative_slope=0.01):
+    """gx (x_shape): gy added into x's pixel that each output's argmax names (zero elsewhere).
+
+    kernel, stride, pads: the forward's window geometry, where the caller has it: windows that
+    tile the plane then take a gathering kernel. activation and act_output (its forward
+    output, the pool's input): also back-propagate through that activation, in that kernel's
+    pass where it runs, else in a pass after."""
     n, c, h, w = _x_shape(x_shape)
     check_array(gy, 4, "gy")
     _check_out(argmax, gy.shape, "argmax", np.int32)
     if tuple(gy.shape[:2]) != (n, c):
         raise ValueError(f"gy {tuple(gy.shape)} does not match x_shape {(n, c, h, w)} in N, C")
+    if activation is not None:
+        _check_out(act_output, (n, c, h, w), "act_output")
+    if kernel is not None:
+        defines, y_shape = _geometry((n, c, h, w), kernel, stride, pads)
+        if _tiled(defines) and tuple(gy.shape) == tuple(y_shape):
+            gx = dev.empty((n, c, h, w))
+            rows = y_shape[0] * y_shape[1] * y_shape[2]
+            code = ACTIVATION_CODES[act_ops.check_name(activation)] if activation else 0
+            launch(dev, dev.kernel("pool.cl", "maxpool2d_backward_tiled", ACTIVATION=code, **defines),
+                   (rows,), _LOCAL, buf(gy), buf(argmax), buf(act_output if activation else gy), buf(gx),
+                   i32(rows), f32(negative_slope))
+            return gx
     gx = dev.empty((n, c, h, w))
     # One work item per (n, c) plane: the signature carries no window geometry to gather with.
     launch(dev, dev.kernel("pool.cl", "maxpool2d_backward"), (n * c,), None,
            buf(gy), buf(argmax), buf(gx), i32(n * c), i32(h * w), i32(gy.shape[2] * gy.shape[3]))
+    if activation is not None:
+        return act_ops.activation_backward(dev, activation, act_output, gx, negative_slope=negative_slope)
     return gx
 
 
