@@ -169,6 +169,19 @@
 #define FIRST_PIXEL(seg, b) ((seg) * SEG + MIN((b) * PB, SEG - PB))
 #endif
 
+/* The forward's stores of one channel vector v: out[p][l] (pixel p < PIXELS, lane l) goes to
+ * DEST, an lvalue of output channel o and pixel p; lanes past CO are not stored. */
+#define STORE_CHANNELS(PIXELS, DEST)                                                          \
+    _Pragma("unroll")                                                                         \
+    for (int l = 0; l < VW; l++) {                                                            \
+        const int o = ob * OB + v * VW + l;                                                   \
+        if (o < CO) {                                                                         \
+            _Pragma("unroll")                                                                 \
+            for (int p = 0; p < (PIXELS); p++)                                                \
+                DEST = out[p][l];                                                             \
+        }                                                                                     \
+    }
+
 /* tanhv and activatev (common.h) on this file's vectors. */
 DEFINE_TANHV(VEC)
 DEFINE_ACTIVATEV(VEC)
@@ -281,15 +294,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             STOREV(m, out[k]);
 #endif
         }
-        #pragma unroll
-        for (int l = 0; l < VW; l++) {
-            const int o = ob * OB + v * VW + l;
-            if (o < CO) {
-                #pragma unroll
-                for (int k = 0; k < PC / 2; k++)
-                    yp[o * ((OH / 2) * (OW / 2)) + k] = out[k][l];
-            }
-        }
+        STORE_CHANNELS(PC / 2, yp[o * ((OH / 2) * (OW / 2)) + p])
     }
 #else
     #pragma unroll
@@ -303,15 +308,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 #else
             STOREV(activatev(acc[v][p] + bv, act, slope), out[p]);
 #endif
-        #pragma unroll
-        for (int l = 0; l < VW; l++) {
-            const int o = ob * OB + v * VW + l;
-            if (o < CO) {
-                #pragma unroll
-                for (int p = 0; p < PB; p++)
-                    y0[o * YPLANE + p * YSTEP] = out[p][l];
-            }
-        }
+        STORE_CHANNELS(PB, y0[o * YPLANE + p * YSTEP])
     }
 #endif
 }

@@ -289,6 +289,28 @@ __kernel void maxpool2d_forward_tiled(__global const float* restrict x, __global
     }
 }
 
+/* The tiled backward kernels' writes: the KH input rows under output row oh of plane nc get
+ * VALUE (an expression of the input row ih and column iw) inside the windows, 0 in the columns
+ * past OW*KW, times the derivative of activation ACTIVATION at y where one is set; the last
+ * output row also zeroes the input rows past OH*KH. */
+#define TILED_GX_ROWS(VALUE)                                                                  \
+    _Pragma("unroll")                                                                         \
+    for (int kh = 0; kh < KH; ++kh) {                                                         \
+        const int ih = oh * KH + kh;                                                          \
+        const size_t base = ((size_t)nc * H + ih) * W;                                        \
+        _Pragma("unroll")                                                                     \
+        for (int iw = 0; iw < W; ++iw) {                                                      \
+            float d = iw < OW * KW ? (VALUE) : 0.0f;                                          \
+            if (ACTIVATION != ACT_NONE)                                                       \
+                d = activate_backward(d, y[base + iw], ACTIVATION, slope);                    \
+            gx[base + iw] = d;                                                                \
+        }                                                                                     \
+    }                                                                                         \
+    if (H > OH * KH && oh == OH - 1) {                                                        \
+        for (size_t i = ((size_t)nc * H + OH * KH) * W; i < ((size_t)nc + 1) * H * W; ++i)   \
+            gx[i] = 0.0f;                                                                     \
+    }
+
 /* Max pooling backward over tiling windows: each input pixel lies in at most one window, so
  * gx gathers: gy of its window where the window's argmax names it, else 0. One output row per
  * work item writes the KH input rows under it (and, the last, the rows past OH*KH). With
@@ -303,24 +325,7 @@ __kernel void maxpool2d_backward_tiled(__global const float* restrict gy, __glob
     const int nc = r / OH, oh = r - nc * OH;
     __global const float* g = gy + (size_t)r * OW;
     __global const int* a = argmax + (size_t)r * OW;
-    #pragma unroll
-    for (int kh = 0; kh < KH; ++kh) {
-        const int ih = oh * KH + kh;
-        const size_t base = ((size_t)nc * H + ih) * W;
-        #pragma unroll
-        for (int iw = 0; iw < W; ++iw) {
-            float d = iw < OW * KW && a[iw / KW] == ih * W + iw ? g[iw / KW] : 0.0f;
-#if ACTIVATION != ACT_NONE
-            d = activate_backward(d, y[base + iw], ACTIVATION, slope);
-#endif
-            gx[base + iw] = d;
-        }
-    }
-#if H > OH * KH
-    if (oh == OH - 1) {
-        for (size_t i = ((size_t)nc * H + OH * KH) * W; i < ((size_t)nc + 1) * H * W; ++i) gx[i] = 0.0f;
-    }
-#endif
+    TILED_GX_ROWS(a[iw / KW] == ih * W + iw ? g[iw / KW] : 0.0f)
 }
 
 /* gx = gy / (KH*KW) spread over each window, zero outside every window. With ACTIVATION set
@@ -336,23 +341,7 @@ __kernel void avgpool2d_backward_tiled(__global const float* restrict gy, __glob
     float v[OW];
     #pragma unroll
     for (int ow = 0; ow < OW; ++ow) v[ow] = g[ow] / (float)(KH * KW);
-    #pragma unroll
-    for (int kh = 0; kh < KH; ++kh) {
-        const size_t base = ((size_t)nc * H + oh * KH + kh) * W;
-        #pragma unroll
-        for (int iw = 0; iw < W; ++iw) {
-            float d = iw < OW * KW ? v[iw / KW] : 0.0f;
-#if ACTIVATION != ACT_NONE
-            d = activate_backward(d, y[base + iw], ACTIVATION, slope);
-#endif
-            gx[base + iw] = d;
-        }
-    }
-#if H > OH * KH
-    if (oh == OH - 1) {
-        for (size_t i = ((size_t)nc * H + OH * KH) * W; i < ((size_t)nc + 1) * H * W; ++i) gx[i] = 0.0f;
-    }
-#endif
+    TILED_GX_ROWS(v[iw / KW])
 }
 
 /* ---- global pooling: one (n, c) plane of hw pixels per output. hw is a runtime argument so
