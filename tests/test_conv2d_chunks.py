@@ -63,3 +63,15 @@ def test_chunk_rule():
     assert ops._input_chunk(128, 5, 5, 64, 16, 5) == 128
     assert ops._input_chunk(4096, 7, 7, 64, 16, 4) == 32      # 392 KiB
     assert ops._input_chunk(64, 31, 31, 64, 16, 4) == 8       # 246 KiB a channel: 8 is the floor
+
+
+def test_kernel_cache_never_hands_a_plan_another_plans_kernel(device, monkeypatch):
+    """_kernel keys its cache by the id of a plan dict; an id is reused once its dict is gone
+    (the fixture above clears the plan caches), so the cache must check the dict itself."""
+    built = []
+    monkeypatch.setattr(device, "kernel", lambda filename, name, **defines: built.append(defines) or object())
+    old, new = {"CI": 4, "CIC": 4}, {"CI": 4, "CIC": 1}
+    monkeypatch.setitem(ops._KERNELS, (device, "conv2d.cl", "conv2d_forward", id(new)), (old, "stale kernel"))
+    kernel = ops._kernel(device, "conv2d.cl", "conv2d_forward", new)
+    assert kernel != "stale kernel" and built == [new]
+    assert ops._kernel(device, "conv2d.cl", "conv2d_forward", new) is kernel and len(built) == 1

@@ -292,12 +292,14 @@ _KERNELS = {}
 def _kernel(dev, filename, name, defines=None):
     """dev.kernel without rebuilding the option strings on every call (host overhead counts
     on the small LeNet layers): `defines` is a dict that _plan / _tiled_plan cache, so its
-    id stands for its contents."""
+    id stands for its contents. The entry keeps the dict itself too: an id is unique only
+    among live objects, and a plan dropped from those caches (tests clear them) could
+    otherwise hand its id, and so its kernel, to a different plan."""
     key = (dev, filename, name, id(defines))
-    kernel = _KERNELS.get(key)
-    if kernel is None:
-        kernel = _KERNELS[key] = dev.kernel(filename, name, **(defines or {}))
-    return kernel
+    entry = _KERNELS.get(key)
+    if entry is None or entry[0] is not defines:
+        entry = _KERNELS[key] = (defines, dev.kernel(filename, name, **(defines or {})))
+    return entry[1]
 
 
 _CPU_GROUP_ITEMS = 2
