@@ -113,3 +113,14 @@ def test_kernels_flush_denormals_and_stay_correct(device):
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-37)
     if "portable" in device.platform.name.lower():
         assert not np.any(y), "PoCL should flush the denormal inputs to zero"
+
+
+def test_max_pooling_keeps_denormals_apart(device):
+    """pool.cl is built without the flush (device.EXACT_DENORMAL_FILES): max pooling tells
+    denormals apart as PyTorch does, argmax included."""
+    from clcnn.ops import pool
+    x = np.array([[[[1e-40, 3e-40, -2e-40, 0.0]]]], dtype=np.float32)
+    assert np.count_nonzero(x) == 3, "the inputs must really be denormal, not rounded to zero"
+    y, argmax = pool.maxpool2d_forward(device, device.to_device(x), (1, 2), (1, 2), (0, 0, 0, 0))
+    np.testing.assert_array_equal(argmax.get().ravel(), [1, 3])
+    np.testing.assert_array_equal(y.get().ravel(), np.array([3e-40, 0.0], np.float32))
