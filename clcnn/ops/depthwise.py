@@ -69,9 +69,15 @@ def _plans_for(vw, c, m, h, wd, oh, ow, kh, kw, stride, pads, dilation):
             None if rb_in is None else dict(base, VW=vw, RB=rb_in))
 
 
-def _grid(dev, width, height, rb, planes):
-    grid = (-(-width // 8) * -(-height // rb), planes)
-    return grid, _conv._local(dev, grid)
+def _launch_form(dev, name, d, rows, width, height, planes):
+    """(kernel, grid, local) of a pass over `planes` planes of height x width outputs: the
+    row-block kernel name + "_rows" where its plan `rows` exists (blocks of RB whole rows),
+    else the float8-per-item kernel `name` of plan d (8 columns x RB rows per item)."""
+    if rows is not None:
+        grid = (-(-height // rows["RB"]), planes)
+        return _conv._kernel(dev, _FILE, name + "_rows", rows), grid, _conv._local(dev, grid)
+    grid = (-(-width // 8) * -(-height // d["RB"]), planes)
+    return _conv._kernel(dev, _FILE, name, d), grid, _conv._local(dev, grid)
 
 
 def depthwise_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01,
@@ -90,13 +96,7 @@ def depthwise_forward(dev, x, w, b, stride, pads, activation=None, negative_slop
     o, _, kh, kw = w.shape
     d, rows, _ = _plans(dev, c, o // c, h, wd, oh, ow, kh, kw, stride, pads, dilation)
     y = dev.empty((n, o, oh, ow))
-    if rows is not None:
-        grid = (-(-oh // rows["RB"]), n * o)
-        kernel = _conv._kernel(dev, _FILE, "depthwise_forward_rows", rows)
-        local = _conv._local(dev, grid)
-    else:
-        grid, local = _grid(dev, ow, oh, d["RB"], n * o)
-        kernel = _conv._kernel(dev, _FILE, "depthwise_forward", d)
+    kernel, grid, local = _launch_form(dev, "depthwise_forward", d, rows, ow, oh, n * o)
     launch(dev, kernel, grid, local, buf(x), buf(w),
            buf(b if b is not None else w), buf(y), i32(b is not None),
            i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope))
@@ -134,12 +134,6 @@ def depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bi
     gx = None
     if need_input_grad:
         gx = dev.empty(x.shape)
-        if rows_in is not None:
-            grid = (-(-h // rows_in["RB"]), n * c)
-            kernel = _conv._kernel(dev, _FILE, "depthwise_backward_input_rows", rows_in)
-            local = _conv._local(dev, grid)
-        else:
-            grid, local = _grid(dev, wd, h, d["RB"], n * c)
-            kernel = _conv._kernel(dev, _FILE, "depthwise_backward_input", d)
+        kernel, grid, local = _launch_form(dev, "depthwise_backward_input", d, rows_in, wd, h, n * c)
         launch(dev, kernel, grid, local, buf(gy), buf(w), buf(gx))
     return gx, gw, gb
