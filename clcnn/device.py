@@ -395,6 +395,19 @@ class Device:
         host_array = np.ascontiguousarray(host_array, dtype=dtype)
         return cl_array.to_device(self.queue, host_array, allocator=self.allocate)
 
+    def upload(self, host_array, dtype=np.float32):
+        """host_array on the device without waiting for the copy: a blocking write waits for
+        every command before it in the queue, so a training step that began with one could
+        not be enqueued while the previous step still ran (LeNet-5 at batch 64 ran 12-16%
+        slower). The write reads a private copy taken here, which its event keeps alive until
+        done, so the caller may change host_array at once; later commands on the in-order
+        queue see the data."""
+        host_copy = np.array(host_array, dtype=dtype, order="C", copy=True)
+        array = self.empty(host_copy.shape, dtype)
+        if host_copy.size:
+            array.set(host_copy, async_=True)
+        return array
+
     def synchronize(self):
         self.queue.finish()
 

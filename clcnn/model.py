@@ -40,7 +40,7 @@ def _check_input(x, device, what="input"):
     if isinstance(x, cl_array.Array):
         return x
     try:
-        return device.to_device(x)
+        return device.upload(x)
     except DeviceOutOfMemory as exc:
         raise DeviceOutOfMemory(f"{what} of batch size {x.shape[0]}: {exc}") from None
 

@@ -97,6 +97,26 @@ def test_empty_arrays_of_one_shape_are_independent(device):
     assert device.empty([2, 2]).shape == (2, 2)      # a list shape takes the plain path
 
 
+def test_upload_copies_the_host_array_at_once(device):
+    """Device.upload returns before the write is done; it must have taken its copy already:
+    a host batch reused for the next batch right away must not leak into this one, even with
+    a long kernel queued ahead of the write."""
+    rng = np.random.default_rng(0)
+    big = device.to_device(rng.random((2048, 2048)))
+    host = rng.integers(0, 1000, (64, 1, 28, 28)).astype(np.float32)   # exact under += 1
+    original = host.copy()
+    uploads = []
+    for _ in range(3):
+        busy = big + big + big    # queued before the write, so the write waits behind it
+        uploads.append(device.upload(host))
+        host += 1.0               # the caller refills its buffer at once
+    for k, array in enumerate(uploads):
+        assert array.dtype == np.float32 and array.shape == host.shape
+        np.testing.assert_array_equal(array.get(), original + np.float32(k))
+    np.testing.assert_allclose(busy.get(), 3 * big.get())
+    assert device.upload(np.zeros((0, 3))).shape == (0, 3)
+
+
 def test_kernels_flush_denormals_and_stay_correct(device):
     """Programs are built with -cl-denorms-are-zero (x86 cores slow down 6-130x on denormal
     operands): a convolution of inputs in the denormal range gives the oracle's result to
