@@ -220,6 +220,7 @@ class Device:
         self._pending_binaries = []   # [path, options] of programs whose binaries they will write
         self._kernels = {}
         self._array_templates = {}     # (shape, dtype) -> an Array's attributes (see empty)
+        self.recorder = None           # a replay.Recorder while a training step is recorded
 
     @property
     def name(self):
@@ -347,6 +348,7 @@ class Device:
     def _retry_after(self, exc, what, func, *args, **kwargs):
         if not is_out_of_memory(exc):
             raise exc
+        self.untracked("a retry after running out of memory")
         what = what() if callable(what) else what
         if _error_code(exc) == _TOO_BIG_CODE:   # above the device's per-buffer limit
             raise self.out_of_memory(what, exc) from None
@@ -388,10 +390,19 @@ class Device:
             array.base_data = self.allocate(template["nbytes"])
         return array
 
+    def untracked(self, what):
+        """Note a device command made other than through ops' launch() (a fill, an upload): a
+        step recorded for replay (see clcnn.replay) must not hold one, since its replay
+        would leave it out."""
+        if self.recorder is not None:
+            self.recorder.refuse(what)
+
     def zeros(self, shape, dtype=np.float32):
+        self.untracked("Device.zeros")
         return cl_array.zeros(self.queue, shape, dtype, allocator=self.allocate)
 
     def to_device(self, host_array, dtype=np.float32):
+        self.untracked("Device.to_device")
         host_array = np.ascontiguousarray(host_array, dtype=dtype)
         return cl_array.to_device(self.queue, host_array, allocator=self.allocate)
 
@@ -402,6 +413,7 @@ class Device:
         slower). The write reads a private copy taken here, which its event keeps alive until
         done, so the caller may change host_array at once; later commands on the in-order
         queue see the data."""
+        self.untracked("Device.upload")
         host_copy = np.array(host_array, dtype=dtype, order="C", copy=True)
         array = self.empty(host_copy.shape, dtype)
         if host_copy.size:

@@ -279,6 +279,7 @@ class Model:
                 grads[v] = gx if grads[v] is None else fusion.accumulate(self.device, grads[v], gx)
         for param in self.parameters():
             if param._fresh:       # not reached by this backward pass: its gradient is zero
+                self.device.untracked("a gradient fill")
                 param.grad.fill(0)
                 param._fresh = False
         if not need_input_grad:

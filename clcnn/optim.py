@@ -36,6 +36,16 @@ class Optimizer:
             slots[name] = param.device.zeros(param.shape)
         return slots[name]
 
+    def replay_key(self):
+        """The settings a recorded training step of this optimizer depends on (see
+        clcnn.replay), or None when its steps cannot be replayed: a replay enqueues the
+        recorded launches again, so their scalars must not change between steps."""
+        return None
+
+    def replayed_step(self):
+        """The host-side part of step() for a step whose launches were replayed."""
+        self.step_count += 1
+
     def state_dict(self):
         arrays = {f"{name}/{slot}": value.get() for name, slots in self.state.items()
                   for slot, value in slots.items()}
@@ -62,6 +72,12 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening 0")
         self.momentum, self.dampening = float(momentum), float(dampening)
         self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
+
+    def replay_key(self):
+        if type(self).step is not SGD.step:    # a subclass's own update may differ per step
+            return None
+        return (id(self), self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov,
+                self.step_count == 0)
 
     def step(self):
         if self.params:

@@ -61,6 +61,7 @@ class Parameter:
         if self._fresh:
             self.grad, self._fresh = grad, False
         else:
+            self.device.untracked("a gradient sum")   # pyopencl's own kernel, not launch()
             self.grad = self.grad + grad
 
     def __repr__(self):

@@ -26,8 +26,9 @@ from .losses import MSE, SoftmaxCrossEntropy
 from .ops import data as data_ops
 from .ops import loss as loss_ops
 from .progress import ProgressBar
+from .replay import StepReplay
 from .rundir import FolderLock
-from .model import architecture, load_weights
+from .model import _check_input, architecture, load_weights
 from .serialization import read_archive, write_archive
 
 # Seconds between reads of the per-step loss and accuracy (each read waits for the device).
@@ -123,6 +124,9 @@ class Trainer:
         self._has_accuracy = True
         self._stats = None        # device (slots, 2): loss and correct count of each batch
         self._in_flight = None    # marker event after the last enqueued step
+        self.replay = True        # replay recorded steps (see train_step)
+        self._replay = StepReplay()
+        self._classes = None      # the logits' width, for checking replayed labels
 
     # -- one step -----------------------------------------------------------------------
     def train_step(self, x, y):
@@ -131,18 +135,40 @@ class Trainer:
         Nothing is read back: the batch's loss and correct count go to slot `self.batch` of a
         device buffer (see step_stats). At most two steps are in flight: the call returns when
         the previous step has finished, so the host prepares the next batch while the device
-        computes this one. Distributed: x, y are this rank's images; the gradients are summed
-        over the ranks, each weighted by its share of the global batch (fit sets it; else 1 / ranks)."""
+        computes this one. Steps of one signature after the first are recorded once and then
+        replayed (clcnn.replay; `replay = False` on the trainer turns that off). Distributed:
+        x, y are this rank's images; the gradients are summed over the ranks, each weighted by
+        its share of the global batch (fit sets it; else 1 / ranks)."""
         dev, slot = self.model.device, self.batch
         if self._stats is None or slot >= self._stats.shape[0]:
             self._stats = dev.zeros((max(slot + 1, 64), 2))
+        due = self._replay.due(self._replay.signature_of(self, x, y)) if self.replay else None
+        labels = None
+        if due is not None:
+            if isinstance(y, cl_array.Array):
+                labels = y
+            elif self._classes is not None:   # known from the signature's first (plain) step
+                labels = self._host_labels(y, np.shape(x)[0], self._classes)
+        if due == "replay" and labels is not None:
+            self._replay.replay(self, x, labels, slot)
+        elif due == "record" and labels is not None:
+            if not isinstance(labels, cl_array.Array):
+                labels = dev.upload(labels, np.int32)
+            self._replay.record(self, _check_input(x, dev), labels, slot, self._step)
+        else:
+            self._step(x, y, slot)
+        done, self._in_flight = self._in_flight, cl.enqueue_marker(dev.queue)
+        if done is not None:
+            done.wait()
+
+    def _step(self, x, y, slot):
         logits = self.model.forward(x)
         labels = self._labels(y, logits)
         if isinstance(self.loss, SoftmaxCrossEntropy) and labels is not None:
-            grad = loss_ops.softmax_cross_entropy_train(dev, logits, labels, self._stats, slot)
+            grad = loss_ops.softmax_cross_entropy_train(self.model.device, logits, labels, self._stats, slot)
         else:
             loss = self.loss.forward(logits, y)
-            loss_ops.step_stats(dev, loss, logits, labels, self._stats, slot)
+            loss_ops.step_stats(self.model.device, loss, logits, labels, self._stats, slot)
             grad = self.loss.backward()
         self.model.backward(grad, need_input_grad=False)
         if self.comm is not None:   # every rank then applies the same full-batch gradient
@@ -150,24 +176,33 @@ class Trainer:
             self.comm.reduce_step(self.optimizer.params, self._stats, slot,
                                   1 / self.comm.size if share is None else share)
         self.optimizer.step()
-        done, self._in_flight = self._in_flight, cl.enqueue_marker(dev.queue)
-        if done is not None:
-            done.wait()
 
     def _labels(self, y, logits):
         """y as int32 class indices on the device (the argmax of one-hot rows for MSE), or
         None when y holds no classes."""
         if isinstance(y, cl_array.Array):
             return y if y.dtype == np.int32 and y.ndim == 1 else None
-        y = class_labels(np.asarray(y))
-        if y is None or logits.ndim != 2:
+        if logits.ndim != 2:
             return None
-        if len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
-            raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}], got values in "
-                             f"[{y.min()}, {y.max()}]")
+        self._classes = logits.shape[1]
+        y = self._host_labels(y, logits.shape[0], self._classes)
+        if y is None:
+            return None
         labels = self.model.device.empty(y.shape, np.int32)
-        labels.set(np.ascontiguousarray(y, dtype=np.int32), async_=True)   # no wait for the device
+        labels.set(y, async_=True)   # a private copy (class_labels made it): no wait for the device
         return labels
+
+    @staticmethod
+    def _host_labels(y, batch, classes):
+        """y as int32 class indices (numpy), None when y holds no classes; labels outside
+        [0, classes) are refused."""
+        y = class_labels(np.asarray(y))
+        if y is None:
+            return None
+        if len(y) and (y.min() < 0 or y.max() >= classes):
+            raise ValueError(f"labels must lie in [0, {classes - 1}], got values in "
+                             f"[{y.min()}, {y.max()}]")
+        return np.array(y, dtype=np.int32, order="C", copy=True)
 
     def step_stats(self, first=0, last=None):
         """[(loss, correct count), ...] of the steps in slots [first, last) (waits for them)."""

@@ -6,6 +6,7 @@ from .base import Layer
 
 
 class _Elementwise(Layer):
+    replayable = True
     #: the kernels' name of the activation ("relu", "tanh", ...)
     function = None
 
@@ -112,6 +113,7 @@ class Softmax(Layer):
 
 class Identity(Layer):
     """Returns its input (a placeholder, e.g. the shortcut of a residual block)."""
+    replayable = True
 
     def forward(self, ctx, x):
         return x

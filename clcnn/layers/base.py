@@ -43,6 +43,10 @@ class Layer:
     auto_name = None
     #: how many inputs a call takes: 1, or None for a list of two or more (Add, Concat)
     arity = 1
+    #: whether a recorded training step through this layer may be replayed (clcnn.replay):
+    #: its passes make device commands only through ops' launch() and keep no host state
+    #: that changes per step
+    replayable = False
 
     def __init__(self, name=None):
         self.params = {}

@@ -26,6 +26,7 @@ class Conv2D(WeightedLayer):
 
     >>> Conv2D(1, 6, kernel_size=5)          # (N, 1, 32, 32) -> (N, 6, 28, 28)
     """
+    replayable = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, activation=None, name=None):

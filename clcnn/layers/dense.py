@@ -9,6 +9,7 @@ from .conv import check_activation
 
 class Dense(WeightedLayer):
     """(N, in_features) -> (N, out_features). Put a Flatten before it for NCHW input."""
+    replayable = True
 
     def __init__(self, in_features, out_features, bias=True, activation=None, name=None):
         super().__init__(name)

@@ -5,6 +5,7 @@ from .base import Layer, check_positive_int
 
 class InputLayer(Layer):
     """Holds the per-sample shape of a model input (no batch axis); runs nothing."""
+    replayable = True
     auto_name = "input"
 
     def __init__(self, shape, name=None):

@@ -7,6 +7,7 @@ from .base import Layer
 class Add(Layer):
     """y = a + b + ...: `Add()([a, b])`, inputs of one shape. A ReLU that alone reads the sum
     runs in the same kernel."""
+    replayable = True
     arity = None
     fusable_activations = ("relu",)
 
@@ -49,6 +50,7 @@ class Add(Layer):
 class Concat(Layer):
     """Inputs joined along `axis` (1: channels of NCHW, or features of (N, K)):
     `Concat()([a, b])`; the inputs agree on every other axis."""
+    replayable = True
     arity = None
 
     def __init__(self, axis=1, name=None):

@@ -6,6 +6,7 @@ from .base import Layer
 
 
 class _Pool2D(Layer):
+    replayable = True
     def __init__(self, kernel_size, stride=None, padding=0, name=None):
         super().__init__(name)
         self.kernel_size = pair(kernel_size, "kernel_size")
@@ -138,6 +139,7 @@ class AvgPool2D(_Pool2D):
 
 class GlobalAvgPool2D(Layer):
     """(N, C, H, W) -> (N, C, 1, 1): the mean of each channel."""
+    replayable = True
 
     def output_shape(self, in_shape):
         self._require_rank(in_shape, 3, "(C, H, W)")

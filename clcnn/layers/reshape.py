@@ -5,6 +5,7 @@ from .base import Layer
 
 
 class Flatten(Layer):
+    replayable = True
     def output_shape(self, in_shape):
         return (math.prod(in_shape),)
 

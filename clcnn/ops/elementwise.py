@@ -111,6 +111,7 @@ def sum_to_shape(dev, g, shape, scale=1.0):
     if out.size == 0:
         return out
     if g.size == 0:
+        dev.untracked("a fill")
         out.fill(0)
         return out
     full = (1,) * (g.ndim - len(shape)) + shape

@@ -1,0 +1,156 @@
+"""Replayed training steps (clcnn.replay) against plain ones: the same launches on the same
+data must give bit-identical weights and statistics, every change of signature must record
+anew, and what a recording cannot reproduce must never be replayed."""
+import numpy as np
+import pytest
+
+import clcnn
+import clcnn.init
+from clcnn import layers as L
+from clcnn import losses, models, optim
+from clcnn.train import Trainer
+
+
+def _relu_net(device):
+    """Max pooling, a strided and a padded convolution, ReLU: other kernels than LeNet-5's."""
+    return clcnn.Sequential([
+        L.Conv2D(1, 8, 3), L.ReLU(), L.MaxPool2D(2),
+        L.Conv2D(8, 16, 3, padding=1), L.ReLU(), L.AvgPool2D(2),
+        L.Flatten(), L.Dense(16 * 3 * 3, 32), L.ReLU(), L.Dense(32, 10)], device=device)
+
+
+def _residual_net(device):
+    """A graph: a residual Add (its gradient shared by two branches) and global pooling."""
+    inp = L.Input((3, 8, 8), name="input")
+    x = L.ReLU()(L.Conv2D(3, 8, 3, padding=1)(inp))
+    y = L.Conv2D(8, 8, 3, padding=1)(L.ReLU()(L.Conv2D(8, 8, 3, padding=1)(x)))
+    x = L.ReLU()(L.Add()([x, y]))
+    out = L.Dense(8, 10)(L.Flatten()(L.GlobalAvgPool2D()(x)))
+    return clcnn.Model(inp, out, device=device)
+
+
+BUILDERS = {"lenet5": (lambda d: models.lenet5(device=d), (1, 32, 32)),
+            "relu": (_relu_net, (1, 14, 14)),
+            "residual": (_residual_net, (3, 8, 8))}
+
+
+def _train(device, build, shape, replay, batches, lr_at=None, optimizer=None, reuse_buffer=True):
+    """Weights and per-step statistics after train_step over `batches` (sizes), replay on or
+    off; lr_at: {step: new lr}. The host batch buffer is refilled right after each call, as a
+    data loader reusing its buffer would."""
+    clcnn.init.seed(0)
+    net = build(device)
+    opt = optimizer(net) if optimizer else optim.SGD(net, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    trainer = Trainer(net, losses.SoftmaxCrossEntropy(), opt, progress=False)
+    trainer.replay = replay
+    rng = np.random.default_rng(1)
+    buffer = None
+    for step, size in enumerate(batches):
+        if lr_at and step in lr_at:
+            opt.lr = lr_at[step]
+        x = rng.standard_normal((size, *shape)).astype(np.float32)
+        y = rng.integers(0, 10, size)
+        if reuse_buffer and buffer is not None and buffer.shape == x.shape:
+            buffer[...] = x
+            x = buffer
+        trainer.batch = step
+        trainer.train_step(x, y)
+        if reuse_buffer:
+            buffer = x
+            buffer[...] = np.nan       # the step must have taken its copy already
+    device.synchronize()
+    weights = [p.value() for p in net.parameters()]   # in order: auto names differ between builds
+    grads = [p.grad.get() for p in net.parameters()]
+    return weights, grads, trainer.step_stats(0, len(batches)), trainer
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_replayed_steps_equal_plain_steps_bit_for_bit(device, name):
+    build, shape = BUILDERS[name]
+    batches = [16] * 6 + [9] + [16] * 4 + [12] * 4      # a short batch, then a new batch size
+    lr_at = {8: 0.02}                                  # a schedule's change records anew
+    plain_w, plain_g, plain_stats, plain = _train(device, build, shape, False, batches, lr_at)
+    replay_w, replay_g, replay_stats, replayed = _train(device, build, shape, True, batches, lr_at)
+    assert plain._replay.replays == 0
+    # A run of one signature: a plain step, a recorded one, then replays. Step 0 is alone (the
+    # optimizer's first step fills its momentum buffers), 1-5 replay 3-5; 6 (9 images) is
+    # alone; 7 differs from 8-10 in lr, which replay 10; 11-14 replay 13-14.
+    assert replayed._replay.replays == 6, replayed._replay.refused
+    assert plain_stats == replay_stats
+    assert len(plain_w) == len(replay_w)
+    for k in range(len(plain_w)):
+        np.testing.assert_array_equal(replay_w[k], plain_w[k], err_msg=f"weight {k}")
+        np.testing.assert_array_equal(replay_g[k], plain_g[k], err_msg=f"gradient {k}")
+    assert all(np.isfinite(loss) for loss, _ in replay_stats)
+
+
+def test_replay_takes_device_batches(device):
+    """fit's own batches live on the device: a replay copies them into its input buffers."""
+    build, shape = BUILDERS["lenet5"]
+    rng = np.random.default_rng(2)
+    data = [(rng.standard_normal((8, *shape)).astype(np.float32), rng.integers(0, 10, 8)) for _ in range(5)]
+    results = []
+    for replay in (False, True):
+        clcnn.init.seed(0)
+        net = build(device)
+        trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, lr=0.1), progress=False)
+        trainer.replay = replay
+        for step, (x, y) in enumerate(data):
+            trainer.batch = step
+            trainer.train_step(device.to_device(x), device.to_device(y, np.int32))
+        results.append(([p.value() for p in net.parameters()], trainer.step_stats(0, 5), trainer._replay.replays))
+    assert results[1][2] == 2 and results[0][2] == 0
+    assert results[0][1] == results[1][1]
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_with_replay_matches_fit_without(device):
+    rng = np.random.default_rng(3)
+    images = rng.random((160, 1, 14, 14)).astype(np.float32)
+    labels = (images.reshape(160, -1).mean(1) > 0.5).astype(np.int64) + 2 * (images[:, 0, 0, 0] > 0.5)
+    runs = []
+    for replay in (False, True):
+        clcnn.init.seed(0)
+        net = _relu_net(device)
+        trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, lr=0.05, momentum=0.9), progress=False)
+        trainer.replay = replay
+        history = trainer.fit((images, labels), epochs=2, batch_size=16)
+        runs.append((history, [p.value() for p in net.parameters()], trainer._replay.replays))
+    assert runs[1][2] > 0 and runs[0][2] == 0
+    for h0, h1 in zip(runs[0][0], runs[1][0]):
+        assert (h0["loss"], h0["accuracy"]) == (h1["loss"], h1["accuracy"])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+class _ZeroingIdentity(L.Identity):
+    """Says it is replayable but makes a device command around launch(): the recorder must
+    catch it."""
+
+    def forward(self, ctx, x):
+        self.device.zeros((4,))
+        return super().forward(ctx, x)
+
+
+@pytest.mark.parametrize("case", ["batchnorm", "dropout", "adam", "untracked command"])
+def test_what_a_recording_cannot_reproduce_is_not_replayed(device, case):
+    shape = (1, 14, 14)
+    layers = [L.Conv2D(1, 4, 3), L.ReLU(), L.Flatten(), L.Dense(4 * 12 * 12, 10)]
+    if case == "batchnorm":
+        layers.insert(1, L.BatchNorm2D(4))
+    elif case == "dropout":
+        layers.insert(3, L.Dropout(0.5))
+    elif case == "untracked command":
+        layers.insert(2, _ZeroingIdentity())
+    make_opt = (lambda net: optim.Adam(net, lr=1e-3)) if case == "adam" else None
+
+    def build(dev):
+        return clcnn.Sequential([layer for layer in layers], device=dev)
+
+    _, _, _, trainer = _train(device, build, shape, True, [8] * 6, optimizer=make_opt)
+    assert trainer._replay.replays == 0 and trainer._replay.recording is None
+    if case != "adam":
+        assert len(trainer._replay.refused) == 1
+        reason = next(iter(trainer._replay.refused.values()))
+        assert {"batchnorm": "BatchNorm2D", "dropout": "Dropout", "untracked command": "Device.zeros"}[case] in reason
