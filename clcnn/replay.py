@@ -48,58 +48,147 @@ def model_refusal(model):
 
 
 class Recording:
-    """One recorded step, ready to enqueue again.
+    """Recorded launches, ready to enqueue again.
 
     Each launch gets its own kernel object with its arguments set once (launches of one kernel
-    differ in their buffers), so a replayed launch is one clEnqueueNDRangeKernel. The slot of
-    the loss statistics is the one argument that changes between steps: it follows the stats
-    buffer in the kernel that writes it (loss.softmax_cross_entropy_train)."""
+    differ in their buffers), so a replayed launch is one clEnqueueNDRangeKernel. `inputs`:
+    the device arrays the recording read its data from, refilled by run(). `stats`: for a
+    training step, the buffer of loss statistics, whose slot is the one argument that changes
+    between steps: it follows the stats buffer in the kernel that writes it
+    (loss.softmax_cross_entropy_train)."""
 
-    def __init__(self, device, launches, x, labels, stats, grads):
-        self.device, self.x, self.labels, self.grads = device, x, labels, grads
+    def __init__(self, device, launches, inputs, stats=None):
+        self.device, self.inputs = device, inputs
         self.commands, self.slot_at = [], None
-        stats_buffer = stats.base_data
+        stats_buffer = stats.base_data if stats is not None else None
         for kernel, global_size, local_size, args in launches:
             clone = cl.Kernel(kernel.program, kernel.function_name)
             clone.set_scalar_arg_dtypes([a.dtype if isinstance(a, np.generic) else None for a in args])
             clone.set_args(*args)
             self.commands.append((clone, global_size, local_size, args))
             for i, arg in enumerate(args[:-1]):
-                if arg is stats_buffer and isinstance(args[i + 1], np.int32):
+                if stats_buffer is not None and arg is stats_buffer and isinstance(args[i + 1], np.int32):
                     if self.slot_at is not None:
                         raise ValueError("two launches write the loss statistics")
                     self.slot_at = (clone, i + 1)
-        if self.slot_at is None:
+        if stats is not None and self.slot_at is None:
             raise ValueError("no launch writes the loss statistics")
 
-    def run(self, x, labels, slot):
-        """Enqueue the step for batch (x, labels): numpy (copied now, written without a wait)
-        or device arrays (copied on the device)."""
+    def run(self, sources, slot=None):
+        """Enqueue the launches on new data: one source per input, numpy (copied now, written
+        without a wait) or a device array (copied on the device)."""
         queue = self.device.queue
-        _write(queue, self.x, x, np.float32)
-        _write(queue, self.labels, labels, np.int32)
-        kernel, index = self.slot_at
-        kernel.set_arg(index, np.int32(slot))
+        for target, source in zip(self.inputs, sources):
+            if isinstance(source, cl_array.Array):
+                cl.enqueue_copy(queue, target.base_data, source.base_data, byte_count=target.nbytes)
+            else:
+                target.set(np.array(source, dtype=target.dtype, order="C", copy=True), async_=True)
+        if slot is not None:
+            kernel, index = self.slot_at
+            kernel.set_arg(index, np.int32(slot))
         for kernel, global_size, local_size, _ in self.commands:
             cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size)
-        return self.grads
 
 
-def _write(queue, target, source, dtype):
-    if isinstance(source, cl_array.Array):
-        cl.enqueue_copy(queue, target.base_data, source.base_data, byte_count=target.nbytes)
-    else:
-        target.set(np.array(source, dtype=dtype, order="C", copy=True), async_=True)
+def private_input(device, x, dtype=np.float32):
+    """x as a device array of its own: a recording refills its input arrays and overwrites its
+    outputs at each replay, so neither may be an array the caller holds."""
+    if isinstance(x, cl_array.Array):
+        copy = device.empty(x.shape, x.dtype)
+        cl.enqueue_copy(device.queue, copy.base_data, x.base_data, byte_count=x.nbytes)
+        return copy
+    return device.upload(x, dtype)
 
 
-class StepReplay:
-    """A Trainer's replay state: the signature of its recent steps, how many ran with it, and
-    the recording once made."""
+def _input_signature(x, device_dtype=np.float32, ndim=None):
+    """(on device, shape, dtype) of an input a recording can copy in, else None."""
+    if isinstance(x, cl_array.Array):
+        ok = x.dtype == device_dtype and not x.offset and x.flags.c_contiguous
+        return (True, x.shape, x.dtype) if ok and (ndim is None or x.ndim == ndim) else None
+    if isinstance(x, np.ndarray):
+        return (False, x.shape, x.dtype)
+    return None
+
+
+class _Schedule:
+    """When to record: the signature of the recent calls, how many ran with it, and the
+    recording once made. The first call of a signature runs plain (it may tune and build
+    kernels), the second is recorded, later ones replay."""
 
     def __init__(self):
         self.signature, self.seen, self.recording = None, 0, None
         self.refused = {}      # id(model) -> why it cannot be replayed
-        self.replays = 0       # steps replayed so far
+        self.replays = 0       # calls replayed so far
+
+    def due(self, signature):
+        """'replay', 'record' or None (a plain call) for a call of this signature."""
+        if signature is None:
+            self.signature, self.seen, self.recording = None, 0, None
+            return None
+        if signature != self.signature:
+            self.signature, self.seen, self.recording = signature, 0, None
+        if self.recording is not None:
+            return "replay"
+        self.seen += 1
+        return "record" if self.seen >= 2 else None
+
+    def _recorded(self, model, device, run):
+        """run() with the device recording it: the launches, or None (and the model refused)."""
+        refusal = model_refusal(model)
+        if refusal is not None:
+            self.refused[id(model)] = refusal
+            run()
+            return None
+        recorder = Recorder()
+        device.recorder = recorder
+        try:
+            run()
+        finally:
+            device.recorder = None
+        if recorder.refusal is not None:
+            self.refused[id(model)] = recorder.refusal
+            return None
+        return recorder.launches
+
+
+class ForwardReplay(_Schedule):
+    """A model's eval-mode forward passes (inference, validation): the same scheme as a
+    training step's. A replay returns copies of the recorded outputs, so an output kept by
+    the caller is never overwritten by a later call."""
+
+    def signature_of(self, model, xs):
+        if model.training or id(model) in self.refused:
+            return None
+        inputs = tuple(_input_signature(x) for x in xs)
+        if any(i is None or (not i[0] and not np.issubdtype(i[2], np.floating)) for i in inputs):
+            return None
+        return (id(model), model._fuse_pools, inputs,
+                tuple(id(p.data) for layer in model.layers
+                      for p in list(layer.params.values()) + list(layer.buffers.values())))
+
+    def replay(self, model, xs):
+        """The outputs for inputs xs from the recording, as new arrays; the model's saved run
+        is the recorded one, which now holds this call's values."""
+        recording, run, outputs = self.recording
+        recording.run(xs)
+        self.replays += 1
+        model._run = run
+        return [private_input(model.device, y) for y in outputs]
+
+    def record(self, model, values, forward):
+        """forward() (the model's plain pass over the device inputs in `values`, which must
+        be private_input arrays), recorded."""
+        result = []
+        launches = self._recorded(model, model.device, lambda: result.append(forward()))
+        if launches is None:
+            return result[0]
+        self.recording = (Recording(model.device, launches, list(values[:len(model.input_shapes)])),
+                          model._run, result[0])
+        return [private_input(model.device, y) for y in result[0]]   # later replays overwrite these
+
+
+class StepReplay(_Schedule):
+    """A Trainer's training steps (see the module's docstring)."""
 
     def signature_of(self, trainer, x, y):
         """What a recording depends on, or None where the step cannot be replayed."""
@@ -109,39 +198,20 @@ class StepReplay:
                 or id(model) in self.refused):
             return None
         optimizer_key = optimizer.replay_key()
-        if optimizer_key is None:
+        x_key, y_key = _input_signature(x), _input_signature(y, np.int32, ndim=1)
+        if optimizer_key is None or x_key is None or y_key is None:
             return None
-        x_on_device, y_on_device = isinstance(x, cl_array.Array), isinstance(y, cl_array.Array)
-        if x_on_device:
-            if x.dtype != np.float32 or x.offset:
-                return None
-        elif not (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)):
+        if not x_key[0] and not np.issubdtype(x_key[2], np.floating):
             return None     # the plain step converts or refuses it
-        if y_on_device:
-            if y.dtype != np.int32 or y.ndim != 1 or y.offset:
-                return None
-        elif not isinstance(y, np.ndarray):
-            return None
-        return (id(model), model.training, x_on_device, x.shape, y_on_device, y.shape, y.dtype,
-                optimizer_key, id(trainer._stats), tuple(id(p.data) for p in optimizer.params))
-
-    def due(self, signature):
-        """'replay', 'record' or None (a plain step) for a step of this signature."""
-        if signature is None:
-            self.signature, self.seen, self.recording = None, 0, None
-            return None
-        if signature != self.signature:
-            self.signature, self.seen, self.recording = signature, 0, None
-        if self.recording is not None:
-            return "replay"
-        self.seen += 1
-        return "record" if self.seen >= 2 else None   # the first may tune and build kernels
+        return (id(model), model.training, x_key, y_key, optimizer_key, id(trainer._stats),
+                tuple(id(p.data) for p in optimizer.params))
 
     def replay(self, trainer, x, labels, slot):
         """The step on batch (x, labels) from the recording, with the host-side effects of a
         plain step: each parameter's .grad is the recorded gradient, the optimizer counts
         the step."""
-        grads = self.recording.run(x, labels, slot)
+        recording, grads = self.recording
+        recording.run([x, labels], slot)
         for param, grad in zip(trainer.optimizer.params, grads):
             param.grad = grad
         trainer.optimizer.replayed_step()
@@ -149,23 +219,12 @@ class StepReplay:
 
     def record(self, trainer, x, labels, slot, run_step):
         """Run the step on device inputs (x, labels) with the device recording it."""
-        device, model = trainer.model.device, trainer.model
-        refusal = model_refusal(model)
-        if refusal is not None:
-            self.refused[id(model)] = refusal
-            run_step(x, labels, slot)
+        launches = self._recorded(trainer.model, trainer.model.device, lambda: run_step(x, labels, slot))
+        if launches is None:
             return
-        recorder = Recorder()
-        device.recorder = recorder
         try:
-            run_step(x, labels, slot)
-        finally:
-            device.recorder = None
-        if recorder.refusal is not None:
-            self.refused[id(model)] = recorder.refusal
-            return
-        grads = [p.grad for p in trainer.optimizer.params]
-        try:
-            self.recording = Recording(device, recorder.launches, x, labels, trainer._stats, grads)
+            recording = Recording(trainer.model.device, launches, [x, labels], stats=trainer._stats)
         except ValueError as exc:
-            self.refused[id(model)] = str(exc)
+            self.refused[id(trainer.model)] = str(exc)
+            return
+        self.recording = (recording, [p.grad for p in trainer.optimizer.params])

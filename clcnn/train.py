@@ -26,7 +26,7 @@ from .losses import MSE, SoftmaxCrossEntropy
 from .ops import data as data_ops
 from .ops import loss as loss_ops
 from .progress import ProgressBar
-from .replay import StepReplay
+from .replay import StepReplay, private_input
 from .rundir import FolderLock
 from .model import _check_input, architecture, load_weights
 from .serialization import read_archive, write_archive
@@ -152,9 +152,8 @@ class Trainer:
         if due == "replay" and labels is not None:
             self._replay.replay(self, x, labels, slot)
         elif due == "record" and labels is not None:
-            if not isinstance(labels, cl_array.Array):
-                labels = dev.upload(labels, np.int32)
-            self._replay.record(self, _check_input(x, dev), labels, slot, self._step)
+            self._replay.record(self, private_input(dev, _check_input(x, dev)),
+                                private_input(dev, labels, np.int32), slot, self._step)
         else:
             self._step(x, y, slot)
         done, self._in_flight = self._in_flight, cl.enqueue_marker(dev.queue)

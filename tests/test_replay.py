@@ -154,3 +154,46 @@ def test_what_a_recording_cannot_reproduce_is_not_replayed(device, case):
         assert len(trainer._replay.refused) == 1
         reason = next(iter(trainer._replay.refused.values()))
         assert {"batchnorm": "BatchNorm2D", "dropout": "Dropout", "untracked command": "Device.zeros"}[case] in reason
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_replayed_eval_forward_equals_plain_forward(device, name):
+    """Inference replays from the third call of a signature: each output equals a plain
+    pass, earlier outputs and the caller's device inputs stay as they were, and weights
+    changed in place between calls (training steps, set_value) are read anew."""
+    build, shape = BUILDERS[name]
+    clcnn.init.seed(0)
+    net = build(device)
+    trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, lr=0.1), progress=False)
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal((6, *shape)).astype(np.float32) for _ in range(5)]
+
+    def plain(x):
+        net.replay = False
+        try:
+            return net.forward(x).get()
+        finally:
+            net.replay = True
+
+    net.eval()
+    outputs = [net.forward(x) for x in batches]                  # plain, recorded, 3 replays
+    assert net._forward_replay.replays == 3
+    for x, y in zip(batches, outputs):
+        np.testing.assert_array_equal(y.get(), plain(x))
+    net.train()
+    for x in batches[:3]:
+        trainer.train_step(x, rng.integers(0, 10, 6))
+    net.eval()
+    after_training = net.forward(batches[2])                     # replayed on the new weights
+    np.testing.assert_array_equal(after_training.get(), plain(batches[2]))
+    assert not np.array_equal(after_training.get(), outputs[2].get())   # the weights did change
+    first = net.parameters()[0]
+    first.set_value(first.value() * 0.5)
+    np.testing.assert_array_equal(net.forward(batches[3]).get(), plain(batches[3]))
+    assert net._forward_replay.replays == 5
+    device_inputs = [device.to_device(x) for x in batches[:3]]   # plain, recorded, replayed
+    for x, array in zip(batches, device_inputs):
+        np.testing.assert_array_equal(net.forward(array).get(), plain(x))
+    for x, array in zip(batches, device_inputs):
+        np.testing.assert_array_equal(array.get(), x)            # the caller's arrays are untouched
+    assert net._forward_replay.replays == 6
