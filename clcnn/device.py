@@ -363,10 +363,11 @@ class Device:
     def allocate(self, nbytes):
         """A buffer of nbytes from the memory pool (the allocator of every clcnn array); the
         message naming it is only made after a failure (a step allocates dozens)."""
+        pool = self.pool if self.recorder is None else self.recorder.pool   # see replay.Recorder
         try:
-            return self.pool(nbytes)
+            return pool(nbytes)
         except cl.Error as exc:
-            return self._retry_after(exc, f"a buffer of {_megabytes(nbytes)}", self.pool, nbytes)
+            return self._retry_after(exc, f"a buffer of {_megabytes(nbytes)}", pool, nbytes)
 
     # -- arrays ---------------------------------------------------------------------------
     def empty(self, shape, dtype=np.float32):

@@ -17,6 +17,7 @@ from .device import get_device
 from .errors import CheckpointError, DeviceOutOfMemory, NonFiniteError, ShapeError
 from .graph import as_tensor_list, topological_order
 from .layers.base import Layer
+from .ops import elementwise as elementwise_ops
 from .replay import ForwardReplay, private_input
 from .serialization import read_archive, write_archive
 
@@ -294,8 +295,7 @@ class Model:
                 grads[v] = gx if grads[v] is None else fusion.accumulate(self.device, grads[v], gx)
         for param in self.parameters():
             if param._fresh:       # not reached by this backward pass: its gradient is zero
-                self.device.untracked("a gradient fill")
-                param.grad.fill(0)
+                elementwise_ops.fill(self.device, param.grad)
                 param._fresh = False
         if not need_input_grad:
             return None

@@ -105,6 +105,14 @@ __kernel void sum_to_shape(__global const float* g, __global float* out, __globa
     out[t] = scale * sum;
 }
 
+/* y[0 .. n) = value: an array that starts as zeros inside a training step, as a kernel of
+ * clcnn's so that a recorded step (clcnn.replay) replays it too. */
+__kernel void fill(__global float* y, const int n, const float value)
+{
+    const int i = get_global_id(0);
+    if (i < n) y[i] = value;
+}
+
 /* y = min(max(x, lo), hi), NaN kept; gx = gy where lo <= x <= hi, else 0 (as torch.clamp). */
 __kernel void clip_forward(__global const float* x, __global float* y, const int n,
                            const float lo, const float hi)

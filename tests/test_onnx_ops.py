@@ -86,6 +86,23 @@ def test_binary_oracle_backward_matches_finite_differences(op):
         assert_close(gb, numeric_grad(lambda v: np.sum(o_ew.binary_forward(op, a, v) * gy), b), 1e-6, 1e-6, "gb")
 
 
+@given(shape=st.lists(st.integers(0, 70), min_size=1, max_size=4), value=st.floats(-1e6, 1e6, width=32))
+def test_fill_sets_every_element_and_nothing_else(device, shape, value):
+    """elementwise.fill (the zero fill a recorded step can replay): every element, whatever the
+    size against its fixed work-group of 64, and no write past the array."""
+    shape = tuple(shape)
+    size = int(np.prod(shape))
+    guard = device.to_device(np.full(size + 70, 7.0, np.float32))
+    array = guard[:size].reshape(shape) if size else device.empty(shape)
+    if size:     # fill takes offset-0 arrays: fill the front of the guarded buffer
+        k_ew.fill(device, array, value)
+        got = guard.get()
+        np.testing.assert_array_equal(got[:size], np.float32(value))
+        np.testing.assert_array_equal(got[size:], 7.0)
+    else:
+        assert k_ew.fill(device, array, value) is array
+
+
 def test_sum_to_shape_large_scalar_sum_is_accurate(device):
     # One work item adds up a whole million-element tensor (a scalar operand's gradient): the
     # compensated sum keeps it within a few float32 roundings of the exact sum.

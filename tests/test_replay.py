@@ -29,9 +29,22 @@ def _residual_net(device):
     return clcnn.Model(inp, out, device=device)
 
 
+def _batchnorm_net(device):
+    """BatchNorm in training mode: running statistics on the device, a batch count on the host
+    (a replayed step must count too), a BatchNorm fused with an Add."""
+    inp = L.Input((3, 8, 8), name="input")
+    x = L.ReLU()(L.BatchNorm2D(8)(L.Conv2D(3, 8, 3, padding=1, bias=False)(inp)))
+    y = L.BatchNorm2D(8)(L.Conv2D(8, 8, 3, padding=1, bias=False)(x))
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.ReLU()(L.Conv2D(8, 8, 1, stride=2)(x))   # a 1x1 stride-2 shortcut: its input gradient fills zeros
+    out = L.Dense(8, 10)(L.Flatten()(L.GlobalAvgPool2D()(x)))
+    return clcnn.Model(inp, out, device=device)
+
+
 BUILDERS = {"lenet5": (lambda d: models.lenet5(device=d), (1, 32, 32)),
             "relu": (_relu_net, (1, 14, 14)),
-            "residual": (_residual_net, (3, 8, 8))}
+            "residual": (_residual_net, (3, 8, 8)),
+            "batchnorm": (_batchnorm_net, (3, 8, 8))}
 
 
 def _train(device, build, shape, replay, batches, lr_at=None, optimizer=None, reuse_buffer=True):
@@ -59,7 +72,8 @@ def _train(device, build, shape, replay, batches, lr_at=None, optimizer=None, re
             buffer = x
             buffer[...] = np.nan       # the step must have taken its copy already
     device.synchronize()
-    weights = [p.value() for p in net.parameters()]   # in order: auto names differ between builds
+    weights = [p.value() for layer in net.layers            # in order: auto names differ between builds
+               for p in list(layer.params.values()) + list(layer.buffers.values())]
     grads = [p.grad.get() for p in net.parameters()]
     return weights, grads, trainer.step_stats(0, len(batches)), trainer
 
@@ -77,9 +91,10 @@ def test_replayed_steps_equal_plain_steps_bit_for_bit(device, name):
     # alone; 7 differs from 8-10 in lr, which replay 10; 11-14 replay 13-14.
     assert replayed._replay.replays == 6, replayed._replay.refused
     assert plain_stats == replay_stats
-    assert len(plain_w) == len(replay_w)
-    for k in range(len(plain_w)):
-        np.testing.assert_array_equal(replay_w[k], plain_w[k], err_msg=f"weight {k}")
+    assert len(plain_w) == len(replay_w) and len(plain_g) == len(replay_g)
+    for k in range(len(plain_w)):     # weights and buffers (BatchNorm's running values, count)
+        np.testing.assert_array_equal(replay_w[k], plain_w[k], err_msg=f"weight or buffer {k}")
+    for k in range(len(plain_g)):
         np.testing.assert_array_equal(replay_g[k], plain_g[k], err_msg=f"gradient {k}")
     assert all(np.isfinite(loss) for loss, _ in replay_stats)
 
@@ -133,12 +148,12 @@ class _ZeroingIdentity(L.Identity):
         return super().forward(ctx, x)
 
 
-@pytest.mark.parametrize("case", ["batchnorm", "dropout", "adam", "untracked command"])
+@pytest.mark.parametrize("case", ["cumulative batchnorm", "dropout", "adam", "untracked command"])
 def test_what_a_recording_cannot_reproduce_is_not_replayed(device, case):
     shape = (1, 14, 14)
     layers = [L.Conv2D(1, 4, 3), L.ReLU(), L.Flatten(), L.Dense(4 * 12 * 12, 10)]
-    if case == "batchnorm":
-        layers.insert(1, L.BatchNorm2D(4))
+    if case == "cumulative batchnorm":
+        layers.insert(1, L.BatchNorm2D(4, momentum=None))    # its factor is 1 / the batch count
     elif case == "dropout":
         layers.insert(3, L.Dropout(0.5))
     elif case == "untracked command":
@@ -153,10 +168,23 @@ def test_what_a_recording_cannot_reproduce_is_not_replayed(device, case):
     if case != "adam":
         assert len(trainer._replay.refused) == 1
         reason = next(iter(trainer._replay.refused.values()))
-        assert {"batchnorm": "BatchNorm2D", "dropout": "Dropout", "untracked command": "Device.zeros"}[case] in reason
+        assert {"cumulative batchnorm": "BatchNorm2D", "dropout": "Dropout", "untracked command": "Device.zeros"}[case] in reason
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_eval_forward_folding_batchnorm_is_not_replayed(device):
+    """An eval pass folds each BatchNorm into its convolution on the host from the current
+    statistics, a step a recording would leave out."""
+    build, shape = BUILDERS["batchnorm"]
+    net = build(device)
+    net.eval()
+    x = np.random.default_rng(5).standard_normal((4, *shape)).astype(np.float32)
+    outputs = [net.forward(x).get() for _ in range(4)]
+    assert net._forward_replay.replays == 0 and "Device.to_device" in next(iter(net._forward_replay.refused.values()))
+    for y in outputs[1:]:
+        np.testing.assert_array_equal(y, outputs[0])
+
+
+@pytest.mark.parametrize("name", sorted(set(BUILDERS) - {"batchnorm"}))
 def test_replayed_eval_forward_equals_plain_forward(device, name):
     """Inference replays from the third call of a signature: each output equals a plain
     pass, earlier outputs and the caller's device inputs stay as they were, and weights

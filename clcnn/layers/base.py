@@ -44,8 +44,8 @@ class Layer:
     #: how many inputs a call takes: 1, or None for a list of two or more (Add, Concat)
     arity = 1
     #: whether a recorded training step through this layer may be replayed (clcnn.replay):
-    #: its passes make device commands only through ops' launch() and keep no host state
-    #: that changes per step
+    #: its passes make device commands only through ops' launch(), and what they change on
+    #: the host per call, replayed() does again
     replayable = False
 
     def __init__(self, name=None):
@@ -60,6 +60,10 @@ class Layer:
             self.name, self.named = f"{kind}_{next(counter)}", False
         else:
             self.name, self.named = check_layer_name(name), True
+
+    def replayed(self):
+        """The host-side effects of one training-mode call whose launches were replayed
+        (clcnn.replay): none for most layers."""
 
     def bind(self, device):
         self.device = device

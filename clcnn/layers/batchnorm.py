@@ -41,6 +41,17 @@ class BatchNorm2D(Layer):
                         "num_batches_tracked": Parameter("num_batches_tracked", np.zeros((), np.int64),
                                                          trainable=False, host=True)}
 
+    @property
+    def replayable(self):
+        """A replayed step counts its batch like a plain one (replayed); with momentum None the
+        running averages' factor is 1 / that count, a scalar that changes every step, which a
+        recording cannot follow."""
+        return self.momentum is not None
+
+    def replayed(self):
+        tracked = self.buffers["num_batches_tracked"]
+        tracked.data = tracked.data + 1
+
     def output_shape(self, in_shape):
         self._require_rank(in_shape, 3, "(C, H, W)")
         if in_shape[0] != self.num_features:

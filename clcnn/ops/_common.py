@@ -39,7 +39,7 @@ def launch(device, kernel, global_size, local_size, *args):
     if local_size is not None:
         global_size = tuple(round_up(g, l) for g, l in zip(global_size, local_size))
     if device.recorder is not None:      # a training step being recorded (clcnn.replay)
-        device.recorder.launches.append((kernel, global_size, local_size, args))
+        device.recorder.launch(kernel, global_size, local_size, args)
     return kernel(device.queue, global_size, local_size, *args)
 
 

@@ -38,6 +38,7 @@ from .. import device as _device
 from .. import tuning
 from ..errors import ShapeError
 from ..shapes import output_hw
+from . import elementwise as _elementwise
 from ._common import buf, check_array, f32, i32, launch
 
 _FILE = "conv2d.cl"
@@ -668,7 +669,9 @@ def _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups=1):
                            len(range(rh, kh, sh)), len(range(rw, kw, sw)),
                            len(range(ph, h, sh)), len(range(pw, wd, sw))))
     reached = [p for p in phases if p[6] and p[7]]
-    gx = dev.empty(x_shape) if len(reached) == len(phases) else dev.zeros(x_shape)
+    gx = dev.empty(x_shape)
+    if len(reached) < len(phases):    # positions no tap reaches get no gradient
+        _elementwise.fill(dev, gx)
     for ph, pw, rh, rw, qh, qw, th, tw, rows, cols in reached:
         hp, wp, pt, pl = rows + th - 1, cols + tw - 1, th - 1 - qh, tw - 1 - qw
         gyp = gy if (hp, wp, pt, pl) == (gy.shape[2], gy.shape[3], 0, 0) else _pad(dev, gy, hp, wp, pt, pl)

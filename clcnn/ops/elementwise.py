@@ -111,9 +111,7 @@ def sum_to_shape(dev, g, shape, scale=1.0):
     if out.size == 0:
         return out
     if g.size == 0:
-        dev.untracked("a fill")
-        out.fill(0)
-        return out
+        return fill(dev, out)
     full = (1,) * (g.ndim - len(shape)) + shape
     kept = [size if t != 1 else 1 for size, t in zip(g.shape, full)]
     reduced = [size if t == 1 else 1 for size, t in zip(g.shape, full)]
@@ -161,6 +159,16 @@ def _flat_launch(dev, name, n, *args):
     _check_size(name, n)
     if n:
         launch(dev, dev.kernel("elementwise.cl", name), (n,), None, *args)
+
+
+def fill(dev, y, value=0.0):
+    """y[...] = value in place (a float32 device array); returns y. A kernel of clcnn's rather
+    than pyopencl's Array.fill, so that a recorded training step replays it (clcnn.replay)."""
+    check_array(y, y.ndim, "y")
+    _check_size("fill", y.size)
+    if y.size:     # a fixed local size: PoCL compiles once per local size, not per array size
+        launch(dev, dev.kernel("elementwise.cl", "fill"), (y.size,), (64,), buf(y), i32(y.size), f32(value))
+    return y
 
 
 def clip_forward(dev, x, lo=None, hi=None):
