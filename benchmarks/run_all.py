@@ -171,9 +171,9 @@ def _gf(flops, stats):
 def model_section(reports, ceiling):
     out = ["## LeNet-5: training step and inference", "",
            "clcnn and PyTorch run the same network (same weights) and the same SGD (lr 0.01, momentum 0.9) "
-           "on the same random batch; each clcnn step uploads the batch from the host and waits for the "
-           "previous step, as `Trainer.train_step` with NumPy input does (`Trainer.fit` keeps the data on "
-           "the device and runs faster). Model GFLOP/s = forward + backward FLOPs of the convs and dense "
+           "on the same random batch; each clcnn step uploads the batch from the host without waiting, "
+           "as `Trainer.train_step` with NumPy input does, and from the third step on replays the "
+           "recorded launches of the second (`clcnn/replay.py`). Model GFLOP/s = forward + backward FLOPs of the convs and dense "
            "layers / step time.", "",
            "| batch | clcnn train img/s | torch train img/s | clcnn/torch | NumPy oracle img/s | clcnn/oracle "
            "| clcnn model GFLOP/s | % of sgemm | kernels % of step | clcnn infer img/s | torch infer img/s "

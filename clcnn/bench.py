@@ -155,9 +155,10 @@ def _per_image(stats, batch_size):
 
 
 def clcnn_steps(dev, model_name, batch_size, repeat):
-    """Training step (Trainer.train_step on a NumPy batch: upload, forward, loss, backward, SGD;
-    the upload waits for the previous step, so steps do not overlap) and inference (eval
-    forward, logits read back), in images/s."""
+    """Training step (Trainer.train_step on a NumPy batch: upload, forward, loss, backward, SGD,
+    at most two steps in flight; from the third step on a replay of the recorded second, see
+    clcnn.replay) and inference (eval forward, logits read back; replayed likewise), in
+    images/s."""
     from . import losses, models, optim
     from .train import Trainer
     build, input_shape = models.MODELS[model_name]

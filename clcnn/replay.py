@@ -12,9 +12,9 @@ the recording: a copy of the batch into the recorded input buffers, the batch's 
 loss statistics set on its kernel, and one enqueue per launch.
 
 Only what a recording can reproduce is replayed:
-- every layer must say `replayable`: its passes run through ops' launch() only, and it redoes
-  its per-call host effects in replayed() (BatchNorm counts the batch; Dropout's seeds change
-  every step, so it is not replayable);
+- every layer must say `replayable`: its passes run through ops' launch() only, it redoes its
+  per-call host effects in replayed() (BatchNorm counts the batch, Dropout its step), and a
+  scalar that changes between steps it names to the recorder (Recorder.vary: Dropout's step);
 - the optimizer must give a `replay_key`, the scalars of its launches (SGD; not Adam, whose
   bias corrections change every step);
 - the loss must be SoftmaxCrossEntropy with class labels; no communicator, no input check on
@@ -44,7 +44,14 @@ class Recorder:
     def __init__(self, queue):
         self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(queue))
         self.launches = []     # (kernel, global size, local size, args)
+        self.varying = []      # (launch index, argument index, function giving its value)
+        self.calls = {}        # id(layer) -> its calls so far that registered a varying argument
         self.refusal = None
+
+    def vary(self, argument, value_of):
+        """The last launch's argument `argument` changes between steps: a replay sets it to
+        value_of() first (Dropout's step)."""
+        self.varying.append((len(self.launches) - 1, argument, value_of))
 
     def launch(self, kernel, global_size, local_size, args):
         args = tuple(cl.MemoryObject.from_int_ptr(a.int_ptr, retain=True)
@@ -91,6 +98,8 @@ class Recording:
                     self.slot_at = (clone, i + 1)
         if stats is not None and self.slot_at is None:
             raise ValueError("no launch writes the loss statistics")
+        self.varying = [(self.commands[launch][0], argument, value_of)
+                        for launch, argument, value_of in recorder.varying]
 
     def run(self, sources, slot=None):
         """Enqueue the launches on new data: one source per input, numpy (copied now, written
@@ -104,6 +113,8 @@ class Recording:
         if slot is not None:
             kernel, index = self.slot_at
             kernel.set_arg(index, np.int32(slot))
+        for kernel, argument, value_of in self.varying:
+            kernel.set_arg(argument, value_of())
         for kernel, global_size, local_size, _ in self.commands:
             cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size)
 
@@ -166,6 +177,9 @@ class _Schedule:
         if recorder.refusal is not None:
             self.refused[id(model)] = recorder.refusal
             return None
+        # The recording's pool now holds a step's temporaries; the blocks the plain steps
+        # before it left cached in the device's pool would double that memory.
+        device.pool.free_held()
         return recorder
 
 

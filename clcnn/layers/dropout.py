@@ -1,12 +1,16 @@
 """Dropout: zero each element with probability p in train mode and scale the rest by
 1/(1-p); identity in eval mode. The mask comes from a counter-based generator on the device,
 keyed by (seed, step), so a run is reproducible and resumable from those two numbers."""
+import numpy as np
+
 from .. import init
 from ..ops import dropout as dropout_ops
 from .base import Layer
 
 
 class Dropout(Layer):
+    replayable = True
+
     def __init__(self, p=0.5, name=None):
         super().__init__(name)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
@@ -20,8 +24,18 @@ class Dropout(Layer):
         if not self.training or self.p == 0:
             return x
         y, ctx.mask = dropout_ops.dropout_forward(self.device, x, self.p, self.seed, self.step)
+        recorder = self.device.recorder
+        if recorder is not None and x.size:   # a recorded step: each replay draws a new mask
+            earlier = recorder.calls.get(id(self), 0)     # calls of this layer before, this step
+            recorder.calls[id(self)] = earlier + 1
+            recorder.vary(dropout_ops.STEP_ARGUMENT,
+                          lambda: np.uint32((self.step + earlier) & 0xFFFFFFFF))
         self.step += 1
         return y
+
+    def replayed(self):
+        if self.p != 0:
+            self.step += 1
 
     def backward(self, ctx, gy, need_input_grad=True):
         if ctx.mask is None:

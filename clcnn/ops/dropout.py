@@ -17,6 +17,11 @@ def _threshold(p):
     return min(int(p * 2.0 ** 32), 2 ** 32 - 1)
 
 
+# Position of the step among dropout_forward's kernel arguments: a recorded training step
+# sets it anew at each replay (layers.Dropout, clcnn.replay).
+STEP_ARGUMENT = 5
+
+
 def dropout_forward(dev, x, p, seed, step):
     """(y, mask): mask 0 with probability p, else 1 / (1 - p); y = x * mask."""
     check_array(x, x.ndim, "x")
