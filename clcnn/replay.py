@@ -235,7 +235,7 @@ class StepReplay(_Schedule):
             return None
         if not x_key[0] and not np.issubdtype(x_key[2], np.floating):
             return None     # the plain step converts or refuses it
-        return (id(model), model.training, x_key, y_key, optimizer_key, id(trainer._stats),
+        return (id(model), id(trainer.loss), model.training, x_key, y_key, optimizer_key, id(trainer._stats),
                 tuple(id(p.data) for p in optimizer.params))
 
     def replay(self, trainer, x, labels, slot):
