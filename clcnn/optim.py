@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from .ops.optim import adam_update, sgd_update_many
+from .ops.optim import ADAM_STEP_ARGUMENTS, adam_step_scalars, adam_update, sgd_update_many
 
 
 def _params(model_or_params):
@@ -97,9 +97,19 @@ class Adam(Optimizer):
         eps, weight_decay = _check_number("eps", eps), _check_number("weight_decay", weight_decay)
         self.betas, self.eps, self.weight_decay = tuple(map(float, betas)), eps, weight_decay
 
+    def replay_key(self):
+        if type(self).step is not Adam.step:
+            return None
+        return (id(self), self.lr, self.betas, self.eps, self.weight_decay)
+
     def step(self):
         self.step_count += 1
         for p in self.params:
-            adam_update(p.device, p.data, p.grad, self._buffer(p, "exp_avg"),
-                        self._buffer(p, "exp_avg_sq"), self.lr, self.betas[0], self.betas[1],
-                        self.eps, self.weight_decay, step=self.step_count)
+            launched = adam_update(p.device, p.data, p.grad, self._buffer(p, "exp_avg"),
+                                   self._buffer(p, "exp_avg_sq"), self.lr, self.betas[0], self.betas[1],
+                                   self.eps, self.weight_decay, step=self.step_count)
+            recorder = p.device.recorder
+            if launched and recorder is not None:   # a replay runs the next step's bias corrections
+                for argument, k in zip(ADAM_STEP_ARGUMENTS, range(2)):
+                    recorder.vary(argument, lambda k=k: adam_step_scalars(
+                        self.lr, self.betas[0], self.betas[1], self.step_count + 1)[k])

@@ -15,8 +15,8 @@ Only what a recording can reproduce is replayed:
 - every layer must say `replayable`: its passes run through ops' launch() only, it redoes its
   per-call host effects in replayed() (BatchNorm counts the batch, Dropout its step), and a
   scalar that changes between steps it names to the recorder (Recorder.vary: Dropout's step);
-- the optimizer must give a `replay_key`, the scalars of its launches (SGD; not Adam, whose
-  bias corrections change every step);
+- the optimizer must give a `replay_key`, the settings behind the scalars of its launches
+  (SGD, Adam: Adam's bias corrections, which change every step, it names to the recorder);
 - the loss must be SoftmaxCrossEntropy with class labels; no communicator, no input check on
   the host.
 A step that makes any other device command while recorded (Device.zeros, an array fill, a

@@ -69,18 +69,29 @@ def sgd_update_many(dev, params, grads, momentum_bufs, lr, momentum=0.0, dampeni
                i32(bool(first_step)))
 
 
+# Positions of the step's two bias-correction scalars among adam_update's kernel arguments: a
+# recorded training step sets them anew at each replay (optim.Adam, clcnn.replay).
+ADAM_STEP_ARGUMENTS = (11, 12)
+
+
+def adam_step_scalars(lr, beta1, beta2, step):
+    """(step size, sqrt of the second bias correction) of Adam step `step` as float32 kernel
+    arguments: computed in double precision on the host, as torch does for its Python-float
+    step."""
+    return f32(lr / (1.0 - beta1 ** step)), f32(math.sqrt(1.0 - beta2 ** step))
+
+
 def adam_update(dev, param, grad, exp_avg, exp_avg_sq, lr, beta1=0.9, beta2=0.999, eps=1e-8,
                 weight_decay=0.0, step=1):
-    """One torch.optim.Adam step (step counts from 1); param, exp_avg, exp_avg_sq in place."""
+    """One torch.optim.Adam step (step counts from 1); param, exp_avg, exp_avg_sq in place.
+    Returns whether it launched a kernel (an empty parameter needs none)."""
     if step < 1:
         raise ValueError(f"Adam step counts from 1, got {step}")
     count = _check_same(param, ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq))
     if count == 0:
-        return
-    # Bias corrections in double precision on the host, as torch does for its Python-float step.
-    step_size = lr / (1.0 - beta1 ** step)
-    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+        return False
     launch(dev, dev.kernel("optim.cl", "adam_update"), (count,), _LOCAL,
            buf(param), buf(grad), buf(exp_avg), buf(exp_avg_sq), i32(count),
            f32(beta1), f32(beta2), f32(1.0 - beta1), f32(1.0 - beta2), f32(eps), f32(weight_decay),
-           f32(step_size), f32(bc2_sqrt))
+           *adam_step_scalars(lr, beta1, beta2, step))
+    return True
