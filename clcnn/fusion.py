@@ -143,14 +143,13 @@ def has_folds(plan_steps):
 
 def fold_batchnorm(conv, bn):
     """(weight, bias) on the device of the convolution that equals conv then bn in eval mode
-    (see ops.batchnorm.fold_into_conv). Folded at each eval forward from the current weights,
-    so it never goes stale, at the cost of reading them back (small next to the convolution)."""
-    from .ops.batchnorm import fold_into_conv
+    (see ops.batchnorm.fold_into_conv_device). Folded at each eval forward from the current
+    weights, so it never goes stale; one small kernel, no read-back."""
+    from .ops.batchnorm import fold_into_conv_device
     gamma, beta = (bn.params["weight"].data, bn.params["bias"].data) if bn.affine else (None, None)
-    weight, bias = fold_into_conv(conv.params["weight"].data, conv.params["bias"].data if conv.bias else None,
-                                  gamma, beta, bn.buffers["running_mean"].data, bn.buffers["running_var"].data,
-                                  bn.eps)
-    return conv.device.to_device(weight), conv.device.to_device(bias)
+    return fold_into_conv_device(conv.device, conv.params["weight"].data,
+                                 conv.params["bias"].data if conv.bias else None, gamma, beta,
+                                 bn.buffers["running_mean"].data, bn.buffers["running_var"].data, bn.eps)
 
 
 def accumulate(device, total, g):

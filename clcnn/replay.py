@@ -196,7 +196,7 @@ class ForwardReplay(_Schedule):
             return None
         return (id(model), model._fuse_pools, inputs,
                 tuple(id(p.data) for layer in model.layers
-                      for p in list(layer.params.values()) + list(layer.buffers.values())))
+                      for p in list(layer.params.values()) + list(layer.buffers.values()) if not p.host))
 
     def replay(self, model, xs):
         """The outputs for inputs xs from the recording, as new arrays; the model's saved run

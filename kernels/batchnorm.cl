@@ -439,3 +439,25 @@ __kernel void batchnorm_backward_input(__global const float* restrict x, __globa
         e += len;
     }
 }
+
+/* An eval-mode BatchNorm folded into the convolution before it, on the device (no read-back of
+ * the statistics, and a recorded eval pass can replay it): with s = gamma / sqrt(var + eps)
+ * per output channel, wf = w * s and bf = (b - mean) * s + beta. Work item i: element i of w
+ * (channel i / per_channel) and, for i < channels, bf[i]. No bias: b counts as zeros; not
+ * affine: gamma as ones, beta as zeros. */
+__kernel void batchnorm_fold(__global const float* restrict w, __global const float* restrict b,
+                             __global const float* restrict gamma, __global const float* restrict beta,
+                             __global const float* restrict mean, __global const float* restrict var,
+                             __global float* restrict wf, __global float* restrict bf,
+                             const int per_channel, const int channels, const float eps,
+                             const int has_bias, const int affine)
+{
+    const int i = get_global_id(0);
+    if (i >= per_channel * channels) return;
+    const int o = i / per_channel;
+    wf[i] = w[i] * ((affine ? gamma[o] : 1.0f) / sqrt(var[o] + eps));
+    if (i < channels) {
+        const float s = (affine ? gamma[i] : 1.0f) / sqrt(var[i] + eps);
+        bf[i] = ((has_bias ? b[i] : 0.0f) - mean[i]) * s + (affine ? beta[i] : 0.0f);
+    }
+}

@@ -2,7 +2,7 @@
 oracle over random shapes; the oracle vs finite differences and vs torch; fold_into_conv."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from clcnn.errors import ShapeError
 from clcnn.ops import batchnorm as ops
@@ -402,6 +402,29 @@ def test_fold_into_conv_takes_device_arrays(device):
     wf, bf = ops.fold_into_conv(device.to_device(wc), None, None, None, device.to_device(rm), device.to_device(rv), 0.0 + 1e-5)
     assert_close(wf, wc / np.sqrt(4.0 + 1e-5), 0.0, 1e-6, "weight")
     assert np.all(bf == 0.0)
+
+
+@settings(deadline=None)
+@given(o=st.integers(1, 40), c=st.integers(1, 9), k=st.sampled_from([(1, 1), (3, 3), (5, 2)]),
+       conv_bias=st.booleans(), affine=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_fold_on_the_device_matches_the_host_fold(device, o, c, k, conv_bias, affine, seed):
+    """fold_into_conv_device (the eval forward's fold) against fold_into_conv, whose float64
+    arithmetic is the oracle: float32 division and sqrt (at most 3 ulp each in OpenCL) and one
+    product or sum, so within 1e-6 relative of each folded value's terms."""
+    rng = np.random.default_rng(seed)
+    wc = rng.standard_normal((o, c) + k).astype(np.float32)
+    bc = rng.standard_normal(o).astype(np.float32) if conv_bias else None
+    gamma = rng.standard_normal(o).astype(np.float32) if affine else None
+    beta = rng.standard_normal(o).astype(np.float32) if affine else None
+    rm = rng.standard_normal(o).astype(np.float32)
+    rv = rng.uniform(0.01, 3, o).astype(np.float32)
+    on = (lambda a: None if a is None else device.to_device(a))
+    wf, bf = ops.fold_into_conv_device(device, on(wc), on(bc), on(gamma), on(beta), on(rm), on(rv), 1e-5)
+    want_w, want_b = ops.fold_into_conv(wc, bc, gamma, beta, rm, rv, 1e-5)
+    scale = np.abs(1.0 if gamma is None else gamma) / np.sqrt(rv.astype(np.float64) + 1e-5)
+    assert_close(wf.get(), want_w, 1e-6 * np.abs(wc) * scale[:, None, None, None], 0.0, "folded weight")
+    b_terms = (np.abs(0 if bc is None else bc) + np.abs(rm)) * scale + np.abs(0 if beta is None else beta)
+    assert_close(bf.get(), want_b, 1e-6 * b_terms, 0.0, "folded bias")
 
 
 # -- bad input -----------------------------------------------------------------------------------

@@ -197,24 +197,12 @@ def test_what_a_recording_cannot_reproduce_is_not_replayed(device, case):
     assert {"cumulative batchnorm": "BatchNorm2D", "untracked command": "Device.zeros"}[case] in reason
 
 
-def test_eval_forward_folding_batchnorm_is_not_replayed(device):
-    """An eval pass folds each BatchNorm into its convolution on the host from the current
-    statistics, a step a recording would leave out."""
-    build, shape = BUILDERS["batchnorm"]
-    net = build(device)
-    net.eval()
-    x = np.random.default_rng(5).standard_normal((4, *shape)).astype(np.float32)
-    outputs = [net.forward(x).get() for _ in range(4)]
-    assert net._forward_replay.replays == 0 and "Device.to_device" in next(iter(net._forward_replay.refused.values()))
-    for y in outputs[1:]:
-        np.testing.assert_array_equal(y, outputs[0])
-
-
-@pytest.mark.parametrize("name", sorted(set(BUILDERS) - {"batchnorm"}))
+@pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_replayed_eval_forward_equals_plain_forward(device, name):
     """Inference replays from the third call of a signature: each output equals a plain
     pass, earlier outputs and the caller's device inputs stay as they were, and weights
-    changed in place between calls (training steps, set_value) are read anew."""
+    changed in place between calls (training steps, set_value; BatchNorm's statistics, folded
+    into the convolution on the device at each pass) are read anew."""
     build, shape = BUILDERS[name]
     clcnn.init.seed(0)
     net = build(device)

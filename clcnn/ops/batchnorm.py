@@ -325,6 +325,35 @@ def _backward(dev, x, gy, weight, bias, mean, istat, eps, need_input_grad, train
     return done()
 
 
+def fold_into_conv_device(dev, weight_conv, bias_conv, bn_weight, bn_bias, running_mean, running_var,
+                          eps=1e-5):
+    """fold_into_conv on device arrays, in one kernel and float32 arithmetic -> (weight, bias)
+    device arrays: no statistics read back to the host (an eval forward of ResNet-20 folds 19
+    BatchNorms, each read-back a wait for the device), and a recorded eval pass can replay it."""
+    check_array(weight_conv, 4, "weight_conv")
+    o = weight_conv.shape[0]
+    _check_pair(bn_weight, bn_bias, ("bn_weight", "bn_bias"))
+    for name, a in (("bias_conv", bias_conv), ("bn_weight", bn_weight), ("bn_bias", bn_bias),
+                    ("running_mean", running_mean), ("running_var", running_var)):
+        if a is not None:
+            check_array(a, 1, name)
+            if a.shape != (o,):
+                raise ShapeError(f"{name} has shape {tuple(a.shape)} but the convolution has {o} output "
+                                 f"channels; it must have shape ({o},)")
+    if running_mean is None or running_var is None:
+        raise ValueError("folding needs running_mean and running_var")
+    _check_eps(eps)
+    weight, bias = dev.empty(weight_conv.shape), dev.empty((o,))
+    if weight_conv.size:
+        affine = bn_weight is not None
+        launch(dev, dev.kernel("batchnorm.cl", "batchnorm_fold"), (weight_conv.size,), (64,),
+               buf(weight_conv), None if bias_conv is None else buf(bias_conv),
+               buf(bn_weight) if affine else None, buf(bn_bias) if affine else None,
+               buf(running_mean), buf(running_var), buf(weight), buf(bias),
+               i32(weight_conv.size // o), i32(o), f32(eps), i32(bias_conv is not None), i32(affine))
+    return weight, bias
+
+
 def fold_into_conv(weight_conv, bias_conv, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):
     """An eval-mode BatchNorm after a convolution, folded into it -> (weight, bias) as float32
     NumPy arrays: with scale = bn_weight / sqrt(running_var + eps), weight = weight_conv * scale
