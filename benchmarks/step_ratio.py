@@ -3,8 +3,11 @@ host batch, as `clcnn bench` times it) and inference, for a model and batch size
 PyTorch alternate in rounds so that load from other work on the machine falls on both; the
 figure is the median over rounds of each round's ratio, with min and max.
 
-    python benchmarks/step_ratio.py --model lenet5 --batch 64 256 --rounds 5 --repeat 20
-    python benchmarks/step_ratio.py --model resnet20 --batch 64 128 --torch-threads 1
+    python benchmarks/step_ratio.py --model lenet5 --batch 64 256 --rounds 5 --repeat 100
+    python benchmarks/step_ratio.py --model resnet20 --batch 64 128 --repeat 10 --torch-threads 1
+
+A LeNet-5 step is 1-5 ms: windows of 20 steps moved its figures by 30% between rounds on the
+2-core machine, 100 steps by a few percent.
 """
 import argparse
 import json
