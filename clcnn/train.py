@@ -148,7 +148,7 @@ class Trainer:
             if isinstance(y, cl_array.Array):
                 labels = y
             elif self._classes is not None:   # known from the signature's first (plain) step
-                labels = self._host_labels(y, np.shape(x)[0], self._classes)
+                labels = self._host_labels(y, self._classes)
         if due == "replay" and labels is not None:
             self._replay.replay(self, x, labels, slot)
         elif due == "record" and labels is not None:
@@ -184,15 +184,15 @@ class Trainer:
         if logits.ndim != 2:
             return None
         self._classes = logits.shape[1]
-        y = self._host_labels(y, logits.shape[0], self._classes)
+        y = self._host_labels(y, self._classes)
         if y is None:
             return None
         labels = self.model.device.empty(y.shape, np.int32)
-        labels.set(y, async_=True)   # a private copy (class_labels made it): no wait for the device
+        labels.set(y, async_=True)   # a private copy (_host_labels made it): no wait for the device
         return labels
 
     @staticmethod
-    def _host_labels(y, batch, classes):
+    def _host_labels(y, classes):
         """y as int32 class indices (numpy), None when y holds no classes; labels outside
         [0, classes) are refused."""
         y = class_labels(np.asarray(y))
