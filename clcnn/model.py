@@ -186,8 +186,8 @@ class Model:
         values = [None] * (count + len(self._calls))
         for i, (x, name) in enumerate(zip(xs, what)):
             values[i] = _check_input(x, self.device, name)
-            if due == "record":
-                values[i] = private_input(self.device, values[i])
+            if due == "record" and values[i] is x:     # the caller's device array: copy it
+                values[i] = private_input(self.device, x)
 
         def plain():
             plan = self._plan()

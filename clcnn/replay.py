@@ -107,7 +107,7 @@ class Recording:
         queue = self.device.queue
         for target, source in zip(self.inputs, sources):
             if isinstance(source, cl_array.Array):
-                cl.enqueue_copy(queue, target.base_data, source.base_data, byte_count=target.nbytes)
+                _copy_on_device(queue, target, source)
             else:
                 target.set(np.array(source, dtype=target.dtype, order="C", copy=True), async_=True)
         if slot is not None:
@@ -119,12 +119,17 @@ class Recording:
             cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size)
 
 
+def _copy_on_device(queue, target, source):
+    cl.enqueue_copy(queue, target.base_data, source.base_data, byte_count=target.nbytes)
+
+
 def private_input(device, x, dtype=np.float32):
     """x as a device array of its own: a recording refills its input arrays and overwrites its
-    outputs at each replay, so neither may be an array the caller holds."""
+    outputs at each replay, so neither may be an array the caller holds. A NumPy x is
+    uploaded (Device.upload copies it); a device array is copied on the device."""
     if isinstance(x, cl_array.Array):
         copy = device.empty(x.shape, x.dtype)
-        cl.enqueue_copy(device.queue, copy.base_data, x.base_data, byte_count=x.nbytes)
+        _copy_on_device(device.queue, copy, x)
         return copy
     return device.upload(x, dtype)
 

@@ -152,7 +152,8 @@ class Trainer:
         if due == "replay" and labels is not None:
             self._replay.replay(self, x, labels, slot)
         elif due == "record" and labels is not None:
-            self._replay.record(self, private_input(dev, _check_input(x, dev)),
+            x_device = _check_input(x, dev)       # an upload of a NumPy x is already private
+            self._replay.record(self, private_input(dev, x) if x_device is x else x_device,
                                 private_input(dev, labels, np.int32), slot, self._step)
         else:
             self._step(x, y, slot)
