@@ -163,10 +163,11 @@ ACTIVATION_CODES = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4
 # 0.34 ms -> 46 ms), while PoCL with this option sets the flush-to-zero modes and keeps
 # 0.34 ms. Values below 1.2e-38 carry nothing a float32 network can use; GPUs flush them too.
 BUILD_OPTIONS = ("-cl-denorms-are-zero",)
-# Files built without it: max pooling selects by comparison, and flushed denormals would tie
-# (its argmax would differ from PyTorch's); pooling does too little arithmetic for the
-# flush to matter to its speed.
-EXACT_DENORMAL_FILES = frozenset({"pool.cl"})
+# Files built without it: max pooling and Clip select by comparison, and flushed denormals
+# would tie (max pooling's argmax would differ from PyTorch's) or vanish (Clip to a denormal
+# bound gave 0); pooling and the elementwise ops do too little arithmetic per element for the
+# flush to matter to their speed.
+EXACT_DENORMAL_FILES = frozenset({"pool.cl", "elementwise.cl"})
 
 
 def _build_options(filename):

@@ -103,6 +103,16 @@ def test_fill_sets_every_element_and_nothing_else(device, shape, value):
         assert k_ew.fill(device, array, value) is array
 
 
+def test_clip_keeps_denormal_bounds_and_values(device):
+    """elementwise.cl keeps denormals (device.EXACT_DENORMAL_FILES): Clip selects by comparison,
+    and with flushing a denormal bound came out as 0 where NumPy and torch keep it."""
+    tiny = np.float32(1.401298464324817e-45)
+    x = np.array([0.5, -3.0, tiny, -tiny, 0.0], np.float32)
+    for lo, hi in [(None, tiny), (-tiny, None), (np.float32(-1e-40), np.float32(1e-40))]:
+        got = k_ew.clip_forward(device, _d(device, x), lo, hi).get()
+        np.testing.assert_array_equal(got, o_ew.clip_forward(x, lo, hi).astype(np.float32))
+
+
 def test_sum_to_shape_large_scalar_sum_is_accurate(device):
     # One work item adds up a whole million-element tensor (a scalar operand's gradient): the
     # compensated sum keeps it within a few float32 roundings of the exact sum.
