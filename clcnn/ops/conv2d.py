@@ -24,7 +24,10 @@ Depthwise convolutions (groups == input channels > 1) go to their own kernels
 (clcnn/ops/depthwise.py) unless an algorithm is forced.
 
 On CPUs, layers with few output channels (LeNet-5's conv1) run conv2d_rows' kernels instead,
-whose vector lanes run along output rows (see clcnn/ops/conv2d_rows.py for when).
+whose vector lanes run along output rows (see clcnn/ops/conv2d_rows.py for when), and wide
+3x3 and 5x5 stride-1 layers (64 channels and more) run the forward pass and the input
+gradient as Winograd convolutions F(4x4, 3x3) / F(4x4, 5x5) (clcnn/ops/winograd.py; the
+weight gradient stays direct).
 
 Each pass also has a GPU-style implicit-GEMM form (kernels/conv2d_tiled.cl: __local tiles and
 barriers, padding folded into bounds checks, weights read unpacked, so one launch per pass).
@@ -512,6 +515,21 @@ def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates, dil
                                      worth_tuning=x_shape[0] >= _TUNE_MIN_BATCH and not dev.is_cpu)
 
 
+def _use_winograd(dev, algorithm, pass_, x_shape, w_shape, stride, pads, dilation, groups):
+    """Winograd kernels (clcnn/ops/winograd.py) when "winograd" is forced (refused for shapes
+    it cannot run) or, on CPUs, where winograd.pays() says so."""
+    from . import winograd
+    runs = winograd.supports(x_shape, w_shape, stride, pads, dilation, groups)
+    if algorithm == "winograd":
+        if not runs:
+            raise ValueError(f"conv2d: algorithm 'winograd' needs stride 1, dilation 1, groups 1, a "
+                             f"square {' or '.join(f'{k}x{k}' for k in winograd.TILE)} kernel and pads "
+                             f"below its size; got kernel {tuple(w_shape[2:])}, stride {stride}, "
+                             f"dilation {dilation}, groups {groups}, pads {pads}. Use 'direct'")
+        return True
+    return algorithm is None and dev.is_cpu and runs and winograd.pays(pass_, x_shape, w_shape)
+
+
 def _use_depthwise(algorithm, x_shape, groups):
     """Depthwise kernels for groups == C > 1 unless "direct" or "tiled" is forced, and for
     groups == C (1 included) when "depthwise" is."""
@@ -529,8 +547,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     dilation=(dh,dw), groups dividing C and O (input channels g*C/groups.. meet only output
     channels g*O/groups..). Output (N,O,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1.
     activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias.
-    algorithm: "direct", "tiled", "depthwise" (groups == C only) or None (depthwise kernels when
-    groups == C > 1, else tuned per device and shape, see clcnn.tuning).
+    algorithm: "direct", "tiled", "winograd" (stride 1, dilation 1, one group, 3x3 or 5x5
+    kernels), "depthwise" (groups == C only) or None (depthwise kernels when groups == C > 1,
+    Winograd on CPUs where winograd.pays() says so, else tuned per device and shape, see
+    clcnn.tuning).
     saved: a dict to keep what conv2d_backward(saved=) can reuse (the zero-padded input), or
     None.
     pool: None, or "avg" / "max": the result pooled 2x2 with stride 2 after the activation
@@ -566,6 +586,9 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
                                            pool=pool)
             return _pooled(dev, conv2d_rows.forward(dev, x, w, b, stride, pads, activation,
                                                     negative_slope), pool)
+    if _use_winograd(dev, algorithm, "forward", x.shape, w.shape, stride, pads, dilation, groups):
+        from . import winograd
+        return _pooled(dev, winograd.forward(dev, x, w, b, pads, oh, ow, activation, negative_slope), pool)
     forms = {"direct": _forward_direct, "tiled": _forward_tiled}
     args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
     algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
@@ -743,11 +766,15 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
     else:
         weight_forms = {"direct": _weight_grad_direct, "tiled": _weight_grad_tiled}
         args = (dev, x, gy, w.shape, stride, pads, has_bias, dilation, groups)
-        algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
+        algo = _pick(dev, "direct" if algorithm == "winograd" else algorithm, "weight", x.shape, w.shape, stride, pads,
                      {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
         gw, gb = weight_forms[algo](*args, saved=saved)
     gx = None
-    if need_input_grad:
+    if need_input_grad and _use_winograd(dev, algorithm, "input", x.shape, w.shape, stride, pads,
+                                         dilation, groups):
+        from . import winograd
+        gx = winograd.input_grad(dev, w, gy, x.shape, pads)
+    elif need_input_grad:
         input_forms = {"direct": _input_grad_direct, "tiled": _input_grad_tiled}
         args = (dev, w, gy, x.shape, stride, pads, dilation, groups)
         algo = _pick(dev, algorithm, "input", x.shape, w.shape, stride, pads,
