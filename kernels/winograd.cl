@@ -5,22 +5,31 @@
  * (F(4x4, 3x3): 36 against 144). Summed over the input channels, the products become WA*WA
  * independent matrix products, one per tile position xi:
  *   M[xi, o, t] = sum_c U[xi, c, o] * V[xi, c, t]
- * Four kernels (clcnn/ops/winograd.py runs them in this order):
+ * The forward pass (and the gather form of the input gradient) runs, in this order:
  *   winograd_input    x (N, C, H, W)    -> V (WA*WA, C, TP), tile t = (n*TH + th)*TW + tw,
  *                     zero padding (PT rows, PL columns) applied while reading;
  *   winograd_weights  w                 -> U (WA*WA, C, CO);
  *   winograd_products U, V              -> M (WA*WA, CO, TP);
  *   winograd_output   M                 -> y (N, CO, OH, OW), bias and activation added.
+ * The weight gradient is the same algorithm with the roles swapped, F(WR x WR, WM x WM): a
+ * gy tile of WM x WM is the "filter" and the WR x WR output is the gradient's, over the same
+ * WA x WA input tiles (the transform BT depends only on the interpolation points, so V is
+ * the same), summed over the tiles:
+ *   Mw[xi, o, c] = sum_t Ug[xi, o, t] * V[xi, t, c],  Ug = G2 gy_tile G2T,
+ *   gw[o, c] = AT2 Mw[., o, c] A2
+ * by winograd_input (V transposed), winograd_gy, winograd_products and
+ * winograd_weight_output (which sums the bias gradient from gy too).
  * Shapes are arguments: C, CO input and output channels, H, W and OH, OW the input and output
  * sides, PT, PL the zero rows above and columns left of the input, TH = ceil(OH / WM) by
  * TW = ceil(OW / WM) tiles per image. Tiles t < NT = N*TH*TW are real; rows of V and M are TP
- * long (NT rounded up to NB, the products' column block), and the columns past NT hold
- * copies of tile NT - 1 that nothing reads.
- * The transforms run VW tiles at a time in the vector lanes (their arithmetic is most of
- * their cost); the products are CPU-style register blocks as gemm.cl's gemm_block, TM rows
- * of o by NV vectors of tiles, no local memory.
- * The matrices come in as -D lists (WBT, WG, WAT, row-major); the loops over them unroll, so
- * their zeros and ones fold away, and one build serves every shape.
+ * long (NT rounded up to NB, the products' column block); the columns past NT hold copies of
+ * tile NT - 1 in V, which nothing reads, and zeros in Ug.
+ * The transforms are written one tile per work item for PoCL to vectorise across the
+ * work-group (the host gives it groups of 8 tiles: explicit vectors over the tiles, gathered
+ * lane by lane, ran 1.8x slower); the products are CPU-style register blocks as gemm.cl's
+ * gemm_block, no local memory.
+ * The matrices come in as -D lists (WBT, WG, WAT, WG2, WAT2, row-major); the loops over them
+ * unroll, so their zeros and ones fold away, and one build serves every shape.
  */
 
 #ifndef WM
@@ -39,6 +48,12 @@
 #ifndef WAT
 #define WAT 1, 1, 1, 0, 0, 1, -1, 1
 #endif
+#ifndef WG2
+#define WG2 1, 0, 0.5f, 0.5f, 0.5f, -0.5f, 0, 1       /* G of F(WR, WM), WA x WM */
+#endif
+#ifndef WAT2
+#define WAT2 1, 1, 1, 0, 0, 1, -1, 0, 0, 1, 1, 1      /* AT of F(WR, WM), WR x WA */
+#endif
 #ifndef VW
 #define VW 8            /* vector lanes: 8 or 16 */
 #endif
@@ -49,6 +64,7 @@
 #define NV 2            /* winograd_products: vectors of tiles per work item */
 #endif
 #define NB (VW * NV)
+
 
 #if VW == 16
 #define VEC float16
@@ -65,19 +81,24 @@ DEFINE_ACTIVATEV(VEC)
 __constant float BT[WA * WA] = {WBT};
 __constant float GM[WA * WR] = {WG};
 __constant float AT[WM * WA] = {WAT};
+__constant float G2[WA * WM] = {WG2};
+__constant float AT2[WR * WA] = {WAT2};
 
 /* V[xi, c, t] = (BT d B)[xi] for tile t (clamped to NT - 1) of channel c: d is the input
  * window at rows th*WM - PT .., columns tw*WM - PL .. of plane (n, c), zeros outside the
- * image. One tile per work item, written for PoCL to vectorise across the work-group (the
- * host gives it groups of VW tiles): explicit vectors over the tiles, gathered lane by lane,
- * ran 1.8x slower. Global size (TP, C). */
+ * image. With cp > 0 V is transposed, V[xi, t, c] in rows of cp >= C, and the grid's axes
+ * are swapped so that a work-group's neighbouring items write neighbouring channels (with
+ * tiles along axis 0 the transposed stores took 15x as long). Global size (TP, C), or (C, TP)
+ * with cp. */
 __kernel void winograd_input(__global const float* restrict x, __global float* restrict v,
                              const int C, const int H, const int W, const int OH, const int OW,
-                             const int PT, const int PL, const int NT, const int TP)
+                             const int PT, const int PL, const int NT, const int TP, const int cp)
 {
     const int TH = (OH + WM - 1) / WM, TW = (OW + WM - 1) / WM;
-    const int t = MIN((int)get_global_id(0), NT - 1);
-    const int c = get_global_id(1);
+    const int tt = get_global_id(cp ? 1 : 0);
+    const int t = MIN(tt, NT - 1);
+    const int c = get_global_id(cp ? 0 : 1);
+    if (c >= C) return;
     const int n = t / (TH * TW);
     const int th = (t - n * (TH * TW)) / TW;
     const int tw = t - n * (TH * TW) - th * TW;
@@ -104,7 +125,8 @@ __kernel void winograd_input(__global const float* restrict x, __global float* r
                     s += BT[i * WA + u] * d[u][k];
             bd[i][k] = s;
         }
-    __global float* vc = v + c * TP + get_global_id(0);
+    __global float* vc = cp ? v + tt * cp + c : v + c * TP + tt;
+    const int xi_step = cp ? TP * cp : C * TP;
     #pragma unroll
     for (int i = 0; i < WA; i++)
         #pragma unroll
@@ -114,7 +136,53 @@ __kernel void winograd_input(__global const float* restrict x, __global float* r
             for (int k = 0; k < WA; k++)
                 if (BT[j * WA + k] != 0.0f)
                     s += BT[j * WA + k] * bd[i][k];
-            vc[(i * WA + j) * (C * TP)] = s;
+            vc[(i * WA + j) * xi_step] = s;
+        }
+}
+
+/* Ug[xi, o, t] = (G2 e G2T)[xi] for the WM x WM tile e of gy (N, CO, OH, OW) at rows th*WM ..,
+ * columns tw*WM .. of plane (n, o), zeros past the output and for t >= NT. Global size (TP, CO). */
+__kernel void winograd_gy(__global const float* restrict gy, __global float* restrict ug,
+                          const int CO, const int OH, const int OW, const int NT, const int TP)
+{
+    const int TH = (OH + WM - 1) / WM, TW = (OW + WM - 1) / WM;
+    const int tt = get_global_id(0);
+    const int o = get_global_id(1);
+    const int t = MIN(tt, NT - 1);
+    const int n = t / (TH * TW);
+    const int th = (t - n * (TH * TW)) / TW;
+    const int tw = t - n * (TH * TW) - th * TW;
+    const __global float* go = gy + (n * CO + o) * (OH * OW);
+    float e[WM][WM];
+    #pragma unroll
+    for (int p = 0; p < WM; p++)
+        #pragma unroll
+        for (int q = 0; q < WM; q++) {
+            const int r = th * WM + p, col = tw * WM + q;
+            e[p][q] = (tt < NT && r < OH && col < OW) ? go[r * OW + col] : 0.0f;
+        }
+    float ge[WA][WM];     /* G2 e */
+    #pragma unroll
+    for (int a = 0; a < WA; a++)
+        #pragma unroll
+        for (int q = 0; q < WM; q++) {
+            float s = 0.0f;
+            #pragma unroll
+            for (int p = 0; p < WM; p++)
+                if (G2[a * WM + p] != 0.0f)
+                    s += G2[a * WM + p] * e[p][q];
+            ge[a][q] = s;
+        }
+    #pragma unroll
+    for (int a = 0; a < WA; a++)
+        #pragma unroll
+        for (int b = 0; b < WA; b++) {
+            float s = 0.0f;
+            #pragma unroll
+            for (int q = 0; q < WM; q++)
+                if (G2[b * WM + q] != 0.0f)
+                    s += ge[a][q] * G2[b * WM + q];
+            ug[((a * WA + b) * CO + o) * TP + tt] = s;
         }
 }
 
@@ -158,47 +226,57 @@ __kernel void winograd_weights(__global const float* restrict w, __global float*
         }
 }
 
-/* M[xi] = U[xi]^T V[xi]: work item (column block, row block, xi) owns rows o0 .. o0 + TM - 1
- * (rows past CO read row CO - 1 and are not stored) by the NB columns t0 ..; per input channel
- * it loads NV vectors of V and TM scalars of U for TM*NV vector FMAs. Global size (TP / NB,
- * ceil(CO / TM), WA*WA). */
-__kernel void winograd_products(__global const float* restrict u, __global const float* restrict v,
-                                __global float* restrict m, const int C, const int CO, const int TP)
+/* out[s, xi, row, col] = sum over k of slice s of A[xi, k, row] * B[xi, k, col], with the
+ * rows, columns and k steps of A and B at the given strides: the forward's M = U^T V (k = c,
+ * rows o, columns t) and the weight gradient's Mw = Ug V^T (k = t, rows o, columns c, V
+ * transposed). Work item (column block, row block, xi + WA*WA * s) owns rows r0 .. r0 + TM - 1
+ * (rows past `rows` read row rows - 1 and are not stored) by the NB columns c0 ..; per k it
+ * loads NV vectors of B and TM scalars of A for TM*NV vector FMAs. Slice s sums k = s*k_slice
+ * .. min(k_count, (s + 1)*k_slice). Global size (cols / NB, ceil(rows / TM), WA*WA * slices),
+ * cols = ld_out. */
+__kernel void winograd_products(__global const float* restrict a, __global const float* restrict b,
+                                __global float* restrict out, const int rows, const int k_count,
+                                const int k_slice, const int a_k, const int a_row, const int b_k,
+                                const int ld_out)
 {
-    const int t0 = get_global_id(0) * NB;
-    const int o0 = get_global_id(1) * TM;
-    const int xi = get_global_id(2);
-    if (o0 >= CO) return;
-    const __global float* vx = v + xi * (C * TP) + t0;
-    const __global float* ux[TM];
+    const int c0 = get_global_id(0) * NB;
+    const int r0 = get_global_id(1) * TM;
+    const int xi = get_global_id(2) % (WA * WA);
+    const int s = get_global_id(2) / (WA * WA);
+    if (r0 >= rows) return;
+    const int k_begin = s * k_slice;
+    const int k_end = MIN(k_count, k_begin + k_slice);
+    const __global float* bx = b + (size_t)xi * k_count * b_k + c0;
+    const __global float* ax[TM];
     #pragma unroll
     for (int i = 0; i < TM; i++)
-        ux[i] = u + xi * (C * CO) + MIN(o0 + i, CO - 1);
+        ax[i] = a + (size_t)xi * k_count * rows + MIN(r0 + i, rows - 1) * a_row;
     VEC acc[TM][NV];
     #pragma unroll
     for (int i = 0; i < TM; i++)
         #pragma unroll
-        for (int k = 0; k < NV; k++)
-            acc[i][k] = (VEC)(0.0f);
-    for (int c = 0; c < C; c++) {
+        for (int j = 0; j < NV; j++)
+            acc[i][j] = (VEC)(0.0f);
+    for (int k = k_begin; k < k_end; k++) {
         VEC bv[NV];
         #pragma unroll
-        for (int k = 0; k < NV; k++)
-            bv[k] = LOADV(vx + c * TP + k * VW);
+        for (int j = 0; j < NV; j++)
+            bv[j] = LOADV(bx + (size_t)k * b_k + j * VW);
         #pragma unroll
         for (int i = 0; i < TM; i++) {
-            const float a = ux[i][c * CO];
+            const float av = ax[i][(size_t)k * a_k];
             #pragma unroll
-            for (int k = 0; k < NV; k++)
-                acc[i][k] = a * bv[k] + acc[i][k];
+            for (int j = 0; j < NV; j++)
+                acc[i][j] = av * bv[j] + acc[i][j];
         }
     }
+    __global float* o = out + ((size_t)get_global_id(2) * rows + r0) * ld_out + c0;
     #pragma unroll
     for (int i = 0; i < TM; i++)
-        if (o0 + i < CO)
+        if (r0 + i < rows)
             #pragma unroll
-            for (int k = 0; k < NV; k++)
-                STOREV(acc[i][k], m + (xi * CO + o0 + i) * TP + t0 + k * VW);
+            for (int j = 0; j < NV; j++)
+                STOREV(acc[i][j], o + (size_t)i * ld_out + j * VW);
 }
 
 /* y[n, o, th*WM + i, tw*WM + j] = act((AT m A)[i, j] + b[o]) for m[xi] = M[xi, o, t], VW tiles
@@ -257,4 +335,68 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
                 if (th * WM + i < OH && tw * WM + j < OW)
                     yp[i * OW + j] = out[i][j][l];
     }
+}
+
+/* gw[o, c] = AT2 (sum over slices of Mw[s, ., o, c]) A2, Mw (slices, WA*WA, CO, cp); with
+ * has_bias, the items c == C sum gb[o] = sum of gy (N, CO, OH, OW) over plane o, in eight
+ * lanes of four float8 sums. Global size (C (+ 1), CO). */
+__kernel void winograd_weight_output(__global const float* restrict mw, __global const float* restrict gy,
+                                     __global float* restrict gw, __global float* restrict gb,
+                                     const int C, const int CO, const int cp, const int slices,
+                                     const int has_bias, const int N, const int plane)
+{
+    const int c = get_global_id(0);
+    const int o = get_global_id(1);
+    if (c > C || (c == C && !has_bias) || o >= CO) return;   /* the grid rounded up to the group */
+    if (c == C) {
+        float8 s[4] = {(float8)(0.0f), (float8)(0.0f), (float8)(0.0f), (float8)(0.0f)};
+        float tail = 0.0f;
+        for (int n = 0; n < N; n++) {
+            const __global float* g = gy + ((size_t)n * CO + o) * plane;
+            int i = 0;
+            for (; i + 32 <= plane; i += 32)
+                #pragma unroll
+                for (int k = 0; k < 4; k++)
+                    s[k] += LOAD8(g + i + 8 * k);
+            for (; i < plane; i++)
+                tail += g[i];
+        }
+        const float8 t = (s[0] + s[1]) + (s[2] + s[3]);
+        const float4 q = t.lo + t.hi;
+        gb[o] = (q.s0 + q.s1) + (q.s2 + q.s3) + tail;
+        return;
+    }
+    float mt[WA][WA];
+    #pragma unroll
+    for (int a = 0; a < WA; a++)
+        #pragma unroll
+        for (int k = 0; k < WA; k++) {
+            float s = 0.0f;
+            for (int sl = 0; sl < slices; sl++)
+                s += mw[(((size_t)sl * (WA * WA) + a * WA + k) * CO + o) * cp + c];
+            mt[a][k] = s;
+        }
+    float am[WR][WA];     /* AT2 m */
+    #pragma unroll
+    for (int i = 0; i < WR; i++)
+        #pragma unroll
+        for (int k = 0; k < WA; k++) {
+            float s = 0.0f;
+            #pragma unroll
+            for (int a = 0; a < WA; a++)
+                if (AT2[i * WA + a] != 0.0f)
+                    s += AT2[i * WA + a] * mt[a][k];
+            am[i][k] = s;
+        }
+    #pragma unroll
+    for (int i = 0; i < WR; i++)
+        #pragma unroll
+        for (int j = 0; j < WR; j++) {
+            float s = 0.0f;
+            #pragma unroll
+            for (int k = 0; k < WA; k++)
+                if (AT2[j * WA + k] != 0.0f)
+                    s += am[i][k] * AT2[j * WA + k];
+            gw[((o * C + c) * WR + i) * WR + j] = s;
+        }
 }

@@ -1,5 +1,5 @@
 """Winograd convolution (kernels/winograd.cl, clcnn/ops/winograd.py): its transform matrices
-in exact arithmetic, the forward pass and the input gradient against the float64 oracle over
+in exact arithmetic, the forward pass and both gradients against the float64 oracle over
 random shapes, and when conv2d runs it."""
 from fractions import Fraction
 
@@ -22,7 +22,7 @@ def _bound(abs_ref):
     return 1e-4 * float(np.max(abs_ref, initial=0.0)) + 4e-7
 
 
-@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 5), (4, 5)])
+@pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 5), (4, 5), (3, 4), (5, 4)])
 def test_matrices_compute_the_correlation_exactly(m, r):
     """y = AT [(G g) * (BT d)] equals y[i] = sum_k g[k] d[i + k] in exact fractions, for every
     unit input and filter (so for all of them, the map being bilinear)."""
@@ -51,9 +51,9 @@ def cases(draw):
 @settings(deadline=None)
 @given(cases())
 def test_winograd_matches_the_oracle(device, case):
-    """Forward (bias and activation fused) and input gradient, algorithm="winograd" forced: 3x3
-    and 5x5 kernels, asymmetric padding up to k - 1, odd and non-square images whose outputs
-    end inside a tile; the weight gradient comes from the direct kernels."""
+    """Forward (bias and activation fused), input, weight and bias gradients, algorithm=
+    "winograd" forced: 3x3 and 5x5 kernels, asymmetric padding up to k - 1, odd and non-square
+    images whose outputs end inside a tile."""
     n, c, h, w, o, k, pads, activation, bias, seed = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w))
@@ -70,34 +70,38 @@ def test_winograd_matches_the_oracle(device, case):
     assert_close(y, act(pre), bound, 0.0, f"winograd forward {case}")
 
     gy = rng.standard_normal(pre.shape)
-    gx, gw, _ = ops.conv2d_backward(device, device.to_device(x.astype(np.float32)),
-                                    device.to_device(wt.astype(np.float32)),
-                                    device.to_device(gy.astype(np.float32)), (1, 1), pads,
-                                    has_bias=bias, algorithm="winograd")
-    gx_ref, gw_ref, _ = oracle.conv2d_backward(x, wt, gy, (1, 1), pads)
-    abs_gx, abs_gw, _ = oracle.conv2d_backward(np.abs(x), np.abs(wt), np.abs(gy), (1, 1), pads)
+    gx, gw, gb = ops.conv2d_backward(device, device.to_device(x.astype(np.float32)),
+                                     device.to_device(wt.astype(np.float32)),
+                                     device.to_device(gy.astype(np.float32)), (1, 1), pads,
+                                     has_bias=bias, algorithm="winograd")
+    gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x, wt, gy, (1, 1), pads)
+    abs_gx, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x), np.abs(wt), np.abs(gy), (1, 1), pads)
     assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, f"winograd input gradient {case}")
-    assert_close(gw.get(), gw_ref, _bound(abs_gw), 0.0, "weight gradient")
+    assert_close(gw.get(), gw_ref, _bound(abs_gw), 0.0, f"winograd weight gradient {case}")
+    if bias:
+        assert_close(gb.get(), gb_ref, _bound(abs_gb), 0.0, f"bias gradient {case}")
+    else:
+        assert gb is None
 
 
 def test_wide_layers_run_winograd_by_default(device, monkeypatch):
-    """On a CPU, 64 channels in and out (3x3, stride 1) go to Winograd in both passes (the
+    """On a CPU, 64 channels in and out (3x3, stride 1) go to Winograd in all three passes (the
     input gradient from 8192 input pixels), 16 channels do not; the results match the oracle."""
     if not device.is_cpu:
         pytest.skip("Winograd is chosen automatically on CPU devices only")
     calls = []
-    for name in ("forward", "input_grad"):
+    for name in ("forward", "input_grad", "weight_grad"):
         original = getattr(winograd, name)
         monkeypatch.setattr(winograd, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     rng = np.random.default_rng(5)
-    for c, expected in ((64, ["forward", "input_grad"]), (16, [])):
+    for c, expected in ((64, ["forward", "weight_grad", "input_grad"]), (16, [])):
         calls.clear()
         x = rng.standard_normal((2, c, 64, 64)).astype(np.float32)
         wt = (rng.standard_normal((c, c, 3, 3)) / 24).astype(np.float32)
         gy = rng.standard_normal((2, c, 64, 64)).astype(np.float32)
         y = ops.conv2d_forward(device, device.to_device(x), device.to_device(wt), None, (1, 1), (1, 1, 1, 1))
-        gx, _, _ = ops.conv2d_backward(device, device.to_device(x), device.to_device(wt),
-                                       device.to_device(gy), (1, 1), (1, 1, 1, 1), has_bias=False)
+        gx, gw, _ = ops.conv2d_backward(device, device.to_device(x), device.to_device(wt),
+                                        device.to_device(gy), (1, 1), (1, 1, 1, 1), has_bias=False)
         assert calls == expected
         x64, w64 = x.astype(np.float64), wt.astype(np.float64)
         assert_close(y.get(), oracle.conv2d_forward(x64, w64, None, (1, 1), (1, 1, 1, 1)),
@@ -107,6 +111,10 @@ def test_wide_layers_run_winograd_by_default(device, monkeypatch):
         abs_gx = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy.astype(np.float64)), (1, 1),
                                         (1, 1, 1, 1))[0]
         assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, f"input gradient, {c} channels")
+        gw_ref = oracle.conv2d_backward(x64, w64, gy.astype(np.float64), (1, 1), (1, 1, 1, 1))[1]
+        abs_gw = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy.astype(np.float64)), (1, 1),
+                                        (1, 1, 1, 1))[1]
+        assert_close(gw.get(), gw_ref, _bound(abs_gw), 0.0, f"weight gradient, {c} channels")
 
 
 @pytest.mark.parametrize("stride,dilation,k,pads", [((2, 2), (1, 1), 3, (1, 1, 1, 1)),

@@ -25,9 +25,9 @@ Depthwise convolutions (groups == input channels > 1) go to their own kernels
 
 On CPUs, layers with few output channels (LeNet-5's conv1) run conv2d_rows' kernels instead,
 whose vector lanes run along output rows (see clcnn/ops/conv2d_rows.py for when), and wide
-3x3 and 5x5 stride-1 layers (64 channels and more) run the forward pass and the input
-gradient as Winograd convolutions F(4x4, 3x3) / F(4x4, 5x5) (clcnn/ops/winograd.py; the
-weight gradient stays direct).
+3x3 and 5x5 stride-1 layers (64 channels and more) run all three passes as Winograd
+convolutions, F(4x4, 3x3) / F(4x4, 5x5) and for the weight gradient F(3x3, 4x4) / F(5x5,
+4x4) (clcnn/ops/winograd.py).
 
 Each pass also has a GPU-style implicit-GEMM form (kernels/conv2d_tiled.cl: __local tiles and
 barriers, padding folded into bounds checks, weights read unpacked, so one launch per pass).
@@ -213,7 +213,10 @@ def _weight_blocking16(co, kh, kw, limit):
     options = [(obv, khb) for obv in range(1, 5) for khb in range(1, kh + 1)
                if kh % khb == 0 and obv * khb * kw <= limit] or [(1, 1)]
     best = min(options, key=key)
-    return best + (_pixels_per_step(*best, kw, limit),)
+    # The gy vectors of a pixel step may take the registers past `limit`: 64 -> 64 5x5 at batch
+    # 32 ran 6.3-6.7 ms with one pixel a step (4, 1, 1) and 5.6-5.9 with three (4, 1, 3); four
+    # spilled (7.7). 3x3 layers go from (2, 3, 3) to (2, 3, 4), which measured even.
+    return best + (_pixels_per_step(*best, kw, limit * 4 // 3),)
 
 
 # Weights one forward work item may stream per launch: it reads CI*KH*KW*OB of them for
@@ -763,10 +766,13 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
             rows = conv2d_rows.weight_grad(dev, x, gy, w.shape, stride, pads, has_bias)
     if rows is not None:
         gw, gb = rows
+    elif _use_winograd(dev, algorithm, "weight", x.shape, w.shape, stride, pads, dilation, groups):
+        from . import winograd
+        gw, gb = winograd.weight_grad(dev, x, gy, w.shape, pads, has_bias)
     else:
         weight_forms = {"direct": _weight_grad_direct, "tiled": _weight_grad_tiled}
         args = (dev, x, gy, w.shape, stride, pads, has_bias, dilation, groups)
-        algo = _pick(dev, "direct" if algorithm == "winograd" else algorithm, "weight", x.shape, w.shape, stride, pads,
+        algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
                      {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
         gw, gb = weight_forms[algo](*args, saved=saved)
     gx = None

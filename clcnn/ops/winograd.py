@@ -1,17 +1,18 @@
 """Winograd convolution F(m x m, r x r) for stride-1, undilated, ungrouped convolutions
-(kernels/winograd.cl): the forward pass and the gather form of the input gradient.
+(kernels/winograd.cl): the forward pass, the gather form of the input gradient, and the
+weight gradient as F(r x r, m x m).
 
-Three launches around one matrix product per tile position: the input transform (padding
-applied while reading, so no padded copy), the weight transform (straight into the packed
-layout of conv2d.cl's direct kernel), the products as that kernel's grouped 1x1 convolution,
-and the output transform with bias and activation. F(4x4, 3x3) does 36 multiplies per
-4x4 output tile and input channel where the direct kernel does 144.
+Forward: an input transform (padding applied while reading, so no padded copy), a weight
+transform, one matrix product per tile position (winograd_products, register blocks), and
+an output transform with bias and activation. F(4x4, 3x3) does 36 multiplies per 4x4 output
+tile and input channel where the direct kernel does 144. The weight gradient transforms
+the same input tiles and the output gradient's 4x4 tiles and sums their products over the
+tiles, split into slices where there are few work items.
 
-The transform matrices are Toom-Cook's for the points 0, 1, -1, 2, -2, ... (Lavin & Gray,
-"Fast Algorithms for Convolutional Neural Networks", 2016), built exactly in fractions by
-`matrices`; the more points, the larger their entries and the float32 rounding: F(4x4, 3x3)
-errs about 5x the direct form's, F(2x2, 3x3) about as much as it (tests/test_winograd.py
-states the bounds).
+The transform matrices are Toom-Cook's for the points 0, 1, -1, 2, -2, 1/2, -1/2 (Lavin &
+Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), built exactly in fractions
+by `matrices`; the more points, the larger their entries and the float32 rounding: here about
+ten times the direct kernels' (tests/test_winograd.py states the bounds).
 """
 import functools
 from fractions import Fraction
@@ -21,8 +22,9 @@ from . import conv2d as _conv
 from ._common import buf, f32, i32, launch
 
 _FILE = "winograd.cl"
-# Output tile side per filter side: F(4x4, 3x3). F(2x2, 3x3) moves 1.8x the bytes per output
-# through its transforms for 2.25x the multiplies of F(4x4, 3x3) (see supports()).
+# Output tile side per filter side: F(4x4, 3x3) and F(4x4, 5x5). F(2x2, 3x3) would move 1.8x
+# the bytes per output through its transforms for 2.25x the multiplies; F(2x2, 5x5) 4x the
+# bytes of F(4x4, 5x5).
 TILE = {3: 4, 5: 4}
 
 
@@ -93,47 +95,68 @@ _TRANSFORM_LOCAL = (8, 1)
 
 
 def pays(pass_, x_shape, w_shape):
-    """Whether Winograd beats the direct kernel on a CPU, by measurements on PoCL (AVX-512,
-    batch 32-128, 3x3 and 5x5): from 64 channels in and out the forward ran 1.24-1.9x faster
-    (64 at 8x8 and batch 64 the least), the input gradient 1.27-2.6x from 8192 input pixels
-    (N*H*W) but 0.94x at 4096; at 32 channels both forms were even, at 16 the direct one won
-    (0.70-0.85x), the transforms' memory traffic outweighing the saved multiplies."""
+    """Whether Winograd beats the direct kernels on a CPU (pass_ "forward", "input" or
+    "weight"), by measurements on PoCL (AVX-512, batch 32-128, 3x3 and 5x5): from 64 channels
+    in and out the forward ran 1.24-1.9x faster (64 at 8x8 and batch 64 the least), the weight
+    gradient 1.19-1.96x, the input gradient 1.27-2.6x from 8192 input pixels (N*H*W) but
+    0.94x at 4096; at 32 channels the forms were even or the direct one won (weight gradient
+    0.61x), at 16 the direct one won (0.70-0.85x): the transforms' memory traffic outweighs
+    the saved multiplies."""
     n, c, h, w = x_shape
     wide = min(c, w_shape[0]) >= 64
-    return wide and (pass_ == "forward" or n * h * w >= 8192)
+    return wide and (pass_ != "input" or n * h * w >= 8192)
 
 
 @functools.lru_cache(maxsize=None)
 def _defines(m, r, vw):
     """The -D defines of one tile size and vector width: one build serves every shape."""
     bt, g, at = matrices(m, r)
+    _, g2, at2 = matrices(r, m)     # the weight gradient's F(r x r, m x m); its BT is bt
     tm, nv = _BLOCKS[vw]
-    return dict(WM=m, WR=r, WBT=_c_list(bt), WG=_c_list(g), WAT=_c_list(at), VW=vw, TM=tm, NV=nv)
+    return dict(WM=m, WR=r, WBT=_c_list(bt), WG=_c_list(g), WAT=_c_list(at), WG2=_c_list(g2),
+                WAT2=_c_list(at2), VW=vw, TM=tm, NV=nv)
+
+
+def _setup(dev, r, oh, ow, n):
+    """(defines, tile side m, a = m + r - 1, tiles, tp: tiles rounded up to the column block)."""
+    m = TILE[r]
+    d = _defines(m, r, _conv.vector_limits(dev)[0])
+    nb = d["VW"] * d["NV"]
+    tiles = n * -(-oh // m) * -(-ow // m)
+    return d, m, m + r - 1, tiles, -(-tiles // nb) * nb
+
+
+def _input_transform(dev, kernel, x, a, oh, ow, pt, pl, tiles, tp, cp=0):
+    """V of x: (a*a, C, tp), or with cp > 0 transposed, (a*a, tp, cp)."""
+    n, c, h, wd = x.shape
+    v = dev.empty((a * a, c, tp) if cp == 0 else (a * a, tp, cp))
+    launch(dev, kernel("winograd_input"), (tp, c) if cp == 0 else (c, tp), _TRANSFORM_LOCAL, buf(x), buf(v),
+           i32(c), i32(h), i32(wd), i32(oh), i32(ow), i32(pt), i32(pl), i32(tiles), i32(tp), i32(cp))
+    return v
+
+
+def _products(dev, kernel, d, a_, b_, out, a, rows, cols, k_count, slices, a_k, a_row, b_k):
+    """winograd_products: out (slices, a*a, rows, cols) from a_ and b_ at the given strides."""
+    k_slice = -(-k_count // slices)
+    launch(dev, kernel("winograd_products"), (cols // (d["VW"] * d["NV"]), -(-rows // d["TM"]), a * a * slices),
+           _LOCAL, buf(a_), buf(b_), buf(out), i32(rows), i32(k_count), i32(k_slice), i32(a_k), i32(a_row),
+           i32(b_k), i32(cols))
 
 
 def _convolve(dev, x, w, b, co, oh, ow, pt, pl, activation, negative_slope, flip):
     """y (N, co, oh, ow) = act(x correlated with w's filters + b), x (N, C, H, W) zero-padded by
     pt rows on top and pl columns on the left (and as needed below and right)."""
     n, c, h, wd = x.shape
-    r = w.shape[2]
-    m = TILE[r]
-    a = m + r - 1
-    d = _defines(m, r, _conv.vector_limits(dev)[0])
-    vw, nb = d["VW"], d["VW"] * d["NV"]
-    tiles = n * -(-oh // m) * -(-ow // m)
-    tp = -(-tiles // nb) * nb
+    d, m, a, tiles, tp = _setup(dev, w.shape[2], oh, ow, n)
     kernel = functools.partial(_conv._kernel, dev, _FILE, defines=d)
-    v = dev.empty((a * a, c, tp))
-    launch(dev, kernel("winograd_input"), (tp, c), _TRANSFORM_LOCAL, buf(x), buf(v), i32(c), i32(h),
-           i32(wd), i32(oh), i32(ow), i32(pt), i32(pl), i32(tiles), i32(tp))
+    v = _input_transform(dev, kernel, x, a, oh, ow, pt, pl, tiles, tp)
     u = dev.empty((a * a, c, co))
     launch(dev, kernel("winograd_weights"), (co, c), _TRANSFORM_LOCAL, buf(w), buf(u), i32(c), i32(co),
            i32(flip))
     products = dev.empty((a * a, co, tp))
-    launch(dev, kernel("winograd_products"), (tp // nb, -(-co // d["TM"]), a * a), _LOCAL,
-           buf(u), buf(v), buf(products), i32(c), i32(co), i32(tp))
+    _products(dev, kernel, d, u, v, products, a, co, tp, c, 1, co, 1, tp)
     y = dev.empty((n, co, oh, ow))
-    launch(dev, kernel("winograd_output"), (tp // vw, co), _LOCAL[:2], buf(products),
+    launch(dev, kernel("winograd_output"), (tp // d["VW"], co), _LOCAL[:2], buf(products),
            buf(b if b is not None else products), buf(y), i32(b is not None),
            i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope), i32(co), i32(oh), i32(ow),
            i32(tiles), i32(tp))
@@ -152,3 +175,35 @@ def input_grad(dev, w, gy, x_shape, pads):
     r = w.shape[2]
     return _convolve(dev, gy, w, None, x_shape[1], x_shape[2], x_shape[3], r - 1 - pads[0],
                      r - 1 - pads[2], None, 0.01, flip=True)
+
+
+# Work items to aim for in the weight gradient's products (slices of the tiles are summed
+# afterwards), and the fewest tiles a slice should sum.
+_WEIGHT_GRAD_ITEMS = 128
+_MIN_SLICE_TILES = 256
+
+
+def weight_grad(dev, x, gy, w_shape, pads, has_bias=True):
+    """(gw, gb or None) of a convolution supports() accepts, as F(r x r, m x m): the products
+    of the gy tiles' and the input tiles' transforms summed over the tiles (see winograd.cl)."""
+    n, c, h, wd = x.shape
+    co, _, r, _ = w_shape
+    _, _, oh, ow = gy.shape
+    d, m, a, tiles, tp = _setup(dev, r, oh, ow, n)
+    kernel = functools.partial(_conv._kernel, dev, _FILE, defines=d)
+    nb = d["VW"] * d["NV"]
+    cp = -(-c // nb) * nb
+    v = _input_transform(dev, kernel, x, a, oh, ow, pads[0], pads[2], tiles, tp, cp)
+    ug = dev.empty((a * a, co, tp))
+    launch(dev, kernel("winograd_gy"), (tp, co), _TRANSFORM_LOCAL, buf(gy), buf(ug), i32(co), i32(oh),
+           i32(ow), i32(tiles), i32(tp))
+    items = cp // nb * -(-co // d["TM"]) * a * a
+    slices = max(1, min(-(-_WEIGHT_GRAD_ITEMS // items), tp // _MIN_SLICE_TILES))
+    mw = dev.empty((slices, a * a, co, cp))
+    _products(dev, kernel, d, ug, v, mw, a, co, cp, tp, slices, 1, tp, cp)
+    gw = dev.empty(tuple(w_shape))
+    gb = dev.empty((co,)) if has_bias else None
+    launch(dev, kernel("winograd_weight_output"), (c + int(has_bias), co), _TRANSFORM_LOCAL, buf(mw), buf(gy),
+           buf(gw), buf(gb if has_bias else gw), i32(c), i32(co), i32(cp), i32(slices), i32(has_bias), i32(n),
+           i32(oh * ow))
+    return gw, gb
