@@ -84,6 +84,36 @@ __constant float AT[WM * WA] = {WAT};
 __constant float G2[WA * WM] = {WG2};
 __constant float AT2[WR * WA] = {WAT2};
 
+/* The two halves of each transform, with loops that unroll so that the matrices' zeros fold
+ * away: LEFT_PRODUCT declares OUT = MAT IN (MAT ROWS x INNER, IN INNER x WIDTH, of type T);
+ * RIGHT_PRODUCT hands STORE(i, j, value) each entry of IN MAT^T (IN ROWS x INNER, MAT COLS x
+ * INNER). */
+#define LEFT_PRODUCT(T, OUT, MAT, ROWS, INNER, IN, WIDTH)                                     \
+    T OUT[ROWS][WIDTH];                                                                       \
+    _Pragma("unroll")                                                                         \
+    for (int i_ = 0; i_ < (ROWS); i_++)                                                       \
+        _Pragma("unroll")                                                                     \
+        for (int k_ = 0; k_ < (WIDTH); k_++) {                                                \
+            T s_ = (T)(0.0f);                                                                 \
+            _Pragma("unroll")                                                                 \
+            for (int u_ = 0; u_ < (INNER); u_++)                                              \
+                if (MAT[i_ * (INNER) + u_] != 0.0f)                                           \
+                    s_ += MAT[i_ * (INNER) + u_] * IN[u_][k_];                                \
+            OUT[i_][k_] = s_;                                                                 \
+        }
+#define RIGHT_PRODUCT(T, IN, ROWS, MAT, COLS, INNER, STORE)                                   \
+    _Pragma("unroll")                                                                         \
+    for (int i_ = 0; i_ < (ROWS); i_++)                                                       \
+        _Pragma("unroll")                                                                     \
+        for (int j_ = 0; j_ < (COLS); j_++) {                                                 \
+            T s_ = (T)(0.0f);                                                                 \
+            _Pragma("unroll")                                                                 \
+            for (int k_ = 0; k_ < (INNER); k_++)                                              \
+                if (MAT[j_ * (INNER) + k_] != 0.0f)                                           \
+                    s_ += IN[i_][k_] * MAT[j_ * (INNER) + k_];                                \
+            STORE(i_, j_, s_);                                                                \
+        }
+
 /* V[xi, c, t] = (BT d B)[xi] for tile t (clamped to NT - 1) of channel c: d is the input
  * window at rows th*WM - PT .., columns tw*WM - PL .. of plane (n, c), zeros outside the
  * image. With cp > 0 V is transposed, V[xi, t, c] in rows of cp >= C, and the grid's axes
@@ -113,31 +143,12 @@ __kernel void winograd_input(__global const float* restrict x, __global float* r
             d[u][k] = (r >= 0 && r < H && col >= 0 && col < W) ? xc[r * W + col] : 0.0f;
         }
     }
-    float bd[WA][WA];     /* BT d */
-    #pragma unroll
-    for (int i = 0; i < WA; i++)
-        #pragma unroll
-        for (int k = 0; k < WA; k++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int u = 0; u < WA; u++)
-                if (BT[i * WA + u] != 0.0f)
-                    s += BT[i * WA + u] * d[u][k];
-            bd[i][k] = s;
-        }
+    LEFT_PRODUCT(float, bd, BT, WA, WA, d, WA)
     __global float* vc = cp ? v + tt * cp + c : v + c * TP + tt;
     const int xi_step = cp ? TP * cp : C * TP;
-    #pragma unroll
-    for (int i = 0; i < WA; i++)
-        #pragma unroll
-        for (int j = 0; j < WA; j++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int k = 0; k < WA; k++)
-                if (BT[j * WA + k] != 0.0f)
-                    s += BT[j * WA + k] * bd[i][k];
-            vc[(i * WA + j) * xi_step] = s;
-        }
+#define STORE_V(i, j, value) vc[((i) * WA + (j)) * xi_step] = (value)
+    RIGHT_PRODUCT(float, bd, WA, BT, WA, WA, STORE_V)
+#undef STORE_V
 }
 
 /* Ug[xi, o, t] = (G2 e G2T)[xi] for the WM x WM tile e of gy (N, CO, OH, OW) at rows th*WM ..,
@@ -161,29 +172,10 @@ __kernel void winograd_gy(__global const float* restrict gy, __global float* res
             const int r = th * WM + p, col = tw * WM + q;
             e[p][q] = (tt < NT && r < OH && col < OW) ? go[r * OW + col] : 0.0f;
         }
-    float ge[WA][WM];     /* G2 e */
-    #pragma unroll
-    for (int a = 0; a < WA; a++)
-        #pragma unroll
-        for (int q = 0; q < WM; q++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int p = 0; p < WM; p++)
-                if (G2[a * WM + p] != 0.0f)
-                    s += G2[a * WM + p] * e[p][q];
-            ge[a][q] = s;
-        }
-    #pragma unroll
-    for (int a = 0; a < WA; a++)
-        #pragma unroll
-        for (int b = 0; b < WA; b++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int q = 0; q < WM; q++)
-                if (G2[b * WM + q] != 0.0f)
-                    s += ge[a][q] * G2[b * WM + q];
-            ug[((a * WA + b) * CO + o) * TP + tt] = s;
-        }
+    LEFT_PRODUCT(float, ge, G2, WA, WM, e, WM)
+#define STORE_UG(a, b, value) ug[(((a) * WA + (b)) * CO + o) * TP + tt] = (value)
+    RIGHT_PRODUCT(float, ge, WA, G2, WA, WM, STORE_UG)
+#undef STORE_UG
 }
 
 /* U[xi, c, o] = (G g GT)[xi] with g the filter from input channel c to output channel o:
@@ -203,27 +195,10 @@ __kernel void winograd_weights(__global const float* restrict w, __global float*
         for (int j = 0; j < WR; j++)
             g[i][j] = flip ? w[((c * CO + o) * WR + (WR - 1 - i)) * WR + (WR - 1 - j)]
                            : w[((o * C + c) * WR + i) * WR + j];
-    float gg[WA][WR];     /* G g */
-    #pragma unroll
-    for (int a = 0; a < WA; a++)
-        #pragma unroll
-        for (int j = 0; j < WR; j++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int i = 0; i < WR; i++)
-                s += GM[a * WR + i] * g[i][j];
-            gg[a][j] = s;
-        }
-    #pragma unroll
-    for (int a = 0; a < WA; a++)
-        #pragma unroll
-        for (int b = 0; b < WA; b++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int j = 0; j < WR; j++)
-                s += gg[a][j] * GM[b * WR + j];
-            u[((a * WA + b) * C + c) * CO + o] = s;
-        }
+    LEFT_PRODUCT(float, gg, GM, WA, WR, g, WR)
+#define STORE_U(a, b, value) u[(((a) * WA + (b)) * C + c) * CO + o] = (value)
+    RIGHT_PRODUCT(float, gg, WA, GM, WA, WR, STORE_U)
+#undef STORE_U
 }
 
 /* out[s, xi, row, col] = sum over k of slice s of A[xi, k, row] * B[xi, k, col], with the
@@ -291,35 +266,18 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
     const int t0 = get_global_id(0) * VW;
     const int o = get_global_id(1);
     const __global float* mo = m + o * TP + t0;
-    VEC am[WM][WA];       /* AT m */
-    #pragma unroll
-    for (int i = 0; i < WM; i++)
-        #pragma unroll
-        for (int k = 0; k < WA; k++)
-            am[i][k] = (VEC)(0.0f);
+    VEC mt[WA][WA];
     #pragma unroll
     for (int a = 0; a < WA; a++)
         #pragma unroll
-        for (int k = 0; k < WA; k++) {
-            const VEC mv = LOADV(mo + (a * WA + k) * (CO * TP));
-            #pragma unroll
-            for (int i = 0; i < WM; i++)
-                if (AT[i * WA + a] != 0.0f)
-                    am[i][k] += AT[i * WA + a] * mv;
-        }
+        for (int k = 0; k < WA; k++)
+            mt[a][k] = LOADV(mo + (a * WA + k) * (CO * TP));
+    LEFT_PRODUCT(VEC, am, AT, WM, WA, mt, WA)
     const float bias = has_bias ? b[o] : 0.0f;
     float out[WM][WM][VW];
-    #pragma unroll
-    for (int i = 0; i < WM; i++)
-        #pragma unroll
-        for (int j = 0; j < WM; j++) {
-            VEC s = (VEC)(bias);
-            #pragma unroll
-            for (int k = 0; k < WA; k++)
-                if (AT[j * WA + k] != 0.0f)
-                    s += am[i][k] * AT[j * WA + k];
-            STOREV(activatev(s, act, slope), out[i][j]);
-        }
+#define STORE_OUT(i, j, value) STOREV(activatev((value) + bias, act, slope), out[i][j])
+    RIGHT_PRODUCT(VEC, am, WM, AT, WM, WA, STORE_OUT)
+#undef STORE_OUT
     #pragma unroll
     for (int l = 0; l < VW; l++) {
         const int t = t0 + l;
@@ -376,27 +334,8 @@ __kernel void winograd_weight_output(__global const float* restrict mw, __global
                 s += mw[(((size_t)sl * (WA * WA) + a * WA + k) * CO + o) * cp + c];
             mt[a][k] = s;
         }
-    float am[WR][WA];     /* AT2 m */
-    #pragma unroll
-    for (int i = 0; i < WR; i++)
-        #pragma unroll
-        for (int k = 0; k < WA; k++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int a = 0; a < WA; a++)
-                if (AT2[i * WA + a] != 0.0f)
-                    s += AT2[i * WA + a] * mt[a][k];
-            am[i][k] = s;
-        }
-    #pragma unroll
-    for (int i = 0; i < WR; i++)
-        #pragma unroll
-        for (int j = 0; j < WR; j++) {
-            float s = 0.0f;
-            #pragma unroll
-            for (int k = 0; k < WA; k++)
-                if (AT2[j * WA + k] != 0.0f)
-                    s += am[i][k] * AT2[j * WA + k];
-            gw[((o * C + c) * WR + i) * WR + j] = s;
-        }
+    LEFT_PRODUCT(float, am, AT2, WR, WA, mt, WA)
+#define STORE_GW(i, j, value) gw[((o * C + c) * WR + (i)) * WR + (j)] = (value)
+    RIGHT_PRODUCT(float, am, WR, AT2, WR, WA, STORE_GW)
+#undef STORE_GW
 }
