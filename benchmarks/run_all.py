@@ -223,7 +223,9 @@ def conv_section(rows, ceiling):
            "Stride 1, bias, no activation. FLOPs = 2*N*O*C*KH*KW*OH*OW forward, twice that backward "
            "(input and weight gradients). clcnn kernel = device time from event profiling; clcnn wall = "
            "call + queue.finish(); PyTorch = wall time (conv2d forward under no_grad; autograd.grad for "
-           "x, w, b). Ratios to PyTorch use clcnn's wall time (like for like).", ""]
+           "x, w, b). Ratios to PyTorch use clcnn's wall time (like for like). The layers of 64 channels "
+           "and more run as Winograd convolutions (clcnn/ops/winograd.py), which multiply 4-6x less: their "
+           "rates count the direct form's FLOPs, so they can pass the sgemm ceiling.", ""]
     for p, name in (("forward", "Forward"), ("backward", "Backward")):
         out += [f"### {name}", "",
                 "| layer | GFLOP | clcnn kernel ms | clcnn kernel GFLOP/s | clcnn wall GFLOP/s | torch GFLOP/s "
