@@ -5,6 +5,7 @@ ops ask a `Device` for kernels (built once per source file and set of -D defines
 and allocate their arrays from its memory pool.
 """
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -227,8 +228,9 @@ class Device:
     def name(self):
         return self.cl_device.name.strip()
 
-    @property
+    @functools.cached_property
     def type(self):
+        # Cached: each is an OpenCL query, and the op wrappers ask is_cpu several times a call.
         return _type_name(self.cl_device)
 
     @property
