@@ -526,9 +526,10 @@ def _use_winograd(dev, algorithm, pass_, x_shape, w_shape, stride, pads, dilatio
     if algorithm == "winograd":
         if not runs:
             raise ValueError(f"conv2d: algorithm 'winograd' needs stride 1, dilation 1, groups 1, a "
-                             f"square {' or '.join(f'{k}x{k}' for k in winograd.TILE)} kernel and pads "
-                             f"below its size; got kernel {tuple(w_shape[2:])}, stride {stride}, "
-                             f"dilation {dilation}, groups {groups}, pads {pads}. Use 'direct'")
+                             f"square {' or '.join(f'{k}x{k}' for k in winograd.TILE)} kernel, pads "
+                             f"below its size and transformed tensors under 2**31 elements; got kernel "
+                             f"{tuple(w_shape[2:])}, stride {stride}, dilation {dilation}, groups {groups}, "
+                             f"pads {pads}, input {tuple(x_shape)}. Use 'direct'")
         return True
     return algorithm is None and dev.is_cpu and runs and winograd.pays(pass_, x_shape, w_shape)
 

@@ -78,10 +78,16 @@ def _c_list(rows):
 
 def supports(x_shape, w_shape, stride, pads, dilation, groups):
     """Whether Winograd can run this convolution: stride 1, no dilation, one group, square
-    filters of a side in TILE, padding at most r - 1 on every side."""
+    filters of a side in TILE, padding at most r - 1 on every side, and transformed tensors
+    (a*a x channels x tiles) within the kernels' 32-bit indices."""
     o, c, kh, kw = w_shape
-    return (tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1 and kh == kw
-            and kh in TILE and max(pads) <= kh - 1)
+    if not (tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1 and kh == kw
+            and kh in TILE and max(pads) <= kh - 1):
+        return False
+    n, _, h, w = x_shape
+    m, a = TILE[kh], TILE[kh] + kh - 1
+    tiles = n * -(-(h + pads[0] + pads[1] - kh + 1) // m) * -(-(w + pads[2] + pads[3] - kw + 1) // m)
+    return a * a * max(c, o) * (tiles + 64) < 2**31
 
 
 # Register blocks of winograd_products: TM rows x NV vectors of VW tiles (gemm.cl's rule:
