@@ -46,6 +46,14 @@ def _conv_dilated():
             opspec.conv2d((1, 4, 13, 10), (6, 2, 3, 2), (2, 1), (1, 0, 2, 1), dilation=(3, 2), groups=2)]
 
 
+def _conv_winograd():
+    # Forced (3x3 and 5x5, asymmetric padding, outputs ending inside a tile), and a 64-channel
+    # layer, which CPUs run as Winograd by themselves.
+    return [opspec.conv2d((2, 8, 10, 9), (6, 8, 3, 3), pads=(1, 1, 1, 1), activation="relu", algorithm="winograd"),
+            opspec.conv2d((1, 5, 9, 7), (4, 5, 5, 5), pads=(2, 1, 0, 2), bias=False, algorithm="winograd"),
+            opspec.conv2d((2, 64, 8, 8), (64, 64, 3, 3), pads=(1, 1, 1, 1))]
+
+
 def _maxpool():
     # Integer inputs: exact ties inside windows, which must be broken as the oracle breaks them.
     return [opspec.pool2d("max", (2, 6, 28, 28), integers=True),
@@ -98,6 +106,7 @@ FAMILIES = [
     ("conv2d grouped", _conv_grouped),
     ("conv2d depthwise", _conv_depthwise),
     ("conv2d dilated", _conv_dilated),
+    ("conv2d winograd", _conv_winograd),
     ("maxpool2d", _maxpool),
     ("avgpool2d", _avgpool),
     ("global_maxpool2d", _global("global_max")),

@@ -95,18 +95,19 @@ def _drop_none(values):
 # -- compute-bound ops ---------------------------------------------------------------------
 def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activation=None,
            need_input_grad=True, name=None, dilation=(1, 1), groups=1, negative_slope=0.01,
-           pre_activation=False):
+           pre_activation=False, algorithm=None):
     """Conv2D forward (bias and activation fused) and backward (activation gradient, then the
     input gradient if need_input_grad, the weight and bias gradients). groups == C > 1 runs
     the depthwise kernels (ops/depthwise.py), as the layer does. pre_activation: gy is already
-    the gradient before the activation (the next AvgPool2D's backward undid it, fusion.py)."""
+    the gradient before the activation (the next AvgPool2D's backward undid it, fusion.py).
+    algorithm: as ops.conv2d's (None: chosen per device and shape, as the layer does)."""
     n, c, h, w = x_shape
     o, cg, kh, kw = w_shape
     stride, pads, dilation = tuple(stride), tuple(pads), tuple(dilation)
     oh, ow = output_hw((h, w), (kh, kw), stride, pads, "conv2d", dilation)
     y_shape = (n, o, oh, ow)
     macs = n * o * cg * kh * kw * oh * ow
-    extra = dict(dilation=dilation, groups=groups)
+    extra = dict(dilation=dilation, groups=groups, algorithm=algorithm)
     undo = activation and not pre_activation
 
     def make(rng):
@@ -142,7 +143,8 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
     kind = "depthwise " if groups > 1 and groups == c else (f"g{groups} " if groups > 1 else "")
     name = name or (f"conv2d {kind}{c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
                     + (f" d{dilation[0]}" if dilation != (1, 1) else "")
-                    + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else ""))
+                    + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else "")
+                    + (f" ({algorithm})" if algorithm else ""))
     return OpCase(name, "conv2d", make, forward, o_forward, backward, o_backward,
                   flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
                   bytes=(fwd_bytes, bwd_bytes), tol=TOL_SUM)
