@@ -51,7 +51,7 @@ def _conv_winograd():
     # layer, which CPUs run as Winograd by themselves.
     return [opspec.conv2d((2, 8, 10, 9), (6, 8, 3, 3), pads=(1, 1, 1, 1), activation="relu", algorithm="winograd"),
             opspec.conv2d((1, 5, 9, 7), (4, 5, 5, 5), pads=(2, 1, 0, 2), bias=False, algorithm="winograd"),
-            opspec.conv2d((2, 64, 8, 8), (64, 64, 3, 3), pads=(1, 1, 1, 1))]
+            opspec.conv2d((1, 64, 6, 6), (64, 64, 3, 3), pads=(1, 1, 1, 1))]
 
 
 def _maxpool():
