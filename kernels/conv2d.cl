@@ -132,10 +132,12 @@
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
 #define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
+#define LANE(v, l) LANE16(v, l)
 #else
 #define VEC float8
 #define LOADV(p) LOAD8(p)
 #define STOREV(v, p) STORE8(v, p)
+#define LANE(v, l) LANE8(v, l)
 #endif
 
 /* Pixel blocks. A work item's PB output pixels are consecutive within one segment, so their
@@ -169,7 +171,7 @@
 #define FIRST_PIXEL(seg, b) ((seg) * SEG + MIN((b) * PB, SEG - PB))
 #endif
 
-/* The forward's stores of one channel vector v: out[p][l] (pixel p < PIXELS, lane l) goes to
+/* The forward's stores of one channel vector v: lane l of out[p] (pixel p < PIXELS) goes to
  * DEST, an lvalue of output channel o and pixel p; lanes past CO are not stored. */
 #define STORE_CHANNELS(PIXELS, DEST)                                                          \
     _Pragma("unroll")                                                                         \
@@ -178,7 +180,7 @@
         if (o < CO) {                                                                         \
             _Pragma("unroll")                                                                 \
             for (int p = 0; p < (PIXELS); p++)                                                \
-                DEST = out[p][l];                                                             \
+                DEST = LANE(out[p], l);                                                       \
         }                                                                                     \
     }
 
@@ -277,7 +279,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     #pragma unroll
     for (int v = 0; v < OBV; v++) {
         const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
-        float out[PC / 2][VW];
+        VEC out[PC / 2];
         #pragma unroll
         for (int k = 0; k < PC / 2; k++) {
             const VEC a = activatev(acc[v][2 * k] + bv, act, slope);
@@ -285,13 +287,13 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             const VEC d = activatev(acc[v][PC + 2 * k] + bv, act, slope);
             const VEC e = activatev(acc[v][PC + 2 * k + 1] + bv, act, slope);
 #if POOL == 1
-            STOREV(((a + c) + (d + e)) * 0.25f, out[k]);
+            out[k] = ((a + c) + (d + e)) * 0.25f;
 #else
             VEC m = a;
             m = (c > m) | (c != c) ? c : m;
             m = (d > m) | (d != d) ? d : m;
             m = (e > m) | (e != e) ? e : m;
-            STOREV(m, out[k]);
+            out[k] = m;
 #endif
         }
         STORE_CHANNELS(PC / 2, yp[o * ((OH / 2) * (OW / 2)) + p])
@@ -300,13 +302,13 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     #pragma unroll
     for (int v = 0; v < OBV; v++) {
         const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
-        float out[PB][VW];
+        VEC out[PB];
         #pragma unroll
         for (int p = 0; p < PB; p++)
 #if CIC < CI
-            STOREV(finish ? activatev(acc[v][p] + bv, act, slope) : acc[v][p], out[p]);
+            out[p] = finish ? activatev(acc[v][p] + bv, act, slope) : acc[v][p];
 #else
-            STOREV(activatev(acc[v][p] + bv, act, slope), out[p]);
+            out[p] = activatev(acc[v][p] + bv, act, slope);
 #endif
         STORE_CHANNELS(PB, y0[o * YPLANE + p * YSTEP])
     }
@@ -609,11 +611,9 @@ __kernel void conv2d_backward_weight_reduce(__global const float* restrict part,
             float8 sum = LOAD8(src + ol);
             for (int s = 1; s < slices; s++)
                 sum += LOAD8(src + s * slice_step + ol);
-            float out[8];
-            STORE8(sum, out);
             #pragma unroll
             for (int l = 0; l < 8; l++)
-                dst[(ol + l) * dst_step] = out[l];
+                dst[(ol + l) * dst_step] = LANE8(sum, l);
         }
         for (; ol < og; ol++) {
             float sum = 0.0f;

@@ -70,10 +70,12 @@
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
 #define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
+#define LANE(v, l) LANE16(v, l)
 #else
 #define VEC float8
 #define LOADV(p) LOAD8(p)
 #define STOREV(v, p) STORE8(v, p)
+#define LANE(v, l) LANE8(v, l)
 #endif
 DEFINE_TANHV(VEC)
 DEFINE_ACTIVATEV(VEC)
@@ -274,8 +276,8 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
             mt[a][k] = LOADV(mo + (a * WA + k) * (CO * TP));
     LEFT_PRODUCT(VEC, am, AT, WM, WA, mt, WA)
     const float bias = has_bias ? b[o] : 0.0f;
-    float out[WM][WM][VW];
-#define STORE_OUT(i, j, value) STOREV(activatev((value) + bias, act, slope), out[i][j])
+    VEC out[WM][WM];
+#define STORE_OUT(i, j, value) out[i][j] = activatev((value) + bias, act, slope)
     RIGHT_PRODUCT(VEC, am, WM, AT, WM, WA, STORE_OUT)
 #undef STORE_OUT
     #pragma unroll
@@ -291,7 +293,7 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
             #pragma unroll
             for (int j = 0; j < WM; j++)
                 if (th * WM + i < OH && tw * WM + j < OW)
-                    yp[i * OW + j] = out[i][j][l];
+                    yp[i * OW + j] = LANE(out[i][j], l);
     }
 }
 
