@@ -62,12 +62,13 @@ inline float exp_shifted_row(__global const float* z, __global float* out, int K
  * plain select, and a float8 built from or stored to eight adjacent scalars compiles to one
  * unaligned vector access. */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
-/* Lane l (a constant once the loops unroll) of a float8 / float16, taken in registers: storing
+/* Lane l (a constant once the loops unroll) of a float2 ... float16, taken in registers: storing
  * a vector to a private array and reading it back lane by lane stalls on store forwarding
  * (conv2d_forward's channel stores, 16 -> 32 3x3 at 32x32, batch 64: 2.67-2.72 ms against
  * 2.37). */
-#define LANE8(v, l) ((l) == 0 ? (v).s0 : (l) == 1 ? (v).s1 : (l) == 2 ? (v).s2 : (l) == 3 ? (v).s3 : \
-                     (l) == 4 ? (v).s4 : (l) == 5 ? (v).s5 : (l) == 6 ? (v).s6 : (v).s7)
+#define LANE2(v, l) ((l) == 0 ? (v).s0 : (v).s1)
+#define LANE4(v, l) ((l) < 2 ? LANE2((v).lo, l) : LANE2((v).hi, (l) - 2))
+#define LANE8(v, l) ((l) < 4 ? LANE4((v).lo, l) : LANE4((v).hi, (l) - 4))
 #define LANE16(v, l) ((l) < 8 ? LANE8((v).lo, l) : LANE8((v).hi, (l) - 8))
 #define LOAD8(p) ((float8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7]))
 #define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \

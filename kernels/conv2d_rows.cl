@@ -86,6 +86,7 @@
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
 #define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
+#define LANE(v, l) LANE16(v, l)
 #define HSUM(v) hsum8((v).lo + (v).hi)
 #define HALF float8
 #define STOREH(v, p) STORE8(v, p)
@@ -93,6 +94,7 @@
 #define VEC float8
 #define LOADV(p) LOAD8(p)
 #define STOREV(v, p) STORE8(v, p)
+#define LANE(v, l) LANE8(v, l)
 #define HSUM(v) hsum8(v)
 #define HALF float4
 #define STOREH(v, p) STORE4(v, p)
@@ -100,6 +102,7 @@
 #define VEC float4
 #define LOADV(p) LOAD4(p)
 #define STOREV(v, p) STORE4(v, p)
+#define LANE(v, l) LANE4(v, l)
 #define HSUM(v) ((v).s0 + (v).s1 + (v).s2 + (v).s3)
 #define HALF float2
 #define STOREH(v, p) STORE2(v, p)
@@ -107,6 +110,7 @@
 #define VEC float2
 #define LOADV(p) LOAD2(p)
 #define STOREV(v, p) STORE2(v, p)
+#define LANE(v, l) LANE2(v, l)
 #define HSUM(v) ((v).s0 + (v).s1)
 #define HALF float
 #define STOREH(v, p) ((p)[0] = (v))
@@ -114,6 +118,7 @@
 #define VEC float
 #define LOADV(p) ((p)[0])
 #define STOREV(v, p) ((p)[0] = (v))
+#define LANE(v, l) (v)
 #define HSUM(v) (v)
 #endif
 
@@ -294,11 +299,10 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
         #pragma unroll
         for (int q = 0; q < RB; q++) {
 #if VW > OW
-            float t[VW];
-            STOREV(activatev(acc[q][o] + bias, act, slope), t);
+            const VEC t = activatev(acc[q][o] + bias, act, slope);
             #pragma unroll
             for (int k = 0; k < OW; k++)
-                y0[o * (OH * OW) + q * OW + k] = t[k];
+                y0[o * (OH * OW) + q * OW + k] = LANE(t, k);
 #else
             STOREV(activatev(acc[q][o] + bias, act, slope), y0 + o * (OH * OW) + q * OW);
 #endif

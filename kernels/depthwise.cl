@@ -327,21 +327,14 @@ __kernel void depthwise_backward_weight(__global const float* restrict x,
 /* Store lanes p < count of v at p[0..]; count is a constant except in a plane's last block. */
 #define STORE_LANES(v, dst, v_index, count)                                                   \
     do {                                                                                      \
-        float t_[VW];                                                                         \
-        vstore_private_(v, t_);                                                               \
         _Pragma("unroll")                                                                     \
         for (int l_ = 0; l_ < VW; l_++)                                                       \
-            if ((v_index) * VW + l_ < (count)) (dst)[(v_index) * VW + l_] = t_[l_];           \
+            if ((v_index) * VW + l_ < (count)) (dst)[(v_index) * VW + l_] = LANE(v, l_);      \
     } while (0)
-
 #if VW == 16
-#define vstore_private_(v, t) do { (t)[0] = (v).s0; (t)[1] = (v).s1; (t)[2] = (v).s2; (t)[3] = (v).s3; \
-    (t)[4] = (v).s4; (t)[5] = (v).s5; (t)[6] = (v).s6; (t)[7] = (v).s7; (t)[8] = (v).s8;              \
-    (t)[9] = (v).s9; (t)[10] = (v).sa; (t)[11] = (v).sb; (t)[12] = (v).sc; (t)[13] = (v).sd;          \
-    (t)[14] = (v).se; (t)[15] = (v).sf; } while (0)
+#define LANE(v, l) LANE16(v, l)
 #else
-#define vstore_private_(v, t) do { (t)[0] = (v).s0; (t)[1] = (v).s1; (t)[2] = (v).s2; (t)[3] = (v).s3; \
-    (t)[4] = (v).s4; (t)[5] = (v).s5; (t)[6] = (v).s6; (t)[7] = (v).s7; } while (0)
+#define LANE(v, l) LANE8(v, l)
 #endif
 
 /* The tap builders must inline for their lane arithmetic to fold: PoCL keeps large inline
@@ -431,10 +424,9 @@ __kernel void depthwise_forward_rows(__global const float* restrict x,
         if (act != 0) {
             /* common.h's scalar activate per lane: the same rule as every other fused op. */
             float t[VW];
-            vstore_private_(a, t);
             #pragma unroll
             for (int l = 0; l < VW; l++)
-                t[l] = activate(t[l], act, slope);
+                t[l] = activate(LANE(a, l), act, slope);
             a = VEC_OF(t);
         }
         if (oh0 + RB <= OH) STORE_LANES(a, yb, v, NPIX);
