@@ -131,8 +131,8 @@ __kernel void winograd_input(__global const float* restrict x, __global float* r
     const int t = MIN(tt, NT - 1);
     const int c = get_global_id(cp ? 0 : 1);
     if (c >= C) return;
-    const int n = t / (TH * TW);
-    const int th = (t - n * (TH * TW)) / TW;
+    const int n = quotient(t, TH * TW);
+    const int th = quotient(t - n * (TH * TW), TW);
     const int tw = t - n * (TH * TW) - th * TW;
     const __global float* xc = x + (n * C + c) * (H * W);
     float d[WA][WA];
@@ -162,8 +162,8 @@ __kernel void winograd_gy(__global const float* restrict gy, __global float* res
     const int tt = get_global_id(0);
     const int o = get_global_id(1);
     const int t = MIN(tt, NT - 1);
-    const int n = t / (TH * TW);
-    const int th = (t - n * (TH * TW)) / TW;
+    const int n = quotient(t, TH * TW);
+    const int th = quotient(t - n * (TH * TW), TW);
     const int tw = t - n * (TH * TW) - th * TW;
     const __global float* go = gy + (n * CO + o) * (OH * OW);
     float e[WM][WM];
@@ -280,20 +280,27 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
 #define STORE_OUT(i, j, value) out[i][j] = activatev((value) + bias, act, slope)
     RIGHT_PRODUCT(VEC, am, WM, AT, WM, WA, STORE_OUT)
 #undef STORE_OUT
+    /* Tile t0 + l's image n, tile row th and column tw, stepped lane by lane (a division
+     * per lane cost more than the transform). */
+    int n = t0 / (TH * TW);
+    int th = (t0 - n * (TH * TW)) / TW;
+    int tw = t0 - n * (TH * TW) - th * TW;
     #pragma unroll
     for (int l = 0; l < VW; l++) {
-        const int t = t0 + l;
-        if (t >= NT) break;
-        const int n = t / (TH * TW);
-        const int th = (t - n * (TH * TW)) / TW;
-        const int tw = t - n * (TH * TW) - th * TW;
-        __global float* yp = y + (n * CO + o) * (OH * OW) + th * WM * OW + tw * WM;
-        #pragma unroll
-        for (int i = 0; i < WM; i++)
+        if (t0 + l < NT) {
+            __global float* yp = y + (n * CO + o) * (OH * OW) + th * WM * OW + tw * WM;
             #pragma unroll
-            for (int j = 0; j < WM; j++)
-                if (th * WM + i < OH && tw * WM + j < OW)
-                    yp[i * OW + j] = LANE(out[i][j], l);
+            for (int i = 0; i < WM; i++)
+                #pragma unroll
+                for (int j = 0; j < WM; j++)
+                    if (th * WM + i < OH && tw * WM + j < OW)
+                        yp[i * OW + j] = LANE(out[i][j], l);
+        }
+        tw++;
+        th += tw == TW;
+        tw = tw == TW ? 0 : tw;
+        n += th == TH;
+        th = th == TH ? 0 : th;
     }
 }
 
