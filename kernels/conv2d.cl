@@ -547,12 +547,15 @@ __kernel void conv2d_transpose_nchw(__global const float* restrict gy, __global 
     const int q0 = get_global_id(0) * 16;
     if (q0 >= npix) return;
     const int rn = MIN(16, npix - q0);
-    int off[16];    /* gy's offset of each row's pixel in channel 0 */
+    int off[16];    /* gy's offset of each row's pixel in channel 0 (pixels past npix: the last) */
+    int n = q0 / r_count, r = q0 - n * r_count;     /* stepped, not divided, per pixel */
     #pragma unroll
     for (int b = 0; b < 16; b++) {
-        const int q = MIN(q0 + b, npix - 1);
-        const int n = q / r_count;
-        off[b] = n * groups * o_count * r_count + q - n * r_count;
+        off[b] = n * groups * o_count * r_count + r;
+        if (q0 + b + 1 < npix && ++r == r_count) {
+            r = 0;
+            n++;
+        }
     }
     const bool one_image = rn == 16 && off[15] == off[0] + 15;
     __global float* out = gyt + q0 * (groups * cop);
