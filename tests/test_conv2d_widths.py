@@ -47,10 +47,27 @@ def test_float16_blocks_stay_within_the_registers():
             assert vw == 16 and obv * pb <= 16 and pb <= seg
         for k in (1, 3, 5, 7):
             vw, obv, khb, pbw = ops._weight_blocking(co, k, k, 16, 32)
-            assert vw == 16 and obv * khb * k <= 24 and k % khb == 0 and 1 <= pbw <= 4
+            # 24 accumulators, or a whole 5x5 kernel of one channel vector (25) with the gy
+            # vectors of two pixels: 27 of the 32 registers
+            assert vw == 16 and k % khb == 0 and 1 <= pbw <= 4
+            assert obv * khb * k <= 24 or (obv, khb * k, pbw) == (1, 25, 2)
 
 
 def test_measured_float16_blockings():
     assert ops._forward_blocking(64, 16, 16, 32) == (16, 4, 4)
     assert ops._weight_blocking(64, 3, 3, 16, 32)[:3] == (16, 2, 3)
     assert ops._weight_blocking(64, 5, 5, 16, 32)[:3] == (16, 4, 1)
+    assert ops._weight_blocking(16, 5, 5, 16, 32) == (16, 1, 5, 2)     # LeNet-5 conv2
+    assert ops._weight_blocking(120, 5, 5, 16, 32)[:3] == (16, 4, 1)   # LeNet-5 conv3
+
+
+@pytest.mark.parametrize("x_shape, w_shape, pads", [
+    ((3, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)),      # LeNet-5's conv2
+    ((2, 3, 9, 11), (12, 3, 5, 5), (2, 1, 0, 2)),        # lanes past the 12 channels
+])
+def test_whole_kernel_weight_blocks_match_oracle(device, monkeypatch, x_shape, w_shape, pads):
+    """The weight gradient's whole-5x5-kernel blocks (one float16 channel vector, 25
+    accumulators, two pixels a step) against the oracle, with the rest of the pass."""
+    hold_vector_width(device, monkeypatch, 16)
+    assert ops._weight_blocking(w_shape[0], 5, 5, *ops.vector_limits(device))[1:] == (1, 5, 2)
+    _check_case(device, "direct", (x_shape, w_shape, (1, 1), pads, True, "tanh", None, 7, (1, 1), 1))
