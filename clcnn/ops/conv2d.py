@@ -529,6 +529,8 @@ def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates, dil
 def _use_winograd(dev, algorithm, pass_, x_shape, w_shape, stride, pads, dilation, groups):
     """Winograd kernels (clcnn/ops/winograd.py) when "winograd" is forced (refused for shapes
     it cannot run) or, on CPUs, where winograd.pays() says so."""
+    if algorithm not in (None, "winograd") or (algorithm is None and not dev.is_cpu):
+        return False
     from . import winograd
     runs = winograd.supports(x_shape, w_shape, stride, pads, dilation, groups)
     if algorithm == "winograd":
@@ -539,7 +541,7 @@ def _use_winograd(dev, algorithm, pass_, x_shape, w_shape, stride, pads, dilatio
                              f"{tuple(w_shape[2:])}, stride {stride}, dilation {dilation}, groups {groups}, "
                              f"pads {pads}, input {tuple(x_shape)}. Use 'direct'")
         return True
-    return algorithm is None and dev.is_cpu and runs and winograd.pays(pass_, x_shape, w_shape)
+    return runs and winograd.pays(pass_, x_shape, w_shape)
 
 
 def _use_depthwise(algorithm, x_shape, groups):
