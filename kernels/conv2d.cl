@@ -123,6 +123,21 @@
 #ifndef PBW
 #define PBW 1           /* output pixels per step along a row (backward weight) */
 #endif
+#ifndef PK
+#define PK 0            /* forward: 1 reads x unpadded (see conv2d_forward), 0 the padded xp */
+#endif
+#ifndef XH
+#define XH HP           /* with PK: the unpadded input's height and width, and the zero rows */
+#endif
+#ifndef XW
+#define XW WP           /* above and columns left of it (those below and right follow from */
+#endif
+#ifndef PT
+#define PT 0            /* HP and WP) */
+#endif
+#ifndef PL
+#define PL 0
+#endif
 
 #define OB (VW * OBV)
 #define OBW (VW * OBVW)
@@ -184,6 +199,38 @@
         }                                                                                     \
     }
 
+/* conv2d_forward's sums over tap row i of one input channel: the weights at wc against the
+ * block's inputs X (an expression of pixel p and tap column j). */
+#define TAP_ROW(i, X)                                                                         \
+    _Pragma("unroll")                                                                         \
+    for (int j = 0; j < KW; j++) {                                                            \
+        VEC wv[OBV];                                                                          \
+        _Pragma("unroll")                                                                     \
+        for (int v = 0; v < OBV; v++)                                                         \
+            wv[v] = LOADV(wc + ((i) * KW + j) * COP + v * VW);                                \
+        _Pragma("unroll")                                                                     \
+        for (int p = 0; p < PB; p++) {                                                        \
+            const VEC xv = (VEC)(X);                                                          \
+            _Pragma("unroll")                                                                 \
+            for (int v = 0; v < OBV; v++)                                                     \
+                acc[v][p] = xv * wv[v] + acc[v][p];                                           \
+        }                                                                                     \
+    }
+
+#if PK
+/* Column col of input row xr, zero outside the row. Only the pairs (p, j) that fall outside
+ * it in some pixel block (PAD_COLUMN: the first and last few, a constant once the loops
+ * unroll) are tested, so the loads in the middle of a block stay plain. */
+#define PAD_COLUMN(p, j) ((p) * SW + (j) * DW < PL || (OW - PB + (p)) * SW + (j) * DW - PL >= XW)
+inline float padded_load(const __global float* xr, const int col, const bool test)
+{
+    if (!test)
+        return xr[col];
+    const bool inside = (unsigned)col < (unsigned)XW;
+    return inside ? xr[inside ? col : 0] : 0.0f;
+}
+#endif
+
 /* tanhv and activatev (common.h) on this file's vectors. */
 DEFINE_TANHV(VEC)
 DEFINE_ACTIVATEV(VEC)
@@ -214,7 +261,14 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     const int n0 = q0 / (OH * OW);
     const int r0 = q0 - n0 * (OH * OW);
     const int oh0 = r0 / OW;
+#if PK
+    /* Padding inside the kernel (PK): the block's tap (i, j) of pixel p reads row ih0 + i*DH,
+     * column iw0 + p*SW + j*DW of x, zero outside it. */
+    const int ih0 = oh0 * SH - PT, iw0 = (r0 - oh0 * OW) * SW - PL;
+    const __global float* x0 = xp + (n0 * G + g) * (CI * XH * XW);
+#else
     const __global float* x0 = xp + (n0 * G + g) * (CI * HP * WP) + oh0 * SH * WP + (r0 - oh0 * OW) * SW;
+#endif
 
     __global float* y0 = y + (n0 * G + g) * (CO * YPLANE) + oh0 * YSH * YW + (r0 - oh0 * OW) * YSW + YOFF;
     VEC acc[OBV][PB];
@@ -244,30 +298,36 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 
     const __global float* wb = wt + g * ((CI * KH * KW + 1) * COP) + ob * OB;
 #if CIC < CI
-    for (int c = c_begin; c < c_begin + CIC; c++) {
+#define C_FIRST c_begin
+#define C_END (c_begin + CIC)
 #else
-    for (int c = 0; c < CI; c++) {      /* the whole sum in one launch: a loop the compiler can unroll */
+#define C_FIRST 0
+#define C_END CI            /* the whole sum in one launch: a loop the compiler can unroll */
 #endif
-        const __global float* xc = x0 + c * (HP * WP);
-        const __global float* wc = wb + c * (KH * KW * COP);
-        #pragma unroll
-        for (int i = 0; i < KH; i++) {
-            #pragma unroll
-            for (int j = 0; j < KW; j++) {
-                VEC wv[OBV];
-                #pragma unroll
-                for (int v = 0; v < OBV; v++)
-                    wv[v] = LOADV(wc + (i * KW + j) * COP + v * VW);
-                #pragma unroll
-                for (int p = 0; p < PB; p++) {
-                    const VEC xv = (VEC)(xc[XOFF(p) + i * DH * WP + j * DW]);
-                    #pragma unroll
-                    for (int v = 0; v < OBV; v++)
-                        acc[v][p] = xv * wv[v] + acc[v][p];
-                }
+#if PK
+    /* Tap rows outside x are skipped, once per item and row; the channel loop runs inside
+     * (a test inside it, or a pointer chosen per channel and row, cost the unrolled loops
+     * 15%: 64x16x32x32 -> 32 3x3). */
+    #pragma unroll
+    for (int i = 0; i < KH; i++) {
+        const int ih = ih0 + i * DH;
+        if ((unsigned)ih < (unsigned)XH) {
+            for (int c = C_FIRST; c < C_END; c++) {
+                const __global float* wc = wb + c * (KH * KW * COP);
+                const __global float* xr = x0 + c * (XH * XW) + ih * XW;
+                TAP_ROW(i, padded_load(xr, iw0 + p * SW + j * DW, PAD_COLUMN(p, j)))
             }
         }
     }
+#else
+    for (int c = C_FIRST; c < C_END; c++) {
+        const __global float* wc = wb + c * (KH * KW * COP);
+        const __global float* xc = x0 + c * (HP * WP);
+        #pragma unroll
+        for (int i = 0; i < KH; i++)
+            TAP_ROW(i, xc[XOFF(p) + i * DH * WP + j * DW])
+    }
+#endif
 
     /* Bias (the packed row after the weights) and activation on whole vectors: PoCL's vector
      * tanh and exp cost a fraction of eight scalar calls. */

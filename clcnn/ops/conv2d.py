@@ -266,14 +266,15 @@ def _pool_blocking(co, ow, max_vw=8, regs=16):
 
 @functools.lru_cache(maxsize=None)
 def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16), out=None,
-          pool=None):
+          pool=None, pads=None):
     """The -D defines of one convolution shape (ci, co per group), shared by its forward and
     weight-gradient kernels so that both come from one build; limits: vector_limits(dev).
     The two kernels may pick different vector widths: VW is the forward's, _weight_plan's
     copy has the weight gradient's. out: (YH, YW, YSH, YSW, YOFF), the forward's output
     written strided into planes of YH x YW (a phase of a strided input gradient), else None.
     pool: "avg" / "max" for a forward that pools its output 2x2 (_pool_blocking; OH, OW even),
-    else None."""
+    else None. pads: (top, bottom, left, right) for a forward that reads the input unpadded
+    (_pads_in_kernel; hp, wp still count the padding), else None."""
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
     vw, obv, pb = _forward_blocking(co, seg, *limits)
     pc = None
@@ -290,7 +291,25 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
         plan.update(zip(("YH", "YW", "YSH", "YSW", "YOFF"), out))
     if pool:
         plan.update(POOL=POOL_CODES[pool], PC=pc)
+    if pads is not None:
+        plan.update(PK=1, XH=hp - pads[0] - pads[1], XW=wp - pads[2] - pads[3], PT=pads[0], PL=pads[2])
     return plan
+
+
+# The forward reads padded inputs in place (conv2d.cl's PK) rather than from a padded copy
+# where that measured faster: blocks of at most 8 pixels. Alternating rounds, batch 64, 3x3
+# pad 1, against the copy: 16 -> 32 at 32x32 (2 x 8 blocks) 1.12x, 16 -> 48 (3 x 4) 1.09x,
+# 64 -> 64 at 8x8 1.2x, 32 -> 32 at 16x16 0.97-1.13x, float8 16 -> 8 1.0x; but 16 -> 16 (one
+# channel vector by 16 pixels) 0.68-0.72x. Tests turn it off to compare.
+_PAD_IN_KERNEL = True
+
+
+def _pads_in_kernel(dev, co, oh, ow, pads, pool):
+    """Whether conv2d_forward pads inside the kernel (co: output channels per group): padded,
+    not pooled, an output of more than one pixel (a 1x1 output's pixel blocks run along the
+    batch instead of a row) and pixel blocks of at most 8."""
+    return (_PAD_IN_KERNEL and any(pads) and pool is None and oh * ow > 1
+            and _forward_blocking(co, ow, *vector_limits(dev))[2] <= 8)
 
 
 @functools.lru_cache(maxsize=None)
@@ -374,7 +393,8 @@ def _pack_weights(dev, w, b, cop, mode, groups=1, taps=None):
 
 
 def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None):
-    """conv2d_forward over an already padded input xp and packed weights wt, into a new array
+    """conv2d_forward over an already padded input xp (or, with the plan's PK, the unpadded
+    input) and packed weights wt, into a new array
     or, for a plan with a strided output (YH, ...), into y; a pooled plan (POOL) gives the
     output pooled 2x2."""
     d = plan
@@ -401,11 +421,13 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
                     dilation=(1, 1), groups=1, saved=None, pool=None):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    xp = _padded(dev, x, pads)
+    in_kernel = _pads_in_kernel(dev, o // groups, oh, ow, pads, pool)
+    xp = x if in_kernel else _padded(dev, x, pads)
     if saved is not None and xp is not x:
         saved["padded"] = (x, pads, xp)
-    plan = _plan(n, c // groups, xp.shape[2], xp.shape[3], o // groups, kh, kw, stride, oh, ow,
-                 groups, dilation, vector_limits(dev), pool=pool)
+    plan = _plan(n, c // groups, h + pads[0] + pads[1], wd + pads[2] + pads[3], o // groups, kh, kw,
+                 stride, oh, ow, groups, dilation, vector_limits(dev), pool=pool,
+                 pads=tuple(pads) if in_kernel else None)
     wt = _pack_weights(dev, w, b, plan["COP"], mode=0, groups=groups)
     return _direct_conv(dev, xp, wt, plan, activation, negative_slope)
 
@@ -732,8 +754,9 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
     o, cg, kh, kw = w_shape
     og = o // groups
     n, _, oh, ow = gy.shape
+    # The forward's defines (PK included), so that both kernels come from one build.
     plan = _weight_plan(n, cg, xp.shape[2], xp.shape[3], og, kh, kw, stride, oh, ow, groups, dilation,
-                        vector_limits(dev))
+                        vector_limits(dev), pads=tuple(pads) if _pads_in_kernel(dev, og, oh, ow, pads, None) else None)
     cop, ob, khb = plan["COPW"], plan["VWW"] * plan["OBVW"], plan["KHB"]
     gyt = dev.empty((n * oh * ow, groups * cop))
     tgrid = (-(-n * oh * ow // 16),)
