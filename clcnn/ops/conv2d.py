@@ -300,15 +300,13 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
 # where that measured faster: blocks of at most 8 pixels. Alternating rounds, batch 64, 3x3
 # pad 1, against the copy: 16 -> 32 at 32x32 (2 x 8 blocks) 1.12x, 16 -> 48 (3 x 4) 1.09x,
 # 64 -> 64 at 8x8 1.2x, 32 -> 32 at 16x16 0.97-1.13x, float8 16 -> 8 1.0x; but 16 -> 16 (one
-# channel vector by 16 pixels) 0.68-0.72x. Tests turn it off to compare.
-_PAD_IN_KERNEL = True
-
-
+# channel vector by 16 pixels) 0.68-0.72x. tests/test_conv2d_padding.py compares it with the
+# copy.
 def _pads_in_kernel(dev, co, oh, ow, pads, pool):
     """Whether conv2d_forward pads inside the kernel (co: output channels per group): padded,
     not pooled, an output of more than one pixel (a 1x1 output's pixel blocks run along the
     batch instead of a row) and pixel blocks of at most 8."""
-    return (_PAD_IN_KERNEL and any(pads) and pool is None and oh * ow > 1
+    return (any(pads) and pool is None and oh * ow > 1
             and _forward_blocking(co, ow, *vector_limits(dev))[2] <= 8)
 
 
@@ -755,8 +753,9 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
     og = o // groups
     n, _, oh, ow = gy.shape
     # The forward's defines (PK included), so that both kernels come from one build.
+    in_kernel = _pads_in_kernel(dev, og, oh, ow, pads, None)
     plan = _weight_plan(n, cg, xp.shape[2], xp.shape[3], og, kh, kw, stride, oh, ow, groups, dilation,
-                        vector_limits(dev), pads=tuple(pads) if _pads_in_kernel(dev, og, oh, ow, pads, None) else None)
+                        vector_limits(dev), pads=tuple(pads) if in_kernel else None)
     cop, ob, khb = plan["COPW"], plan["VWW"] * plan["OBVW"], plan["KHB"]
     gyt = dev.empty((n * oh * ow, groups * cop))
     tgrid = (-(-n * oh * ow // 16),)
