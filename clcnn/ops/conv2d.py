@@ -27,7 +27,8 @@ On CPUs, layers with few output channels (LeNet-5's conv1) run conv2d_rows' kern
 whose vector lanes run along output rows (see clcnn/ops/conv2d_rows.py for when), and wide
 3x3 and 5x5 stride-1 layers (64 channels and more) run all three passes as Winograd
 convolutions, F(4x4, 3x3) / F(4x4, 5x5) and for the weight gradient F(3x3, 4x4) / F(5x5,
-4x4) (clcnn/ops/winograd.py).
+4x4) (clcnn/ops/winograd.py); a kernel the size of the unpadded input (LeNet-5's conv3: one
+output pixel per image) runs as the Dense layer's matrix products (clcnn/ops/dense.py).
 
 Each pass also has a GPU-style implicit-GEMM form (kernels/conv2d_tiled.cl: __local tiles and
 barriers, padding folded into bounds checks, weights read unpacked, so one launch per pass).
@@ -35,6 +36,7 @@ barriers, padding folded into bounds checks, weights read unpacked, so one launc
 shape (timed once for batches >= 16 and cached on disk, else direct on CPUs, tiled on GPUs).
 """
 import functools
+import math
 import os
 
 from .. import device as _device
@@ -575,6 +577,35 @@ def _use_depthwise(algorithm, x_shape, groups):
     return algorithm is None and 1 < groups == x_shape[1]
 
 
+# A convolution whose window covers its whole unpadded input (LeNet-5's conv3: 16x5x5 in, 5x5
+# kernel) has one output pixel per image: it is the matrix product x (N, C*H*W) @ w (O,
+# C*KH*KW).T, so on CPUs it runs as a Dense layer (clcnn/ops/dense.py) on reshaped views.
+# Whole LeNet-5 steps against the direct kernels (PoCL 3.0, 2-core AVX-512, 9 alternating
+# rounds of 30 replayed steps, medians): training at batch 64 1.49 -> 1.40 ms, at 256 4.51 ->
+# 4.39 (the backward is 2 launches instead of 5), inference a tie (+-3%); and its first
+# training step (cold caches) 10.4 -> 7.8 s: the GEMM programs are the Dense layers' already,
+# where conv3's own conv2d.cl builds and first launches took 2.6 s. Results are the same sums
+# in the same order as the direct kernels'.
+def _use_gemm(dev, algorithm, x_shape, w_shape, pads, dilation, groups):
+    """The GEMM form when "gemm" is forced (refused where the window does not cover the whole
+    input) or, with algorithm None on CPUs, wherever it can run."""
+    if algorithm not in (None, "gemm") or (algorithm is None and not dev.is_cpu):
+        return False
+    whole = (groups == 1 and tuple(dilation) == (1, 1) and not any(pads)
+             and tuple(x_shape[2:]) == tuple(w_shape[2:]))
+    if algorithm == "gemm" and not whole:
+        raise ValueError(f"conv2d: algorithm 'gemm' needs a kernel the size of the input, no padding, "
+                         f"dilation 1 and groups 1; got input {tuple(x_shape)}, kernel "
+                         f"{tuple(w_shape[2:])}, pads {pads}, dilation {dilation}, groups {groups}. "
+                         f"Use 'direct'")
+    return whole
+
+
+def _as_matrix(a):
+    """The (N, C, H, W) array a as an (N, C*H*W) view."""
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))
+
+
 def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
                    dilation=(1, 1), groups=1, saved=None, pool=None):
     """x (N,C,H,W), w (O,C/groups,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right),
@@ -582,7 +613,9 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     channels g*O/groups..). Output (N,O,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1.
     activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias.
     algorithm: "direct", "tiled", "winograd" (stride 1, dilation 1, one group, 3x3 or 5x5
-    kernels), "depthwise" (groups == C only) or None (depthwise kernels when groups == C > 1,
+    kernels), "depthwise" (groups == C only), "gemm" (a kernel the size of the unpadded input:
+    one output pixel, a matrix product) or None (the GEMM form where it runs on CPUs, depthwise
+    kernels when groups == C > 1,
     Winograd on CPUs where winograd.pays() says so, else tuned per device and shape, see
     clcnn.tuning).
     saved: a dict to keep what conv2d_backward(saved=) can reuse (the zero-padded input), or
@@ -607,6 +640,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
         check_array(b, 1, "conv2d bias")
         if b.shape[0] != w.shape[0]:
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
+    if _use_gemm(dev, algorithm, x.shape, w.shape, pads, dilation, groups):
+        from . import dense
+        y = dense.dense_forward(dev, _as_matrix(x), _as_matrix(w), b, activation, negative_slope)
+        return y.reshape(x.shape[0], w.shape[0], 1, 1)
     if _use_depthwise(algorithm, x.shape, groups):
         from . import depthwise
         return _pooled(dev, depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation,
@@ -787,6 +824,11 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
     expected = (x.shape[0], w.shape[0], oh, ow)
     if tuple(gy.shape) != expected:
         raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
+    if _use_gemm(dev, algorithm, x.shape, w.shape, pads, dilation, groups):
+        from . import dense
+        gx, gw, gb = dense.dense_backward(dev, _as_matrix(x), _as_matrix(w), _as_matrix(gy), has_bias,
+                                          need_input_grad)
+        return (None if gx is None else gx.reshape(x.shape)), gw.reshape(w.shape), gb
     if _use_depthwise(algorithm, x.shape, groups):
         from . import depthwise
         return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
