@@ -394,6 +394,23 @@ class Device:
             array.base_data = self.allocate(template["nbytes"])
         return array
 
+    def view(self, array, shape):
+        """The C-contiguous array seen with another shape of the same size, sharing its buffer.
+        pyopencl's reshape spends ~30 us working out strides and flags; like empty(), a view of
+        a shape made before copies that one's attributes."""
+        shape = tuple(int(s) for s in shape)
+        template = self._array_templates.get((shape, array.dtype))
+        if template is None or array.size != template["size"] or not array.flags.c_contiguous:
+            view = array.reshape(shape)
+            if template is None and view.flags.c_contiguous:
+                self._array_templates[(shape, array.dtype)] = dict(vars(view), base_data=None, events=None,
+                                                                   offset=0)
+            return view
+        view = cl_array.Array.__new__(cl_array.Array)
+        vars(view).update(template)
+        view.base_data, view.offset, view.events = array.base_data, array.offset, []
+        return view
+
     def untracked(self, what):
         """Note a device command made other than through ops' launch() (a fill, an upload): a
         step recorded for replay (see clcnn.replay) must not hold one, since its replay

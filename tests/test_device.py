@@ -97,6 +97,26 @@ def test_empty_arrays_of_one_shape_are_independent(device):
     assert device.empty([2, 2]).shape == (2, 2)      # a list shape takes the plain path
 
 
+def test_views_share_the_buffer_and_keep_the_offset(device):
+    """Device.view: the array with another shape of the same size, on the same buffer and from
+    the same offset (a slice of a bigger array too), made from a template from the second view
+    of a shape on; other sizes are refused as pyopencl's reshape refuses them."""
+    values = np.arange(24, dtype=np.float32)
+    whole = device.to_device(values)
+    for _ in range(2):      # the first view of (2, 3, 2) makes the template, the second uses it
+        part = whole[12:]
+        view = device.view(part, (2, 3, 2))
+        assert view.shape == (2, 3, 2) and view.strides == (24, 8, 4) and view.flags.c_contiguous
+        assert view.base_data is whole.base_data and view.offset == part.offset == 48
+        np.testing.assert_array_equal(view.get(), values[12:].reshape(2, 3, 2))
+    view.fill(np.float32(-1.0))
+    np.testing.assert_array_equal(whole.get(), np.concatenate([values[:12], -np.ones(12, np.float32)]))
+    np.testing.assert_array_equal(device.view(device.empty((4, 3)).fill(np.float32(2.0)), (2, 3, 2)).get(),
+                                  np.full((2, 3, 2), 2.0, np.float32))
+    with pytest.raises(ValueError):
+        device.view(whole, (5, 5))
+
+
 def test_upload_copies_the_host_array_at_once(device):
     """Device.upload returns before the write is done; it must have taken its copy already:
     a host batch reused for the next batch right away must not leak into this one, even with

@@ -601,9 +601,9 @@ def _use_gemm(dev, algorithm, x_shape, w_shape, pads, dilation, groups):
     return whole
 
 
-def _as_matrix(a):
+def _as_matrix(dev, a):
     """The (N, C, H, W) array a as an (N, C*H*W) view."""
-    return a.reshape(a.shape[0], math.prod(a.shape[1:]))
+    return dev.view(a, (a.shape[0], math.prod(a.shape[1:])))
 
 
 def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
@@ -642,8 +642,8 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
     if _use_gemm(dev, algorithm, x.shape, w.shape, pads, dilation, groups):
         from . import dense
-        y = dense.dense_forward(dev, _as_matrix(x), _as_matrix(w), b, activation, negative_slope)
-        return y.reshape(x.shape[0], w.shape[0], 1, 1)
+        y = dense.dense_forward(dev, _as_matrix(dev, x), _as_matrix(dev, w), b, activation, negative_slope)
+        return dev.view(y, (x.shape[0], w.shape[0], 1, 1))
     if _use_depthwise(algorithm, x.shape, groups):
         from . import depthwise
         return _pooled(dev, depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation,
@@ -826,9 +826,9 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
     if _use_gemm(dev, algorithm, x.shape, w.shape, pads, dilation, groups):
         from . import dense
-        gx, gw, gb = dense.dense_backward(dev, _as_matrix(x), _as_matrix(w), _as_matrix(gy), has_bias,
-                                          need_input_grad)
-        return (None if gx is None else gx.reshape(x.shape)), gw.reshape(w.shape), gb
+        gx, gw, gb = dense.dense_backward(dev, _as_matrix(dev, x), _as_matrix(dev, w), _as_matrix(dev, gy),
+                                          has_bias, need_input_grad)
+        return (None if gx is None else dev.view(gx, x.shape)), dev.view(gw, w.shape), gb
     if _use_depthwise(algorithm, x.shape, groups):
         from . import depthwise
         return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
