@@ -166,11 +166,8 @@ inline VEC load_row_safe(const __global float* p, const int s) {
 }
 
 /* The forward's tap loops with the input loads LOAD(p, r) (p: x at input column s of input
- * row ih0 + r; the lanes inside the row where `inside` is set). With SKIP_ROWS, rows outside
- * the input (zero padding) are skipped by a branch (the lane-by-lane path); otherwise LOAD
- * zeroes them. */
-#define ROW_INSIDE(r) ((unsigned)(ih0 + (r)) < (unsigned)H)
-#define FWD_TAPS(LOAD, SKIP_ROWS)                                                             \
+ * row ih0 + r; the lanes inside the row where `inside` is set), channels outermost. */
+#define FWD_TAPS(LOAD)                                                                        \
     for (int c = 0; c < CI; c++) {                                                            \
         const int xc = x0 + c * (H * W);                                                      \
         const __global float* wc = w + c * (KH * KW);                                         \
@@ -182,30 +179,52 @@ inline VEC load_row_safe(const __global float* p, const int s) {
             const int s = iw0 + j;                                                            \
             const MASK inside = LANES + s >= 0 && LANES + s < W;                              \
             _Pragma("unroll")                                                                 \
-            for (int r = 0; r < RB + KH - 1; r++) {                                           \
-                if (!(SKIP_ROWS) || ROW_INSIDE(r)) {                                          \
-                    const VEC xv = LOAD(x + xc + r * W + j, r);                               \
-                    _Pragma("unroll")                                                         \
-                    for (int q = 0; q < RB; q++) {                                            \
-                        const int i = r - q;  /* the tap row input row r is for row q */      \
-                        if (i >= 0 && i < KH) {                                               \
-                            _Pragma("unroll")                                                 \
-                            for (int o = 0; o < CO; o++)                                      \
-                                acc[q][o] = wc[(o * CI * KH + i) * KW + j] * xv + acc[q][o];  \
-                        }                                                                     \
-                    }                                                                         \
+            for (int r = 0; r < RB + KH - 1; r++)                                             \
+                FWD_ROW(LOAD, r)                                                              \
+        }                                                                                     \
+    }
+/* Input row r's products at tap column j of channel c (wc, xc). */
+#define FWD_ROW(LOAD, r)                                                                      \
+    {                                                                                         \
+        const VEC xv = LOAD(x + xc + (r) * W + j, r);                                         \
+        _Pragma("unroll")                                                                     \
+        for (int q = 0; q < RB; q++) {                                                        \
+            const int i = (r) - q;  /* the tap row input row r is for row q */                \
+            if (i >= 0 && i < KH) {                                                           \
+                _Pragma("unroll")                                                             \
+                for (int o = 0; o < CO; o++)                                                  \
+                    acc[q][o] = wc[(o * CI * KH + i) * KW + j] * xv + acc[q][o];              \
+            }                                                                                 \
+        }                                                                                     \
+    }
+/* Blocks whose rows reach into the top or bottom padding: input rows outermost, so that a
+ * row outside the input is skipped by one branch per item and row around all its channels
+ * and tap columns. LeNet-5 conv2's input gradient (gy padded by 4) has 29% of its rows'
+ * products in the padding; 4 of its 7 row blocks run here: 1.29x at batch 64 and 256
+ * against zeroing those rows inside the channel-outer loops (alternating rounds; ResNet-20's
+ * 16 -> 16 and 3 -> 16 3x3 pad 1 layers 1.05x and 1.02x). The
+ * channel-outer order stays everywhere else: this one measured 0.95-0.98x on blocks with
+ * every row inside (its loop bodies are smaller). The two orders add the same products in a
+ * different order. */
+#define ROW_INSIDE(r) ((unsigned)(ih0 + (r)) < (unsigned)H)
+#define FWD_TAPS_BY_ROW(LOAD)                                                                 \
+    _Pragma("unroll")                                                                         \
+    for (int r = 0; r < RB + KH - 1; r++) {                                                   \
+        if (ROW_INSIDE(r)) {                                                                  \
+            for (int c = 0; c < CI; c++) {                                                    \
+                const int xc = x0 + c * (H * W);                                              \
+                const __global float* wc = w + c * (KH * KW);                                 \
+                _Pragma("unroll 1")                                                           \
+                for (int j = 0; j < KW; j++) {                                                \
+                    const int s = iw0 + j;                                                    \
+                    const MASK inside = LANES + s >= 0 && LANES + s < W;                      \
+                    FWD_ROW(LOAD, r)                                                          \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
     }
 #define LOAD_PLAIN(p, r) LOADV(p)
-/* Edge blocks zero the lanes outside the row after a plain load; blocks touching the top or
- * bottom also whole rows, by the mask rather than a branch: the zero terms are added (the
- * padded input's very sums) yet it measured faster (LeNet-5 conv2's input gradient at batch
- * 64, min of 30: 0.61 against 0.66 ms with the branch). Blocks inside every row they read
- * mask only the columns (the row mask costs an AND per load: ResNet-20's 3 -> 16 layer,
- * whose blocks all touch a side, measured 0.57 against 0.49 ms with it everywhere). */
-#define LOAD_MASKED(p, r) ((inside & -(int)ROW_INSIDE(r)) ? LOADV(p) : (VEC)(0.0f))
+/* Edge blocks zero the lanes outside the row after a plain load. */
 #define LOAD_COLUMNS(p, r) (inside ? LOADV(p) : (VEC)(0.0f))
 #define LOAD_SAFE(p, r) load_row_safe(p, s)
 
@@ -214,10 +233,11 @@ inline VEC load_row_safe(const __global float* p, const int s) {
  * Work item: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
  * vectors). Each input row it reads is loaded once per tap column j and feeds every output
  * row and channel it touches: one vector load, then FMAs with scalar (broadcast) weights.
- * Padding is never stored: blocks whose loads touch the padding (edge blocks) zero the lanes
- * outside the input, by a plain load and a lane mask where all of the item's loads lie inside
- * the buffer, else lane by lane (skipping rows outside); interior blocks load unchecked. The
- * sums are the padded input's, in the same order. Global size (N * NRB * NCB), 1-D. */
+ * Padding is never stored: blocks whose loads touch the padding (edge blocks) skip the rows
+ * outside the input (FWD_TAPS_BY_ROW) and zero the lanes outside it, by a plain load and a
+ * lane mask where all of the item's loads lie inside the buffer, else lane by lane; interior
+ * blocks load unchecked. The sums are the padded input's (the padding's zero products left
+ * out). Global size (N * NRB * NCB), 1-D. */
 __kernel void conv2d_rows_forward(__global const float* restrict x,
                                   __global const float* restrict w,
                                   __global const float* restrict b,
@@ -255,17 +275,17 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
         const int hi = x0 + (CI - 1) * (H * W) + (RB + KH - 2) * W + KW - 1 + VW;
         if (lo >= 0 && hi <= N * CI * H * W) {
             if (ih0 >= 0 && ih0 + RB + KH - 1 <= H) {
-                FWD_TAPS(LOAD_COLUMNS, 0)
+                FWD_TAPS(LOAD_COLUMNS)
             } else {
-                FWD_TAPS(LOAD_MASKED, 0)
+                FWD_TAPS_BY_ROW(LOAD_COLUMNS)
             }
         } else {
-            FWD_TAPS(LOAD_SAFE, 1)
+            FWD_TAPS_BY_ROW(LOAD_SAFE)
         }
     } else
 #endif
     {
-        FWD_TAPS(LOAD_PLAIN, 0)
+        FWD_TAPS(LOAD_PLAIN)
     }
 
 #if POOL
