@@ -204,7 +204,8 @@ def model_section(reports, ceiling):
                 if e is None:
                     cells += ["-", "-", "-"]
                 else:
-                    rate = f"{e['gflops']:.1f} GFLOP/s" if "gflops" in e else f"{e['gbs']:.2f} GB/s"
+                    rate = (f"{e['gflops']:.1f} GFLOP/s" if "gflops" in e
+                            else f"{e['gbs']:.2f} GB/s" if "gbs" in e else "-")
                     cells += [_ms(e), rate, f"{e['host']['median_ms']:.3f}"]
             check = f"{'ok' if op['check']['ok'] else 'FAILED'} (max err {op['check']['max_error']:.1e})"
             layer = "" if op["layer"] is None else op["layer"]

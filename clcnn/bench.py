@@ -87,6 +87,8 @@ def time_device(dev, fn, repeat, warmup=_WARMUP):
 
 
 def _rate(case, pass_index, stats):
+    if not case.flops[pass_index] and not case.bytes[pass_index]:
+        return {}       # a pass another op's kernel does (a pooling's forward in the conv's)
     seconds = stats["median_ms"] * 1e-3
     if case.compute_bound:
         return {"gflops": case.flops[pass_index] / seconds * 1e-9}
@@ -323,7 +325,9 @@ def _fmt_stats(stats):
 def _fmt_rate(entry):
     if "gflops" in entry:
         return f"{entry['gflops']:7.1f} GFLOP/s"
-    return f"{entry['gbs']:7.2f} GB/s   "
+    if "gbs" in entry:
+        return f"{entry['gbs']:7.2f} GB/s   "
+    return f"{'-':<15}"
 
 
 def format_report(report):

@@ -11,6 +11,10 @@ may absorb calls that only it feeds:
 - in eval mode, a 2x2 stride-2 AvgPool2D or MaxPool2D after a Conv2D (and its fused
   activation): the convolution's kernel pools what it computes where it can (conv2d_rows),
   so the full-size map is never written (LeNet-5's conv1 -> tanh -> pool);
+- in train mode, a 2x2 stride-2 AvgPool2D after a Conv2D (and its fused activation) stays a
+  step of its own for the backward pass, but its forward output comes from the convolution's
+  step, which keeps the full-size map for the backward and writes the pooled one in the same
+  pass where it can (conv2d_rows: LeNet-5's conv1, one read of its 6x28x28 maps less);
 - a BatchNorm2D (not folded) whose output only an Add reads, with the Add's fused activation (a
   residual block's bn2 -> Add(shortcut) -> ReLU): the step runs where the Add runs, as the
   BatchNorm layer reading its own input and the Add's other inputs (step_call), one normalising
@@ -29,8 +33,10 @@ from collections import namedtuple
 # last absorbed call's); activation / batchnorm / add: positions of absorbed calls or None
 # (add: the Add a BatchNorm runs into; pool: an eval-mode pooling the step ends with);
 # pool_from: for an AvgPool2D or MaxPool2D, the plan index of the step whose fused activation
-# its backward also undoes, else None.
-Step = namedtuple("Step", "position output activation batchnorm pool_from add pool", defaults=(None, None))
+# its backward also undoes, else None; keeps_pool: the train-mode AvgPool2D whose output this
+# step also writes (position), else None; pooled: this pooling step's output was written so.
+Step = namedtuple("Step", "position output activation batchnorm pool_from add pool keeps_pool pooled",
+                  defaults=(None, None, None, False))
 
 
 def _readers(calls, outputs, count):
@@ -91,14 +97,21 @@ def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
             kind = getattr(calls[nxt].layer, "fusable_as", None) if nxt is not None else None
             if kind in layer.fusable_pools:
                 pool, last = nxt, nxt
-        pool_from = None
+        keeps_pool = None
+        if training and fuse_pools and "avg" in getattr(layer, "fusable_pools", ()):
+            nxt = sole_reader(last)
+            if nxt is not None and getattr(calls[nxt].layer, "fusable_as", None) == "avg":
+                keeps_pool = nxt
+        pool_from, pooled = None, False
         if isinstance(layer, (AvgPool2D, MaxPool2D)):
             producer = step_of_value.get(call.inputs[0])
             if producer is not None and sole_reader(steps[producer].output - count) == position:
                 pool_from = producer
+                pooled = steps[producer].keeps_pool == position
         absorbed.update(p for p in (batchnorm, activation, pool) if p is not None)
         step_of_value[count + last] = len(steps)
-        steps.append(Step(position, count + last, activation, batchnorm, pool_from, add, pool))
+        steps.append(Step(position, count + last, activation, batchnorm, pool_from, add, pool, keeps_pool,
+                          pooled))
     return steps
 
 
@@ -121,6 +134,8 @@ def forward_arguments(step, calls):
         kwargs["weight"], kwargs["bias"] = fold_batchnorm(calls[step.position].layer, calls[step.batchnorm].layer)
     if step.pool is not None:
         kwargs["pool"] = calls[step.pool].layer.fusable_as
+    if step.keeps_pool is not None:
+        kwargs.update(pool=calls[step.keeps_pool].layer.fusable_as, keep_full=True)
     return kwargs
 
 

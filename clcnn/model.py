@@ -223,6 +223,8 @@ class Model:
         xs = [values[v] for v in inputs]
         ctx = types.SimpleNamespace()
         kwargs = fusion.forward_arguments(step, self._calls)
+        if step.pooled:
+            kwargs["pooled"] = values[step.output]      # written by the producer's step
         try:
             # An out-of-memory error at enqueue time (drivers allocate lazily) gets one
             # retry after the pool frees its cached blocks, then a DeviceOutOfMemory. The
@@ -241,6 +243,8 @@ class Model:
             raise DeviceOutOfMemory(f"{self._describe(step.position)} at batch size {xs[0].shape[0]}: "
                                     f"{exc}") from None
         values[step.output] = y
+        if step.keeps_pool is not None:
+            values[self._input_count() + step.keeps_pool] = ctx.__dict__.pop("pooled")
         return ctx
 
     def backward(self, gy, need_input_grad=True):

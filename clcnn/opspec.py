@@ -95,12 +95,14 @@ def _drop_none(values):
 # -- compute-bound ops ---------------------------------------------------------------------
 def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activation=None,
            need_input_grad=True, name=None, dilation=(1, 1), groups=1, negative_slope=0.01,
-           pre_activation=False, algorithm=None):
+           pre_activation=False, algorithm=None, keep_pool=None):
     """Conv2D forward (bias and activation fused) and backward (activation gradient, then the
     input gradient if need_input_grad, the weight and bias gradients). groups == C > 1 runs
     the depthwise kernels (ops/depthwise.py), as the layer does. pre_activation: gy is already
     the gradient before the activation (the next AvgPool2D's backward undid it, fusion.py).
-    algorithm: as ops.conv2d's (None: chosen per device and shape, as the layer does)."""
+    algorithm: as ops.conv2d's (None: chosen per device and shape, as the layer does).
+    keep_pool "avg" / "max": the forward also gives its output pooled 2x2 (stride 2) from the
+    same call (keep_full, a train-mode fusion with the pooling layer after it, fusion.py)."""
     n, c, h, w = x_shape
     o, cg, kh, kw = w_shape
     stride, pads, dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -118,6 +120,9 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
         return a
 
     def forward(dev, a):
+        if keep_pool:
+            return k_conv.conv2d_forward(dev, a["x"], a["w"], a.get("b"), stride, pads, activation=activation,
+                                         negative_slope=negative_slope, pool=keep_pool, keep_full=True, **extra)
         return (k_conv.conv2d_forward(dev, a["x"], a["w"], a.get("b"), stride, pads, activation=activation,
                                       negative_slope=negative_slope, **extra),)
 
@@ -130,7 +135,12 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
 
     def o_forward(a):
         y = o_conv.conv2d_forward(a["x"], a["w"], a.get("b"), stride, pads, dilation, groups)
-        return (o_act.activation_forward(activation, y, negative_slope) if activation else y,)
+        y = o_act.activation_forward(activation, y, negative_slope) if activation else y
+        if keep_pool == "avg":
+            return y, o_pool.avgpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))
+        if keep_pool == "max":
+            return y, o_pool.maxpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))[0]
+        return (y,)
 
     def o_backward(a, out):
         gy = o_act.activation_backward(activation, out[0], a["gy"], negative_slope) if undo else a["gy"]
@@ -138,12 +148,14 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
         return _drop_none((gx if need_input_grad else None, gw, gb if bias else None))
 
     act_bytes = 2 * _numel(y_shape) if undo else 0
-    fwd_bytes = F32 * _numel(x_shape, w_shape, y_shape, (o,) if bias else ())
+    pooled_shape = (n, o, oh // 2, ow // 2) if keep_pool else ()
+    fwd_bytes = F32 * _numel(x_shape, w_shape, y_shape, (o,) if bias else (), pooled_shape)
     bwd_bytes = F32 * (_numel(x_shape, w_shape, y_shape) * 2 + act_bytes)
     kind = "depthwise " if groups > 1 and groups == c else (f"g{groups} " if groups > 1 else "")
     name = name or (f"conv2d {kind}{c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
                     + (f" d{dilation[0]}" if dilation != (1, 1) else "")
                     + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else "")
+                    + (f" +{keep_pool}pool" if keep_pool else "")
                     + (f" ({algorithm})" if algorithm else ""))
     return OpCase(name, "conv2d", make, forward, o_forward, backward, o_backward,
                   flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
@@ -204,10 +216,12 @@ def gemm(m, n, k, trans_a=False, trans_b=False):
 
 # -- memory-bound ops ----------------------------------------------------------------------
 def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count_include_pad=True,
-           undo_activation=None, negative_slope=0.01, integers=False):
+           undo_activation=None, negative_slope=0.01, integers=False, pooled_by_producer=False):
     """kind: "max", "avg", "global_max" or "global_avg". undo_activation (avg and max): x is
     that activation's output and the backward also goes back through it, in one pass
-    (fusion.py). integers: small integer inputs, so max windows hold exact ties."""
+    (fusion.py). integers: small integer inputs, so max windows hold exact ties.
+    pooled_by_producer (avg): the convolution before it wrote its output (a train-mode fusion,
+    fusion.py): no forward kernel of its own, the backward only."""
     n, c, h, w = x_shape
     kernel, stride, pads = tuple(kernel), tuple(stride), tuple(pads)
     if kind.startswith("global"):
@@ -288,6 +302,11 @@ def pool2d(kind, x_shape, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0), count
     moved = (F32 * (_numel(x_shape, y_shape) + extra),
              F32 * (_numel(x_shape, y_shape) + extra + (_numel(x_shape) if act else 0)))
     name += f" +{act} backward" if act else ""
+    if pooled_by_producer:
+        if kind != "avg":
+            raise ValueError("pool2d: only the average pool's output comes from its producer")
+        forward, o_forward = (lambda dev, a: ()), (lambda a: ())
+        moved, name = (0, moved[1]), name.replace("avgpool2d", "avgpool2d (fwd in conv)")
     return OpCase(name, "pool", make, forward, o_forward, backward, o_backward, bytes=moved)
 
 
@@ -594,6 +613,10 @@ def model_cases(model, input_shape, batch, momentum=0.9):
             if producer.activation is not None:
                 act = calls[producer.activation].layer
                 fused.update(undo_activation=act.fusable_activation, negative_slope=act.negative_slope)
+        if step.keeps_pool is not None:
+            fused["keep_pool"] = calls[step.keeps_pool].layer.fusable_as
+        if step.pooled:
+            fused["pooled_by_producer"] = True
         for case in layer.op_cases([shapes[v] for v in inputs], batch,
                                    need_input_grad=any(v >= count for v in inputs), **fused):
             cases.append((call.name, case))

@@ -64,9 +64,6 @@
 #ifndef OBC
 #define OBC 1           /* output channels per work item (weight gradient) */
 #endif
-#ifndef POOL
-#define POOL 0          /* forward: 0 stores y; 1 (average) or 2 (max) stores y pooled 2x2, stride 2 */
-#endif
 
 #define HP (H + PT + PB)
 #define WP (W + PL + PR)
@@ -228,8 +225,12 @@ inline VEC load_row_safe(const __global float* p, const int s) {
 #define LOAD_COLUMNS(p, r) (inside ? LOADV(p) : (VEC)(0.0f))
 #define LOAD_SAFE(p, r) load_row_safe(p, s)
 
-/* y = act(conv(x padded, w) + b), or with POOL that y pooled 2x2 (stride 2): y (N, CO, OH/2,
- * OW/2); b is read only when has_bias; act an ACT_ code of common.h.
+/* y = act(conv(x padded, w) + b), or with pool (1 average, 2 max) that y pooled 2x2 (stride
+ * 2): y (N, CO, OH/2, OW/2), and with keep the full-size map too, into y_full (a training step
+ * keeps it for the activation's backward and pools it in the same pass); y_full is not
+ * touched otherwise. Pooling and keep are arguments, not defines, so that a layer's training
+ * and eval forwards and its weight gradient share one build. b is read only when has_bias;
+ * act an ACT_ code of common.h.
  * Work item: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
  * vectors). Each input row it reads is loaded once per tap column j and feeds every output
  * row and channel it touches: one vector load, then FMAs with scalar (broadcast) weights.
@@ -242,7 +243,9 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
                                   __global const float* restrict w,
                                   __global const float* restrict b,
                                   __global float* restrict y,
-                                  const int has_bias, const int act, const float slope)
+                                  __global float* restrict y_full,
+                                  const int has_bias, const int act, const float slope,
+                                  const int pool, const int keep)
 {
     int t = get_global_id(0);
     if (t >= N * NRB * NCB) return;
@@ -288,30 +291,39 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
         FWD_TAPS(LOAD_PLAIN)
     }
 
-#if POOL
-    /* 2x2 pooling, stride 2, of the activated rows: rows q, q + 1 and neighbouring lanes
-     * (.even, .odd) make one output; the host keeps RB, OH, OW and VW even, so oh0 and ow0
-     * are too. Max as pool.cl's: the first maximum in window order, a NaN wins. */
-    __global float* y0 = y + n * (CO * (OH / 2) * (OW / 2)) + (oh0 / 2) * (OW / 2) + ow0 / 2;
-    #pragma unroll
-    for (int o = 0; o < CO; o++) {
-        const float bias = has_bias ? b[o] : 0.0f;
+#if VW > 1 && VW <= OW && RB % 2 == 0
+    if (pool) {
+        /* 2x2 pooling, stride 2, of the activated rows: rows q, q + 1 and neighbouring lanes
+         * (.even, .odd) make one output; the host keeps RB, OH, OW and VW even, so oh0 and
+         * ow0 are too. Max as pool.cl's: the first maximum in window order, a NaN wins. */
+        __global float* y0 = y + n * (CO * (OH / 2) * (OW / 2)) + (oh0 / 2) * (OW / 2) + ow0 / 2;
         #pragma unroll
-        for (int q = 0; q < RB; q += 2) {
-            const VEC top = activatev(acc[q][o] + bias, act, slope);
-            const VEC bottom = activatev(acc[q + 1][o] + bias, act, slope);
-#if POOL == 1
-            const HALF pooled = ((top.even + top.odd) + (bottom.even + bottom.odd)) * 0.25f;
-#else
-            HALF pooled = top.even;
-            pooled = (top.odd > pooled) | (top.odd != top.odd) ? top.odd : pooled;
-            pooled = (bottom.even > pooled) | (bottom.even != bottom.even) ? bottom.even : pooled;
-            pooled = (bottom.odd > pooled) | (bottom.odd != bottom.odd) ? bottom.odd : pooled;
-#endif
-            STOREH(pooled, y0 + o * ((OH / 2) * (OW / 2)) + (q / 2) * (OW / 2));
+        for (int o = 0; o < CO; o++) {
+            const float bias = has_bias ? b[o] : 0.0f;
+            #pragma unroll
+            for (int q = 0; q < RB; q += 2) {
+                const VEC top = activatev(acc[q][o] + bias, act, slope);
+                const VEC bottom = activatev(acc[q + 1][o] + bias, act, slope);
+                if (keep) {
+                    __global float* yf = y_full + n * (CO * OH * OW) + o * (OH * OW) + (oh0 + q) * OW + ow0;
+                    STOREV(top, yf);
+                    STOREV(bottom, yf + OW);
+                }
+                HALF pooled;
+                if (pool == 1) {
+                    pooled = ((top.even + top.odd) + (bottom.even + bottom.odd)) * 0.25f;
+                } else {
+                    pooled = top.even;
+                    pooled = (top.odd > pooled) | (top.odd != top.odd) ? top.odd : pooled;
+                    pooled = (bottom.even > pooled) | (bottom.even != bottom.even) ? bottom.even : pooled;
+                    pooled = (bottom.odd > pooled) | (bottom.odd != bottom.odd) ? bottom.odd : pooled;
+                }
+                STOREH(pooled, y0 + o * ((OH / 2) * (OW / 2)) + (q / 2) * (OW / 2));
+            }
         }
+        return;
     }
-#else
+#endif
     __global float* y0 = y + n * (CO * OH * OW) + oh0 * OW + ow0;
     #pragma unroll
     for (int o = 0; o < CO; o++) {
@@ -328,7 +340,6 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
 #endif
         }
     }
-#endif
 }
 
 /* Partial weight (and bias) gradients over a slice of the N*OH output rows:

@@ -70,6 +70,15 @@ def test_pooled_convolution_matches_oracle(device, width, case):
                               activation=activation, pool=pool)
     expected, bound = _oracle(x, w, b, pads, activation, pool)
     assert_close(y.get(), expected, bound, 0.0, f"conv + {activation} + {pool} pool")
+    # keep_full (a training step): the full-size map beside the same pooled one
+    full, pooled = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w),
+                                         None if b is None else device.to_device(b), (1, 1), pads,
+                                         activation=activation, pool=pool, keep_full=True)
+    assert_close(pooled.get(), expected, bound, 0.0, f"conv + {activation} + {pool} pool, full map kept")
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    pre = o_conv.conv2d_forward(x64, w64, None if b is None else b.astype(np.float64), (1, 1), pads)
+    assert_close(full.get(), o_act.activation_forward(activation, pre, 0.01) if activation else pre, bound, 0.0,
+                 f"conv + {activation}, the full map kept beside the {pool} pool")
 
 
 @pytest.mark.parametrize("pool", ["avg", "max"])
@@ -167,3 +176,31 @@ def test_training_plan_and_feature_maps_keep_full_size(device):
     maps = net.intermediate_outputs(np.zeros((2, 1, 32, 32), np.float32))
     first = next(iter(maps.values()))
     assert first.shape == (2, 6, 28, 28), "the first conv's map is reported before pooling"
+
+
+@pytest.mark.parametrize("pool_layer,activation_layer,kept", [(L.AvgPool2D, L.Tanh, True),
+                                                              (L.MaxPool2D, L.ReLU, False)])
+def test_training_step_writes_the_pool_from_the_conv_and_matches_unfused(device, pool_layer, activation_layer,
+                                                                           kept):
+    """Train mode: a 2x2 AvgPool2D after a conv gets its output from the conv's step (which
+    keeps the full-size map for the backward); MaxPool2D, whose backward needs its argmax,
+    runs its own forward. Outputs and every gradient equal those of the unfused schedule."""
+    clcnn.seed(5)
+    net = _lenet_like(device, pool_layer, activation_layer)
+    plan = net._plan()
+    assert [step.keeps_pool is not None for step in plan].count(True) == (2 if kept else 0)
+    assert [step.pooled for step in plan].count(True) == (2 if kept else 0)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 1, 32, 32)).astype(np.float32)
+    gy = rng.standard_normal((5, 10)).astype(np.float32)
+    results = []
+    for fuse in (True, False):
+        net._fuse_pools = fuse
+        try:
+            out = net.forward(x).get()
+            gx = net.backward(device.to_device(gy)).get()
+            results.append([out, gx] + [p.grad.get() for p in net.parameters()])
+        finally:
+            net._fuse_pools = True
+    for fused, unfused in zip(*results):
+        np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-6)

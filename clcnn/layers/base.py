@@ -168,10 +168,12 @@ class WeightedLayer(Layer):
     #: 2x2 stride-2 poolings the model may fuse after that activation in eval mode (Conv2D)
     fusable_pools = ()
 
-    def forward(self, ctx, x, activation=None, negative_slope=0.01, weight=None, bias=None, pool=None):
+    def forward(self, ctx, x, activation=None, negative_slope=0.01, weight=None, bias=None, pool=None,
+                keep_full=False):
         """`activation` lets the model fuse the activation layer that follows this one;
         `weight`/`bias` replace the layer's own (the model folds an eval-mode BatchNorm in);
-        `pool` (one of fusable_pools, eval mode) the 2x2 pooling layer after the activation."""
+        `pool` (one of fusable_pools, eval mode) the 2x2 pooling layer after the activation;
+        with keep_full (train mode) the output stays full-size and ctx.pooled gets it pooled."""
         self.output_shape(x.shape[1:])
         ctx.x = x
         ctx.act = activation or self.activation
@@ -180,6 +182,11 @@ class WeightedLayer(Layer):
             weight = self.params["weight"].data
             bias = self.params["bias"].data if self.bias else None
         ctx.saved = {} if self.training else None
+        if pool is not None and keep_full:
+            y, ctx.pooled = self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved, pool=pool,
+                                             keep_full=True)
+            ctx.y = y if ctx.act else None
+            return y
         if pool is not None:
             ctx.y = None    # pooled: the model runs an unfused forward again for a backward pass
             return self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved, pool=pool)

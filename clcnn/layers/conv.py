@@ -77,10 +77,10 @@ class Conv2D(WeightedLayer):
 
     fusable_pools = ("avg", "max")
 
-    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None, pool=None):
+    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None, pool=None, keep_full=False):
         return conv_ops.conv2d_forward(self.device, x, weight, bias, self.stride, self.pads(x.shape[1:]),
                                        activation=activation, negative_slope=negative_slope, saved=saved,
-                                       pool=pool, **self._extra())
+                                       pool=pool, keep_full=keep_full, **self._extra())
 
     def _backward_op(self, x, weight, gy, need_input_grad, saved=None):
         return conv_ops.conv2d_backward(self.device, x, weight, gy, self.stride, self.pads(x.shape[1:]),
@@ -110,14 +110,15 @@ class Conv2D(WeightedLayer):
         return self._torch_activation(conv)
 
     def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
-                 negative_slope=0.01, pre_activation=False):
+                 negative_slope=0.01, pre_activation=False, keep_pool=None):
         from .. import opspec
         (shape,) = in_shapes
         w_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         return [opspec.conv2d((batch,) + tuple(shape), w_shape, self.stride, self.pads(shape), bias=self.bias,
                               activation=fused_activation or self.activation, need_input_grad=need_input_grad,
                               dilation=self.dilation, groups=self.groups, pre_activation=pre_activation,
-                              negative_slope=negative_slope if fused_activation else self._slope())]
+                              negative_slope=negative_slope if fused_activation else self._slope(),
+                              keep_pool=keep_pool)]
 
     def config(self):
         config = {"in_channels": self.in_channels, "out_channels": self.out_channels,

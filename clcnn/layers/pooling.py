@@ -94,9 +94,13 @@ class AvgPool2D(_Pool2D):
         super().__init__(kernel_size, stride, padding, name)
         self.count_include_pad = bool(count_include_pad)
 
-    def forward(self, ctx, x):
+    def forward(self, ctx, x, pooled=None):
+        """pooled: this layer's output, already written by the convolution before it (a
+        train-mode fusion, fusion.py)."""
         self.output_shape(x.shape[1:])
         ctx.x_shape = x.shape
+        if pooled is not None:
+            return pooled
         return pool_ops.avgpool2d_forward(self.device, x, self.kernel_size, self.stride, self.padding,
                                           count_include_pad=self.count_include_pad)
 
@@ -131,7 +135,8 @@ class AvgPool2D(_Pool2D):
         """undo_activation: the backward also goes back through that activation (fusion.py)."""
         from .. import opspec
         return [opspec.pool2d("avg", (batch,) + tuple(in_shapes[0]), self.kernel_size, self.stride, self.padding,
-                              self.count_include_pad, undo_activation=undo_activation, negative_slope=negative_slope)]
+                              self.count_include_pad, undo_activation=undo_activation, negative_slope=negative_slope,
+                              pooled_by_producer=fused.get("pooled_by_producer", False))]
 
     def config(self):
         return {**super().config(), "count_include_pad": self.count_include_pad}

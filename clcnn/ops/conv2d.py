@@ -607,7 +607,7 @@ def _as_matrix(dev, a):
 
 
 def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
-                   dilation=(1, 1), groups=1, saved=None, pool=None):
+                   dilation=(1, 1), groups=1, saved=None, pool=None, keep_full=False):
     """x (N,C,H,W), w (O,C/groups,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right),
     dilation=(dh,dw), groups dividing C and O (input channels g*C/groups.. meet only output
     channels g*O/groups..). Output (N,O,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1.
@@ -624,7 +624,9 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     (PyTorch's floor mode), (N,O,OH//2,OW//2); fused into the kernel of conv2d_rows (where
     pools() says so) or of the direct form (even OH and OW), so the full-size map is never
     written (an eval-mode Conv2D -> activation -> pool, LeNet-5's), else a pooling pass after
-    the convolution."""
+    the convolution. keep_full (with pool): returns (y, y pooled), both from conv2d_rows' one
+    pass where it pools (a training step, which keeps y for the activation's backward), else
+    from a pooling pass after the convolution."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
@@ -636,6 +638,8 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     oh, ow = _output_hw(x.shape, w.shape, stride, pads, dilation, groups)
     if pool is not None and min(oh, ow) < 2:
         raise ShapeError(f"conv2d: a {oh}x{ow} output cannot be pooled 2x2")
+    if keep_full and pool is None:
+        raise ValueError("conv2d: keep_full=True keeps the full-size map beside the pooled one: give pool too")
     if b is not None:
         check_array(b, 1, "conv2d bias")
         if b.shape[0] != w.shape[0]:
@@ -647,16 +651,20 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     if _use_depthwise(algorithm, x.shape, groups):
         from . import depthwise
         return _pooled(dev, depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation,
-                                                        negative_slope, dilation), pool)
+                                                        negative_slope, dilation), pool, keep_full)
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups,
                                 registers=vector_limits(dev)[1]):
             if pool is not None and conv2d_rows.pools(dev, x.shape, w.shape, pads, pool):
                 return conv2d_rows.forward(dev, x, w, b, stride, pads, activation, negative_slope,
-                                           pool=pool)
+                                           pool=pool, keep_full=keep_full)
             return _pooled(dev, conv2d_rows.forward(dev, x, w, b, stride, pads, activation,
-                                                    negative_slope), pool)
+                                                    negative_slope), pool, keep_full)
+    if keep_full:
+        y = conv2d_forward(dev, x, w, b, stride, pads, activation, negative_slope, algorithm, dilation,
+                           groups, saved)
+        return y, _pooled(dev, y, pool)
     if _use_winograd(dev, algorithm, "forward", x.shape, w.shape, stride, pads, dilation, groups):
         from . import winograd
         return _pooled(dev, winograd.forward(dev, x, w, b, pads, oh, ow, activation, negative_slope), pool)
@@ -673,8 +681,11 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
 POOL_CODES = {"avg": 1, "max": 2}
 
 
-def _pooled(dev, y, pool):
-    """y pooled 2x2 with stride 2 by the pooling kernels (pool "avg" or "max"), or y itself."""
+def _pooled(dev, y, pool, keep_full=False):
+    """y pooled 2x2 with stride 2 by the pooling kernels (pool "avg" or "max"), or y itself;
+    with keep_full (y, pooled)."""
+    if keep_full:
+        return y, _pooled(dev, y, pool)
     if pool is None:
         return y
     from . import pool as pool_ops

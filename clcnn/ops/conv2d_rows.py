@@ -66,17 +66,17 @@ def _weight_blocking(co, kh, limit):
     return min(options, key=lambda o: (-(-co // o[0]) * o[0], -o[0] * o[1], -o[1]))
 
 
-# The forward's fused pooling (2x2, stride 2): POOL define values.
+# The forward's fused pooling (2x2, stride 2): its `pool` argument.
 POOL_CODES = {None: 0, "avg": 1, "max": 2}
 
 
 @functools.lru_cache(maxsize=None)
-def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw, pool=0):
-    """The -D defines of one shape: the same for its forward and weight-gradient kernels, so
-    that one build serves both (a forward with fused pooling builds its own)."""
+def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw):
+    """The -D defines of one shape: the same for its forward (pooled or not) and weight-gradient
+    kernels, so that one build serves them all where the pooled forward's blocking agrees."""
     pt, pb, pl, pr = pads
     return dict(N=n, CI=ci, H=h, W=w, PT=pt, PB=pb, PL=pl, PR=pr, CO=co, KH=kh, KW=kw, VW=vw,
-                RB=rb, OBC=obc, KHB=khb, RPW=rpw, POOL=pool)
+                RB=rb, OBC=obc, KHB=khb, RPW=rpw)
 
 
 def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False):
@@ -93,7 +93,7 @@ def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False):
     # process, loaded machine): 1 row 0.213 ms, 2 rows 0.176, 3 0.164, 4 0.166.
     rpw = max(r for r in (1, 2, 3, 4) if r == 1 or obc * (khb + 1 + r) <= 2 * limit - 4)
     return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev, wide), rb, obc,
-                    khb, rpw, POOL_CODES[pool])
+                    khb, rpw)
 
 
 def _handles(dev, x_shape, w_shape, stride, dilation, groups):
@@ -161,12 +161,13 @@ def pools(dev, x_shape, w_shape, pads, pool):
 
 
 def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, dilation=(1, 1),
-            groups=1, pool=None):
+            groups=1, pool=None, keep_full=False):
     """conv2d.conv2d_forward's result y (N,O,OH,OW) for x (N,C,H,W), w (O,C,KH,KW), b (O,) or
     None, stride=(1,1), pads=(top,bottom,left,right), activation None|"relu"|"leaky_relu"|
     "relu6"|"tanh"|"sigmoid" fused after the bias; OH = H+top+bottom-KH+1, likewise OW.
     pool "avg" or "max" (where pools() says so): y pooled 2x2 with stride 2 after the
-    activation, (N,O,OH/2,OW/2), in the same kernel.
+    activation, (N,O,OH/2,OW/2), in the same kernel; with keep_full also the full-size y:
+    (y, pooled).
     None where the kernels cannot run the shape (stride or dilation other than 1, groups > 1,
     more output channels than accumulators: 16 on AVX-512, 8 elsewhere)."""
     check_array(x, 4, "conv2d input")
@@ -190,11 +191,13 @@ def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, di
     d = _plan(dev, x.shape, w.shape, pads, pool, wide=pool is None)
     n, o = x.shape[0], w.shape[0]
     y = dev.empty((n, o, oh // 2, ow // 2) if pool else (n, o, oh, ow))
+    full = dev.empty((n, o, oh, ow)) if pool and keep_full else None
     grid = (n * -(-oh // d["RB"]) * -(-ow // d["VW"]),)
     launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_forward", d), grid, _conv._local(dev, grid),
-           buf(x), buf(w), buf(b if b is not None else w), buf(y), i32(b is not None),
-           i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope))
-    return y
+           buf(x), buf(w), buf(b if b is not None else w), buf(y), buf(full if full is not None else y),
+           i32(b is not None), i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope),
+           i32(POOL_CODES[pool]), i32(full is not None))
+    return (full, y) if full is not None else y
 
 
 def weight_grad(dev, x, gy, w_shape, stride, pads, has_bias=True, dilation=(1, 1), groups=1):
