@@ -107,6 +107,8 @@ def test_lenet_conv1_pools_in_its_kernel(device, pool):
     ((2, 3, 9, 8), (20, 3, 2, 2), (0, 0, 0, 1)),         # 8x8 from a right-padded input
 ])
 def test_direct_kernel_pools(device, pool, x_shape, w_shape, pads):
+    """The direct kernel's pooled forward, and with keep_full (a training step) the full map
+    beside the pooled one."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = (rng.standard_normal(w_shape) * 0.3).astype(np.float32)
@@ -115,6 +117,12 @@ def test_direct_kernel_pools(device, pool, x_shape, w_shape, pads):
                               (1, 1), pads, activation="tanh", algorithm="direct", pool=pool)
     expected, bound = _oracle(x, w, b, pads, "tanh", pool)
     assert_close(y.get(), expected, bound, 0.0, f"direct conv + tanh + {pool} pool")
+    full, pooled = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w), device.to_device(b),
+                                         (1, 1), pads, activation="tanh", algorithm="direct", pool=pool,
+                                         keep_full=True)
+    assert_close(pooled.get(), expected, bound, 0.0, f"direct conv + tanh + {pool} pool, full map kept")
+    pre = o_conv.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (1, 1), pads)
+    assert_close(full.get(), np.tanh(pre), bound, 0.0, f"direct conv + tanh, the full map kept beside the {pool} pool")
 
 
 def test_pool_blocking_covers_two_rows():
