@@ -61,3 +61,28 @@ def test_the_host_pads_in_the_kernel_only_for_blocks_of_up_to_8_pixels(device, m
     assert not ops._pads_in_kernel(device, 32, 32, 32, (0, 0, 0, 0), None)
     assert not ops._pads_in_kernel(device, 32, 32, 32, (1, 1, 1, 1), "max")
     assert not ops._pads_in_kernel(device, 32, 1, 1, (1, 1, 1, 1), None)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
+          max_examples=max(4, settings.default.max_examples // 3))
+@given(case=conv_cases(kernel=(5, 5), max_stride=1, dilation=st.integers(1, 2), pad_slack=0, out_per_group=(1, 40),
+                       grouping=st.tuples(st.sampled_from([1, 1, 2]), st.integers(1, 5))))
+def test_input_gradient_pads_gy_in_the_kernel(device, width, monkeypatch, case):
+    """The gather form of a stride-1 input gradient runs the forward kernel on gy padded by
+    K-1-pad: inside the kernel where it can (the copy where a pad exceeds K-1), against the
+    float64 oracle."""
+    x_shape, w_shape, stride, pads, _, _, _, seed, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    y_shape = oracle.conv2d_forward(np.zeros(x_shape), w.astype(np.float64), None, stride, pads, dilation,
+                                    groups).shape
+    gy = rng.standard_normal(y_shape).astype(np.float32)
+    monkeypatch.setattr(ops, "_INPUT_GRAD_FORM", "gather")
+    gx = ops._input_grad_direct(device, device.to_device(w), device.to_device(gy), x_shape, stride, pads,
+                                dilation, groups).get()
+    x64 = np.zeros(x_shape)
+    gx_ref, _, _ = oracle.conv2d_backward(x64, w.astype(np.float64), gy.astype(np.float64), stride, pads,
+                                          dilation, groups)
+    abs_gx, _, _ = oracle.conv2d_backward(x64, np.abs(w).astype(np.float64), np.abs(gy).astype(np.float64),
+                                          stride, pads, dilation, groups)
+    assert_close(gx, gx_ref, _bound(abs_gx), 0.0, f"input gradient, gy padded in the kernel ({width} lanes)")

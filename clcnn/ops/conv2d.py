@@ -303,7 +303,8 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
 # pad 1, against the copy: 16 -> 32 at 32x32 (2 x 8 blocks) 1.12x, 16 -> 48 (3 x 4) 1.09x,
 # 64 -> 64 at 8x8 1.2x, 32 -> 32 at 16x16 0.97-1.13x, float8 16 -> 8 1.0x; but 16 -> 16 (one
 # channel vector by 16 pixels) 0.68-0.72x. tests/test_conv2d_padding.py compares it with the
-# copy.
+# copy. The gather form of a stride-1 input gradient pads gy so too (its copy was 8-16% of a
+# ResNet-20 32-channel layer's backward): 64x32x16x16 -> 32 3x3 pad 1 1.2x, 32x32x8x8 1.39x.
 def _pads_in_kernel(dev, co, oh, ow, pads, pool):
     """Whether conv2d_forward pads inside the kernel (co: output channels per group): padded,
     not pooled, an output of more than one pixel (a 1x1 output's pixel blocks run along the
@@ -719,9 +720,14 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
         rows = _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups)
         if rows is not None:
             return rows
-        gyd = _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left, *stride)
+        _, bottom, _, right = pads
+        gather_pads = (ekh - 1 - top, ekh - 1 - bottom, ekw - 1 - left, ekw - 1 - right)
+        if stride == (1, 1) and min(gather_pads) >= 0 and _pads_in_kernel(dev, cg, h, wd, gather_pads, None):
+            gyd, in_kernel = gy, gather_pads       # the forward kernel pads gy as it reads it
+        else:
+            gyd, in_kernel = _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left, *stride), None
         plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation,
-                     vector_limits(dev))
+                     vector_limits(dev), pads=in_kernel)
         wt = _pack_weights(dev, w, None, plan["COP"], mode=1, groups=groups)
         return _direct_conv(dev, gyd, wt, plan)
     plan = _plan(n, og, oh, ow, cg * kh * kw, 1, 1, (1, 1), oh, ow, groups, limits=vector_limits(dev))
