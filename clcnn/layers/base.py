@@ -165,7 +165,8 @@ class WeightedLayer(Layer):
 
     #: activation layers the model may fuse into this layer's kernel (the ACT_ codes)
     fusable_activations = ("relu", "leaky_relu", "tanh", "sigmoid", "relu6")
-    #: 2x2 stride-2 poolings the model may fuse after that activation in eval mode (Conv2D)
+    #: 2x2 stride-2 poolings the model may fuse after that activation in eval mode (Conv2D);
+    #: in train mode an "avg" one gets its output from this layer's forward (keep_full)
     fusable_pools = ()
 
     def forward(self, ctx, x, activation=None, negative_slope=0.01, weight=None, bias=None, pool=None,
