@@ -162,25 +162,24 @@ inline VEC load_row_safe(const __global float* p, const int s) {
 #endif
 }
 
-/* The forward's tap loops with the input loads LOAD(p, r) (p: x at input column s of input
- * row ih0 + r; the lanes inside the row where `inside` is set), channels outermost. */
-#define FWD_TAPS(LOAD)                                                                        \
+/* The forward's loops over the input channels c (wc, xc) and tap columns j around BODY, in
+ * which `inside` marks the lanes of column s = iw0 + j that lie inside the row. The tap
+ * columns are a loop, not unrolled: unrolled, the overlapping loads of one row at j = 0, 1,
+ * ... share their scalar loads and LLVM assembles each vector from them with shuffles
+ * instead of one unaligned vector load. */
+#define FWD_CHANNELS_AND_COLUMNS(BODY)                                                        \
     for (int c = 0; c < CI; c++) {                                                            \
         const int xc = x0 + c * (H * W);                                                      \
         const __global float* wc = w + c * (KH * KW);                                         \
-        /* A loop, not unrolled, over the tap columns: unrolled, the overlapping loads of     \
-         * one row at j = 0, 1, ... share their scalar loads and LLVM assembles each vector   \
-         * from them with shuffles instead of one unaligned vector load. */                   \
         _Pragma("unroll 1")                                                                   \
         for (int j = 0; j < KW; j++) {                                                        \
             const int s = iw0 + j;                                                            \
             const MASK inside = LANES + s >= 0 && LANES + s < W;                              \
-            _Pragma("unroll")                                                                 \
-            for (int r = 0; r < RB + KH - 1; r++)                                             \
-                FWD_ROW(LOAD, r)                                                              \
+            BODY                                                                              \
         }                                                                                     \
     }
-/* Input row r's products at tap column j of channel c (wc, xc). */
+/* Input row r's products at tap column j of channel c, the row loaded by LOAD(p, r) (p: x at
+ * input column s of input row ih0 + r). */
 #define FWD_ROW(LOAD, r)                                                                      \
     {                                                                                         \
         const VEC xv = LOAD(x + xc + (r) * W + j, r);                                         \
@@ -194,31 +193,26 @@ inline VEC load_row_safe(const __global float* p, const int s) {
             }                                                                                 \
         }                                                                                     \
     }
+/* Channels outermost, every input row of the block for each tap column. */
+#define FWD_ALL_ROWS(LOAD)                                                                    \
+    _Pragma("unroll")                                                                         \
+    for (int r = 0; r < RB + KH - 1; r++)                                                     \
+        FWD_ROW(LOAD, r)
+#define FWD_TAPS(LOAD) FWD_CHANNELS_AND_COLUMNS(FWD_ALL_ROWS(LOAD))
 /* Blocks whose rows reach into the top or bottom padding: input rows outermost, so that a
  * row outside the input is skipped by one branch per item and row around all its channels
  * and tap columns. LeNet-5 conv2's input gradient (gy padded by 4) has 29% of its rows'
  * products in the padding; 4 of its 7 row blocks run here: 1.29x at batch 64 and 256
  * against zeroing those rows inside the channel-outer loops (alternating rounds; ResNet-20's
- * 16 -> 16 and 3 -> 16 3x3 pad 1 layers 1.05x and 1.02x). The
- * channel-outer order stays everywhere else: this one measured 0.95-0.98x on blocks with
- * every row inside (its loop bodies are smaller). The two orders add the same products in a
- * different order. */
+ * 16 -> 16 and 3 -> 16 3x3 pad 1 layers 1.05x and 1.02x). The channel-outer order stays
+ * everywhere else: this one measured 0.95-0.98x on blocks with every row inside (its loop
+ * bodies are smaller). The two orders add the same products in a different order. */
 #define ROW_INSIDE(r) ((unsigned)(ih0 + (r)) < (unsigned)H)
 #define FWD_TAPS_BY_ROW(LOAD)                                                                 \
     _Pragma("unroll")                                                                         \
     for (int r = 0; r < RB + KH - 1; r++) {                                                   \
-        if (ROW_INSIDE(r)) {                                                                  \
-            for (int c = 0; c < CI; c++) {                                                    \
-                const int xc = x0 + c * (H * W);                                              \
-                const __global float* wc = w + c * (KH * KW);                                 \
-                _Pragma("unroll 1")                                                           \
-                for (int j = 0; j < KW; j++) {                                                \
-                    const int s = iw0 + j;                                                    \
-                    const MASK inside = LANES + s >= 0 && LANES + s < W;                      \
-                    FWD_ROW(LOAD, r)                                                          \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
+        if (ROW_INSIDE(r))                                                                    \
+            FWD_CHANNELS_AND_COLUMNS(FWD_ROW(LOAD, r))                                        \
     }
 #define LOAD_PLAIN(p, r) LOADV(p)
 /* Edge blocks zero the lanes outside the row after a plain load. */

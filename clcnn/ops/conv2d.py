@@ -722,10 +722,11 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
             return rows
         _, bottom, _, right = pads
         gather_pads = (ekh - 1 - top, ekh - 1 - bottom, ekw - 1 - left, ekw - 1 - right)
-        if stride == (1, 1) and min(gather_pads) >= 0 and _pads_in_kernel(dev, cg, h, wd, gather_pads, None):
-            gyd, in_kernel = gy, gather_pads       # the forward kernel pads gy as it reads it
-        else:
-            gyd, in_kernel = _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left, *stride), None
+        in_kernel = (gather_pads if stride == (1, 1) and min(gather_pads) >= 0
+                     and _pads_in_kernel(dev, cg, h, wd, gather_pads, None) else None)
+        # with in_kernel the forward kernel pads gy as it reads it
+        gyd = gy if in_kernel else _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left,
+                                        *stride)
         plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation,
                      vector_limits(dev), pads=in_kernel)
         wt = _pack_weights(dev, w, None, plan["COP"], mode=1, groups=groups)

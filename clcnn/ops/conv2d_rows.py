@@ -132,8 +132,8 @@ def supports(x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1, pass_="f
 
 def _pads_in_kernel(x_shape, w_shape, pads):
     """Whether the forward pads inside its kernel (True) or runs on a zero-padded copy (the
-    same sums less the zero products of padding rows, which it skips). Inside measured as fast or faster on every shape tried (PoCL 3.0,
-    2-core AVX-512, event times of one process, min of 30-40 alternating runs, loaded machine;
+    same sums less the zero products of padding rows, which it skips). Inside measured as fast
+    or faster on every shape tried (PoCL 3.0, 2-core AVX-512, event times of one process, min of 30-40 alternating runs, loaded machine;
     copy + kernel against kernel alone): LeNet-5 conv2's input gradient (gy 64x16x10x10 padded
     by 4, 6x16x5x5) 0.65 -> 0.60 ms, at batch 256 3.11 -> 2.44, ResNet-20's 64x16x32x32 -> 16
     3x3 pad 1 1.21 -> 1.15 and 2.25 -> 2.12, 64x3x32x32 -> 16 0.58-0.59 -> 0.56-0.58 (a tie:
