@@ -253,6 +253,10 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
     const int ow0 = MIN(cb * VW, OW - VW);
 #endif
     const int oh0 = MIN(rb * RB, OH - RB);
+    /* A last row block shifted back leaves its first rows to the block before it: the two
+     * may sum them in different orders (by rows or by channels, below), and whichever stored
+     * last would decide the result's last bits. Column blocks sum in the same order. */
+    const int first_row = rb * RB - oh0;
     const int ih0 = oh0 - PT;        /* input row and column of the item's first load */
     const int iw0 = ow0 - PL;
     const int x0 = n * (CI * H * W) + ih0 * W + iw0;
@@ -270,12 +274,15 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
          * the input included). */
         const int lo = x0;
         const int hi = x0 + (CI - 1) * (H * W) + (RB + KH - 2) * W + KW - 1 + VW;
+        const bool rows_inside = ih0 >= 0 && ih0 + RB + KH - 1 <= H;
         if (lo >= 0 && hi <= N * CI * H * W) {
-            if (ih0 >= 0 && ih0 + RB + KH - 1 <= H) {
+            if (rows_inside) {
                 FWD_TAPS(LOAD_COLUMNS)
             } else {
                 FWD_TAPS_BY_ROW(LOAD_COLUMNS)
             }
+        } else if (rows_inside) {
+            FWD_TAPS(LOAD_SAFE)
         } else {
             FWD_TAPS_BY_ROW(LOAD_SAFE)
         }
@@ -296,6 +303,8 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
             const float bias = has_bias ? b[o] : 0.0f;
             #pragma unroll
             for (int q = 0; q < RB; q += 2) {
+                if (q < first_row)
+                    continue;
                 const VEC top = activatev(acc[q][o] + bias, act, slope);
                 const VEC bottom = activatev(acc[q + 1][o] + bias, act, slope);
                 if (keep) {
@@ -324,6 +333,8 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
         const float bias = has_bias ? b[o] : 0.0f;
         #pragma unroll
         for (int q = 0; q < RB; q++) {
+            if (q < first_row)
+                continue;
 #if VW > OW
             const VEC t = activatev(acc[q][o] + bias, act, slope);
             #pragma unroll

@@ -3,6 +3,7 @@ float64 oracle with test_conv2d's bounds: forward with every activation, weight 
 gradients, over random small odd shapes, padding and both vector widths (float16 only where
 the device takes it), LeNet-5's conv1 exactly, NaN propagation, and supports()."""
 import numpy as np
+import pyopencl as cl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -312,3 +313,46 @@ def test_nan_at_the_corner_propagates_through_padding(device):
     expected[1, :, 0:3, 0:3] = True
     expected[1, :, 3:6, 18:21] = True
     assert (np.isnan(y) == expected).all()
+
+
+class _Launches:
+    """Records the launches of an op call (the Device's recorder hook) instead of replaying."""
+
+    def __init__(self, device):
+        self.pool, self.calls = device.pool, []
+
+    def launch(self, kernel, global_size, local_size, args):
+        self.calls.append((kernel, global_size, args))
+
+    def refuse(self, what):
+        pass
+
+
+@pytest.mark.parametrize("x_shape, w_shape, pads, pool", [
+    ((2, 4, 8, 8), (4, 4, 3, 3), (2, 2, 2, 2), None),          # row and column blocks shifted back
+    ((2, 16, 10, 10), (6, 16, 5, 5), (4, 4, 4, 4), None),      # LeNet-5 conv2's input gradient
+    ((2, 1, 28, 28), (6, 1, 5, 5), (2, 2, 2, 2), "avg"),       # LeNet-5 conv1 (columns shifted)
+    ((3, 2, 13, 21), (5, 2, 3, 3), (1, 2, 0, 1), None),
+])
+def test_forward_does_not_depend_on_the_order_of_work_items(device, width, x_shape, w_shape, pads, pool):
+    """Blocks shifted back to end at a row's or an image's end overlap their neighbours: the
+    result must not depend on which of them runs last (on a loaded machine PoCL's threads take
+    them in any order; a difference in the last bit broke replayed steps' bit-for-bit match).
+    Each work item is launched alone, last to first, over the output of one whole launch: the
+    lowest-numbered block covering a pixel then writes it last, where one launch's order
+    usually lets the highest; the two outputs must be identical."""
+    rng = np.random.default_rng(sum(x_shape))
+    x = device.to_device(rng.standard_normal(x_shape).astype(np.float32))
+    w = device.to_device(rng.standard_normal(w_shape).astype(np.float32))
+    launches = _Launches(device)
+    device.recorder = launches
+    try:
+        y = rows.forward(device, x, w, None, (1, 1), pads, "tanh", pool=pool)
+    finally:
+        device.recorder = None
+    ((kernel, global_size, args),) = launches.calls
+    once = y.get()
+    kernel.set_args(*args)
+    for item in range(global_size[0] - 1, -1, -1):
+        cl.enqueue_nd_range_kernel(device.queue, kernel, (1,), (1,), global_work_offset=(item,))
+    np.testing.assert_array_equal(y.get(), once)
