@@ -62,6 +62,12 @@ inline float exp_shifted_row(__global const float* z, __global float* out, int K
  * plain select, and a float8 built from or stored to eight adjacent scalars compiles to one
  * unaligned vector access. */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+/* Helpers that must inline: LLVM keeps a large `inline` function as a call (spilling the
+ * caller's vector registers around it) when its heuristics say so, and they say so
+ * differently from one PoCL to the next: Debian's PoCL 3.1 (LLVM 15) called depthwise.cl's
+ * checked row loader out of line, 3x slower in MobileNet's stride-1 weight gradients, where
+ * pip's 3.0 (LLVM 14) inlined it. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 /* a / d for 0 <= a < 2**31, d > 0 and a quotient below 2**20: a float estimate (within 0.5
  * of a / d there, with 1.0f / d's 2.5 ulp), corrected once. Integer division does not
  * vectorise: PoCL divides lane by lane, tens of cycles a lane (Winograd's output transform,

@@ -69,7 +69,7 @@
 #define BX(width) (((width) + 7) / 8)    /* float8 blocks along a row */
 
 /* Eight values row[first + l*step] (l = 0..7), zero where the index leaves [0, len). */
-inline float8 row8_checked(const __global float* row, int first, int step, int len) {
+ALWAYS_INLINE float8 row8_checked(const __global float* row, int first, int step, int len) {
     float v[8];
     #pragma unroll
     for (int l = 0; l < 8; l++) {
@@ -85,7 +85,7 @@ inline float8 row8_checked(const __global float* row, int first, int step, int l
                                 (p)[4 * (step)], (p)[5 * (step)], (p)[6 * (step)], (p)[7 * (step)]))
 
 /* Store the lanes of v that fall inside a row of length len. */
-inline void store8(float8 v, __global float* row, int first, int len) {
+ALWAYS_INLINE void store8(float8 v, __global float* row, int first, int len) {
     if (first + 8 <= len) {
         row[first] = v.s0; row[first + 1] = v.s1; row[first + 2] = v.s2; row[first + 3] = v.s3;
         row[first + 4] = v.s4; row[first + 5] = v.s5; row[first + 6] = v.s6; row[first + 7] = v.s7;
@@ -337,9 +337,7 @@ __kernel void depthwise_backward_weight(__global const float* restrict x,
 #define LANE(v, l) LANE8(v, l)
 #endif
 
-/* The tap builders must inline for their lane arithmetic to fold: PoCL keeps large inline
- * functions as calls otherwise. */
-#define ALWAYS_INLINE inline __attribute__((always_inline))
+/* The tap builders must inline for their lane arithmetic to fold (ALWAYS_INLINE: common.h). */
 
 #define NPIX (RB * OW)                  /* output pixels per block */
 #define NV ((NPIX + VW - 1) / VW)
