@@ -27,12 +27,13 @@ def main():
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="PyTorch's thread count (default its own); on a loaded machine its OpenMP "
                              "threads stall each other, and 1 thread shows what it can still do")
+    parser.add_argument("--device", default=None, help="device spec as `clcnn --device` takes it (default: the best)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.torch_threads:
         import torch
         torch.set_num_threads(args.torch_threads)
-    dev = get_device(None)
+    dev = get_device(args.device)
     _, shape = models.MODELS[args.model]
     out = []
     for batch in args.batch:
