@@ -3,14 +3,13 @@ float64 oracle with test_conv2d's bounds: forward with every activation, weight 
 gradients, over random small odd shapes, padding and both vector widths (float16 only where
 the device takes it), LeNet-5's conv1 exactly, NaN propagation, and supports()."""
 import numpy as np
-import pyopencl as cl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clcnn.errors import ShapeError
 from clcnn.ops import conv2d, conv2d_rows as rows
 from clcnn.oracle import conv2d as oracle
-from tests.helpers import assert_close
+from tests.helpers import assert_close, outputs_in_reverse_item_order
 from tests.test_conv2d import _bound
 
 SLOPE = 0.1
@@ -315,19 +314,6 @@ def test_nan_at_the_corner_propagates_through_padding(device):
     assert (np.isnan(y) == expected).all()
 
 
-class _Launches:
-    """Records the launches of an op call (the Device's recorder hook) instead of replaying."""
-
-    def __init__(self, device):
-        self.pool, self.calls = device.pool, []
-
-    def launch(self, kernel, global_size, local_size, args):
-        self.calls.append((kernel, global_size, args))
-
-    def refuse(self, what):
-        pass
-
-
 @pytest.mark.parametrize("x_shape, w_shape, pads, pool", [
     ((2, 4, 8, 8), (4, 4, 3, 3), (2, 2, 2, 2), None),          # row and column blocks shifted back
     ((2, 16, 10, 10), (6, 16, 5, 5), (4, 4, 4, 4), None),      # LeNet-5 conv2's input gradient
@@ -344,15 +330,6 @@ def test_forward_does_not_depend_on_the_order_of_work_items(device, width, x_sha
     rng = np.random.default_rng(sum(x_shape))
     x = device.to_device(rng.standard_normal(x_shape).astype(np.float32))
     w = device.to_device(rng.standard_normal(w_shape).astype(np.float32))
-    launches = _Launches(device)
-    device.recorder = launches
-    try:
-        y = rows.forward(device, x, w, None, (1, 1), pads, "tanh", pool=pool)
-    finally:
-        device.recorder = None
-    ((kernel, global_size, args),) = launches.calls
-    once = y.get()
-    kernel.set_args(*args)
-    for item in range(global_size[0] - 1, -1, -1):
-        cl.enqueue_nd_range_kernel(device.queue, kernel, (1,), (1,), global_work_offset=(item,))
-    np.testing.assert_array_equal(y.get(), once)
+    once, reversed_ = outputs_in_reverse_item_order(
+        device, lambda: rows.forward(device, x, w, None, (1, 1), pads, "tanh", pool=pool))
+    np.testing.assert_array_equal(reversed_[0], once[0])
