@@ -224,9 +224,10 @@ def conv_section(rows, ceiling):
            "Stride 1, bias, no activation. FLOPs = 2*N*O*C*KH*KW*OH*OW forward, twice that backward "
            "(input and weight gradients). clcnn kernel = device time from event profiling; clcnn wall = "
            "call + queue.finish(); PyTorch = wall time (conv2d forward under no_grad; autograd.grad for "
-           "x, w, b). Ratios to PyTorch use clcnn's wall time (like for like). The layers of 64 channels "
-           "and more run as Winograd convolutions (clcnn/ops/winograd.py), which multiply 4-6x less: their "
-           "rates count the direct form's FLOPs, so they can pass the sgemm ceiling.", ""]
+           "x, w, b). Ratios to PyTorch use clcnn's wall time (like for like). The gradients of the layers "
+           "of 64 channels and more, and the forward of the 5x5 ones and of the 128-channel 3x3 one, run as "
+           "Winograd convolutions (clcnn/ops/winograd.py), which multiply 4-6x less: their rates count the "
+           "direct form's FLOPs, so they can pass the sgemm ceiling.", ""]
     for p, name in (("forward", "Forward"), ("backward", "Backward")):
         out += [f"### {name}", "",
                 "| layer | GFLOP | clcnn kernel ms | clcnn kernel GFLOP/s | clcnn wall GFLOP/s | torch GFLOP/s "
@@ -336,11 +337,12 @@ def main():
     lines += conv_section(rows, peak)
     if start:
         lines += startup_section(start)
-    lines += ["", "Raw figures: results.json beside this file."]
+    raw = os.path.splitext(args.out)[0] + ".json"     # results.md -> results.json, and so on
+    lines += ["", f"Raw figures: {os.path.basename(raw)} beside this file."]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(os.path.dirname(args.out), "results.json"), "w") as f:
+    with open(raw, "w") as f:
         json.dump({"sgemm": [ceiling, ceiling_end], "lenet5": reports, "conv_sweep": rows, "startup": start}, f, indent=1)
     log(f"wrote {args.out}")
 

@@ -25,9 +25,9 @@ Depthwise convolutions (groups == input channels > 1) go to their own kernels
 
 On CPUs, layers with few output channels (LeNet-5's conv1) run conv2d_rows' kernels instead,
 whose vector lanes run along output rows (see clcnn/ops/conv2d_rows.py for when), and wide
-3x3 and 5x5 stride-1 layers (64 channels and more) run all three passes as Winograd
-convolutions, F(4x4, 3x3) / F(4x4, 5x5) and for the weight gradient F(3x3, 4x4) / F(5x5,
-4x4) (clcnn/ops/winograd.py); a kernel the size of the unpadded input (LeNet-5's conv3: one
+3x3 and 5x5 stride-1 layers run as Winograd convolutions where winograd.pays() says so (both
+gradients from 64 channels, the forward from 64 at 5x5 and 128 at 3x3), F(4x4, 3x3) /
+F(4x4, 5x5) and for the weight gradient F(3x3, 4x4) / F(5x5, 4x4) (clcnn/ops/winograd.py); a kernel the size of the unpadded input (LeNet-5's conv3: one
 output pixel per image) runs as the Dense layer's matrix products (clcnn/ops/dense.py).
 
 Each pass also has a GPU-style implicit-GEMM form (kernels/conv2d_tiled.cl: __local tiles and

@@ -103,14 +103,19 @@ _TRANSFORM_LOCAL = (8, 1)
 def pays(pass_, x_shape, w_shape):
     """Whether Winograd beats the direct kernels on a CPU (pass_ "forward", "input" or
     "weight"), by measurements on PoCL (AVX-512, batch 32-128, 3x3 and 5x5): from 64 channels
-    in and out the forward ran 1.24-1.9x faster (64 at 8x8 and batch 64 the least), the weight
-    gradient 1.19-1.96x, the input gradient 1.27-2.6x from 8192 input pixels (N*H*W) but
-    0.94x at 4096; at 32 channels the forms were even or the direct one won (weight gradient
-    0.61x), at 16 the direct one won (0.70-0.85x): the transforms' memory traffic outweighs
-    the saved multiplies."""
+    in and out the weight gradient ran 1.19-1.96x faster, the input gradient 1.27-2.6x from
+    8192 input pixels (N*H*W) but 0.94x at 4096; at 32 channels the forms were even or the
+    direct one won (weight gradient 0.61x), at 16 the direct one won (0.70-0.85x): the
+    transforms' memory traffic outweighs the saved multiplies. The forward takes Winograd from
+    64 channels for 5x5 kernels (1.26x) but for 3x3 only from 128 (1.64x): at 64 the direct
+    kernel, since it pads inside itself, ran 1.01-1.13x faster (16x16 at batch 32, 8x8 at 64
+    and 128, 32x32 at 32; whole calls, one at a time, as a model makes them), and ResNet-20's
+    steps 1.03x (training) and 1.05-1.13x (inference) faster with it."""
     n, c, h, w = x_shape
-    wide = min(c, w_shape[0]) >= 64
-    return wide and (pass_ != "input" or n * h * w >= 8192)
+    channels = min(c, w_shape[0])
+    if pass_ == "forward":
+        return channels >= (128 if w_shape[2] == 3 else 64)
+    return channels >= 64 and (pass_ != "input" or n * h * w >= 8192)
 
 
 @functools.lru_cache(maxsize=None)
