@@ -94,10 +94,12 @@ def supports(x_shape, w_shape, stride, pads, dilation, groups):
 # the accumulators, NV vectors of V and a broadcast of U within the vector registers).
 _BLOCKS = {8: (6, 2), 16: (8, 2)}
 # Fixed local sizes (PoCL compiles a work-group function per local size). The scalar
-# transforms get groups of 8 tiles, which PoCL runs as vectors: the input transform took
-# 0.41 ms at 32x64x16x16 with 8, 1.06 with 4 and 0.47-0.61 with 16-32.
+# weight-gradient output gets groups of 8 channels, which PoCL may run as vectors; the input,
+# gy and weight transforms take their TL lanes explicitly (winograd.cl), TL = 8.
 _LOCAL = (1, 1, 1)
 _TRANSFORM_LOCAL = (8, 1)
+_LANES = 8
+_LANES_LOCAL = (2, 4)
 
 
 def pays(pass_, x_shape, w_shape):
@@ -141,7 +143,8 @@ def _input_transform(dev, kernel, x, a, oh, ow, pt, pl, tiles, tp, cp=0):
     """V of x: (a*a, C, tp), or with cp > 0 transposed, (a*a, tp, cp)."""
     n, c, h, wd = x.shape
     v = dev.empty((a * a, c, tp) if cp == 0 else (a * a, tp, cp))
-    launch(dev, kernel("winograd_input"), (tp, c) if cp == 0 else (c, tp), _TRANSFORM_LOCAL, buf(x), buf(v),
+    grid = (tp // _LANES, c) if cp == 0 else (cp // _LANES, tp)
+    launch(dev, kernel("winograd_input"), grid, _LANES_LOCAL, buf(x), buf(v),
            i32(c), i32(h), i32(wd), i32(oh), i32(ow), i32(pt), i32(pl), i32(tiles), i32(tp), i32(cp))
     return v
 
@@ -162,7 +165,7 @@ def _convolve(dev, x, w, b, co, oh, ow, pt, pl, activation, negative_slope, flip
     kernel = functools.partial(_conv._kernel, dev, _FILE, defines=d)
     v = _input_transform(dev, kernel, x, a, oh, ow, pt, pl, tiles, tp)
     u = dev.empty((a * a, c, co))
-    launch(dev, kernel("winograd_weights"), (co, c), _TRANSFORM_LOCAL, buf(w), buf(u), i32(c), i32(co),
+    launch(dev, kernel("winograd_weights"), (-(-co // _LANES), c), _LANES_LOCAL, buf(w), buf(u), i32(c), i32(co),
            i32(flip))
     products = dev.empty((a * a, co, tp))
     _products(dev, kernel, d, u, v, products, a, co, tp, c, 1, co, 1, tp)
@@ -206,7 +209,7 @@ def weight_grad(dev, x, gy, w_shape, pads, has_bias=True):
     cp = -(-c // nb) * nb
     v = _input_transform(dev, kernel, x, a, oh, ow, pads[0], pads[2], tiles, tp, cp)
     ug = dev.empty((a * a, co, tp))
-    launch(dev, kernel("winograd_gy"), (tp, co), _TRANSFORM_LOCAL, buf(gy), buf(ug), i32(co), i32(oh),
+    launch(dev, kernel("winograd_gy"), (tp // _LANES, co), _LANES_LOCAL, buf(gy), buf(ug), i32(co), i32(oh),
            i32(ow), i32(tiles), i32(tp))
     items = cp // nb * -(-co // d["TM"]) * a * a
     slices = max(1, min(-(-_WEIGHT_GRAD_ITEMS // items), tp // _MIN_SLICE_TILES))
