@@ -330,6 +330,20 @@ class Device:
         return kernel
 
     # -- memory ---------------------------------------------------------------------------
+    def plain_kernel(self, filename, name):
+        """The kernel `name` from kernels/<filename> when its code uses none of the file's -D
+        defines (pads, packs, reductions): taken from whichever program of that file this
+        device has built already, else from a build without defines. A build costs PoCL
+        0.2-0.7 s on a cold cache, and LeNet-5's first step had built conv2d.cl, conv2d_rows.cl
+        and gemm.cl once more each just for such helpers."""
+        key = (filename, name, None)
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            program = next((p for (built, _), p in self._programs.items() if built == filename), None)
+            kernel = getattr(program if program is not None else self.program(filename), name)
+            self._kernels[key] = kernel
+        return kernel
+
     def out_of_memory(self, what, exc=None):
         """The DeviceOutOfMemory error for `what` (a sentence fragment naming the buffer or step)."""
         total = _megabytes(self.cl_device.global_mem_size)

@@ -5,7 +5,7 @@
  * Layout (row-major):
  *   op(A) is M x K: A is stored (M, K) and op(A)[m, k] = A[m*K + k], or with TRANS_A it is
  *                   stored (K, M) and op(A)[m, k] = A[k*M + m];
- *   B is (K, N):    B[k*LDB + n], LDB = N unless B_PADDED;
+ *   B is (K, N):    B[k*LDB + n], LDB = N unless b_padded;
  *   C is (M, N):    C[m*N + n].
  * A Dense layer's y = x @ w.T runs on w transposed by gemm_pack once per call (w is (out, in),
  * at most a few hundred KB), its gx = gy @ w is the plain case, and its gw = gy.T @ x the
@@ -17,9 +17,9 @@
  * FMAs. Global size (ceil(N / NB), ceil(M / TM)). VW is 8 (float8) or 16 (float16, where the
  * device prefers it: AVX-512).
  * Edges: rows past M are read from a clamped (valid) row and never stored. Columns: without
- * B_PADDED (N >= NB) the last column block starts at N - NB and overlaps its neighbour, whose
+ * b_padded (N >= NB) the last column block starts at N - NB and overlaps its neighbour, whose
  * columns it recomputes with the same operations in the same order (both store identical
- * values), so every load and store is a whole vector. With B_PADDED (a transposed or narrow B,
+ * values), so every load and store is a whole vector. With b_padded (a transposed or narrow B,
  * packed by gemm_pack) B's rows hold LDB >= ceil(N / NB) * NB columns, zero past N, and only
  * the stores of the last partial vector are checked lane by lane.
  * Every C element is summed in k order: results are deterministic.
@@ -37,14 +37,8 @@
 #ifndef NV
 #define NV 2
 #endif
-#ifndef HAS_BIAS
-#define HAS_BIAS 0
-#endif
 #ifndef ROW_SUMS
 #define ROW_SUMS 0
-#endif
-#ifndef B_PADDED
-#define B_PADDED 0
 #endif
 #define NB (VW * NV)
 
@@ -74,23 +68,8 @@
  * dense forward. */
 DEFINE_TANHV(VEC)
 
-/* activate() of common.h on a vector; a NaN lane fails every comparison and falls through
- * to v, so NaN propagates as in PyTorch. */
-inline VEC activatev(VEC v) {
-#if ACTIVATION == ACT_RELU
-    return v < 0.0f ? (VEC)(0.0f) : v;
-#elif ACTIVATION == ACT_LEAKY_RELU
-    return v > 0.0f ? v : v * NEG_SLOPE;
-#elif ACTIVATION == ACT_RELU6
-    return v < 0.0f ? (VEC)(0.0f) : (v > 6.0f ? (VEC)(6.0f) : v);
-#elif ACTIVATION == ACT_TANH
-    return tanhv(v);
-#elif ACTIVATION == ACT_SIGMOID
-    return 1.0f / (1.0f + exp(-v));
-#else
-    return v;
-#endif
-}
+/* activatev(v, act, slope) of common.h: NaN propagates as in PyTorch. */
+DEFINE_ACTIVATEV(VEC)
 
 /* One k step: acc[i][v] += op(A)[row i, k] * B[k, block v]; with sums, rs[i] += op(A)[row i, k]. */
 #define GEMM_STEP(k, WITH_SUMS) do { \
@@ -103,21 +82,21 @@ inline VEC activatev(VEC v) {
         } \
     } while (0)
 
-/* C = act(op(A) @ B + bias); with ROW_SUMS the first column block also writes
- * row_sums[m] = sum over k of op(A)[m, k] (summed in k order). B's rows are LDB apart: LDB = N
- * (and N >= NB) unless B_PADDED. */
+/* C = act(op(A) @ B + bias) (bias when has_bias, act a common.h activation code, slope
+ * leaky ReLU's); with ROW_SUMS the first column block also writes row_sums[m] = sum over k of
+ * op(A)[m, k] (summed in k order). B's rows are LDB apart: LDB = N (and N >= NB) unless
+ * b_padded. b_padded, has_bias and act are arguments rather than defines: they act only after
+ * the k loop, and each build costs PoCL 0.2-0.7 s at a cold start (LeNet-5's dense layers
+ * and their gradients had taken four). */
 __kernel void gemm_block(__global const float* restrict A, __global const float* restrict B,
                          __global float* restrict C, __global const float* restrict bias,
                          __global float* restrict row_sums, const int M, const int N, const int K,
-                         const int LDB)
+                         const int LDB, const int b_padded, const int has_bias, const int act,
+                         const float slope)
 {
     const int m0 = get_global_id(1) * TM;
     if (m0 >= M || (int)get_global_id(0) * NB >= N) return;
-#if B_PADDED
-    const int n0 = get_global_id(0) * NB;
-#else
-    const int n0 = MIN((int)get_global_id(0) * NB, N - NB);
-#endif
+    const int n0 = b_padded ? (int)get_global_id(0) * NB : MIN((int)get_global_id(0) * NB, N - NB);
 
     /* row pointers, not row indices: with indices PoCL computes the TM addresses in a vector
      * register and extracts them one by one in every k step */
@@ -147,26 +126,22 @@ __kernel void gemm_block(__global const float* restrict A, __global const float*
     for (int v = 0; v < NV; ++v) {
         const int c0 = n0 + VW * v;
         if (c0 >= N) break;
-        if (!B_PADDED || c0 + VW <= N) {
-#if HAS_BIAS
-            const VEC bb = LOADV(bias + c0);
-#else
-            const VEC bb = (VEC)(0.0f);
-#endif
+        if (!b_padded || c0 + VW <= N) {
+            const VEC bb = has_bias ? LOADV(bias + c0) : (VEC)(0.0f);
             #pragma unroll
             for (int i = 0; i < TM; ++i)
-                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb), C + (size_t)(m0 + i) * N + c0);
+                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb, act, slope), C + (size_t)(m0 + i) * N + c0);
         } else {
             /* the last, partial vector of a padded B: lanes past N are neither read nor stored */
             float bs[VW];
             #pragma unroll
-            for (int j = 0; j < VW; ++j) bs[j] = HAS_BIAS ? bias[MIN(c0 + j, N - 1)] : 0.0f;
+            for (int j = 0; j < VW; ++j) bs[j] = has_bias ? bias[MIN(c0 + j, N - 1)] : 0.0f;
             const VEC bb = LOADV(bs);
             #pragma unroll
             for (int i = 0; i < TM; ++i) {
                 if (m0 + i >= M) break;
                 float out[VW];
-                STOREV(activatev(acc[i][v] + bb), out);
+                STOREV(activatev(acc[i][v] + bb, act, slope), out);
                 #pragma unroll
                 for (int j = 0; j < VW; ++j)
                     if (c0 + j < N) C[(size_t)(m0 + i) * N + c0 + j] = out[j];

@@ -327,6 +327,9 @@ def test_forward_does_not_depend_on_the_order_of_work_items(device, width, x_sha
     Each work item is launched alone, last to first, over the output of one whole launch: the
     lowest-numbered block covering a pixel then writes it last, where one launch's order
     usually lets the highest; the two outputs must be identical."""
+    if pool is not None and not rows.pools(device, x_shape, w_shape, pads, pool):
+        pytest.skip(f"{w_shape[0]} channels' pair of pooled rows needs more accumulators than this "
+                    f"device's vector registers hold (AVX2: 8)")
     rng = np.random.default_rng(sum(x_shape))
     x = device.to_device(rng.standard_normal(x_shape).astype(np.float32))
     w = device.to_device(rng.standard_normal(w_shape).astype(np.float32))

@@ -333,7 +333,8 @@ def _kernel(dev, filename, name, defines=None):
     key = (dev, filename, name, id(defines))
     entry = _KERNELS.get(key)
     if entry is None or entry[0] is not defines:
-        entry = _KERNELS[key] = (defines, dev.kernel(filename, name, **(defines or {})))
+        kernel = dev.plain_kernel(filename, name) if defines is None else dev.kernel(filename, name, **defines)
+        entry = _KERNELS[key] = (defines, kernel)
     return entry[1]
 
 
@@ -429,6 +430,7 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
     plan = _plan(n, c // groups, h + pads[0] + pads[1], wd + pads[2] + pads[3], o // groups, kh, kw,
                  stride, oh, ow, groups, dilation, vector_limits(dev), pool=pool,
                  pads=tuple(pads) if in_kernel else None)
+    _kernel(dev, _FILE, "conv2d_forward", plan)     # built first: the packing kernel comes from it
     wt = _pack_weights(dev, w, b, plan["COP"], mode=0, groups=groups)
     return _direct_conv(dev, xp, wt, plan, activation, negative_slope)
 

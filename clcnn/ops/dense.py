@@ -9,7 +9,7 @@ epilogue are -D defines.
 """
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
-from ._common import buf, check_array, i32, launch, round_up
+from ._common import buf, check_array, f32, i32, launch, round_up
 from .conv2d import vector_limits
 
 # Register blocks of gemm_block (see gemm.cl): TM rows x NV vectors of VW columns; the TM*NV
@@ -44,7 +44,7 @@ def _pack(dev, s, trans, ldt):
     14-18 us for 120 x 400), so the kernel stays a plain row loop."""
     r, q = s.shape
     t = dev.empty(((q if trans else r), ldt))
-    launch(dev, dev.kernel("gemm.cl", "gemm_pack"), (q if trans else r,), _LOCAL_1D,
+    launch(dev, dev.plain_kernel("gemm.cl", "gemm_pack"), (q if trans else r,), _LOCAL_1D,
            buf(s), buf(t), i32(r), i32(q), i32(ldt), i32(bool(trans)))
     return t
 
@@ -64,19 +64,18 @@ def _gemm(dev, a, b, trans_a, trans_b=False, bias=None, activation=None, negativ
     if padded:
         vw, nv = _padded_blocking(dev, n)
         ldb = round_up(n, vw * nv)
-        b = _pack(dev, b, trans_b, ldb)
     else:
         vw, nv = next((vw, nv) for vw, nv in _widths(dev) if vw * nv <= n)
         ldb = n
     tm = _TM[vector_limits(dev)[0]]
-    defines = dict(TRANS_A=bool(trans_a), TM=tm, VW=vw, NV=nv, B_PADDED=padded,
-                   HAS_BIAS=bias is not None, ROW_SUMS=row_sums is not None,
-                   ACTIVATION=ACTIVATION_CODES[activation])
-    if activation == "leaky_relu":
-        defines["NEG_SLOPE"] = float(negative_slope)
-    launch(dev, dev.kernel("gemm.cl", "gemm_block", **defines), (-(-n // (vw * nv)), -(-m // tm)), _LOCAL,
+    kernel = dev.kernel("gemm.cl", "gemm_block", TRANS_A=bool(trans_a), TM=tm, VW=vw, NV=nv,
+                        ROW_SUMS=row_sums is not None)     # first: the packing kernel comes from it
+    if padded:
+        b = _pack(dev, b, trans_b, ldb)
+    launch(dev, kernel, (-(-n // (vw * nv)), -(-m // tm)), _LOCAL,
            buf(a), buf(b), buf(c), buf(bias if bias is not None else c),
-           buf(row_sums if row_sums is not None else c), i32(m), i32(n), i32(k), i32(ldb))
+           buf(row_sums if row_sums is not None else c), i32(m), i32(n), i32(k), i32(ldb),
+           i32(padded), i32(bias is not None), i32(ACTIVATION_CODES[activation]), f32(negative_slope))
     return c
 
 

@@ -113,13 +113,13 @@ def maxpool2d_backward(dev, gy, argmax, x_shape, kernel=None, stride=None, pads=
             gx = dev.empty((n, c, h, w))
             rows = y_shape[0] * y_shape[1] * y_shape[2]
             code = ACTIVATION_CODES[act_ops.check_name(activation)] if activation else 0
-            launch(dev, dev.kernel("pool.cl", "maxpool2d_backward_tiled", ACTIVATION=code, **defines),
+            launch(dev, dev.kernel("pool.cl", "maxpool2d_backward_tiled", **defines),
                    (rows,), _LOCAL, buf(gy), buf(argmax), buf(act_output if activation else gy), buf(gx),
-                   i32(rows), f32(negative_slope))
+                   i32(rows), i32(code), f32(negative_slope))
             return gx
     gx = dev.empty((n, c, h, w))
     # One work item per (n, c) plane: the signature carries no window geometry to gather with.
-    launch(dev, dev.kernel("pool.cl", "maxpool2d_backward"), (n * c,), None,
+    launch(dev, dev.plain_kernel("pool.cl", "maxpool2d_backward"), (n * c,), None,
            buf(gy), buf(argmax), buf(gx), i32(n * c), i32(h * w), i32(gy.shape[2] * gy.shape[3]))
     if activation is not None:
         return act_ops.activation_backward(dev, activation, act_output, gx, negative_slope=negative_slope)
@@ -157,9 +157,9 @@ def avgpool2d_backward(dev, gy, x_shape, kernel, stride, pads, count_include_pad
     if _tiled(defines):
         rows = y_shape[0] * y_shape[1] * y_shape[2]
         code = ACTIVATION_CODES[act_ops.check_name(activation)] if activation else 0
-        launch(dev, dev.kernel("pool.cl", "avgpool2d_backward_tiled", ACTIVATION=code, **defines),
+        launch(dev, dev.kernel("pool.cl", "avgpool2d_backward_tiled", **defines),
                (rows,), _LOCAL, buf(gy), buf(act_output if activation else gx), buf(gx), i32(rows),
-               f32(negative_slope))
+               i32(code), f32(negative_slope))
         return gx
     items = _row_chunks(x_shape)
     launch(dev, dev.kernel("pool.cl", "avgpool2d_backward", **defines), (items,), None,
@@ -181,7 +181,7 @@ def global_avgpool2d_forward(dev, x):
     check_array(x, 4, "x")
     n, c, h, w = _global_shape(x.shape)
     y = dev.empty((n, c, 1, 1))
-    launch(dev, dev.kernel("pool.cl", "global_avgpool2d_forward"), (n * c,), None,
+    launch(dev, dev.plain_kernel("pool.cl", "global_avgpool2d_forward"), (n * c,), None,
            buf(x), buf(y), i32(n * c), i32(h * w))
     return y
 
@@ -191,7 +191,7 @@ def global_avgpool2d_backward(dev, gy, x_shape):
     _check_out(gy, (n, c, 1, 1), "gy")
     gx = dev.empty((n, c, h, w))
     total = n * c * h * w
-    launch(dev, dev.kernel("pool.cl", "global_avgpool2d_backward"), (total,), None,
+    launch(dev, dev.plain_kernel("pool.cl", "global_avgpool2d_backward"), (total,), None,
            buf(gy), buf(gx), i32(total), i32(h * w))
     return gx
 
@@ -203,7 +203,7 @@ def global_maxpool2d_forward(dev, x):
     n, c, h, w = _global_shape(x.shape)
     y = dev.empty((n, c, 1, 1))
     argmax = dev.empty((n, c, 1, 1), np.int32)
-    launch(dev, dev.kernel("pool.cl", "global_maxpool2d_forward"), (n * c,), None,
+    launch(dev, dev.plain_kernel("pool.cl", "global_maxpool2d_forward"), (n * c,), None,
            buf(x), buf(y), buf(argmax), i32(n * c), i32(h * w))
     return y, argmax
 
@@ -214,6 +214,6 @@ def global_maxpool2d_backward(dev, gy, argmax, x_shape):
     _check_out(argmax, (n, c, 1, 1), "argmax", np.int32)
     gx = dev.empty((n, c, h, w))
     total = n * c * h * w
-    launch(dev, dev.kernel("pool.cl", "global_maxpool2d_backward"), (total,), None,
+    launch(dev, dev.plain_kernel("pool.cl", "global_maxpool2d_backward"), (total,), None,
            buf(gy), buf(argmax), buf(gx), i32(total), i32(h * w))
     return gx
