@@ -68,8 +68,25 @@
  * dense forward. */
 DEFINE_TANHV(VEC)
 
-/* activatev(v, act, slope) of common.h: NaN propagates as in PyTorch. */
-DEFINE_ACTIVATEV(VEC)
+/* activate() of common.h on a vector; a NaN lane fails every comparison and falls through
+ * to v, so NaN propagates as in PyTorch. A define rather than an argument: every activation
+ * inlined into the TM x NV stores made gemm_block's object 139 KB, whose compile (1-2 s) PoCL
+ * repeats on some warm starts. */
+inline VEC activatev(VEC v) {
+#if ACTIVATION == ACT_RELU
+    return v < 0.0f ? (VEC)(0.0f) : v;
+#elif ACTIVATION == ACT_LEAKY_RELU
+    return v > 0.0f ? v : v * NEG_SLOPE;
+#elif ACTIVATION == ACT_RELU6
+    return v < 0.0f ? (VEC)(0.0f) : (v > 6.0f ? (VEC)(6.0f) : v);
+#elif ACTIVATION == ACT_TANH
+    return tanhv(v);
+#elif ACTIVATION == ACT_SIGMOID
+    return 1.0f / (1.0f + exp(-v));
+#else
+    return v;
+#endif
+}
 
 /* One k step: acc[i][v] += op(A)[row i, k] * B[k, block v]; with sums, rs[i] += op(A)[row i, k]. */
 #define GEMM_STEP(k, WITH_SUMS) do { \
@@ -82,17 +99,15 @@ DEFINE_ACTIVATEV(VEC)
         } \
     } while (0)
 
-/* C = act(op(A) @ B + bias) (bias when has_bias, act a common.h activation code, slope
- * leaky ReLU's); with ROW_SUMS the first column block also writes row_sums[m] = sum over k of
+/* C = act(op(A) @ B + bias) (bias when has_bias, act the ACTIVATION define); with ROW_SUMS the first column block also writes row_sums[m] = sum over k of
  * op(A)[m, k] (summed in k order). B's rows are LDB apart: LDB = N (and N >= NB) unless
- * b_padded. b_padded, has_bias and act are arguments rather than defines: they act only after
- * the k loop, and each build costs PoCL 0.2-0.7 s at a cold start (LeNet-5's dense layers
- * and their gradients had taken four). */
+ * b_padded. b_padded and has_bias are arguments rather than defines: they act only after the
+ * k loop, and each build costs PoCL 0.2-0.7 s at a cold start (LeNet-5's dense layers and
+ * their gradients had taken four). */
 __kernel void gemm_block(__global const float* restrict A, __global const float* restrict B,
                          __global float* restrict C, __global const float* restrict bias,
                          __global float* restrict row_sums, const int M, const int N, const int K,
-                         const int LDB, const int b_padded, const int has_bias, const int act,
-                         const float slope)
+                         const int LDB, const int b_padded, const int has_bias)
 {
     const int m0 = get_global_id(1) * TM;
     if (m0 >= M || (int)get_global_id(0) * NB >= N) return;
@@ -130,7 +145,7 @@ __kernel void gemm_block(__global const float* restrict A, __global const float*
             const VEC bb = has_bias ? LOADV(bias + c0) : (VEC)(0.0f);
             #pragma unroll
             for (int i = 0; i < TM; ++i)
-                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb, act, slope), C + (size_t)(m0 + i) * N + c0);
+                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb), C + (size_t)(m0 + i) * N + c0);
         } else {
             /* the last, partial vector of a padded B: lanes past N are neither read nor stored */
             float bs[VW];
@@ -141,7 +156,7 @@ __kernel void gemm_block(__global const float* restrict A, __global const float*
             for (int i = 0; i < TM; ++i) {
                 if (m0 + i >= M) break;
                 float out[VW];
-                STOREV(activatev(acc[i][v] + bb, act, slope), out);
+                STOREV(activatev(acc[i][v] + bb), out);
                 #pragma unroll
                 for (int j = 0; j < VW; ++j)
                     if (c0 + j < N) C[(size_t)(m0 + i) * N + c0 + j] = out[j];

@@ -9,7 +9,7 @@ epilogue are -D defines.
 """
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
-from ._common import buf, check_array, f32, i32, launch, round_up
+from ._common import buf, check_array, i32, launch, round_up
 from .conv2d import vector_limits
 
 # Register blocks of gemm_block (see gemm.cl): TM rows x NV vectors of VW columns; the TM*NV
@@ -68,14 +68,17 @@ def _gemm(dev, a, b, trans_a, trans_b=False, bias=None, activation=None, negativ
         vw, nv = next((vw, nv) for vw, nv in _widths(dev) if vw * nv <= n)
         ldb = n
     tm = _TM[vector_limits(dev)[0]]
-    kernel = dev.kernel("gemm.cl", "gemm_block", TRANS_A=bool(trans_a), TM=tm, VW=vw, NV=nv,
-                        ROW_SUMS=row_sums is not None)     # first: the packing kernel comes from it
+    defines = dict(TRANS_A=bool(trans_a), TM=tm, VW=vw, NV=nv, ROW_SUMS=row_sums is not None,
+                   ACTIVATION=ACTIVATION_CODES[activation])
+    if activation == "leaky_relu":
+        defines["NEG_SLOPE"] = float(negative_slope)
+    kernel = dev.kernel("gemm.cl", "gemm_block", **defines)     # first: the packing kernel comes from it
     if padded:
         b = _pack(dev, b, trans_b, ldb)
     launch(dev, kernel, (-(-n // (vw * nv)), -(-m // tm)), _LOCAL,
            buf(a), buf(b), buf(c), buf(bias if bias is not None else c),
            buf(row_sums if row_sums is not None else c), i32(m), i32(n), i32(k), i32(ldb),
-           i32(padded), i32(bias is not None), i32(ACTIVATION_CODES[activation]), f32(negative_slope))
+           i32(padded), i32(bias is not None))
     return c
 
 
