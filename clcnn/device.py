@@ -329,7 +329,6 @@ class Device:
             self._kernels[key] = kernel
         return kernel
 
-    # -- memory ---------------------------------------------------------------------------
     def plain_kernel(self, filename, name):
         """The kernel `name` from kernels/<filename> when its code uses none of the file's -D
         defines (pads, packs, reductions): taken from whichever program of that file this
@@ -344,6 +343,7 @@ class Device:
             self._kernels[key] = kernel
         return kernel
 
+    # -- memory ---------------------------------------------------------------------------
     def out_of_memory(self, what, exc=None):
         """The DeviceOutOfMemory error for `what` (a sentence fragment naming the buffer or step)."""
         total = _megabytes(self.cl_device.global_mem_size)
