@@ -97,7 +97,7 @@ inline int quotient(const int a, const int d)
  * builtin costs ~40 cycles per float8 (it dominated LeNet-5's conv1 and dense forwards); a
  * NaN fails both clamps and stays NaN. DEFINE_ACTIVATEV(T) defines T activatev(T, act, slope),
  * activate() above on a vector (the ternaries select per lane; a NaN lane fails every
- * comparison and falls through to v). Macros rather than functions because OpenCL C 1.2 has
+ * comparison and falls through to v); DEFINE_ACTIVATE_BACKWARDV(T) likewise activate_backward(). Macros rather than functions because OpenCL C 1.2 has
  * no overloading of user functions by vector width. */
 #define DEFINE_TANHV(T)                                                                       \
 inline T tanhv(T x) {                                                                         \
@@ -124,4 +124,13 @@ inline T activatev(T v, int act, float slope) {                                 
     if (act == ACT_TANH) return tanhv(v);                                                     \
     if (act == ACT_SIGMOID) return 1.0f / (1.0f + exp(-v));                                   \
     return v;                                                                                 \
+}
+#define DEFINE_ACTIVATE_BACKWARDV(T)                                                          \
+inline T activate_backwardv(T gy, T y, int act, float slope) {                                \
+    if (act == ACT_RELU) return y <= 0.0f ? (T)(0.0f) : gy;                                   \
+    if (act == ACT_LEAKY_RELU) return y > 0.0f ? gy : gy * slope;                             \
+    if (act == ACT_RELU6) return (y <= 0.0f || y >= 6.0f) ? (T)(0.0f) : gy;                   \
+    if (act == ACT_TANH) return gy * (1.0f - y * y);                                          \
+    if (act == ACT_SIGMOID) return gy * (y * (1.0f - y));                                     \
+    return gy;                                                                                \
 }

@@ -1,7 +1,7 @@
 """Pooling kernels vs the NumPy oracle, and the oracle's backward vs finite differences."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from clcnn.ops import pool as ops
 from clcnn.oracle import activation as o_act, pool as oracle
@@ -198,6 +198,40 @@ def test_tiled_maxpool_backward_through_activation(device, act, shape, kernel):
         expected = o_act.activation_backward(act, y.astype(np.float64), expected, 0.1)
     # one gy per pixel, times f'(y) in float32
     np.testing.assert_allclose(gx, expected, rtol=1e-6, atol=1e-6, err_msg=f"{act} {kernel}")
+
+
+@settings(max_examples=max(6, settings.default.max_examples // 2))
+@given(kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)), n=st.integers(1, 2), c=st.integers(1, 3),
+       extra=st.tuples(st.integers(0, 3), st.integers(0, 3)), out=st.tuples(st.integers(1, 5), st.integers(1, 12)),
+       pool=st.sampled_from(["avg", "max"]), act=st.sampled_from([None, "relu", "relu6", "tanh", "sigmoid"]),
+       seed=st.integers(0, 2 ** 31))
+# 17 columns under 3-wide windows: leftover column 15 inside the second float8, 16 in the tail
+@example(kernel=(3, 3), n=1, c=2, extra=(2, 2), out=(2, 5), pool="avg", act="tanh", seed=1)
+@example(kernel=(3, 3), n=1, c=2, extra=(2, 2), out=(2, 5), pool="max", act=None, seed=2)
+def test_tiled_pool_backward_matches_oracle(device, kernel, n, c, extra, out, pool, act, seed):
+    """The tiled backward kernels write gx eight columns at a time: planes 1 to 48 columns wide
+    (whole vectors, a scalar tail, or none), floor-mode leftover columns and rows (inside a
+    vector or in the tail) zero, each with an activation's derivative at y or without."""
+    kh, kw = kernel
+    shape = (n, c, out[0] * kh + min(extra[0], kh - 1), out[1] * kw + min(extra[1], kw - 1))
+    rng = np.random.default_rng(seed)
+    y = o_act.activation_forward(act, rng.standard_normal(shape) * 3, 0.1).astype(np.float32) if act \
+        else rng.standard_normal(shape).astype(np.float32)
+    args = (kernel, kernel, (0, 0, 0, 0))
+    act_args = dict(activation=act, act_output=device.to_device(y) if act else None, negative_slope=0.1)
+    if pool == "max":
+        y_pool, argmax = ops.maxpool2d_forward(device, device.to_device(y), *args)
+        gy = rng.standard_normal(y_pool.shape).astype(np.float32)
+        gx = ops.maxpool2d_backward(device, device.to_device(gy), argmax, shape, *args, **act_args).get()
+        expected = oracle.maxpool2d_backward(gy.astype(np.float64), oracle.maxpool2d_forward(y, *args)[1], shape)
+    else:
+        gy = rng.standard_normal(oracle.avgpool2d_forward(y, *args).shape).astype(np.float32)
+        gx = ops.avgpool2d_backward(device, device.to_device(gy), shape, *args, **act_args).get()
+        expected = oracle.avgpool2d_backward(gy.astype(np.float64), shape, *args)
+    if act:
+        expected = o_act.activation_backward(act, y.astype(np.float64), expected, 0.1)
+    # gy (divided by the window size) times f'(y), each rounded once or twice in float32
+    np.testing.assert_allclose(gx, expected, rtol=1e-6, atol=1e-6, err_msg=f"{pool} {act} {kernel} {shape}")
 
 
 def test_tiled_maxpool_specials(device):
