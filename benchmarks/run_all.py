@@ -102,6 +102,9 @@ _step = clcnn.train.Trainer.train_step
 def step(self, x, y, *args, **kwargs):
     t_step, before = time.time(), dict(spent)
     _step(self, x, y, *args, **kwargs)
+    # The step returns with its kernels still queued: wait for them, so that the figure is a
+    # trained batch and PoCL has compiled (and cached) every kernel of the step before exit.
+    self.model.device.synchronize()
     t_end = time.time()
     print("STARTUP " + json.dumps({"import_s": t_import - t0, "to_first_step_s": t_step - t0,
           "first_step_s": t_end - t_step, "total_s": t_end - t0, "build_s": spent["build_s"],
