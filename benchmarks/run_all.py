@@ -258,8 +258,9 @@ def startup_section(result):
            "folder also keeps the decoded arrays as .npy, so cold starts decompress and later ones map them), "
            "uploading the uint8 training images (normalised on the device, batch by batch) "
            "and building the model; build = time inside pyopencl's Program.build (compile, or "
-           "load from cache); first step = the first train_step, which also holds PoCL's lazy "
-           "per-work-group-size compiles. The warm starts begin once the detached process that writes "
+           "load from cache); first step = the first train_step until its kernels have run on the device "
+           "(it returns with them queued), which also holds PoCL's lazy per-work-group-size "
+           "compiles. The warm starts begin once the detached process that writes "
            "the binaries (started as the second run exits) is done: "
            f"{', '.join(f'{t:.0f}' for t in result.get('binaries_written_s', [])) or '-'} s after that exit. "
            "Seconds; each run listed.", "",
