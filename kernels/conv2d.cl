@@ -388,6 +388,20 @@ __kernel void conv2d_forward(__global const float* restrict xp,
  * Global size (G * COPW/OBW, CI*NKB, slices). */
 #define NKB (KH / KHB)
 
+/* One pixel a step of a 5-wide (or wider) kernel in float8s: LLVM carries the row's next
+ * KW - 1 inputs over to the next pixel in registers (a sliding window), which on AVX2's 16
+ * registers pushes an accumulator out to the stack every pixel, putting a store-to-load
+ * forward on its FMA chain. Volatile loads keep every input a fresh broadcast load: LeNet-5's
+ * conv2 weight gradient (256x6x14x14 -> 16, (OBVW, KHB, PBW) = (2, 1, 1)) 2.3-2.5 -> 1.0-1.5 ms
+ * (fastest of 100, alternating runs on the Zen 3 machine). Not elsewhere: 3x3 kernels with
+ * one pixel a step measured even to 4% slower, and blocks of several pixels share their loads
+ * (1.5-2.5x slower with volatile ones). */
+#if PBW == 1 && VW == 8 && KW >= 5
+#define BW_INPUT(p) ((const volatile __global float*)(p))
+#else
+#define BW_INPUT(p) (p)
+#endif
+
 /* acc += gy (x) x over P pixels starting at column ow of output row `gr` / input row `xr`;
  * with BIAS, accb += gy too. */
 #define BW_PIXELS(P, BIAS)                                                                    \
@@ -406,7 +420,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             for (int j = 0; j < KW; j++)                                                      \
                 _Pragma("unroll")                                                             \
                 for (int p = 0; p < (P); p++) {                                               \
-                    const VEC xv = (VEC)(xr[(ow + p) * SW + i * DH * WP + j * DW]);           \
+                    const VEC xv = (VEC)(BW_INPUT(xr)[(ow + p) * SW + i * DH * WP + j * DW]);           \
                     _Pragma("unroll")                                                         \
                     for (int v = 0; v < OBVW; v++)                                             \
                         acc[v][i][j] = xv * gv[p][v] + acc[v][i][j];                          \

@@ -38,6 +38,25 @@ def test_blocking_rule_leaves_other_widths():
     assert ops._weight_blocking(64, 3, 3)[:3] == (8, 1, 3)
 
 
+def sliding_window_cases():
+    """9-16 output channels per group (two float8 vectors), kernels 5 or 6 wide and of odd
+    height (even ones take two kernel rows of one vector instead): the weight gradient steps
+    one pixel at a time and reads its inputs with volatile loads (conv2d.cl,
+    BW_INPUT); strides, padding, dilation and groups as test_conv2d draws them."""
+    return conv_cases(kernel=(6, 6), max_stride=2, dilation=st.integers(1, 2), pad_slack=0, taller=6, wider=12,
+                      grouping=st.tuples(st.sampled_from([1, 1, 2]), st.integers(1, 4)),
+                      out_per_group=(9, 16)).filter(lambda case: case[1][3] >= 5 and case[1][2] % 2)
+
+
+@settings(max_examples=max(4, settings.default.max_examples // 3),     # each shape compiles kernels
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@given(case=sliding_window_cases())
+def test_one_pixel_steps_with_volatile_loads_match_oracle(device, float8_only, case):
+    og, kh, kw = case[1][0] // case[9], case[1][2], case[1][3]
+    assert ops._weight_blocking(og, kh, kw, *ops.vector_limits(device)) == (8, 2, 1, 1)
+    _check_case(device, "direct", case)
+
+
 def sliced_cases():
     """1-40 output channels per group, 1-5 input channels per group, groups 1 or 2, kernels
     1x1..5x5, strides 1-2, padding less than the kernel, batch 1..4, no activation."""
