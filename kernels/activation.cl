@@ -12,7 +12,7 @@
  *
  * Softmax: x is (N, K) row-major, x[r * K + k]; one work item per row r, global size N.
  */
-/* Vector forms of activate() and activate_backward() (common.h) for float8: PoCL runs
+/* Vector form of activate() (common.h) for float8: PoCL runs
  * tanh/exp/select on whole float8 vectors (AVX), measured 2-6x faster than the scalar calls it
  * cannot vectorise across work items. The selects let NaN through as the scalar forms do
  * (select(a, b, c) is c ? b : a per lane, and a NaN lane's comparison is false); on PoCL they
@@ -34,22 +34,9 @@ inline float8 activate8(float8 v, float slope)
 #endif
 }
 
-inline float8 activate_backward8(float8 gy, float8 y, float slope)
-{
-#if ACTIVATION == ACT_RELU
-    return select(gy, (float8)(0.0f), y <= 0.0f);
-#elif ACTIVATION == ACT_LEAKY_RELU
-    return select(gy * slope, gy, y > 0.0f);
-#elif ACTIVATION == ACT_RELU6
-    return select(gy, (float8)(0.0f), (y <= 0.0f) | (y >= 6.0f));
-#elif ACTIVATION == ACT_TANH
-    return gy * (1.0f - y * y);
-#elif ACTIVATION == ACT_SIGMOID
-    return gy * (y * (1.0f - y));
-#else
-    return gy;
-#endif
-}
+/* activate_backward() on a float8: common.h's vector form, the activation a define so that
+ * its branches fold away. */
+DEFINE_ACTIVATE_BACKWARDV(float8)
 
 /* Work item q owns elements [8q, 8q + 8): one float8 when whole, the scalar tail otherwise. */
 __kernel void activation_forward(__global const float* restrict x, __global float* restrict y,
@@ -69,7 +56,7 @@ __kernel void activation_backward(__global const float* restrict y, __global con
 {
     const int q = get_global_id(0);
     if (8 * q + 8 <= n) {
-        vstore8(activate_backward8(vload8(q, gy), vload8(q, y), slope), q, gx);
+        vstore8(activate_backwardv(vload8(q, gy), vload8(q, y), ACTIVATION, slope), q, gx);
     } else {
         for (int i = 8 * q; i < n; ++i) gx[i] = activate_backward(gy[i], y[i], ACTIVATION, slope);
     }
