@@ -338,18 +338,18 @@ def _kernel(dev, filename, name, defines=None):
     return entry[1]
 
 
-_CPU_GROUP_ITEMS = 2
-
-
 def _local(dev, global_size):
-    """CPU: small work-groups so that both cores get some (PoCL runs a group on one thread and
-    would otherwise pick one big group for a small grid). Elsewhere the driver chooses.
-    Two items per group rather than 8: whole steps, alternating rounds, medians: LeNet-5
-    training 2.54 -> 2.37 ms at batch 64, ResNet-20 100.6 -> 94.6 ms, LeNet-5 conv2 forward
-    0.56 -> 0.47 ms at batch 256; 1 and 4 items fell in between."""
+    """CPU: one item per work-group, so that both cores get groups (PoCL runs a group on one
+    thread and would otherwise pick one big group for a small grid). Elsewhere the driver
+    chooses. PoCL compiles a work-group function per local size, unrolling the loop over a
+    group's items: with two items LeNet-5's two conv2d_rows_forward kernels took 3.0 and 2.5 s
+    to compile on a cold cache, with one 1.0 and 0.9 s (the cold start 23 -> 19 s), and whole
+    steps ran even (alternating rounds, Intel AVX-512, medians of the two's ratio: LeNet-5
+    training 0.99-1.03 at batch 64 and 256, ResNet-20 1.02; 8 items per group had been 5-7%
+    slower than 2)."""
     if not dev.is_cpu:
         return None
-    return (min(_CPU_GROUP_ITEMS, global_size[0]),) + (1,) * (len(global_size) - 1)
+    return (1,) * len(global_size)
 
 
 def _pad(dev, x, hp, wp, top, left, sh=1, sw=1):
@@ -758,8 +758,11 @@ def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups):
                                                         dilation, groups, registers=vector_limits(dev)[1]):
         return None
     wf = dev.empty((c, o, kh, kw))
-    launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), None, buf(w), buf(wf),
-           i32(o), i32(c), i32(kh), i32(kw))
+    # On CPUs a group per filter: with None PoCL made the whole grid one group, whose loop
+    # over the items it unrolled and vectorised, 0.5 s to compile on a cold cache; a group of
+    # kh*kw items took 0.03 s, and both ran in ~32 us (LeNet-5's conv2).
+    launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), (kh * kw, 1, 1) if dev.is_cpu else None,
+           buf(w), buf(wf), i32(o), i32(c), i32(kh), i32(kw))
     return conv2d_rows.forward(dev, gy, wf, None, (1, 1), gather_pads)
 
 
