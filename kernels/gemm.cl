@@ -3,13 +3,13 @@
  * and the packing copy that turns every other layout into this one.
  *
  * Layout (row-major):
- *   op(A) is M x K: A is stored (M, K) and op(A)[m, k] = A[m*K + k], or with TRANS_A it is
- *                   stored (K, M) and op(A)[m, k] = A[k*M + m];
+ *   op(A) is M x K: A is stored (M, K) and op(A)[m, k] = A[m*K + k], or in the _ta kernels
+ *                   it is stored (K, M) and op(A)[m, k] = A[k*M + m];
  *   B is (K, N):    B[k*LDB + n], LDB = N unless b_padded;
  *   C is (M, N):    C[m*N + n].
  * A Dense layer's y = x @ w.T runs on w transposed by gemm_pack once per call (w is (out, in),
  * at most a few hundred KB), its gx = gy @ w is the plain case, and its gw = gy.T @ x the
- * TRANS_A case, with gb = the row sums of gy.T from the same pass.
+ * transposed one (gemm_block_ta_sums), with gb = the row sums of gy.T from the same pass.
  *
  * Work-group assumptions: CPU-style register blocking, no local memory and no barriers, any
  * local size. gemm_block's work item owns TM rows x NB = VW*NV columns of C, outer-product
@@ -25,9 +25,6 @@
  * Every C element is summed in k order: results are deterministic.
  */
 
-#ifndef TRANS_A
-#define TRANS_A 0
-#endif
 #ifndef TM
 #define TM 6
 #endif
@@ -36,9 +33,6 @@
 #endif
 #ifndef NV
 #define NV 2
-#endif
-#ifndef ROW_SUMS
-#define ROW_SUMS 0
 #endif
 #define NB (VW * NV)
 
@@ -55,76 +49,56 @@
 #define STOREV(v, p) STORE8(v, p)
 #endif
 
-/* op(A)[m, k] = a_row[m][k * A_STEP] for the row pointers a_row set up in gemm_block. */
-#if TRANS_A
-#define A_STEP M
-#define A_ROW(m) (A + (m))
-#else
-#define A_STEP 1
-#define A_ROW(m) (A + (size_t)(m) * K)
-#endif
-
-/* tanhv (common.h) on this file's vectors: PoCL's scalar tanh builtin took 60% of a LeNet
- * dense forward. */
+/* tanhv and activatev (common.h) on this file's vectors: PoCL's scalar tanh builtin took 60%
+ * of a LeNet dense forward. */
 DEFINE_TANHV(VEC)
-
-/* activate() of common.h on a vector; a NaN lane fails every comparison and falls through
- * to v, so NaN propagates as in PyTorch. A define rather than an argument: every activation
- * inlined into the TM x NV stores made gemm_block's object 139 KB, whose compile (1-2 s) PoCL
- * repeats on some warm starts. */
-inline VEC activatev(VEC v) {
-#if ACTIVATION == ACT_RELU
-    return v < 0.0f ? (VEC)(0.0f) : v;
-#elif ACTIVATION == ACT_LEAKY_RELU
-    return v > 0.0f ? v : v * NEG_SLOPE;
-#elif ACTIVATION == ACT_RELU6
-    return v < 0.0f ? (VEC)(0.0f) : (v > 6.0f ? (VEC)(6.0f) : v);
-#elif ACTIVATION == ACT_TANH
-    return tanhv(v);
-#elif ACTIVATION == ACT_SIGMOID
-    return 1.0f / (1.0f + exp(-v));
-#else
-    return v;
-#endif
-}
+DEFINE_ACTIVATEV(VEC)
 
 /* One k step: acc[i][v] += op(A)[row i, k] * B[k, block v]; with sums, rs[i] += op(A)[row i, k]. */
 #define GEMM_STEP(k, WITH_SUMS) do { \
         VEC bv[NV]; \
         _Pragma("unroll") for (int v = 0; v < NV; ++v) bv[v] = LOADV(B + (size_t)(k) * LDB + n0 + VW * v); \
         _Pragma("unroll") for (int i = 0; i < TM; ++i) { \
-            const float a = a_row[i][(size_t)(k) * A_STEP]; \
+            const float a = a_row[i][(size_t)(k) * a_step]; \
             if (WITH_SUMS) rs[i] += a; \
             _Pragma("unroll") for (int v = 0; v < NV; ++v) acc[i][v] = a * bv[v] + acc[i][v]; \
         } \
     } while (0)
 
-/* C = act(op(A) @ B + bias) (bias when has_bias, act the ACTIVATION define); with ROW_SUMS the first column block also writes row_sums[m] = sum over k of
+/* C = act(op(A) @ B + bias) (bias when has_bias; act an ACT_ code of common.h, slope
+ * LeakyReLU's); with row_sums the first column block also writes row_sums[m] = sum over k of
  * op(A)[m, k] (summed in k order). B's rows are LDB apart: LDB = N (and N >= NB) unless
- * b_padded. b_padded and has_bias are arguments rather than defines: they act only after the
- * k loop, and each build costs PoCL 0.2-0.7 s at a cold start (LeNet-5's dense layers and
- * their gradients had taken four). */
-__kernel void gemm_block(__global const float* restrict A, __global const float* restrict B,
-                         __global float* restrict C, __global const float* restrict bias,
-                         __global float* restrict row_sums, const int M, const int N, const int K,
-                         const int LDB, const int b_padded, const int has_bias)
+ * b_padded. trans_a, with_sums and act are constants in each kernel below, which LLVM folds
+ * into its one call, while one build of this file (per blocking) holds every case: LeNet-5's
+ * dense layers and their gradients took four builds when these were -D defines, 0.2-0.5 s
+ * each on a cold cache. Plain `static inline`: always_inline made the build inline and
+ * optimise nine copies, 1.0-1.4 s against 0.4, and the kernels ran even (fastest of 200). */
+static inline void gemm_block_body(__global const float* restrict A, __global const float* restrict B,
+                                   __global float* restrict C, __global const float* restrict bias,
+                                   __global float* restrict row_sums, const int M, const int N, const int K,
+                                   const int LDB, const int b_padded, const int has_bias, const float slope,
+                                   const int trans_a, const int with_sums, const int act)
 {
     const int m0 = get_global_id(1) * TM;
     if (m0 >= M || (int)get_global_id(0) * NB >= N) return;
     const int n0 = b_padded ? (int)get_global_id(0) * NB : MIN((int)get_global_id(0) * NB, N - NB);
 
     /* row pointers, not row indices: with indices PoCL computes the TM addresses in a vector
-     * register and extracts them one by one in every k step */
+     * register and extracts them one by one in every k step; op(A)[m, k] = a_row[m][k * a_step] */
+    const int a_step = trans_a ? M : 1;
     __global const float* a_row[TM];
     #pragma unroll
-    for (int i = 0; i < TM; ++i) a_row[i] = A_ROW(MIN(m0 + i, M - 1));
+    for (int i = 0; i < TM; ++i) {
+        const int m = MIN(m0 + i, M - 1);
+        a_row[i] = trans_a ? A + m : A + (size_t)m * K;
+    }
     VEC acc[TM][NV];
     #pragma unroll
     for (int i = 0; i < TM; ++i)
         #pragma unroll
         for (int v = 0; v < NV; ++v) acc[i][v] = (VEC)(0.0f);
 
-    if (ROW_SUMS && get_global_id(0) == 0) {
+    if (with_sums && get_global_id(0) == 0) {
         float rs[TM];
         #pragma unroll
         for (int i = 0; i < TM; ++i) rs[i] = 0.0f;
@@ -145,25 +119,48 @@ __kernel void gemm_block(__global const float* restrict A, __global const float*
             const VEC bb = has_bias ? LOADV(bias + c0) : (VEC)(0.0f);
             #pragma unroll
             for (int i = 0; i < TM; ++i)
-                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb), C + (size_t)(m0 + i) * N + c0);
+                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb, act, slope), C + (size_t)(m0 + i) * N + c0);
         } else {
-            /* the last, partial vector of a padded B: lanes past N are neither read nor stored */
+            /* the last, partial vector of a padded B: lanes past N are neither read nor stored.
+             * Stored by loops left rolled: unrolled, the TM x VW checked stores of each kernel
+             * doubled its compile (0.3 -> 0.6 s on a cold cache), for a block or two per row. */
             float bs[VW];
             #pragma unroll
             for (int j = 0; j < VW; ++j) bs[j] = has_bias ? bias[MIN(c0 + j, N - 1)] : 0.0f;
             const VEC bb = LOADV(bs);
+            float out[TM][VW];
             #pragma unroll
-            for (int i = 0; i < TM; ++i) {
-                if (m0 + i >= M) break;
-                float out[VW];
-                STOREV(activatev(acc[i][v] + bb), out);
-                #pragma unroll
-                for (int j = 0; j < VW; ++j)
-                    if (c0 + j < N) C[(size_t)(m0 + i) * N + c0 + j] = out[j];
+            for (int i = 0; i < TM; ++i) STOREV(activatev(acc[i][v] + bb, act, slope), out[i]);
+            #pragma unroll 1
+            for (int i = 0; i < MIN(TM, M - m0); ++i) {
+                #pragma unroll 1
+                for (int j = 0; j < N - c0; ++j) C[(size_t)(m0 + i) * N + c0 + j] = out[i][j];
             }
         }
     }
 }
+
+/* The kernels: gemm_block[_ta][_sums] (op(A) = A.T with _ta, row sums with _sums) and
+ * gemm_block_<activation> (the Dense forward's fused activation). Every work item owns TM rows
+ * x NB columns of C; global size (ceil(N / NB), ceil(M / TM)). */
+#define GEMM_KERNEL(NAME, TRANS_A, WITH_SUMS, ACT)                                            \
+__kernel void NAME(__global const float* restrict A, __global const float* restrict B,        \
+                   __global float* restrict C, __global const float* restrict bias,           \
+                   __global float* restrict row_sums, const int M, const int N, const int K,  \
+                   const int LDB, const int b_padded, const int has_bias, const float slope)  \
+{                                                                                             \
+    gemm_block_body(A, B, C, bias, row_sums, M, N, K, LDB, b_padded, has_bias, slope,         \
+                    TRANS_A, WITH_SUMS, ACT);                                                 \
+}
+GEMM_KERNEL(gemm_block, 0, 0, ACT_NONE)
+GEMM_KERNEL(gemm_block_ta, 1, 0, ACT_NONE)
+GEMM_KERNEL(gemm_block_sums, 0, 1, ACT_NONE)
+GEMM_KERNEL(gemm_block_ta_sums, 1, 1, ACT_NONE)
+GEMM_KERNEL(gemm_block_relu, 0, 0, ACT_RELU)
+GEMM_KERNEL(gemm_block_leaky_relu, 0, 0, ACT_LEAKY_RELU)
+GEMM_KERNEL(gemm_block_tanh, 0, 0, ACT_TANH)
+GEMM_KERNEL(gemm_block_sigmoid, 0, 0, ACT_SIGMOID)
+GEMM_KERNEL(gemm_block_relu6, 0, 0, ACT_RELU6)
 
 /* T = S, or S.T with trans, for S (R, Q), with T's rows LDT >= (its columns) apart and zero
  * past them (gemm_block's padded B). A work item per row of T: with trans it reads a column of

@@ -145,9 +145,9 @@ def width(request, device, monkeypatch):
     return hold_vector_width(device, monkeypatch, request.param)
 
 
-# Columns 1-80 take every column blocking: narrow B packed and padded (n < 8), the overlapping
-# last block at each width (8, 16, 2x8, 2x16 wide), and the padded last partial vector of a
-# transposed B; rows 1-40 cross the 6- and 8-row blocks; K from 1.
+# Columns 1-80 take every column case at each width's block (2x8 or 2x16 wide): B narrower
+# than the block packed and padded, the overlapping last block of a wider B, and the padded
+# last partial vector of a transposed B; rows 1-40 cross the 6- and 8-row blocks; K from 1.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(m=st.integers(1, 40), n=st.integers(1, 80), k=st.integers(1, 50), trans=st.sampled_from(TRANSPOSES),
        seed=st.integers(0, 2 ** 31))
@@ -198,14 +198,9 @@ def test_dense_empty_batch_forward(device):
     assert y.shape == (0, 5)
 
 
-def test_blockings_stay_within_the_registers(device):
+def test_blockings_stay_within_the_registers(device, width):
     """TM * NV accumulators, NV vectors of B and a broadcast of A within the vector registers
-    of the width (16 AVX2 ymm, 32 AVX-512 zmm), and column blocks that fit the matrix (or a
-    padded copy of it)."""
+    of the width (16 AVX2 ymm, 32 AVX-512 zmm), and the device's one blocking at its width."""
     for vw, regs in ((8, 16), (16, 32)):
         assert ops._TM[vw] * ops._NV[vw] + ops._NV[vw] + 1 <= regs
-    for n in range(1, 130):
-        vw, nv = ops._padded_blocking(device, n)
-        assert vw * nv < n + vw or vw * nv == 8
-        if n >= 8:
-            assert any(w * v <= n for w, v in ops._widths(device))
+    assert ops._blocking(device) == (ops._TM[width], width, ops._NV[width])

@@ -3,13 +3,13 @@
 gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is two
 GEMM launches and a transpose: y = x @ w.T (w transposed once per call, bias and activation
 fused into the GEMM's store), gx = gy @ w, and gw = gy.T @ x with the bias gradient gb (the
-column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments, so one
-build per layout serves every size; only the transpose of A, the block sizes and the fused
-epilogue are -D defines.
+column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments and the
+block sizes -D defines, fixed per device: one build serves every GEMM, its kernels differing
+in the transpose of A, the row sums and the fused activation.
 """
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
-from ._common import buf, check_array, i32, launch, round_up
+from ._common import buf, check_array, f32, i32, launch, round_up
 from .conv2d import vector_limits
 
 # Register blocks of gemm_block (see gemm.cl): TM rows x NV vectors of VW columns; the TM*NV
@@ -27,18 +27,13 @@ _CPU_LOCAL = (1, 1)
 _LOCAL_1D = (16,)
 
 
-def _widths(dev):
-    """(VW, NV) candidates, widest block first."""
+def _blocking(dev):
+    """(TM, VW, NV): one register block per device, so that one build of gemm.cl serves every
+    GEMM (each build and each kernel's first compile cost PoCL 0.2-1 s on a cold cache). A B
+    narrower than the block is padded to it: a layer of n < VW*NV outputs (a classifier's last)
+    does up to VW*NV/n times its products, which at LeNet-5's 84 -> 10 is ~5 us a batch."""
     vw = vector_limits(dev)[0]
-    return [(vw, _NV[vw]), (vw, 1), (8, 1)] if vw == 16 else [(8, _NV[8]), (8, 1)]
-
-
-def _padded_blocking(dev, n):
-    """(VW, NV) for a padded B of n columns: as few vectors as cover n, float8 for n <= 8."""
-    vw, nv = _widths(dev)[0]
-    if n <= 8:
-        return 8, 1
-    return vw, min(nv, -(-n // vw))
+    return _TM[vw], vw, _NV[vw]
 
 
 def _pack(dev, s, trans, ldt):
@@ -63,25 +58,20 @@ def _gemm(dev, a, b, trans_a, trans_b=False, bias=None, activation=None, negativ
     c = dev.empty((m, n))
     if m == 0 or n == 0:
         return c
-    padded = trans_b or n < 8
-    if padded:
-        vw, nv = _padded_blocking(dev, n)
-        ldb = round_up(n, vw * nv)
-    else:
-        vw, nv = next((vw, nv) for vw, nv in _widths(dev) if vw * nv <= n)
-        ldb = n
-    tm = _TM[vector_limits(dev)[0]]
-    defines = dict(TRANS_A=bool(trans_a), TM=tm, VW=vw, NV=nv, ROW_SUMS=row_sums is not None,
-                   ACTIVATION=ACTIVATION_CODES[activation])
-    if activation == "leaky_relu":
-        defines["NEG_SLOPE"] = float(negative_slope)
-    kernel = dev.kernel("gemm.cl", "gemm_block", **defines)     # first: the packing kernel comes from it
+    tm, vw, nv = _blocking(dev)
+    padded = trans_b or n < vw * nv
+    ldb = round_up(n, vw * nv) if padded else n
+    if activation is not None and (trans_a or row_sums is not None):
+        raise ValueError("gemm: a fused activation goes with the plain product only (no trans_a, no row sums)")
+    name = "gemm_block" + ("_ta" if trans_a else "") + ("_sums" if row_sums is not None else "") + \
+        (f"_{activation}" if activation else "")
+    kernel = dev.kernel("gemm.cl", name, TM=tm, VW=vw, NV=nv)     # first: the packing kernel comes from it
     if padded:
         b = _pack(dev, b, trans_b, ldb)
     launch(dev, kernel, (-(-n // (vw * nv)), -(-m // tm)), _CPU_LOCAL if dev.is_cpu else _LOCAL,
            buf(a), buf(b), buf(c), buf(bias if bias is not None else c),
            buf(row_sums if row_sums is not None else c), i32(m), i32(n), i32(k), i32(ldb),
-           i32(padded), i32(bias is not None))
+           i32(padded), i32(bias is not None), f32(negative_slope))
     return c
 
 
