@@ -186,6 +186,7 @@ def _train(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, sch
     else:
         comm.on_root(lambda: _clear_out(out, overwrite, resume_path), what="checking the output folder")
         dev = comm.device(device)
+    clcnn.train.prepare(dev)
     _train_on(model, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, dev, dataset_name,
               data_dir, augment, out, resume_path, seed, limit, quiet, validation_split, comm, root, echo)
 

@@ -164,3 +164,37 @@ def test_max_pooling_keeps_denormals_apart(device):
     y, argmax = pool.maxpool2d_forward(device, device.to_device(x), (1, 2), (1, 2), (0, 0, 0, 0))
     np.testing.assert_array_equal(argmax.get().ravel(), [1, 3])
     np.testing.assert_array_equal(y.get().ravel(), np.array([3e-40, 0.0], np.float32))
+
+
+def test_prepare_builds_in_the_background_and_program_waits_for_it(monkeypatch):
+    """Device.prepare builds a file's define-free program in a thread; program() called while
+    that build runs waits for it and returns the same program, built once."""
+    import threading
+    import time
+    from clcnn import device as device_module
+    from clcnn.device import Device
+
+    shared = clcnn.get_device()
+    fresh = Device(shared.index, shared.platform, shared.cl_device)
+    real = device_module._read_kernel_source
+    reads, started = [], threading.Event()
+
+    def slow_source(name):
+        reads.append((name, threading.current_thread().name))
+        if name == "tiny.cl":
+            started.set()
+            time.sleep(0.3)                 # program() below arrives while this build runs
+            return "__kernel void put(__global float *x) { x[0] = 2.5f; }"
+        return real(name)
+
+    monkeypatch.setattr(device_module, "_read_kernel_source", slow_source)
+    monkeypatch.setattr(device_module, "_binary_cache_dir", lambda: None)
+    fresh.prepare("tiny.cl")
+    assert started.wait(10)
+    program = fresh.program("tiny.cl")
+    fresh._preparing.join(10)
+    assert fresh.program("tiny.cl") is program
+    assert [thread for name, thread in reads if name == "tiny.cl"] == ["clcnn-prepare"]
+    out = fresh.zeros((1,))
+    program.put(fresh.queue, (1,), None, out.data)
+    assert out.get()[0] == 2.5
