@@ -210,13 +210,14 @@ def test_conv2d_dispatches_lenet_conv1_here_on_cpus(device, monkeypatch):
 def test_conv2d_input_gradient_of_lenet_conv2_runs_by_rows(device, monkeypatch):
     """The gather-form input gradient of a layer with few input channels (LeNet-5's conv2:
     6 -> 16, 5x5) runs conv2d_rows' forward kernel over gy with the flipped kernel, on CPUs;
-    padded layers too; the oracle's gradient either way."""
+    padded layers too; the oracle's gradient either way. Its build leaves the weight gradient
+    kernel out (no weight gradient runs on gy's shape)."""
     if not device.is_cpu:
         pytest.skip("conv2d_rows is dispatched on CPU devices only")
     from clcnn.ops import conv2d as conv
     calls = []
     real = rows.forward
-    monkeypatch.setattr(rows, "forward", lambda *a, **k: calls.append(a[2].shape) or real(*a, **k))
+    monkeypatch.setattr(rows, "forward", lambda *a, **k: calls.append((a[2].shape, k.get("alone"))) or real(*a, **k))
     rng = np.random.default_rng(4)
     for x_shape, w_shape, pads in [((3, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)),
                                    ((2, 3, 12, 11), (5, 3, 3, 3), (1, 1, 1, 0))]:
@@ -227,7 +228,11 @@ def test_conv2d_input_gradient_of_lenet_conv2_runs_by_rows(device, monkeypatch):
         calls.clear()
         gx, _, _ = conv.conv2d_backward(device, device.to_device(x), device.to_device(w),
                                         device.to_device(gy.astype(np.float32)), (1, 1), pads)
-        assert calls == [(w_shape[1], w_shape[0], w_shape[2], w_shape[3])]    # the flipped kernel
+        assert calls == [((w_shape[1], w_shape[0], w_shape[2], w_shape[3]), True)]    # the flipped kernel
+        alone = [p for (name, options), p in device._programs.items()
+                 if name == "conv2d_rows.cl" and "-DWITH_WEIGHT_GRAD=0" in options and f"-DN={x_shape[0]}" in options]
+        assert alone and all("conv2d_rows_backward_weight" not in p.kernel_names.split(";") for p in alone)
+        assert all("conv2d_rows_forward" in p.kernel_names.split(";") for p in alone)
         gx_ref, _, _ = oracle.conv2d_backward(x64, w64, gy, (1, 1), pads)
         abs_gx, _, _ = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy), (1, 1), pads)
         assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, "input gradient")

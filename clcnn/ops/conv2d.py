@@ -763,7 +763,7 @@ def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups):
     # kh*kw items took 0.03 s, and both ran in ~32 us (LeNet-5's conv2).
     launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), (kh * kw, 1, 1) if dev.is_cpu else None,
            buf(w), buf(wf), i32(o), i32(c), i32(kh), i32(kw))
-    return conv2d_rows.forward(dev, gy, wf, None, (1, 1), gather_pads)
+    return conv2d_rows.forward(dev, gy, wf, None, (1, 1), gather_pads, alone=True)
 
 
 def _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups=1):

@@ -71,15 +71,19 @@ POOL_CODES = {None: 0, "avg": 1, "max": 2}
 
 
 @functools.lru_cache(maxsize=None)
-def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw):
+def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw, alone=False):
     """The -D defines of one shape: the same for its forward (pooled or not) and weight-gradient
-    kernels, so that one build serves them all where the pooled forward's blocking agrees."""
+    kernels, so that one build serves them all where the pooled forward's blocking agrees; a
+    forward `alone` (an input gradient: no weight gradient on this shape) leaves that out."""
     pt, pb, pl, pr = pads
-    return dict(N=n, CI=ci, H=h, W=w, PT=pt, PB=pb, PL=pl, PR=pr, CO=co, KH=kh, KW=kw, VW=vw,
-                RB=rb, OBC=obc, KHB=khb, RPW=rpw)
+    defines = dict(N=n, CI=ci, H=h, W=w, PT=pt, PB=pb, PL=pl, PR=pr, CO=co, KH=kh, KW=kw, VW=vw,
+                   RB=rb, OBC=obc, KHB=khb, RPW=rpw)
+    if alone:
+        defines["WITH_WEIGHT_GRAD"] = 0
+    return defines
 
 
-def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False):
+def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False, alone=False):
     n, c, h, w = x_shape
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     o, _, kh, kw = w_shape
@@ -93,7 +97,7 @@ def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False):
     # process, loaded machine): 1 row 0.213 ms, 2 rows 0.176, 3 0.164, 4 0.166.
     rpw = max(r for r in (1, 2, 3, 4) if r == 1 or obc * (khb + 1 + r) <= 2 * limit - 4)
     return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev, wide), rb, obc,
-                    khb, rpw)
+                    khb, rpw, alone)
 
 
 def _handles(dev, x_shape, w_shape, stride, dilation, groups):
@@ -161,13 +165,14 @@ def pools(dev, x_shape, w_shape, pads, pool):
 
 
 def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, dilation=(1, 1),
-            groups=1, pool=None, keep_full=False):
+            groups=1, pool=None, keep_full=False, alone=False):
     """conv2d.conv2d_forward's result y (N,O,OH,OW) for x (N,C,H,W), w (O,C,KH,KW), b (O,) or
     None, stride=(1,1), pads=(top,bottom,left,right), activation None|"relu"|"leaky_relu"|
     "relu6"|"tanh"|"sigmoid" fused after the bias; OH = H+top+bottom-KH+1, likewise OW.
     pool "avg" or "max" (where pools() says so): y pooled 2x2 with stride 2 after the
     activation, (N,O,OH/2,OW/2), in the same kernel; with keep_full also the full-size y:
-    (y, pooled).
+    (y, pooled). alone: no weight gradient will run on this shape (an input gradient computed
+    as this forward), so its build leaves that kernel out.
     None where the kernels cannot run the shape (stride or dilation other than 1, groups > 1,
     more output channels than accumulators: 16 on AVX-512, 8 elsewhere)."""
     check_array(x, 4, "conv2d input")
@@ -188,7 +193,7 @@ def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, di
                          f"and weight {tuple(w.shape)}: check pools() first")
     if any(pads) and not _pads_in_kernel(x.shape, w.shape, pads):
         x, pads = _padded(dev, x, pads), (0, 0, 0, 0)
-    d = _plan(dev, x.shape, w.shape, pads, pool, wide=pool is None)
+    d = _plan(dev, x.shape, w.shape, pads, pool, wide=pool is None, alone=alone)
     n, o = x.shape[0], w.shape[0]
     y = dev.empty((n, o, oh // 2, ow // 2) if pool else (n, o, oh, ow))
     full = dev.empty((n, o, oh, ow)) if pool and keep_full else None
