@@ -350,9 +350,9 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             out[k] = ((a + c) + (d + e)) * 0.25f;
 #else
             VEC m = a;
-            m = (c > m) | (c != c) ? c : m;
-            m = (d > m) | (d != d) ? d : m;
-            m = (e > m) | (e != e) ? e : m;
+            m = ((c > m) | (c != c)) ? c : m;
+            m = ((d > m) | (d != d)) ? d : m;
+            m = ((e > m) | (e != e)) ? e : m;
             out[k] = m;
 #endif
         }

@@ -269,7 +269,9 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
             acc[q][o] = (VEC)(0.0f);
 
 #if PL || PR || PT || PB || VW > OW
-    if (iw0 < 0 || iw0 + VW + KW - 1 > W || ih0 < 0 || ih0 + RB + KH - 1 > H) {
+    /* `|`, not `||`: with VW > OW, iw0 is a constant, and clang warns of a constant
+     * operand of `||` (the warning reached every user's console) */
+    if ((iw0 < 0) | (iw0 + VW + KW - 1 > W) | (ih0 < 0) | (ih0 + RB + KH - 1 > H)) {
         /* The first and last elements the item's plain loads would touch (rows outside
          * the input included). */
         const int lo = x0;
@@ -329,9 +331,9 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
                     pooled = ((top.even + top.odd) + (bottom.even + bottom.odd)) * 0.25f;
                 } else {
                     pooled = top.even;
-                    pooled = (top.odd > pooled) | (top.odd != top.odd) ? top.odd : pooled;
-                    pooled = (bottom.even > pooled) | (bottom.even != bottom.even) ? bottom.even : pooled;
-                    pooled = (bottom.odd > pooled) | (bottom.odd != bottom.odd) ? bottom.odd : pooled;
+                    pooled = ((top.odd > pooled) | (top.odd != top.odd)) ? top.odd : pooled;
+                    pooled = ((bottom.even > pooled) | (bottom.even != bottom.even)) ? bottom.even : pooled;
+                    pooled = ((bottom.odd > pooled) | (bottom.odd != bottom.odd)) ? bottom.odd : pooled;
                 }
                 STOREH(pooled, y0 + o * ((OH / 2) * (OW / 2)) + (q / 2) * (OW / 2));
             }
