@@ -760,8 +760,10 @@ def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups):
     wf = dev.empty((c, o, kh, kw))
     # On CPUs a group per filter: with None PoCL made the whole grid one group, whose loop
     # over the items it unrolled and vectorised, 0.5 s to compile on a cold cache; a group of
-    # kh*kw items took 0.03 s, and both ran in ~32 us (LeNet-5's conv2).
-    launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), (kh * kw, 1, 1) if dev.is_cpu else None,
+    # kh*kw items took 0.03 s, and both ran in ~32 us (LeNet-5's conv2). The kernel has no
+    # bounds check, so the group must divide the grid and fit the device's limit.
+    per_filter = dev.is_cpu and kh * kw <= dev.cl_device.max_work_group_size
+    launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), (kh * kw, 1, 1) if per_filter else None,
            buf(w), buf(wf), i32(o), i32(c), i32(kh), i32(kw))
     return conv2d_rows.forward(dev, gy, wf, None, (1, 1), gather_pads, alone=True)
 
