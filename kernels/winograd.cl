@@ -70,15 +70,13 @@
 #define VEC float16
 #define LOADV(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
 #define STOREV(v, p) do { STORE8((v).lo, p); STORE8((v).hi, (p) + 8); } while (0)
-#define LANE(v, l) LANE16(v, l)
 #else
 #define VEC float8
 #define LOADV(p) LOAD8(p)
 #define STOREV(v, p) STORE8(v, p)
-#define LANE(v, l) LANE8(v, l)
 #endif
-DEFINE_TANHV(VEC)
-DEFINE_ACTIVATEV(VEC)
+DEFINE_TANHV(float8)
+DEFINE_ACTIVATEV(float8)
 
 __constant float BT[WA * WA] = {WBT};
 __constant float GM[WA * WR] = {WG};
@@ -308,29 +306,31 @@ __kernel void winograd_products(__global const float* restrict a, __global const
                 STOREV(acc[i][j], o + (size_t)i * ld_out + j * VW);
 }
 
-/* y[n, o, th*WM + i, tw*WM + j] = act((AT m A)[i, j] + b[o]) for m[xi] = M[xi, o, t], VW tiles
+/* y[n, o, th*WM + i, tw*WM + j] = act((AT m A)[i, j] + b[o]) for m[xi] = M[xi, o, t], TL tiles
  * t0 + l at a time, the tiles t < NT and the pixels inside the output only. Global size
- * (TP / VW, CO). */
+ * (TP / TL, CO). TL lanes, not VW: with float16 lanes the WA*WA tile (64 vectors for 5x5
+ * filters) spilled, and the transform of 32x64x16x16 with 64 5x5 filters took 1.7 ms
+ * against 0.8 (3x3: even). */
 __kernel void winograd_output(__global const float* restrict m, __global const float* restrict b,
                               __global float* restrict y, const int has_bias, const int act,
                               const float slope, const int CO, const int OH, const int OW,
                               const int NT, const int TP)
 {
     const int TH = (OH + WM - 1) / WM, TW = (OW + WM - 1) / WM;
-    const int t0 = get_global_id(0) * VW;
+    const int t0 = get_global_id(0) * TL;
     const int o = get_global_id(1);
     const __global float* mo = m + o * TP + t0;
-    VEC mt[WA][WA];
+    float8 mt[WA][WA];
     #pragma unroll
     for (int a = 0; a < WA; a++)
         #pragma unroll
         for (int k = 0; k < WA; k++)
-            mt[a][k] = LOADV(mo + (a * WA + k) * (CO * TP));
-    LEFT_PRODUCT(VEC, am, AT, WM, WA, mt, WA)
+            mt[a][k] = LOAD8(mo + (a * WA + k) * (CO * TP));
+    LEFT_PRODUCT(float8, am, AT, WM, WA, mt, WA)
     const float bias = has_bias ? b[o] : 0.0f;
-    VEC out[WM][WM];
+    float8 out[WM][WM];
 #define STORE_OUT(i, j, value) out[i][j] = activatev((value) + bias, act, slope)
-    RIGHT_PRODUCT(VEC, am, WM, AT, WM, WA, STORE_OUT)
+    RIGHT_PRODUCT(float8, am, WM, AT, WM, WA, STORE_OUT)
 #undef STORE_OUT
     /* Tile t0 + l's image n, tile row th and column tw, stepped lane by lane (a division
      * per lane cost more than the transform). */
@@ -338,7 +338,7 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
     int th = (t0 - n * (TH * TW)) / TW;
     int tw = t0 - n * (TH * TW) - th * TW;
     #pragma unroll
-    for (int l = 0; l < VW; l++) {
+    for (int l = 0; l < TL; l++) {
         if (t0 + l < NT) {
             __global float* yp = y + (n * CO + o) * (OH * OW) + th * WM * OW + tw * WM;
             #pragma unroll
@@ -346,7 +346,7 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
                 #pragma unroll
                 for (int j = 0; j < WM; j++)
                     if (th * WM + i < OH && tw * WM + j < OW)
-                        yp[i * OW + j] = LANE(out[i][j], l);
+                        yp[i * OW + j] = LANE8(out[i][j], l);
         }
         tw++;
         th += tw == TW;

@@ -85,9 +85,9 @@ def test_winograd_matches_the_oracle(device, case):
 
 
 def test_wide_layers_run_winograd_by_default(device, monkeypatch):
-    """On a CPU, 64 channels in and out (3x3, stride 1) go to Winograd in both gradients (the
-    input gradient from 8192 input pixels) and the forward stays direct (Winograd's forward
-    pays from 128 channels at 3x3); 16 channels take none; the results match the oracle."""
+    """On a CPU, 64 channels in and out (3x3, stride 1, 64x64 planes) go to Winograd in the
+    forward (from 16x16 planes at 64 channels) and in both gradients (the input gradient from
+    8192 input pixels); 16 channels take none; the results match the oracle."""
     if not device.is_cpu:
         pytest.skip("Winograd is chosen automatically on CPU devices only")
     calls = []
@@ -95,7 +95,7 @@ def test_wide_layers_run_winograd_by_default(device, monkeypatch):
         original = getattr(winograd, name)
         monkeypatch.setattr(winograd, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     rng = np.random.default_rng(5)
-    for c, expected in ((64, ["weight_grad", "input_grad"]), (16, [])):
+    for c, expected in ((64, ["forward", "weight_grad", "input_grad"]), (16, [])):
         calls.clear()
         x = rng.standard_normal((2, c, 64, 64)).astype(np.float32)
         wt = (rng.standard_normal((c, c, 3, 3)) / 24).astype(np.float32)
@@ -129,9 +129,11 @@ def test_forced_winograd_refuses_what_it_cannot_run(device, stride, dilation, k,
         ops.conv2d_forward(device, x, w, None, stride, pads, algorithm="winograd", dilation=dilation)
 
 
-def test_forward_winograd_pays_from_128_channels_at_3x3_and_64_at_5x5():
-    """winograd.pays' forward rule, by channels and kernel size (the gradients keep 64)."""
-    assert not winograd.pays("forward", (32, 64, 16, 16), (64, 64, 3, 3))
+def test_forward_winograd_pays_from_128_channels_at_3x3_and_64_at_5x5_or_larger_planes():
+    """winograd.pays' forward rule, by channels, kernel size and plane (the gradients keep 64)."""
+    assert not winograd.pays("forward", (64, 64, 8, 8), (64, 64, 3, 3))
+    assert winograd.pays("forward", (32, 64, 16, 16), (64, 64, 3, 3))
+    assert winograd.pays("forward", (64, 128, 8, 8), (128, 128, 3, 3))
     assert winograd.pays("forward", (32, 128, 16, 16), (128, 128, 3, 3))
     assert winograd.pays("forward", (32, 64, 16, 16), (64, 64, 5, 5))
     assert not winograd.pays("forward", (32, 32, 16, 16), (32, 32, 5, 5))

@@ -95,11 +95,14 @@ def supports(x_shape, w_shape, stride, pads, dilation, groups):
 _BLOCKS = {8: (6, 2), 16: (8, 2)}
 # Fixed local sizes (PoCL compiles a work-group function per local size). The scalar
 # weight-gradient output gets groups of 8 channels, which PoCL may run as vectors; the input,
-# gy and weight transforms take their TL lanes explicitly (winograd.cl), TL = 8.
+# gy and weight transforms take their TL lanes explicitly (winograd.cl), TL = 8, in groups of
+# one item: in groups of 2x4 items PoCL's loop over the items made the input transform 1.4-1.9x
+# and the gy transform 2.4x slower (32x64x16x16, 64 filters 3x3 and 5x5; min of 80 calls,
+# alternating).
 _LOCAL = (1, 1, 1)
 _TRANSFORM_LOCAL = (8, 1)
 _LANES = 8
-_LANES_LOCAL = (2, 4)
+_LANES_LOCAL = (1, 1)
 
 
 def pays(pass_, x_shape, w_shape):
@@ -109,14 +112,15 @@ def pays(pass_, x_shape, w_shape):
     8192 input pixels (N*H*W) but 0.94x at 4096; at 32 channels the forms were even or the
     direct one won (weight gradient 0.61x), at 16 the direct one won (0.70-0.85x): the
     transforms' memory traffic outweighs the saved multiplies. The forward takes Winograd from
-    64 channels for 5x5 kernels (1.26x) but for 3x3 only from 128 (1.64x): at 64 the direct
-    kernel, since it pads inside itself, ran 1.01-1.13x faster (16x16 at batch 32, 8x8 at 64
-    and 128, 32x32 at 32; whole calls, one at a time, as a model makes them), and ResNet-20's
-    steps 1.03x (training) and 1.05-1.13x (inference) faster with it."""
+    64 channels for 5x5 kernels (1.26x) and for 3x3 ones from 128 (1.64x), or from 64 on
+    planes of 16x16 and more: there it ran 1.19x faster (16x16, batch 32) and 1.27x (32x32),
+    but on 8x8 planes (ResNet-20's last stage) the direct kernel, which pads inside itself,
+    ran 1.09-1.33x faster (batch 64 and 128; whole calls, one at a time, as a model makes
+    them; the transforms in work-groups of one item)."""
     n, c, h, w = x_shape
     channels = min(c, w_shape[0])
     if pass_ == "forward":
-        return channels >= (128 if w_shape[2] == 3 else 64)
+        return channels >= 128 or (channels >= 64 and (w_shape[2] == 5 or h * w >= 256))
     return channels >= 64 and (pass_ != "input" or n * h * w >= 8192)
 
 
@@ -170,7 +174,7 @@ def _convolve(dev, x, w, b, co, oh, ow, pt, pl, activation, negative_slope, flip
     products = dev.empty((a * a, co, tp))
     _products(dev, kernel, d, u, v, products, a, co, tp, c, 1, co, 1, tp)
     y = dev.empty((n, co, oh, ow))
-    launch(dev, kernel("winograd_output"), (tp // d["VW"], co), _LOCAL[:2], buf(products),
+    launch(dev, kernel("winograd_output"), (tp // _LANES, co), _LOCAL[:2], buf(products),
            buf(b if b is not None else products), buf(y), i32(b is not None),
            i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope), i32(co), i32(oh), i32(ow),
            i32(tiles), i32(tp))
