@@ -37,7 +37,8 @@ _READ_INTERVAL = 0.25
 
 def prepare(dev):
     """Start building, in the background, the programs whose kernels every fit's first step
-    runs whatever the model: the batch gather (data.cl) and the losses (loss.cl). Called before
+    runs whatever the model: the batch gather (data.cl) and the losses (loss.cl), one build
+    with the optimizers and the activation backward (device.BUNDLE). Called before
     loading the data, a cold start's compiler start-up and these builds (~1 s) overlap the
     loading and the model's set-up (`clcnn train lenet5` on empty caches, six alternating pairs
     on a noisy machine: medians 13.5 s against 14.3 s)."""

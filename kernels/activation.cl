@@ -2,8 +2,9 @@
  * softmax, forward and backward. NaN propagates as in PyTorch (see common.h).
  *
  * Elementwise kernels see the tensor as flat: element i of any NCHW (or (N, K)) array is x[i].
- * The activation is the define ACTIVATION (an ACT_ code of common.h), so its switch folds away;
- * LeakyReLU's slope is a runtime argument so every slope shares one build.
+ * The forward's activation is the define ACTIVATION (an ACT_ code of common.h), so its switch
+ * folds away; the backward takes it as an argument. LeakyReLU's slope is a runtime argument so
+ * every slope shares one build.
  * Work items: each handles 8 consecutive elements as one float8 (vload8/vstore8 need only
  * float alignment); the item owning the ragged end (n not a multiple of 8) does it in scalars.
  * 1-D global size ceil(n / 8), any local size (the host passes None), no barriers. Measured on
@@ -34,8 +35,7 @@ inline float8 activate8(float8 v, float slope)
 #endif
 }
 
-/* activate_backward() on a float8: common.h's vector form, the activation a define so that
- * its branches fold away. */
+/* activate_backward() on a float8: common.h's vector form. */
 DEFINE_ACTIVATE_BACKWARDV(float8)
 
 /* Work item q owns elements [8q, 8q + 8): one float8 when whole, the scalar tail otherwise. */
@@ -50,15 +50,20 @@ __kernel void activation_forward(__global const float* restrict x, __global floa
     }
 }
 
-/* gx = dL/dx from gy and the forward output y (activate_backward, common.h). */
+/* gx = dL/dx from gy and the forward output y (activate_backward, common.h) of activation
+ * `act` (an ACT_ code). The code is an argument, not the ACTIVATION define: the kernel reads
+ * two floats and writes one per element, so the branch on `act` costs nothing measurable, and
+ * the define-free build is the one clcnn builds with data.cl, loss.cl and optim.cl (see
+ * device.py's BUNDLE), which spares a cold start a build. */
 __kernel void activation_backward(__global const float* restrict y, __global const float* restrict gy,
-                                  __global float* restrict gx, const int n, const float slope)
+                                  __global float* restrict gx, const int n, const int act,
+                                  const float slope)
 {
     const int q = get_global_id(0);
     if (8 * q + 8 <= n) {
-        vstore8(activate_backwardv(vload8(q, gy), vload8(q, y), ACTIVATION, slope), q, gx);
+        vstore8(activate_backwardv(vload8(q, gy), vload8(q, y), act, slope), q, gx);
     } else {
-        for (int i = 8 * q; i < n; ++i) gx[i] = activate_backward(gy[i], y[i], ACTIVATION, slope);
+        for (int i = 8 * q; i < n; ++i) gx[i] = activate_backward(gy[i], y[i], act, slope);
     }
 }
 

@@ -46,9 +46,7 @@ __kernel void sgd_update(__global float* restrict param, __global const float* r
  * counts' running sums; an unused slot has count 0 and any buffers): whole chunks per item
  * keep the branch on t out of the element loop (one element per item ran 2x slower).
  * Global size first4. */
-#ifndef CHUNK
-#define CHUNK 16
-#endif
+#define CHUNK 16        /* clcnn/ops/optim.py's _CHUNK: this file is built without defines */
 __kernel void sgd_update4(__global float* restrict p0, __global const float* restrict g0, __global float* restrict b0,
                           __global float* restrict p1, __global const float* restrict g1, __global float* restrict b1,
                           __global float* restrict p2, __global const float* restrict g2, __global float* restrict b2,

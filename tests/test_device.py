@@ -198,3 +198,27 @@ def test_prepare_builds_in_the_background_and_program_waits_for_it(monkeypatch):
     out = fresh.zeros((1,))
     program.put(fresh.queue, (1,), None, out.data)
     assert out.get()[0] == 2.5
+
+
+def test_bundle_files_share_one_define_free_build(monkeypatch):
+    """The define-free programs of device.BUNDLE's files are one build holding every kernel
+    each file declares; a build of one of them with defines stays its own."""
+    import re
+
+    from clcnn import device as device_module
+    from clcnn.device import Device
+
+    shared = clcnn.get_device()
+    fresh = Device(shared.index, shared.platform, shared.cl_device)
+    real = device_module._read_kernel_source
+    reads = []
+    monkeypatch.setattr(device_module, "_read_kernel_source", lambda name: reads.append(name) or real(name))
+    monkeypatch.setattr(device_module, "_binary_cache_dir", lambda: None)
+    programs = [fresh.program(f) for f in device_module.BUNDLE]
+    assert all(p is programs[0] for p in programs)
+    assert sorted(reads) == sorted(["common.h", *device_module.BUNDLE])
+    built = set(programs[0].get_info(__import__("pyopencl").program_info.KERNEL_NAMES).split(";"))
+    for f in device_module.BUNDLE:
+        declared = set(re.findall(r"__kernel\s+void\s+(\w+)\s*\(", real(f)))
+        assert declared and declared <= built, f
+    assert fresh.program("activation.cl", ACTIVATION=3) is not programs[0]

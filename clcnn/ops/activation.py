@@ -26,7 +26,7 @@ def _code(name):
     return ACTIVATION_CODES[check_name(name)]
 
 
-def _flat(dev, kernel_name, code, arrays, out_shape, slope):
+def _flat(dev, kernel, arrays, out_shape, scalars):
     n = int(np.prod(out_shape))
     if n > _MAX_INT - VEC:
         raise ValueError(f"array of {n} elements too large for 32-bit indexing")
@@ -34,8 +34,7 @@ def _flat(dev, kernel_name, code, arrays, out_shape, slope):
     if n == 0:
         return out
     items = -(-n // VEC)
-    kernel = dev.kernel("activation.cl", kernel_name, ACTIVATION=code)
-    launch(dev, kernel, (items,), None, *[buf(a) for a in arrays], buf(out), i32(n), f32(slope))
+    launch(dev, kernel, (items,), None, *[buf(a) for a in arrays], buf(out), i32(n), *scalars)
     return out
 
 
@@ -43,7 +42,8 @@ def activation_forward(dev, name, x, negative_slope=0.01):
     """y = f(x) elementwise; name in NAMES (relu6 is min(max(x, 0), 6))."""
     code = _code(name)
     check_array(x, x.ndim, "x")
-    return _flat(dev, "activation_forward", code, [x], x.shape, negative_slope)
+    kernel = dev.kernel("activation.cl", "activation_forward", ACTIVATION=code)
+    return _flat(dev, kernel, [x], x.shape, (f32(negative_slope),))
 
 
 def activation_backward(dev, name, y, gy, negative_slope=0.01):
@@ -56,7 +56,8 @@ def activation_backward(dev, name, y, gy, negative_slope=0.01):
     if name == "leaky_relu" and negative_slope < 0:
         # From the output alone the sign of x is y's sign only when the slope is >= 0.
         raise ValueError(f"leaky_relu backward needs negative_slope >= 0, got {negative_slope}")
-    return _flat(dev, "activation_backward", code, [y, gy], y.shape, negative_slope)
+    kernel = dev.kernel("activation.cl", "activation_backward")     # the code is an argument
+    return _flat(dev, kernel, [y, gy], y.shape, (i32(code), f32(negative_slope)))
 
 
 def softmax_forward(dev, x):

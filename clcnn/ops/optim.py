@@ -11,7 +11,7 @@ from ._common import buf, f32, i32, launch
 # would pick (and compile) a new one for every new parameter size.
 _LOCAL = (64,)
 _MAX_INT = 2 ** 31 - 1
-_CHUNK = 16    # elements per work item in sgd_update4
+_CHUNK = 16    # elements per work item in sgd_update4: optim.cl's CHUNK
 
 
 def _check_same(param, *others):
@@ -55,7 +55,7 @@ def sgd_update_many(dev, params, grads, momentum_bufs, lr, momentum=0.0, dampeni
         count = _check_same(param, ("grad", grad), *([("momentum_buf", mbuf)] if use_momentum else []))
         if count:
             triples.append((param, grad, mbuf, count))
-    kernel = dev.kernel("optim.cl", "sgd_update4", CHUNK=_CHUNK)
+    kernel = dev.kernel("optim.cl", "sgd_update4")
     for start in range(0, len(triples), 4):
         group = triples[start:start + 4]
         group += [group[-1][:3] + (0,)] * (4 - len(group))   # unused slots: count 0
