@@ -52,8 +52,9 @@ def sgemm_ceiling(repeat):
     return {**stats, "gflops": 2 * 1024**3 / (stats["min_ms"] * 1e-3) * 1e-9}
 
 
-def torch_conv(x_shape, w_shape, pads, repeat):
-    """PyTorch's conv2d forward and backward (input, weight and bias gradients), wall ms."""
+def torch_conv_fns(x_shape, w_shape, pads):
+    """PyTorch's conv2d forward (under no_grad) and backward (input, weight and bias gradients)
+    as {"forward": fn, "backward": fn}, or None without PyTorch."""
     try:
         import torch
     except ImportError:
@@ -63,21 +64,50 @@ def torch_conv(x_shape, w_shape, pads, repeat):
     w = torch.from_numpy(rng.standard_normal(w_shape).astype(np.float32)).requires_grad_()
     b = torch.zeros(w_shape[0], requires_grad=True)
     padding = (pads[0], pads[2])
-    with torch.no_grad():
-        fwd = bench.time_host(lambda: torch.nn.functional.conv2d(x, w, b, 1, padding), repeat)
+
+    def forward():
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(x, w, b, 1, padding)
     y = torch.nn.functional.conv2d(x, w, b, 1, padding)
     gy = torch.ones_like(y)
-    bwd = bench.time_host(lambda: torch.autograd.grad(y, (x, w, b), gy, retain_graph=True), repeat)
-    return {"forward": fwd, "backward": bwd, "version": torch.__version__, "threads": torch.get_num_threads()}
+    return {"forward": forward,
+            "backward": lambda: torch.autograd.grad(y, (x, w, b), gy, retain_graph=True)}
 
 
-def conv_sweep(dev, repeat):
+def torch_conv(fns, repeat):
+    """PyTorch's wall ms of torch_conv_fns' passes."""
+    import torch
+    return {"forward": bench.time_host(fns["forward"], repeat), "backward": bench.time_host(fns["backward"], repeat),
+            "version": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def alternating_ratios(dev, case, torch_fns, rounds, repeat):
+    """PyTorch's wall time over clcnn's, forward and backward, per round of clcnn's calls then
+    PyTorch's (medians of `repeat` calls each): a load from other work on the machine falls on
+    both sides of a round, where one side timed after the other can meet a calm and a busy
+    minute (single runs of one layer moved by 2x)."""
+    d = {k: dev.to_device(v, dtype=v.dtype) for k, v in case.make_inputs(np.random.default_rng(0)).items()}
+    out = case.forward(dev, d)
+    clcnn_fns = {"forward": lambda: (case.forward(dev, d), dev.queue.finish()),
+                 "backward": lambda: (case.backward(dev, d, out), dev.queue.finish())}
+    ratios = {"forward": [], "backward": []}
+    for _ in range(rounds):
+        for p in ratios:
+            ours = bench.time_host(clcnn_fns[p], repeat)["median_ms"]
+            theirs = bench.time_host(torch_fns[p], repeat)["median_ms"]
+            ratios[p].append(theirs / ours)
+    return ratios
+
+
+def conv_sweep(dev, repeat, rounds=5):
     rows = []
     for label, x_shape, w_shape, pads in CONV_SWEEP:
         log(f"conv {label}")
         case = opspec.conv2d(x_shape, w_shape, pads=pads)
         result = bench.bench_case(dev, case, repeat)
-        rows.append({"label": label, "clcnn": result, "torch": torch_conv(x_shape, w_shape, pads, repeat)})
+        fns = torch_conv_fns(x_shape, w_shape, pads)
+        rows.append({"label": label, "clcnn": result, "torch": torch_conv(fns, repeat) if fns else None,
+                     "ratios": alternating_ratios(dev, case, fns, rounds, max(3, repeat // 2)) if fns else None})
     return rows
 
 
@@ -227,22 +257,26 @@ def conv_section(rows, ceiling):
            "Stride 1, bias, no activation. FLOPs = 2*N*O*C*KH*KW*OH*OW forward, twice that backward "
            "(input and weight gradients). clcnn kernel = device time from event profiling; clcnn wall = "
            "call + queue.finish(); PyTorch = wall time (conv2d forward under no_grad; autograd.grad for "
-           "x, w, b). Ratios to PyTorch use clcnn's wall time (like for like). The gradients of the layers "
-           "of 64 channels and more, and the forward of the 5x5 ones and of the 128-channel 3x3 one, run as "
+           "x, w, b). The ratio to PyTorch is PyTorch's wall time over clcnn's (like for like), taken in "
+           "alternating rounds of each side's calls: the median of the rounds' ratios, their range in "
+           "brackets. The gradients of the layers "
+           "of 64 channels and more, and the forward of the 5x5 ones and of the 3x3 ones from 128 channels "
+           "or on 16x16 planes, run as "
            "Winograd convolutions (clcnn/ops/winograd.py), which multiply 4-6x less: their rates count the "
            "direct form's FLOPs, so they can pass the sgemm ceiling.", ""]
     for p, name in (("forward", "Forward"), ("backward", "Backward")):
         out += [f"### {name}", "",
                 "| layer | GFLOP | clcnn kernel ms | clcnn kernel GFLOP/s | clcnn wall GFLOP/s | torch GFLOP/s "
-                "| clcnn wall / torch | clcnn kernel / sgemm | check |", "|---|---|---|---|---|---|---|---|---|"]
+                "| clcnn / torch (rounds) | clcnn kernel / sgemm | check |", "|---|---|---|---|---|---|---|---|---|"]
         for row in rows:
-            c, t = row["clcnn"], row["torch"]
+            c, t, r = row["clcnn"], row["torch"], row.get("ratios")
             flops = c["flops"][p]
             wall = _gf(flops, c[p]["host"])
             torch_rate = _gf(flops, t[p]) if t else None
             out.append(
                 f"| {row['label']} | {flops * 1e-9:.3f} | {_ms(c[p])} | {c[p]['gflops']:.1f} | {wall:.1f} | "
-                + (f"{torch_rate:.1f} | {wall / torch_rate:.2f}" if t else "absent | -")
+                + (f"{torch_rate:.1f} | {statistics.median(r[p]):.2f} ({min(r[p]):.2f}-{max(r[p]):.2f})"
+                   if t else "absent | -")
                 + f" | {100 * c[p]['gflops'] / ceiling:.0f}% | {'ok' if c['check']['ok'] else 'FAILED'} |")
         out.append("")
     return out
