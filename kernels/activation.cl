@@ -51,17 +51,28 @@ __kernel void activation_forward(__global const float* restrict x, __global floa
 }
 
 /* gx = dL/dx from gy and the forward output y (activate_backward, common.h) of activation
- * `act` (an ACT_ code). The code is an argument, not the ACTIVATION define: the kernel reads
- * two floats and writes one per element, so the branch on `act` costs nothing measurable, and
- * the define-free build is the one clcnn builds with data.cl, loss.cl and optim.cl (see
- * device.py's BUNDLE), which spares a cold start a build. */
+ * `act` (an ACT_ code). The code is an argument, not the ACTIVATION define, so that this
+ * kernel comes from the define-free build clcnn makes with data.cl, loss.cl and optim.cl (see
+ * device.py's BUNDLE), which spares a cold start a build (~0.3 s). The switch gives each code
+ * its own folded body: over 4M floats it ran within 1-5% of the define's build (tanh, medians
+ * of 60 alternating launches; minimums 3-14% apart, relu the most), where one body testing
+ * `act` per vector was 10-15% slower. */
 __kernel void activation_backward(__global const float* restrict y, __global const float* restrict gy,
                                   __global float* restrict gx, const int n, const int act,
                                   const float slope)
 {
     const int q = get_global_id(0);
     if (8 * q + 8 <= n) {
-        vstore8(activate_backwardv(vload8(q, gy), vload8(q, y), act, slope), q, gx);
+#define BACKWARD8(code) vstore8(activate_backwardv(vload8(q, gy), vload8(q, y), (code), slope), q, gx)
+        switch (act) {      /* each case folds activate_backwardv to its one form */
+        case ACT_RELU: BACKWARD8(ACT_RELU); break;
+        case ACT_LEAKY_RELU: BACKWARD8(ACT_LEAKY_RELU); break;
+        case ACT_RELU6: BACKWARD8(ACT_RELU6); break;
+        case ACT_TANH: BACKWARD8(ACT_TANH); break;
+        case ACT_SIGMOID: BACKWARD8(ACT_SIGMOID); break;
+        default: BACKWARD8(ACT_NONE);
+        }
+#undef BACKWARD8
     } else {
         for (int i = 8 * q; i < n; ++i) gx[i] = activate_backward(gy[i], y[i], act, slope);
     }

@@ -484,11 +484,13 @@ __kernel void depthwise_backward_input_rows(__global const float* restrict gy,
             #pragma unroll
             for (int j = 0; j < KW; j++)
                 wk[i][j] = w[(oc * KH + i) * KW + j];
+        /* `&` between the interior block's tests, not `&&`: with some shapes' defines one of
+         * them is a constant, and clang's warning about it reached users' consoles. */
         if (h0 == 0) {
             BI_ROWS(1, 0)
         } else if (h0 == (NBI - 1) * RB) {
             BI_ROWS(1, (NBI - 1) * RB)
-        } else if (h0 + PT - (KH - 1) * DH >= 0 && (h0 + RB - 1 + PT) / SH < OH && h0 + RB <= H) {
+        } else if ((h0 + PT - (KH - 1) * DH >= 0) & ((h0 + RB - 1 + PT) / SH < OH) & (h0 + RB <= H)) {
             BI_ROWS(0, h0)
         } else {
             BI_ROWS(1, h0)

@@ -24,10 +24,9 @@
  * TW = ceil(OW / WM) tiles per image. Tiles t < NT = N*TH*TW are real; rows of V and M are TP
  * long (NT rounded up to NB, the products' column block); the columns past NT hold copies of
  * tile NT - 1 in V, which nothing reads, and zeros in Ug.
- * The transforms are written one tile per work item for PoCL to vectorise across the
- * work-group (the host gives it groups of 8 tiles: explicit vectors over the tiles, gathered
- * lane by lane, ran 1.8x slower); the products are CPU-style register blocks as gemm.cl's
- * gemm_block, no local memory.
+ * The transforms take 8 tiles (or channels) per work item as the lanes of a float8 (see TL
+ * below), in work-groups of one item; the products are CPU-style register blocks as
+ * gemm.cl's gemm_block, no local memory.
  * The matrices come in as -D lists (WBT, WG, WAT, WG2, WAT2, row-major); the loops over them
  * unroll, so their zeros and ones fold away, and one build serves every shape.
  */
