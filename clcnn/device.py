@@ -269,8 +269,12 @@ class Device:
             # The define-free build of a BUNDLE file builds the whole bundle (same options).
             files = BUNDLE if filename in BUNDLE and options == tuple(_build_options(filename)) else (filename,)
             # common.h (activation codes and helpers) is prepended rather than #included so
-            # that no include path has to be resolved on the device's compiler.
-            source = "\n".join([_read_kernel_source("common.h")] + [_read_kernel_source(f) for f in files])
+            # that no include path has to be resolved on the device's compiler. Each file of a
+            # bundle starts from OpenCL's default FP_CONTRACT ON: data.cl turns contraction off
+            # for itself, and in the bundle that pragma had reached the files after it (the
+            # activation backward's 1 - y*y lost its FMA, and its tanh case 4 ulps).
+            source = "\n".join([_read_kernel_source("common.h")] +
+                                [f"#pragma OPENCL FP_CONTRACT ON\n{_read_kernel_source(f)}" for f in files])
             program = self._cached_binary(source, options)
             if program is None:
                 try:
