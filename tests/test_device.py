@@ -205,6 +205,8 @@ def test_bundle_files_share_one_define_free_build(monkeypatch):
     each file declares; a build of one of them with defines stays its own."""
     import re
 
+    import pyopencl as cl
+
     from clcnn import device as device_module
     from clcnn.device import Device
 
@@ -217,7 +219,7 @@ def test_bundle_files_share_one_define_free_build(monkeypatch):
     programs = [fresh.program(f) for f in device_module.BUNDLE]
     assert all(p is programs[0] for p in programs)
     assert sorted(reads) == sorted(["common.h", *device_module.BUNDLE])
-    built = set(programs[0].get_info(__import__("pyopencl").program_info.KERNEL_NAMES).split(";"))
+    built = set(programs[0].get_info(cl.program_info.KERNEL_NAMES).split(";"))
     for f in device_module.BUNDLE:
         declared = set(re.findall(r"__kernel\s+void\s+(\w+)\s*\(", real(f)))
         assert declared and declared <= built, f
