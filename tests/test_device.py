@@ -224,3 +224,62 @@ def test_bundle_files_share_one_define_free_build(monkeypatch):
         declared = set(re.findall(r"__kernel\s+void\s+(\w+)\s*\(", real(f)))
         assert declared and declared <= built, f
     assert fresh.program("activation.cl", ACTIVATION=3) is not programs[0]
+
+
+_THREAD_AFFINITIES = """
+import json, os, sys
+if len(sys.argv) > 1:
+    os.sched_setaffinity(0, {int(sys.argv[1])})
+import clcnn
+device = clcnn.get_device("pocl")
+print(json.dumps({"units": device.cl_device.max_compute_units, "left_set": "POCL_AFFINITY" in os.environ,
+                  "threads": [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")]}))
+"""
+
+
+def _thread_affinities(*args, env=None):
+    import json
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", _THREAD_AFFINITIES, *args], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def _needs_pocl_and_cpus():
+    import os
+    if not hasattr(os, "sched_getaffinity") or not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs Linux thread affinities")
+    if not any("portable" in p.lower() for _, p, _, _ in clcnn.list_devices()):
+        pytest.skip("needs PoCL")
+    if os.sched_getaffinity(0) != set(range(os.cpu_count())) or os.cpu_count() < 2:
+        pytest.skip("needs a process allowed on every CPU of 2 or more")
+
+
+def test_pocl_workers_are_pinned_one_per_cpu_without_leaving_the_setting():
+    import os
+    _needs_pocl_and_cpus()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("POCL_AFFINITY", "POCL_MAX_PTHREAD_COUNT", "POCL_CPU_MAX_CU_COUNT")}
+    found = _thread_affinities(env=env)
+    pinned = [t for t in found["threads"] if len(t) == 1]
+    # PoCL's workers, one per compute unit, each on its own CPU; the Python threads stay free.
+    assert sorted(t[0] for t in pinned) == list(range(found["units"]))
+    assert not found["left_set"], "POCL_AFFINITY must not stay in the environment for child processes"
+
+
+def test_pocl_workers_stay_free_where_the_user_says_so_or_fewer_cpus_or_workers_are_given():
+    import os
+    _needs_pocl_and_cpus()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("POCL_AFFINITY", "POCL_MAX_PTHREAD_COUNT", "POCL_CPU_MAX_CU_COUNT")}
+    everywhere = list(range(os.cpu_count()))
+    off = _thread_affinities(env=dict(env, POCL_AFFINITY="0"))
+    assert all(t == everywhere for t in off["threads"])
+    # one worker per process (MPI ranks on one machine): pinned, every rank's would share CPU 0
+    one = _thread_affinities(env=dict(env, POCL_MAX_PTHREAD_COUNT="1"))
+    assert all(t == everywhere for t in one["threads"])
+    last = os.cpu_count() - 1
+    narrowed = _thread_affinities(str(last), env=env)
+    assert all(t == [last] for t in narrowed["threads"]), "no worker may be moved outside the CPUs given"
