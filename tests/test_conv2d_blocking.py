@@ -5,7 +5,7 @@ The kernels are held at float8 (on AVX-512 devices they would otherwise take flo
 Also the weight gradient's split of the output rows into slices (ops._rows_per_slice) with
 slices of a few rows, uneven last slices included, at the device's own vector width."""
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from clcnn.ops import conv2d as ops
 from tests.test_conv2d import _check_case, conv_cases
@@ -84,3 +84,32 @@ def test_slices_stay_within_the_budget():
     # rows of 10 pixels x 16 channels, 6 items) in 11 slices of 59 rows.
     assert ops._rows_per_slice(640, 10 * 16 * 4, 6) == 59
     assert ops._rows_per_slice(3, 10 ** 9, 1) == 1
+
+
+def row_store_cases():
+    """Outputs of 8-40 columns (conv2d.cl stores the pixel blocks of 8 or more 8 at a time, an
+    8x8 transpose per 8 channel lanes, the rest lane by lane), 1-40 output channels per group
+    (partly filled channel vectors), 1-4 input channels, groups 1 or 2, kernels up to 5x5,
+    strides 1-2, padding up to the kernel (read inside the kernel or from a padded copy)."""
+    return conv_cases(kernel=(5, 5), max_stride=2, pad_slack=0, taller=6,
+                      grouping=st.tuples(st.sampled_from([1, 1, 2]), st.integers(1, 4)), out_per_group=(1, 40),
+                      output_widths=tuple(range(8, 41)), forms=[None, "gather"])
+
+
+@pytest.fixture(params=[8, None], ids=["float8", "device-width"])
+def vector_width(request, monkeypatch):
+    if request.param:
+        monkeypatch.setattr(ops, "MAX_VECTOR_WIDTH", request.param)
+    return request.param
+
+
+@settings(max_examples=max(6, settings.default.max_examples // 2),     # each shape compiles kernels
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@given(case=row_store_cases())
+def test_pixel_blocks_stored_as_rows_match_oracle(device, vector_width, case):
+    (n, c, h, w), (o, cg, kh, kw), stride, pads, *_, dilation, groups = case
+    ow = (w + pads[2] + pads[3] - kw) // stride[1] + 1
+    # only the blockings that reach the row stores (a third to a half of these channel counts
+    # and widths take blocks of 8 pixels or more)
+    assume(ops._forward_blocking(o // groups, ow, *ops.vector_limits(device))[2] >= 8)
+    _check_case(device, "direct", case)
