@@ -209,12 +209,14 @@ def test_conv2d_dispatches_lenet_conv1_here_on_cpus(device, monkeypatch):
 
 def test_conv2d_input_gradient_of_lenet_conv2_runs_by_rows(device, monkeypatch):
     """The gather-form input gradient of a layer with few input channels (LeNet-5's conv2:
-    6 -> 16, 5x5) runs conv2d_rows' forward kernel over gy with the flipped kernel, on CPUs;
-    padded layers too; the oracle's gradient either way. Its build leaves the weight gradient
-    kernel out (no weight gradient runs on gy's shape)."""
+    6 -> 16, 5x5) runs conv2d_rows' forward kernel over gy with the flipped kernel, on CPUs,
+    where the sums form (test_conv2d_sums.py; LeNet-5's conv2 on float16 devices) does not
+    take it; padded layers too; the oracle's gradient either way. Its build leaves the weight
+    gradient kernel out (no weight gradient runs on gy's shape)."""
     if not device.is_cpu:
         pytest.skip("conv2d_rows is dispatched on CPU devices only")
     from clcnn.ops import conv2d as conv
+    monkeypatch.setattr(conv, "_sums_pay", lambda *a: False)
     calls = []
     real = rows.forward
     monkeypatch.setattr(rows, "forward", lambda *a, **k: calls.append((a[2].shape, k.get("alone"))) or real(*a, **k))

@@ -57,7 +57,8 @@ _INT32_MAX = 2**31 - 1
 # shape whose break-even cost was <= 192 (by 1.07-3.3x), columns the two at 256 and 480 (1.12x,
 # 1.45x); 64 had sent all four ResNet-20 downsampling layers to the slower columns form.
 _COLUMN_COST = 224
-# "gather" or "columns" forces that form of the input gradient (the tests run both); None picks.
+# "gather", "columns" or "sums" forces that form of the input gradient (the tests run them);
+# None picks.
 _INPUT_GRAD_FORM = None
 # Work items to aim for in the weight-gradient kernel, so both cores (or a GPU) get work.
 _WEIGHT_GRAD_ITEMS = 64
@@ -697,13 +698,23 @@ def _pooled(dev, y, pool, keep_full=False):
     return pool_ops.maxpool2d_forward(dev, y, (2, 2), (2, 2), (0, 0, 0, 0))[0]
 
 
-def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1):
+def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1, scratch=None):
     """dL/dx: strided convolutions (without dilation) one phase of the input at a time
-    (_input_grad_phases), others by the cheaper of two forms (see conv2d.cl): the gather form
-    multiplies every input pixel by all KH*KW taps, the columns form only the taps that hit,
-    but writes and reads N*C*KH*KW*OH*OW columns in between."""
+    (_input_grad_phases), narrow inputs with few channels by the sums form (_sums_pay), others
+    by the cheaper of two forms (see conv2d.cl): the gather form multiplies every input pixel
+    by all KH*KW taps, the columns form only the taps that hit, but writes and reads
+    N*C*KH*KW*OH*OW columns in between. scratch: the dict where the weight gradient left gy
+    transposed, or None."""
     if dilation == (1, 1) and (_INPUT_GRAD_FORM == "phases" or (_INPUT_GRAD_FORM is None and max(stride) > 1)):
         return _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups)
+    if _INPUT_GRAD_FORM == "sums" or (_INPUT_GRAD_FORM is None and _sums_pay(dev, x_shape, w.shape, stride, pads,
+                                                                             dilation, groups)):
+        if not _sums_runs(dev, x_shape, w.shape, stride, dilation, groups):
+            raise ValueError(f"conv2d: the sums form of the input gradient needs float16 vectors on the "
+                             f"device, stride 1, dilation 1, one group and input rows of at most 16 "
+                             f"pixels; got input {tuple(x_shape)}, stride {stride}, dilation {dilation}, "
+                             f"groups {groups} on {dev.name}")
+        return _input_grad_sums(dev, w, gy, x_shape, pads, scratch)
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
     og = o // groups
@@ -741,6 +752,85 @@ def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), group
     launch(dev, _kernel(dev, _FILE, "conv2d_col2im"), (wd, h, n * c), None, buf(cols), buf(gx),
            i32(c), i32(h), i32(wd), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride[0]),
            i32(stride[1]), i32(top), i32(left), i32(dilation[0]), i32(dilation[1]))
+    return gx
+
+
+# The sums form (kernels/conv2d_sums.cl): lanes over the forward's output channels, only the
+# taps that meet gy, one row of gx per work item, its lanes added up at the end.
+def _sums_runs(dev, x_shape, w_shape, stride, dilation, groups):
+    """Where conv2d_sums.cl can run: float16 lanes on the device, stride 1, no dilation, one
+    group, input rows of at most 16 pixels."""
+    return (vector_limits(dev)[0] == 16 and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups == 1 and x_shape[3] <= 16)
+
+
+def _taps_inside(size, out, k, pad):
+    """Taps (pixel, kernel offset) of an input axis of `size` that meet one of the `out`
+    outputs: sum over input positions i of the offsets k' with 0 <= i + pad - k' < out."""
+    return sum(1 for i in range(size) for t in range(k) if 0 <= i + pad - t < out)
+
+
+# One row of gx's lane sums and stores against the multiply-adds, in lane-FMAs: 45 vector
+# additions and shuffles of 16 lanes, fitted to LeNet-5's conv2 (0.146 against 0.198 ms).
+_SUMS_ROW_COST = 526
+
+
+def _sums_pay(dev, x_shape, w_shape, stride, pads, dilation, groups):
+    """Where the automatic choice takes the sums form: CPUs where it runs, on the ground of
+    conv2d_rows' gather form (inputs of at most 8 channels, rows of 8 or more pixels), where a
+    count of lane multiply-adds puts it below 0.9 of that form's: the gather form's lanes run
+    along gx rows (rounded up to its vector) over every tap column, zeros of the padded gy
+    included; the sums form's over the output channels (rounded up to 16), real taps only,
+    plus _SUMS_ROW_COST per row. Batch 64, sums / gather (gy transposed once for both
+    gradients): LeNet-5's conv2 (6 <- 16, 5x5, 14x14) 0.74, 1 <- 16 5x5 pad 2 on 12x12 0.58,
+    8 <- 64 3x3 on 10x10 0.49 (the count: 0.74, 0.77, 0.57); 3 <- 16 3x3 pad 1 on 16x16 1.26,
+    4 <- 12 1.82, 8 <- 32 on 8x8 0.99 (the count: 1.20, 1.60, 1.17)."""
+    if not (dev.is_cpu and _sums_runs(dev, x_shape, w_shape, stride, dilation, groups)
+            and x_shape[1] <= 8 and x_shape[3] >= 8):
+        return False
+    from . import conv2d_rows
+    _, _, h, wd = x_shape
+    o, _, kh, kw = w_shape
+    oh, ow = _output_hw(x_shape, w_shape, stride, pads, dilation, groups)
+    rows = _taps_inside(h, oh, kh, pads[0])
+    vw = conv2d_rows._vector_width(wd, dev, wide=True)
+    gather = rows * _round_up(wd, vw) * kw * o
+    sums = rows * _taps_inside(wd, ow, kw, pads[2]) * _round_up(o, 16) + h * _SUMS_ROW_COST
+    return sums < 0.9 * gather
+
+
+@functools.lru_cache(maxsize=None)
+def _sums_plan(n, c, h, wd, oh, ow, kh, kw, top, left, cop):
+    return dict(N=n, C=c, H=h, W=wd, OH=oh, OW=ow, KH=kh, KW=kw, PT=top, PL=left, COP=cop)
+
+
+def _transposed(dev, gy, cop, scratch=None):
+    """gy (N, O, OH, OW) as gyt (N*OH*OW, cop), zeros past O (conv2d_transpose_nchw), taken
+    from `scratch` when the weight gradient made it for this gy with a row length that
+    works (one transpose per backward pass)."""
+    kept = (scratch or {}).get("gyt")
+    if kept is not None and kept[0] is gy and kept[2] % 16 == 0 and kept[2] >= cop:
+        return kept[1], kept[2]
+    n, o, oh, ow = gy.shape
+    gyt = dev.empty((n * oh * ow, cop))
+    tgrid = (-(-n * oh * ow // 16),)
+    launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), tgrid, _local(dev, tgrid),
+           buf(gy), buf(gyt), i32(o), i32(oh * ow), i32(cop), i32(1), i32(n * oh * ow))
+    return gyt, cop
+
+
+def _input_grad_sums(dev, w, gy, x_shape, pads, scratch=None):
+    """dL/dx by conv2d_sums.cl (stride 1, no dilation, one group; _sums_runs)."""
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    _, _, oh, ow = gy.shape
+    gyt, cop = _transposed(dev, gy, _round_up(o, 16), scratch)
+    wt = _pack_weights(dev, w, None, cop, mode=0)
+    gx = dev.empty(x_shape)
+    grid = (n * c * h,)
+    launch(dev, _kernel(dev, "conv2d_sums.cl", "conv2d_input_grad_sums",
+                        _sums_plan(n, c, h, wd, oh, ow, kh, kw, pads[0], pads[2], cop)),
+           grid, _local(dev, grid), buf(gyt), buf(wt), buf(gx))
     return gx
 
 
@@ -809,7 +899,10 @@ def _rows_per_slice(rows, row_bytes, items):
     return min(by_items, max(1, _WEIGHT_GRAD_SLICE_BYTES // row_bytes))
 
 
-def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1, saved=None):
+def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1, saved=None,
+                        scratch=None):
+    """dL/dw and dL/db; scratch: a dict that keeps gy transposed for the input gradient of the
+    same backward pass (_transposed), or None."""
     xp = _padded(dev, x, pads, saved)
     o, cg, kh, kw = w_shape
     og = o // groups
@@ -823,6 +916,8 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
     tgrid = (-(-n * oh * ow // 16),)
     launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), tgrid, _local(dev, tgrid),
            buf(gy), buf(gyt), i32(og), i32(oh * ow), i32(cop), i32(groups), i32(n * oh * ow))
+    if scratch is not None and groups == 1:
+        scratch["gyt"] = (gy, gyt, cop)
 
     rows = n * oh
     rows_per_slice = _rows_per_slice(rows, ow * groups * cop * 4, groups * cop // ob * cg * (kh // khb))
@@ -859,6 +954,7 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
                                             dilation)
     rows = None
+    scratch = {}    # gy transposed by the weight gradient, for the input gradient's sums form
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight",
@@ -874,7 +970,7 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         args = (dev, x, gy, w.shape, stride, pads, has_bias, dilation, groups)
         algo = _pick(dev, algorithm, "weight", x.shape, w.shape, stride, pads,
                      {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
-        gw, gb = weight_forms[algo](*args, saved=saved)
+        gw, gb = weight_forms[algo](*args, saved=saved, **({"scratch": scratch} if algo == "direct" else {}))
     gx = None
     if need_input_grad and _use_winograd(dev, algorithm, "input", x.shape, w.shape, stride, pads,
                                          dilation, groups):
@@ -886,5 +982,5 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         algo = _pick(dev, algorithm, "input", x.shape, w.shape, stride, pads,
                      {name: functools.partial(f, *args) for name, f in input_forms.items()},
                      dilation, groups)
-        gx = input_forms[algo](*args)
+        gx = input_forms[algo](*args, **({"scratch": scratch} if algo == "direct" else {}))
     return gx, gw, gb
