@@ -60,19 +60,21 @@ def _pinned_pocl_workers():
 
 def _all_devices():
     found = []
-    try:
-        platforms = cl.get_platforms()
-    except cl.Error:
-        # pyopencl raises PLATFORM_NOT_FOUND_KHR when no ICD is installed at all.
-        platforms = []
-    for p_index, platform in enumerate(platforms):
+    # PoCL starts its workers when its devices are listed, or, with a second OpenCL library
+    # installed beside it (pip's PoCL and Debian's), when the ICD loader lists the platforms.
+    with _pinned_pocl_workers():
         try:
-            with _pinned_pocl_workers():
-                devices = platform.get_devices()
+            platforms = cl.get_platforms()
         except cl.Error:
-            continue
-        for d_index, device in enumerate(devices):
-            found.append((f"{p_index}:{d_index}", platform, device))
+            # pyopencl raises PLATFORM_NOT_FOUND_KHR when no ICD is installed at all.
+            platforms = []
+        for p_index, platform in enumerate(platforms):
+            try:
+                devices = platform.get_devices()
+            except cl.Error:
+                continue
+            for d_index, device in enumerate(devices):
+                found.append((f"{p_index}:{d_index}", platform, device))
     return found
 
 
