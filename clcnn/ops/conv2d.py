@@ -8,7 +8,9 @@ with bias and activation fused. Backward w.r.t. the input runs the same kernel: 
 phase's flipped sub-kernel, written strided into gx (phases form); otherwise either on gy
 padded by K-1-pad with the kernel flipped and its channel axes swapped (gather form), or as a
 1x1 convolution making columns w^T gy that conv2d_col2im sums per input pixel (columns form,
-for outputs smaller than the kernel); a cost estimate picks. Backward w.r.t. the weights transposes gy to
+for outputs smaller than the kernel); a cost estimate picks. On CPUs, narrow inputs with few
+channels (LeNet-5's conv2) take the sums form (kernels/conv2d_sums.cl: lanes over the output
+channels, only the taps that meet gy) where a count of multiply-adds says it pays. Backward w.r.t. the weights transposes gy to
 pixel-major order, sums slices of the output rows in parallel, and a small kernel adds the
 slices up (bias gradient included).
 
@@ -789,13 +791,17 @@ def _sums_pay(dev, x_shape, w_shape, stride, pads, dilation, groups):
             and x_shape[1] <= 8 and x_shape[3] >= 8):
         return False
     from . import conv2d_rows
-    _, _, h, wd = x_shape
-    o, _, kh, kw = w_shape
     oh, ow = _output_hw(x_shape, w_shape, stride, pads, dilation, groups)
-    rows = _taps_inside(h, oh, kh, pads[0])
-    vw = conv2d_rows._vector_width(wd, dev, wide=True)
+    return _sums_cheaper(x_shape[2], x_shape[3], oh, ow, w_shape[0], w_shape[2], w_shape[3], pads[0], pads[2],
+                         conv2d_rows._vector_width(x_shape[3], dev, wide=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _sums_cheaper(h, wd, oh, ow, o, kh, kw, top, left, vw):
+    """_sums_pay's count (cached: its loops would otherwise run on every eager backward)."""
+    rows = _taps_inside(h, oh, kh, top)
     gather = rows * _round_up(wd, vw) * kw * o
-    sums = rows * _taps_inside(wd, ow, kw, pads[2]) * _round_up(o, 16) + h * _SUMS_ROW_COST
+    sums = rows * _taps_inside(wd, ow, kw, left) * _round_up(o, 16) + h * _SUMS_ROW_COST
     return sums < 0.9 * gather
 
 
