@@ -39,30 +39,58 @@ _KERNEL_PACKAGE = "clcnn.kernels"
 def _pinned_pocl_workers():
     """POCL_AFFINITY=1 while PoCL starts its workers (set for that moment only: a child such as
     an MPI rank bound to fewer CPUs must not inherit a pinning it cannot honour); only where
-    this process may run on every CPU 0..n-1 (PoCL pins worker i to CPU i) and PoCL starts a
-    worker for each (with fewer, as MPI ranks given one core each, every process would pin its
-    workers to the same first CPUs), and never over the user's own POCL_AFFINITY (0 turns it
-    off)."""
+    this process may run on every CPU 0..n-1 (PoCL pins worker i to CPU i), no setting asks PoCL
+    for fewer workers (as MPI ranks given one core each: every process would pin its workers to
+    the same first CPUs), and never over the user's own POCL_AFFINITY (0 turns it off). Yields
+    a list that holds, after the block, the threads started pinned in it (for _unpin)."""
+    started = []
     try:
-        everywhere = os.sched_getaffinity(0) == set(range(os.cpu_count() or 0))
+        cpus = os.sched_getaffinity(0)
+        everywhere = cpus == set(range(os.cpu_count() or 0))
     except (AttributeError, OSError):
         everywhere = False
     fewer_workers = any(os.environ.get(name) for name in ("POCL_MAX_PTHREAD_COUNT", "POCL_CPU_MAX_CU_COUNT"))
     if "POCL_AFFINITY" in os.environ or not everywhere or fewer_workers:
-        yield
+        yield started
         return
+    before = _threads()
     os.environ["POCL_AFFINITY"] = "1"
     try:
-        yield
+        yield started
     finally:
         os.environ.pop("POCL_AFFINITY", None)
+        for thread in _threads() - before:
+            try:
+                if len(os.sched_getaffinity(thread)) == 1:
+                    started.append(thread)
+            except OSError:     # a thread that has ended since
+                pass
+
+
+def _threads():
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _unpin(threads):
+    """Give the threads every CPU of the process again: PoCL started fewer workers than CPUs
+    (a count of cores, not of hardware threads, say), and pinned they would leave CPUs idle
+    and crowd others when processes share the machine."""
+    cpus = os.sched_getaffinity(0)
+    for thread in threads:
+        try:
+            os.sched_setaffinity(thread, cpus)
+        except OSError:
+            pass
 
 
 def _all_devices():
     found = []
     # PoCL starts its workers when its devices are listed, or, with a second OpenCL library
     # installed beside it (pip's PoCL and Debian's), when the ICD loader lists the platforms.
-    with _pinned_pocl_workers():
+    with _pinned_pocl_workers() as pinned:
         try:
             platforms = cl.get_platforms()
         except cl.Error:
@@ -75,7 +103,17 @@ def _all_devices():
                 continue
             for d_index, device in enumerate(devices):
                 found.append((f"{p_index}:{d_index}", platform, device))
+    if pinned and not _one_worker_per_cpu(found, len(os.sched_getaffinity(0))):
+        _unpin(pinned)
     return found
+
+
+def _one_worker_per_cpu(found, cpus):
+    """Whether every PoCL CPU device among `found` runs as many workers (compute units) as the
+    process has CPUs: only then is PoCL's worker i on CPU i a fair spread."""
+    return all(device.max_compute_units == cpus for _, platform, device in found
+               if "portable computing language" in platform.name.lower()
+               and device.type & cl.device_type.CPU)
 
 
 def _type_name(device):

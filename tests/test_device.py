@@ -228,9 +228,11 @@ def test_bundle_files_share_one_define_free_build(monkeypatch):
 
 _THREAD_AFFINITIES = """
 import json, os, sys
-if len(sys.argv) > 1:
+if len(sys.argv) > 1 and sys.argv[1] != "fewer-workers":
     os.sched_setaffinity(0, {int(sys.argv[1])})
 import clcnn
+if sys.argv[1:] == ["fewer-workers"]:   # as if PoCL had started fewer workers than CPUs
+    clcnn.device._one_worker_per_cpu = lambda found, cpus: False
 device = clcnn.get_device("pocl")
 import pyopencl as cl
 pocls = sum("portable computing language" in p.name.lower() for p in cl.get_platforms())
@@ -287,3 +289,6 @@ def test_pocl_workers_stay_free_where_the_user_says_so_or_fewer_cpus_or_workers_
     last = os.cpu_count() - 1
     narrowed = _thread_affinities(str(last), env=env)
     assert all(t == [last] for t in narrowed["threads"]), "no worker may be moved outside the CPUs given"
+    # PoCL counted fewer compute units than CPUs: the workers it pinned get every CPU back
+    fewer = _thread_affinities("fewer-workers", env=env)
+    assert all(t == everywhere for t in fewer["threads"])
