@@ -817,12 +817,18 @@ def _transposed(dev, gy, cop, scratch=None):
     kept = (scratch or {}).get("gyt")
     if kept is not None and kept[0] is gy and kept[2] % 16 == 0 and kept[2] >= cop:
         return kept[1], kept[2]
-    n, o, oh, ow = gy.shape
-    gyt = dev.empty((n * oh * ow, cop))
+    return _transpose_gy(dev, gy, gy.shape[1], 1, cop), cop
+
+
+def _transpose_gy(dev, gy, og, groups, cop):
+    """gy (N, groups*og, OH, OW) pixel-major: (N*OH*OW, groups*cop), each group's og channels
+    at g*cop, zeros past them (conv2d_transpose_nchw)."""
+    n, _, oh, ow = gy.shape
+    gyt = dev.empty((n * oh * ow, groups * cop))
     tgrid = (-(-n * oh * ow // 16),)
     launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), tgrid, _local(dev, tgrid),
-           buf(gy), buf(gyt), i32(o), i32(oh * ow), i32(cop), i32(1), i32(n * oh * ow))
-    return gyt, cop
+           buf(gy), buf(gyt), i32(og), i32(oh * ow), i32(cop), i32(groups), i32(n * oh * ow))
+    return gyt
 
 
 def _input_grad_sums(dev, w, gy, x_shape, pads, scratch=None):
@@ -918,10 +924,7 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
     plan = _weight_plan(n, cg, xp.shape[2], xp.shape[3], og, kh, kw, stride, oh, ow, groups, dilation,
                         vector_limits(dev), pads=tuple(pads) if in_kernel else None)
     cop, ob, khb = plan["COPW"], plan["VWW"] * plan["OBVW"], plan["KHB"]
-    gyt = dev.empty((n * oh * ow, groups * cop))
-    tgrid = (-(-n * oh * ow // 16),)
-    launch(dev, _kernel(dev, _FILE, "conv2d_transpose_nchw"), tgrid, _local(dev, tgrid),
-           buf(gy), buf(gyt), i32(og), i32(oh * ow), i32(cop), i32(groups), i32(n * oh * ow))
+    gyt = _transpose_gy(dev, gy, og, groups, cop)
     if scratch is not None and groups == 1:
         scratch["gyt"] = (gy, gyt, cop)
 
