@@ -23,7 +23,9 @@ def activation_forward(name, x, negative_slope=0.01):
     if name == "relu":
         return np.maximum(x, 0).astype(x.dtype)
     if name == "leaky_relu":
-        return np.where(x > 0, x, x * x.dtype.type(negative_slope)).astype(x.dtype)
+        # +inf * a slope of 0 is NaN, as on the device; NumPy would also warn of it
+        with np.errstate(invalid="ignore"):
+            return np.where(x > 0, x, x * x.dtype.type(negative_slope)).astype(x.dtype)
     if name == "relu6":
         return np.minimum(np.maximum(x, 0), 6).astype(x.dtype)
     if name == "tanh":
