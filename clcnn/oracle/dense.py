@@ -19,7 +19,8 @@ def _activate(v, activation, negative_slope):
     if activation == "relu":
         return np.maximum(v, 0)
     if activation == "leaky_relu":
-        return np.where(v > 0, v, v * negative_slope)
+        with np.errstate(invalid="ignore"):     # +inf * a zero slope: NaN, as on the device
+            return np.where(v > 0, v, v * negative_slope)
     if activation == "relu6":
         return np.minimum(np.maximum(v, 0), 6)
     if activation == "tanh":
