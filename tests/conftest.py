@@ -21,3 +21,13 @@ os.environ.setdefault("CLCNN_CACHE_DIR", tempfile.mkdtemp(prefix="clcnn-test-cac
 @pytest.fixture(scope="session")
 def device():
     return clcnn.get_device(os.environ.get("CLCNN_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_conv_routes():
+    """conv2d_forward keeps the launches a call signature was routed to (ops.conv2d._ROUTES);
+    tests that patch the routing's internals (vector widths, chunk sizes, padding) must not
+    meet a route an earlier test made under other values."""
+    from clcnn.ops import conv2d
+    conv2d._ROUTES.clear()
+    yield
