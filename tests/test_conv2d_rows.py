@@ -36,7 +36,7 @@ def width(request, device, monkeypatch):
 def cases(draw, most_channels=8):
     """Batch 1-4, 1-4 input and 1-8 output channels (9-16 with most_channels=16), kernels
     1x1..7x7 (non-square too), padding 0..k per side, small odd images; a weight-gradient
-    blocking drawn or the rule's."""
+    blocking (OBC, KHB, KWB, RPW) drawn or the rule's."""
     kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
     h = draw(st.integers(max(1, kh - pads[0] - pads[1]), kh + 12))
@@ -44,7 +44,8 @@ def cases(draw, most_channels=8):
     n, c = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     o = draw(st.integers(1, 8) if most_channels == 8 else st.integers(9, most_channels))
     divisors = [d for d in range(1, kh + 1) if kh % d == 0]
-    block = draw(st.one_of(st.none(), st.tuples(st.integers(1, o), st.sampled_from(divisors))))
+    block = draw(st.one_of(st.none(), st.tuples(st.integers(1, o), st.sampled_from(divisors),
+                                                st.sampled_from([1, kw]), st.integers(1, 4))))
     return dict(x_shape=(n, c, h, w), w_shape=(o, c, kh, kw), pads=pads, bias=draw(st.booleans()),
                 activation=draw(st.sampled_from(list(ACTIVATIONS))), block=block,
                 seed=draw(st.integers(0, 2 ** 31)))
@@ -110,7 +111,8 @@ def test_lenet_conv1(device, width, activation):
 def test_row_and_channel_tails(device, width):
     """Rows one pixel longer than a vector block (the last block overlaps its neighbour) and
     channel blocks that do not divide the output channels (a last block past CO)."""
-    for ow, block in ((width + 1, (3, 1)), (2 * width - 1, (5, 3))):
+    for ow, block in ((width + 1, (3, 1, 1, 2)), (2 * width - 1, (5, 3, 1, 1)), (width + 1, (3, 3, 3, 2)),
+                      (2 * width - 1, (2, 1, 3, 1))):
         _check(device, (2, 2, 5 + 2, ow + 2), (7, 2, 3, 3), (0, 0, 0, 0), True, "relu", ow, block)
 
 

@@ -27,7 +27,9 @@ _WEIGHT_GRAD_ITEMS = 64
 # kernel (True) or by a padded copy (False).
 _FORCE_VW = None
 _FORCE_RB = None
-_FORCE_WEIGHT_BLOCK = None
+_FORCE_WEIGHT_BLOCK = None     # (OBC, KHB, KWB, RPW)
+# The weight gradient's every-tap blocking (_weight_blocking) where it fits; False: never.
+_ALL_TAPS = True
 _FORCE_PAD_IN_KERNEL = None
 
 
@@ -53,17 +55,34 @@ def _vector_width(ow, dev, wide=False):
     return max(v for v in (16, 8, 4, 2, 1) if v <= min(ow, widest))
 
 
-def _weight_blocking(co, kh, limit):
-    """(OBC, KHB): OBC output channels x KHB tap rows (KHB divides KH) per work item, plus OBC
-    vectors for the bias, at most `limit`; fewest channels computed for nothing (a last block
-    past CO), then the most accumulators (each gy load feeds KHB FMAs, each input load OBC).
-    LeNet conv1 (CO 6, KH 5) gets (2, 5): batch 64 0.20 ms, against 0.30 for (1, 5), 0.34 for
-    (6, 1) and 0.44 for (3, 1) (medians of 25, one process, loaded machine)."""
+def _weight_blocking(co, kh, kw, limit):
+    """(OBC, KHB, KWB, RPW): OBC output channels x KHB tap rows (KHB divides KH) x KWB tap
+    columns (1 or KW) per work item, and RPW output rows per step.
+
+    KWB = KW (every tap of the item's channels, _ALL_TAPS) where they, their bias, RPW gy
+    vectors each and the loaded row fit the vector registers (2 * limit): most channels, then
+    fewest computed for nothing. Otherwise KWB = 1 and (OBC, KHB), plus OBC vectors for the
+    bias, at most `limit`: fewest channels computed for nothing (a last block past CO), then
+    the most accumulators (each gy load feeds KHB FMAs, each input load OBC). LeNet conv1 (CO
+    6, KH 5) gets (2, 5) there: batch 64 0.20 ms, against 0.30 for (1, 5), 0.34 for (6, 1) and
+    0.44 for (3, 1) (medians of 25, one process, loaded machine)."""
     if _FORCE_WEIGHT_BLOCK:
         return _FORCE_WEIGHT_BLOCK
+    if _ALL_TAPS:
+        fits = [(obc, rpw) for obc in range(1, co + 1) for rpw in (2, 1)
+                if obc * (kh * kw + 1 + rpw) + 1 <= 2 * limit]
+        if fits:
+            obc, rpw = min(fits, key=lambda f: (-f[0] if -(-co // f[0]) * f[0] == co else 0,
+                                                -(-co // f[0]) * f[0], -f[1]))
+            return obc, kh, kw, rpw
     options = [(obc, khb) for obc in range(1, co + 1) for khb in range(1, kh + 1)
                if kh % khb == 0 and obc * (khb + 1) <= limit] or [(1, 1)]
-    return min(options, key=lambda o: (-(-co // o[0]) * o[0], -o[0] * o[1], -o[1]))
+    obc, khb = min(options, key=lambda o: (-(-co // o[0]) * o[0], -o[0] * o[1], -o[1]))
+    # Output rows per step, their OBC gy vectors each in the registers left (4 kept for the
+    # loaded row and addresses). LeNet conv1, batch 64 (medians of 25, one process, loaded
+    # machine): 1 row 0.213 ms, 2 rows 0.176, 3 0.164, 4 0.166.
+    rpw = max(r for r in (1, 2, 3, 4) if r == 1 or obc * (khb + 1 + r) <= 2 * limit - 4)
+    return obc, khb, 1, rpw
 
 
 # The forward's fused pooling (2x2, stride 2): its `pool` argument.
@@ -71,13 +90,13 @@ POOL_CODES = {None: 0, "avg": 1, "max": 2}
 
 
 @functools.lru_cache(maxsize=None)
-def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, rpw, alone=False):
+def _defines(n, ci, h, w, pads, co, kh, kw, vw, rb, obc, khb, kwb, rpw, alone=False):
     """The -D defines of one shape: the same for its forward (pooled or not) and weight-gradient
     kernels, so that one build serves them all where the pooled forward's blocking agrees; a
     forward `alone` (an input gradient: no weight gradient on this shape) leaves that out."""
     pt, pb, pl, pr = pads
     defines = dict(N=n, CI=ci, H=h, W=w, PT=pt, PB=pb, PL=pl, PR=pr, CO=co, KH=kh, KW=kw, VW=vw,
-                   RB=rb, OBC=obc, KHB=khb, RPW=rpw)
+                   RB=rb, OBC=obc, KHB=khb, KWB=kwb, RPW=rpw)
     if alone:
         defines["WITH_WEIGHT_GRAD"] = 0
     return defines
@@ -91,13 +110,9 @@ def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False, alone=False):
     rb = min(_FORCE_RB or max(1, limit // o), hp - kh + 1)
     if pool:
         rb -= rb % 2        # pooled rows come in pairs (pools() checks that 2 fit)
-    obc, khb = _weight_blocking(o, kh, limit)
-    # Weight gradient: output rows per step, their OBC gy vectors each in the registers left
-    # (4 kept for the loaded row and addresses). LeNet conv1, batch 64 (medians of 25, one
-    # process, loaded machine): 1 row 0.213 ms, 2 rows 0.176, 3 0.164, 4 0.166.
-    rpw = max(r for r in (1, 2, 3, 4) if r == 1 or obc * (khb + 1 + r) <= 2 * limit - 4)
+    obc, khb, kwb, rpw = _weight_blocking(o, kh, kw, limit)
     return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev, wide), rb, obc,
-                    khb, rpw, alone)
+                    khb, kwb, rpw, alone)
 
 
 def _handles(dev, x_shape, w_shape, stride, dilation, groups):
@@ -226,7 +241,7 @@ def weight_grad(dev, x, gy, w_shape, stride, pads, has_bias=True, dilation=(1, 1
     n, c = x.shape[:2]
     o, _, kh, kw = w_shape
     blocks = -(-o // d["OBC"])
-    items = blocks * c * kw * (kh // d["KHB"])
+    items = blocks * c * (kw // d["KWB"]) * (kh // d["KHB"])
     rows = n * oh
     rows_per_slice = -(-rows // max(1, min(rows, -(-_WEIGHT_GRAD_ITEMS // items))))
     slices = -(-rows // rows_per_slice)
@@ -234,7 +249,7 @@ def weight_grad(dev, x, gy, w_shape, stride, pads, has_bias=True, dilation=(1, 1
     part = dev.empty((slices, taps))
     partb = dev.empty((slices, o))
     launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_backward_weight", d),
-           (blocks, c * kw * (kh // d["KHB"]), slices), (1, 1, 1) if dev.is_cpu else None,
+           (blocks, c * (kw // d["KWB"]) * (kh // d["KHB"]), slices), (1, 1, 1) if dev.is_cpu else None,
            buf(xp), buf(gy), buf(part), buf(partb), i32(rows_per_slice))
     gw = dev.empty(w_shape)
     gb = dev.empty((o,)) if has_bias else None
