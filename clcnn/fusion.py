@@ -22,7 +22,10 @@ may absorb calls that only it feeds:
   that one array to the shortcut and to the BatchNorm's backward. An Add reading several such
   BatchNorms absorbs the first.
 In the backward pass an AvgPool2D or MaxPool2D whose input comes from such a fused activation
-also undoes that activation (one pass over the big gradient instead of two).
+also undoes that activation (one pass over the big gradient instead of two). A 2x2 stride-2
+AvgPool2D of a convolution that needs no input gradient (a training step's first layer) leaves
+its backward to that convolution, whose weight gradient forms the gradient from the pooling's
+(defers_pool_backward: LeNet-5's conv1 then never writes its full-size gradient).
 
 Fusion never changes names, state_dict or results beyond float rounding: the model keeps its
 layer list; only the schedule changes.
@@ -148,6 +151,21 @@ def backward_arguments(step, plan_steps, contexts):
     if not getattr(ctx, "act", None):
         return {}
     return {"activation": ctx.act, "act_output": ctx.y, "negative_slope": ctx.slope, "producer": step.pool_from}
+
+
+def defers_pool_backward(step, plan_steps, calls, count, need_input_grad):
+    """Whether this step, a train-mode 2x2 stride-2 AvgPool2D of a convolution's (activated)
+    output (pool_from), leaves its backward to that convolution, whose weight gradient then
+    forms dL/d(its output) from the pooling's output gradient as it reads it
+    (ops.conv2d.conv2d_weight_grad_pooled): one pass over the full-size map less (LeNet-5's
+    conv1). Only where the convolution needs no input gradient: it reads model inputs alone
+    and the backward pass asks for none (a training step's first layer)."""
+    if step.pool_from is None or getattr(calls[step.position].layer, "fusable_as", None) != "avg":
+        return False
+    producer = plan_steps[step.pool_from]
+    call = calls[producer.position]
+    return (getattr(call.layer, "takes_pooled_gradient", False) and producer.batchnorm is None
+            and producer.add is None and not need_input_grad and all(v < count for v in call.inputs))
 
 
 def has_folds(plan_steps):

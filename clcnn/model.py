@@ -274,13 +274,22 @@ class Model:
         for param in self.parameters():
             param._fresh = True
         pre_activation = set()
+        pooled = {}         # plan index of a convolution -> the gradient of the pooling it defers to
         for k in range(len(plan) - 1, -1, -1):
             step, ctx = plan[k], contexts[k]
             g = grads[step.output]
-            if g is None:
+            if g is None and k not in pooled:
                 continue     # nothing downstream of this step reaches an output
             grads[step.output] = None
             layer, inputs = fusion.step_call(step, self._calls, count)
+            if fusion.defers_pool_backward(step, plan, self._calls, count, need_input_grad):
+                pooled[step.pool_from] = g
+                continue
+            if k in pooled:
+                self.device.with_memory_retry(
+                    lambda: f"the backward pass of {self._describe(step.position)} at batch size "
+                            f"{pooled[k].shape[0]}", layer.backward_pooled, ctx, pooled.pop(k))
+                continue
             kwargs = fusion.backward_arguments(step, plan, contexts)
             producer = kwargs.pop("producer", None)
             if producer is not None:

@@ -95,14 +95,19 @@ def _drop_none(values):
 # -- compute-bound ops ---------------------------------------------------------------------
 def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activation=None,
            need_input_grad=True, name=None, dilation=(1, 1), groups=1, negative_slope=0.01,
-           pre_activation=False, algorithm=None, keep_pool=None):
+           pre_activation=False, algorithm=None, keep_pool=None, grad_from_pool=False):
     """Conv2D forward (bias and activation fused) and backward (activation gradient, then the
     input gradient if need_input_grad, the weight and bias gradients). groups == C > 1 runs
     the depthwise kernels (ops/depthwise.py), as the layer does. pre_activation: gy is already
     the gradient before the activation (the next AvgPool2D's backward undid it, fusion.py).
     algorithm: as ops.conv2d's (None: chosen per device and shape, as the layer does).
     keep_pool "avg" / "max": the forward also gives its output pooled 2x2 (stride 2) from the
-    same call (keep_full, a train-mode fusion with the pooling layer after it, fusion.py)."""
+    same call (keep_full, a train-mode fusion with the pooling layer after it, fusion.py).
+    grad_from_pool: the backward takes the gradient of a 2x2 stride-2 average pooling of the
+    activated output ("gy" has the pooled shape) and gives the weight and bias gradients only
+    (ops.conv2d_weight_grad_pooled: the pooling's backward deferred to it, fusion.py)."""
+    if grad_from_pool and (need_input_grad or pre_activation):
+        raise ValueError("conv2d: grad_from_pool gives no input gradient and undoes the activation itself")
     n, c, h, w = x_shape
     o, cg, kh, kw = w_shape
     stride, pads, dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -112,9 +117,11 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
     extra = dict(dilation=dilation, groups=groups, algorithm=algorithm)
     undo = activation and not pre_activation
 
+    gy_shape = (n, o, oh // 2, ow // 2) if grad_from_pool else y_shape
+
     def make(rng):
         a = {"x": _normal(rng, x_shape), "w": _uniform(rng, w_shape, cg * kh * kw),
-             "gy": _normal(rng, y_shape)}
+             "gy": _normal(rng, gy_shape)}
         if bias:
             a["b"] = _uniform(rng, (o,), cg * kh * kw)
         return a
@@ -127,6 +134,10 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
                                       negative_slope=negative_slope, **extra),)
 
     def backward(dev, a, out):
+        if grad_from_pool:
+            return _drop_none(k_conv.conv2d_weight_grad_pooled(
+                dev, a["x"], a["w"], a["gy"], out[0] if activation else None, stride, pads, activation=activation,
+                negative_slope=negative_slope, has_bias=bias, dilation=dilation, groups=groups))
         gy = a["gy"]
         if undo:
             gy = k_act.activation_backward(dev, activation, out[0], gy, negative_slope)
@@ -143,7 +154,10 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
         return (y,)
 
     def o_backward(a, out):
-        gy = o_act.activation_backward(activation, out[0], a["gy"], negative_slope) if undo else a["gy"]
+        gy = a["gy"]
+        if grad_from_pool:
+            gy = o_pool.avgpool2d_backward(gy, y_shape, (2, 2), (2, 2), (0, 0, 0, 0))
+        gy = o_act.activation_backward(activation, out[0], gy, negative_slope) if undo else gy
         gx, gw, gb = o_conv.conv2d_backward(a["x"], a["w"], gy, stride, pads, dilation, groups)
         return _drop_none((gx if need_input_grad else None, gw, gb if bias else None))
 
@@ -155,7 +169,7 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
     name = name or (f"conv2d {kind}{c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
                     + (f" d{dilation[0]}" if dilation != (1, 1) else "")
                     + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else "")
-                    + (f" +{keep_pool}pool" if keep_pool else "")
+                    + (f" +{keep_pool}pool" if keep_pool else "") + (" +pool backward" if grad_from_pool else "")
                     + (f" ({algorithm})" if algorithm else ""))
     return OpCase(name, "conv2d", make, forward, o_forward, backward, o_backward,
                   flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
@@ -598,15 +612,25 @@ def model_cases(model, input_shape, batch, momentum=0.9):
     shapes = model._shapes([tuple(input_shape)] if count == 1 else model.input_shapes)
     plan = fusion.plan(calls, model._outputs, count, training=True)
     undone = {step.pool_from for step in plan if step.pool_from is not None}
+    deferred = {step.pool_from: k for k, step in enumerate(plan)
+                if fusion.defers_pool_backward(step, plan, calls, count, need_input_grad=False)}
     cases = []
     for k, step in enumerate(plan):
         call = calls[step.position]
         layer, inputs = fusion.step_call(step, calls, count)
+        if k in deferred.values():
+            # its backward runs in its convolution's weight gradient (grad_from_pool below)
+            if not step.pooled:
+                case = pool2d("avg", (batch,) + shapes[inputs[0]])
+                case.backward = case.oracle_backward = None
+                case.bytes = (case.bytes[0], 0)
+                cases.append((call.name, case))
+            continue
         fused = {}
         if step.activation is not None:
             act = calls[step.activation].layer
             fused = dict(fused_activation=act.fusable_activation, negative_slope=act.negative_slope)
-        if k in undone:
+        if k in undone and k not in deferred:
             fused["pre_activation"] = True
         if step.pool_from is not None:
             producer = plan[step.pool_from]
@@ -615,6 +639,8 @@ def model_cases(model, input_shape, batch, momentum=0.9):
                 fused.update(undo_activation=act.fusable_activation, negative_slope=act.negative_slope)
         if step.keeps_pool is not None:
             fused["keep_pool"] = calls[step.keeps_pool].layer.fusable_as
+        if k in deferred:
+            fused["grad_from_pool"] = True
         if step.pooled:
             fused["pooled_by_producer"] = True
         for case in layer.op_cases([shapes[v] for v in inputs], batch,

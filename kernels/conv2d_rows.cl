@@ -124,9 +124,10 @@ inline float hsum8(float8 v) {
     return (s.s0 + s.s1) + (s.s2 + s.s3);
 }
 
-/* tanhv and activatev (common.h) on this file's vectors. */
+/* tanhv, activatev and activate_backwardv (common.h) on this file's vectors. */
 DEFINE_TANHV(VEC)
 DEFINE_ACTIVATEV(VEC)
+DEFINE_ACTIVATE_BACKWARDV(VEC)
 
 /* Lane k's index: masks of the lanes inside a row (forward edge blocks, weight gradient). */
 #if VW == 16
@@ -381,8 +382,9 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
  * (LOADV), overlapping loads of one row share their scalars and LLVM assembles the vectors
  * with shuffles. KWB == KW (every tap of a channel in one item, so gy is read once per channel
  * block instead of once per tap column): the shifted row loads are typed unaligned vector
- * loads (ULOADV), which LLVM keeps as one load each. LeNet-5 conv1 at batch 256: 0.47 ms with
- * (OBC 2, KHB 5, KWB 1), 0.33-0.35 with (1, 5, 5) (a prototype of this loop, event times).
+ * loads (XLOADV), which LLVM keeps as one load each. Event times, 20 alternating rounds, the
+ * old blocking against this one: LeNet-5 conv1 at batch 256 0.447 -> 0.389 ms, at 64 0.114 ->
+ * 0.107; ResNet-20's 3 -> 16 3x3 at batch 64 0.501 -> 0.320; 3 -> 8 3x3 0.184 -> 0.170.
  * Global size (ceil(CO/OBC), CI*(KW/KWB)*(KH/KHB), slices). */
 #ifndef KHB
 #define KHB 1           /* tap rows per work item (divides KH) */
@@ -398,20 +400,19 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
 #if KWB > 1
 /* A vector type of 4-byte alignment: a load through it is one unaligned vector load. */
 typedef VEC vec_unaligned __attribute__((aligned(4)));
-#define ULOADV(p) (*(const __global vec_unaligned*)(p))
+#define XLOADV(p) (*(const __global vec_unaligned*)(p))
 #else
-#define ULOADV(p) LOADV(p)
+#define XLOADV(p) LOADV(p)
 #endif
 
 /* acc += gy (x) xp over P consecutive output rows of one image (from `row`) and all column
  * blocks: an input row feeds every (output row, tap row) pair it meets, so P rows at a time
  * load KHB + P - 1 input rows instead of P * KHB. */
-#define BW_STEP(P, BIAS)                                                                      \
+#define BW_STEP(P, BIAS, GY)                                                                  \
     {                                                                                         \
         const int n = row / OH;                                                               \
         const int oh = row - n * OH;                                                          \
         const __global float* xr = xp + (n * CI + c) * (HP * WP) + (oh + i0) * WP + j0;      \
-        const __global float* gr = gy + n * (CO * OH * OW) + oh * OW;                         \
         _Pragma("unroll")                                                                     \
         for (int cb = 0; cb < NCB; cb++) {                                                    \
             const int ow0 = MIN(cb * VW, OW - VW);                                            \
@@ -421,15 +422,14 @@ typedef VEC vec_unaligned __attribute__((aligned(4)));
             for (int p = 0; p < (P); p++)                                                     \
                 _Pragma("unroll")                                                             \
                 for (int o = 0; o < OBC; o++) {                                               \
-                    gv[p][o] = LANES >= skip ? LOADV(gr + och[o] * (OH * OW) + p * OW + ow0)  \
-                                             : (VEC)(0.0f);                                   \
+                    gv[p][o] = LANES >= skip ? GY(och[o], oh + p, ow0) : (VEC)(0.0f);         \
                     if (BIAS) accb[o] += gv[p][o];                                            \
                 }                                                                             \
             _Pragma("unroll")                                                                 \
             for (int r = 0; r < KHB + (P) - 1; r++) {                                         \
                 _Pragma("unroll")                                                             \
                 for (int jj = 0; jj < KWB; jj++) {                                            \
-                    const VEC xv = ULOADV(xr + r * WP + ow0 + jj);                            \
+                    const VEC xv = XLOADV(xr + r * WP + ow0 + jj);                            \
                     _Pragma("unroll")                                                         \
                     for (int p = 0; p < (P); p++) {                                           \
                         const int i = r - p;                                                  \
@@ -443,16 +443,69 @@ typedef VEC vec_unaligned __attribute__((aligned(4)));
         }                                                                                     \
     }
 
-#define BW_ROWS(BIAS)                                                                         \
+#define BW_ROWS(BIAS, GY)                                                                     \
     for (int row = row_begin; row < row_end;) {                                               \
         if (RPW > 1 && row + RPW <= row_end && row % OH + RPW <= OH) {                        \
-            BW_STEP(RPW, BIAS)                                                                \
+            BW_STEP(RPW, BIAS, GY)                                                            \
             row += RPW;                                                                       \
         } else {                                                                              \
-            BW_STEP(1, BIAS)                                                                  \
+            BW_STEP(1, BIAS, GY)                                                              \
             row++;                                                                            \
         }                                                                                     \
     }
+
+/* The kernel body around BW_ROWS: the item's place, its accumulators, their partial sums. GY(o,
+ * oh, ow0): the vector of dL/dy at output channel o, row oh, columns ow0.. of image n. */
+#define BW_KERNEL(GY)                                                                         \
+    const int ob = get_global_id(0);                                                          \
+    int t = get_global_id(1);                                                                 \
+    const int kb = t % NKB;                                                                   \
+    t /= NKB;                                                                                 \
+    const int jb = t % NJB;                                                                   \
+    const int c = t / NJB;                                                                    \
+    const int i0 = kb * KHB;                                                                  \
+    const int j0 = jb * KWB;                                                                  \
+    const int s = get_global_id(2);                                                           \
+    const int row_begin = s * rows_per_slice;                                                 \
+    const int row_end = MIN(row_begin + rows_per_slice, N * OH);                              \
+    /* Channels past CO (the last block of a CO that OBC does not divide) read channel CO-1  \
+     * and are not stored. */                                                                 \
+    int och[OBC];                                                                             \
+    _Pragma("unroll")                                                                         \
+    for (int o = 0; o < OBC; o++)                                                             \
+        och[o] = ob * OBC + o < CO ? ob * OBC + o : CO - 1;                                   \
+    VEC acc[OBC][KHB][KWB];                                                                   \
+    VEC accb[OBC];                                                                            \
+    _Pragma("unroll")                                                                         \
+    for (int o = 0; o < OBC; o++) {                                                           \
+        accb[o] = (VEC)(0.0f);                                                                \
+        _Pragma("unroll")                                                                     \
+        for (int i = 0; i < KHB; i++)                                                         \
+            _Pragma("unroll")                                                                 \
+            for (int jj = 0; jj < KWB; jj++)                                                  \
+                acc[o][i][jj] = (VEC)(0.0f);                                                  \
+    }                                                                                         \
+    const bool bias_item = c == 0 && jb == 0 && kb == 0;                                      \
+    if (bias_item) {                                                                          \
+        BW_ROWS(1, GY)                                                                        \
+    } else {                                                                                  \
+        BW_ROWS(0, GY)                                                                        \
+    }                                                                                         \
+    _Pragma("unroll")                                                                         \
+    for (int o = 0; o < OBC; o++) {                                                           \
+        if (ob * OBC + o < CO) {                                                              \
+            __global float* ps = part + ((s * CO + ob * OBC + o) * CI + c) * (KH * KW) + j0;  \
+            _Pragma("unroll")                                                                 \
+            for (int i = 0; i < KHB; i++)                                                     \
+                _Pragma("unroll")                                                             \
+                for (int jj = 0; jj < KWB; jj++)                                              \
+                    ps[(i0 + i) * KW + jj] = HSUM(acc[o][i][jj]);                             \
+            if (bias_item)                                                                    \
+                partb[s * CO + ob * OBC + o] = HSUM(accb[o]);                                 \
+        }                                                                                     \
+    }
+
+#define GY_PLAIN(o, row, ow0) LOADV(gy + ((n * CO + (o)) * OH + (row)) * OW + (ow0))
 
 __kernel void conv2d_rows_backward_weight(__global const float* restrict xp,
                                           __global const float* restrict gy,
@@ -460,56 +513,72 @@ __kernel void conv2d_rows_backward_weight(__global const float* restrict xp,
                                           __global float* restrict partb,
                                           const int rows_per_slice)
 {
-    const int ob = get_global_id(0);
-    int t = get_global_id(1);
-    const int kb = t % NKB;
-    t /= NKB;
-    const int jb = t % NJB;
-    const int c = t / NJB;
-    const int i0 = kb * KHB;
-    const int j0 = jb * KWB;
-    const int s = get_global_id(2);
-    const int row_begin = s * rows_per_slice;
-    const int row_end = MIN(row_begin + rows_per_slice, N * OH);
+    BW_KERNEL(GY_PLAIN)
+}
 
-    /* Channels past CO (the last block of a CO that OBC does not divide) read channel CO-1
-     * and are not stored. */
-    int och[OBC];
-    #pragma unroll
-    for (int o = 0; o < OBC; o++)
-        och[o] = ob * OBC + o < CO ? ob * OBC + o : CO - 1;
-    VEC acc[OBC][KHB][KWB];
-    VEC accb[OBC];
-    #pragma unroll
-    for (int o = 0; o < OBC; o++) {
-        accb[o] = (VEC)(0.0f);
+/* The same partial sums where gy comes from a 2x2 stride-2 average pooling after this
+ * convolution and its activation: gy[n, o, oh, ow] = gp[n, o, oh/2, ow/2] / 4 * act'(y[n, o,
+ * oh, ow]), computed here from the pooling's output gradient gp (N, CO, OH/2, OW/2) and the
+ * activation's output y (N, CO, OH, OW) instead of read from a gy the pooling's backward
+ * wrote (LeNet-5 conv1: that pass wrote 4.8 MB at batch 256 and the weight gradient read them
+ * back; the pooling's backward and the weight gradient took 0.57-0.61 ms, this kernel 0.46,
+ * and 0.17-0.18 against 0.12 at batch 64, event times of 25 alternating rounds). Rows
+ * and columns past 2*(OH/2) and 2*(OW/2) lie in no window (PyTorch's floor mode): zero. act,
+ * POOLED_ACT (a define: a runtime code's branches in the loop cost LeNet-5 conv1 10%) and slope:
+ * as activate_backward's act and slope (ACT_NONE: no activation). */
+#ifndef POOLED_ACT
+#define POOLED_ACT ACT_NONE
+#endif
+#define PH (OH / 2)
+#define PW (OW / 2)
+#if VW == 16
+#define LOADH(p) LOAD8(p)
+#define DUP(h) ((float16)((h).s0, (h).s0, (h).s1, (h).s1, (h).s2, (h).s2, (h).s3, (h).s3, \
+                          (h).s4, (h).s4, (h).s5, (h).s5, (h).s6, (h).s6, (h).s7, (h).s7))
+#elif VW == 8
+#define LOADH(p) LOAD4(p)
+#define DUP(h) ((float8)((h).s0, (h).s0, (h).s1, (h).s1, (h).s2, (h).s2, (h).s3, (h).s3))
+#elif VW == 4
+#define LOADH(p) LOAD2(p)
+#define DUP(h) ((float4)((h).s0, (h).s0, (h).s1, (h).s1))
+#elif VW == 2
+#define LOADH(p) ((p)[0])
+#define DUP(h) ((float2)((h), (h)))
+#endif
+ALWAYS_INLINE VEC pooled_gy(const __global float* gp, const __global float* y, const int n, const int o,
+                            const int oh, const int ow0, const float slope)
+{
+    const __global float* pr = gp + ((n * CO + o) * PH + MIN(oh / 2, PH - 1)) * PW;
+    VEC g;
+#if VW > 1
+    if (ow0 % 2 == 0 && ow0 + VW <= 2 * PW) {   /* constants once BW_STEP unrolls: pairs of lanes */
+        g = DUP(LOADH(pr + ow0 / 2)) * 0.25f;
+    } else
+#endif
+    {
+        float t[VW];
         #pragma unroll
-        for (int i = 0; i < KHB; i++)
-            #pragma unroll
-            for (int jj = 0; jj < KWB; jj++)
-                acc[o][i][jj] = (VEC)(0.0f);
+        for (int k = 0; k < VW; k++)
+            t[k] = ow0 + k < 2 * PW ? pr[(ow0 + k) / 2] * 0.25f : 0.0f;
+        g = LOADV(t);
     }
+    g = oh < 2 * PH ? g : (VEC)(0.0f);
+#if POOLED_ACT == ACT_NONE
+    return g;           /* y is not read (the host may pass gp in its place) */
+#else
+    return activate_backwardv(g, LOADV(y + ((n * CO + o) * OH + oh) * OW + ow0), POOLED_ACT, slope);
+#endif
+}
+#define GY_POOLED(o, row, ow0) pooled_gy(gp, y, n, o, row, ow0, slope)
 
-    const bool bias_item = c == 0 && jb == 0 && kb == 0;
-    if (bias_item) {
-        BW_ROWS(1)
-    } else {
-        BW_ROWS(0)
-    }
-
-    #pragma unroll
-    for (int o = 0; o < OBC; o++) {
-        if (ob * OBC + o < CO) {
-            __global float* ps = part + ((s * CO + ob * OBC + o) * CI + c) * (KH * KW) + j0;
-            #pragma unroll
-            for (int i = 0; i < KHB; i++)
-                #pragma unroll
-                for (int jj = 0; jj < KWB; jj++)
-                    ps[(i0 + i) * KW + jj] = HSUM(acc[o][i][jj]);
-            if (bias_item)
-                partb[s * CO + ob * OBC + o] = HSUM(accb[o]);
-        }
-    }
+__kernel void conv2d_rows_backward_weight_pooled(__global const float* restrict xp,
+                                                 __global const float* restrict gp,
+                                                 __global const float* restrict y,
+                                                 __global float* restrict part,
+                                                 __global float* restrict partb,
+                                                 const int rows_per_slice, const float slope)
+{
+    BW_KERNEL(GY_POOLED)
 }
 #endif  /* WITH_WEIGHT_GRAD */
 

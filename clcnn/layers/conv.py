@@ -87,6 +87,21 @@ class Conv2D(WeightedLayer):
                                         need_input_grad=need_input_grad, has_bias=self.bias, saved=saved,
                                         **self._extra())
 
+    # model.backward may hand this layer its pooling's output gradient (fusion.defers_pool_backward)
+    takes_pooled_gradient = True
+
+    def backward_pooled(self, ctx, gp):
+        """The weight and bias gradients where dL/d(output) comes from a 2x2 stride-2 average
+        pooling of the (activated) output, gp its output gradient; no input gradient."""
+        gw, gb = conv_ops.conv2d_weight_grad_pooled(self.device, ctx.x, self.params["weight"].data, gp,
+                                                    ctx.y if ctx.act else None, self.stride,
+                                                    self.pads(ctx.x.shape[1:]), activation=ctx.act,
+                                                    negative_slope=ctx.slope, has_bias=self.bias,
+                                                    saved=ctx.saved, **self._extra())
+        self.params["weight"].accumulate(gw)
+        if self.bias:
+            self.params["bias"].accumulate(gb)
+
     def _reference_op(self, x, weight, bias):
         from ..oracle import conv2d as o_conv
         return o_conv.conv2d_forward(x, weight, bias, self.stride, self.pads(x.shape[1:]), self.dilation, self.groups)
@@ -110,7 +125,7 @@ class Conv2D(WeightedLayer):
         return self._torch_activation(conv)
 
     def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
-                 negative_slope=0.01, pre_activation=False, keep_pool=None):
+                 negative_slope=0.01, pre_activation=False, keep_pool=None, grad_from_pool=False):
         from .. import opspec
         (shape,) = in_shapes
         w_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
@@ -118,7 +133,7 @@ class Conv2D(WeightedLayer):
                               activation=fused_activation or self.activation, need_input_grad=need_input_grad,
                               dilation=self.dilation, groups=self.groups, pre_activation=pre_activation,
                               negative_slope=negative_slope if fused_activation else self._slope(),
-                              keep_pool=keep_pool)]
+                              keep_pool=keep_pool, grad_from_pool=grad_from_pool)]
 
     def config(self):
         config = {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -782,6 +782,39 @@ def _pooled(dev, y, pool, keep_full=False):
     return pool_ops.maxpool2d_forward(dev, y, (2, 2), (2, 2), (0, 0, 0, 0))[0]
 
 
+def conv2d_weight_grad_pooled(dev, x, w, gp, y, stride, pads, activation=None, negative_slope=0.01,
+                              has_bias=True, dilation=(1, 1), groups=1, saved=None):
+    """(gw, gb or None) of a convolution whose output, through `activation`, feeds a 2x2
+    stride-2 average pooling (no padding, floor mode) with output gradient gp (N,O,OH//2,OW//2);
+    y (N,O,OH,OW): the activation's output (None without an activation). No input gradient:
+    the model defers a pooling's backward to the convolution before it only where that
+    convolution needs none (fusion.defers_pool_backward). Where conv2d_rows runs the weight
+    gradient (CPUs, few channels: LeNet-5's conv1) its kernel forms dL/dy from gp and y as it
+    reads it, so neither the pooling's backward pass nor dL/dy in memory; elsewhere the pooling's
+    backward (undoing the activation) runs first, then conv2d_backward."""
+    check_array(gp, 4, "pooled output gradient")
+    check_array(x, 4, "conv2d input")
+    check_array(w, 4, "conv2d weight")
+    if (y is None) != (activation is None):
+        raise ValueError("conv2d_weight_grad_pooled: give y (the activation's output) exactly when an activation is given")
+    if dev.is_cpu:
+        from . import conv2d_rows
+        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight",
+                                registers=vector_limits(dev)[1]):
+            grads = conv2d_rows.weight_grad_pooled(dev, x, gp, y, w.shape, stride, pads, has_bias, activation,
+                                                   negative_slope, dilation, groups)
+            if grads is not None:
+                return grads
+    from . import pool as pool_ops
+    oh, ow = _output_hw(x.shape, w.shape, *_check_params(stride, pads, dilation, groups))
+    n, o = x.shape[0], w.shape[0]
+    gy = pool_ops.avgpool2d_backward(dev, gp, (n, o, oh, ow), (2, 2), (2, 2), (0, 0, 0, 0), activation=activation,
+                                     act_output=y, negative_slope=negative_slope)
+    _, gw, gb = conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=False, has_bias=has_bias,
+                                dilation=dilation, groups=groups, saved=saved)
+    return gw, gb
+
+
 def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1, scratch=None):
     """dL/dx: strided convolutions (without dilation) one phase of the input at a time
     (_input_grad_phases), narrow inputs with few channels by the sums form (_sums_pay), others

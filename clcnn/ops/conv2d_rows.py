@@ -7,10 +7,13 @@ load of VW neighbouring input pixels per tap feeds one FMA per output channel (t
 scalar broadcast), and a work item keeps CO x RB row vectors so that RB output rows share
 each input row load. Padding: the forward reads the unpadded input and masks what lies
 outside it (no padded copy); the weight gradient zero-pads the input first (conv2d._pad).
+weight_grad_pooled() is the weight gradient of a convolution whose output a 2x2 average
+pooling reads, taking the pooling's output gradient (the model defers that pooling's backward
+to it, fusion.defers_pool_backward).
 
 supports() says where these kernels pay (measured against conv2d.py's direct kernels on
-PoCL, see supports); forward() and weight_grad() return None for shapes they cannot run, so a
-caller can fall back to conv2d.py.
+PoCL, see supports); forward(), weight_grad() and weight_grad_pooled() return None for shapes
+they cannot run, so a caller can fall back to conv2d.py.
 """
 import functools
 
@@ -23,7 +26,7 @@ _FILE = "conv2d_rows.cl"
 # Work items to aim for in the weight gradient, so that both cores (or more) get work.
 _WEIGHT_GRAD_ITEMS = 64
 # Forced choices for tests and measurements (None: the rules below): the widest vector, the
-# forward's rows per item, the weight gradient's (OBC, KHB), the forward's padding inside its
+# forward's rows per item, the weight gradient's blocking, the forward's padding inside its
 # kernel (True) or by a padded copy (False).
 _FORCE_VW = None
 _FORCE_RB = None
@@ -224,22 +227,77 @@ def weight_grad(dev, x, gy, w_shape, stride, pads, has_bias=True, dilation=(1, 1
     """conv2d.conv2d_backward's weight and bias gradients (gw (O,C,KH,KW), gb (O,) or None)
     for x (N,C,H,W) and gy = dL/dy (N,O,OH,OW) of the pre-activation output; None where the
     kernels cannot run the shape (as forward)."""
-    check_array(x, 4, "conv2d input")
     check_array(gy, 4, "conv2d output gradient")
-    w_shape = tuple(int(v) for v in w_shape)
-    if len(w_shape) != 4:
-        raise ShapeError(f"conv2d: weight shape must be (O, C, KH, KW), got {w_shape}")
-    stride, pads, dilation, groups = _conv._check_params(stride, pads, dilation, groups)
-    oh, ow = _conv._output_hw(x.shape, w_shape, stride, pads, dilation, groups)
-    expected = (x.shape[0], w_shape[0], oh, ow)
+    oh, ow = _weight_grad_shape(x, w_shape, stride, pads, dilation, groups)
+    expected = (x.shape[0], int(w_shape[0]), oh, ow)
     if tuple(gy.shape) != expected:
         raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
     if not _handles(dev, x.shape, w_shape, stride, dilation, groups):
         return None
+    return _weight_grad(dev, x, w_shape, pads, has_bias, "conv2d_rows_backward_weight", buf(gy))
+
+
+def weight_grad_pooled(dev, x, gp, y, w_shape, stride, pads, has_bias=True, activation=None,
+                       negative_slope=0.01, dilation=(1, 1), groups=1):
+    """weight_grad where dL/dy comes from a 2x2 stride-2 average pooling (no padding, floor
+    mode) of act(y): gp (N,O,OH//2,OW//2) the pooling's output gradient, y (N,O,OH,OW) the
+    activation's output (None without an activation). The kernel forms
+    gy = gp / 4 * act'(y) as it reads it: no pooling backward pass, no gy in memory. None
+    where the kernels cannot run the shape."""
+    check_array(gp, 4, "pooled output gradient")
+    oh, ow = _weight_grad_shape(x, w_shape, stride, pads, dilation, groups)
+    n, o = x.shape[0], int(w_shape[0])
+    if (y is None) != (activation is None):
+        raise ValueError("conv2d_rows.weight_grad_pooled: give y (the activation's output) exactly when an "
+                         "activation is given")
+    if y is None:
+        y = gp      # not read: without an activation dL/dy is gp's spread alone
+    elif check_array(y, 4, "activation output").shape != (n, o, oh, ow):
+        raise ShapeError(f"conv2d: activation output has shape {tuple(y.shape)}, expected {(n, o, oh, ow)}")
+    if tuple(gp.shape) != (n, o, oh // 2, ow // 2) or min(oh, ow) < 2:
+        raise ShapeError(f"conv2d: pooled output gradient has shape {tuple(gp.shape)}, expected "
+                         f"{(n, o, oh // 2, ow // 2)} (2x2 windows, stride 2, of a {oh}x{ow} output)")
+    if not _handles(dev, x.shape, w_shape, stride, dilation, groups):
+        return None
+    return _weight_grad(dev, x, w_shape, pads, has_bias, "conv2d_rows_backward_weight_pooled", buf(gp), buf(y),
+                        extra=(f32(negative_slope),), act=_device.ACTIVATION_CODES[activation])
+
+
+_PLANS_WITH_ACTIVATION = {}
+
+
+def _with_activation(defines, act):
+    """defines plus POOLED_ACT=act, one dict per pair (conv2d._kernel keys builds by the dict's
+    identity): a build of its own, beside the forward's, for the pooled weight gradient."""
+    key = (id(defines), act)
+    entry = _PLANS_WITH_ACTIVATION.get(key)
+    if entry is None or entry[0] is not defines:
+        entry = _PLANS_WITH_ACTIVATION[key] = (defines, dict(defines, POOLED_ACT=act))
+    return entry[1]
+
+
+def _weight_grad_shape(x, w_shape, stride, pads, dilation, groups):
+    """(OH, OW) of the convolution, after checking x and the parameters."""
+    check_array(x, 4, "conv2d input")
+    w_shape = tuple(int(v) for v in w_shape)
+    if len(w_shape) != 4:
+        raise ShapeError(f"conv2d: weight shape must be (O, C, KH, KW), got {w_shape}")
+    stride, pads, dilation, groups = _conv._check_params(stride, pads, dilation, groups)
+    return _conv._output_hw(x.shape, w_shape, stride, pads, dilation, groups)
+
+
+def _weight_grad(dev, x, w_shape, pads, has_bias, kernel_name, *gy_buffers, extra=(), act=None):
+    """Partial sums over slices of the output rows by `kernel_name` (reading gy_buffers, then
+    taking `extra` after rows_per_slice; act: the pooled kernel's POOLED_ACT), then their
+    reduction: (gw, gb or None)."""
+    pads = tuple(int(p) for p in pads)
     xp = _padded(dev, x, pads)
     d = _plan(dev, x.shape, w_shape, pads)
+    if act is not None:
+        d = _with_activation(d, act)
     n, c = x.shape[:2]
-    o, _, kh, kw = w_shape
+    o, _, kh, kw = (int(v) for v in w_shape)
+    oh = x.shape[2] + pads[0] + pads[1] - kh + 1
     blocks = -(-o // d["OBC"])
     items = blocks * c * (kw // d["KWB"]) * (kh // d["KHB"])
     rows = n * oh
@@ -248,10 +306,10 @@ def weight_grad(dev, x, gy, w_shape, stride, pads, has_bias=True, dilation=(1, 1
     taps = o * c * kh * kw
     part = dev.empty((slices, taps))
     partb = dev.empty((slices, o))
-    launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_backward_weight", d),
+    launch(dev, _conv._kernel(dev, _FILE, kernel_name, d),
            (blocks, c * (kw // d["KWB"]) * (kh // d["KHB"]), slices), (1, 1, 1) if dev.is_cpu else None,
-           buf(xp), buf(gy), buf(part), buf(partb), i32(rows_per_slice))
-    gw = dev.empty(w_shape)
+           buf(xp), *gy_buffers, buf(part), buf(partb), i32(rows_per_slice), *extra)
+    gw = dev.empty((o, c, kh, kw))
     gb = dev.empty((o,)) if has_bias else None
     launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_backward_weight_reduce"),
            (taps + (o if has_bias else 0),), None, buf(part), buf(partb), buf(gw),
