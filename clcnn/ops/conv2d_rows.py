@@ -58,20 +58,21 @@ def _vector_width(ow, dev, wide=False):
     return max(v for v in (16, 8, 4, 2, 1) if v <= min(ow, widest))
 
 
-def _weight_blocking(co, kh, kw, limit):
+def _weight_blocking(co, kh, kw, limit, all_taps=True):
     """(OBC, KHB, KWB, RPW): OBC output channels x KHB tap rows (KHB divides KH) x KWB tap
     columns (1 or KW) per work item, and RPW output rows per step.
 
-    KWB = KW (every tap of the item's channels, _ALL_TAPS) where they, their bias, RPW gy
-    vectors each and the loaded row fit the vector registers (2 * limit): most channels, then
-    fewest computed for nothing. Otherwise KWB = 1 and (OBC, KHB), plus OBC vectors for the
+    KWB = KW (every tap of the item's channels) where they, their bias, RPW gy vectors each
+    and the loaded row fit the vector registers (2 * limit): most channels, then fewest
+    computed for nothing; only with all_taps (CPUs: its shifted loads are typed unaligned
+    vector loads, which a GPU compiler need not take) and _ALL_TAPS. Otherwise KWB = 1 and (OBC, KHB), plus OBC vectors for the
     bias, at most `limit`: fewest channels computed for nothing (a last block past CO), then
     the most accumulators (each gy load feeds KHB FMAs, each input load OBC). LeNet conv1 (CO
     6, KH 5) gets (2, 5) there: batch 64 0.20 ms, against 0.30 for (1, 5), 0.34 for (6, 1) and
     0.44 for (3, 1) (medians of 25, one process, loaded machine)."""
     if _FORCE_WEIGHT_BLOCK:
         return _FORCE_WEIGHT_BLOCK
-    if _ALL_TAPS:
+    if _ALL_TAPS and all_taps:
         fits = [(obc, rpw) for obc in range(1, co + 1) for rpw in (2, 1)
                 if obc * (kh * kw + 1 + rpw) + 1 <= 2 * limit]
         if fits:
@@ -113,7 +114,7 @@ def _plan(dev, x_shape, w_shape, pads, pool=None, wide=False, alone=False):
     rb = min(_FORCE_RB or max(1, limit // o), hp - kh + 1)
     if pool:
         rb -= rb % 2        # pooled rows come in pairs (pools() checks that 2 fit)
-    obc, khb, kwb, rpw = _weight_blocking(o, kh, kw, limit)
+    obc, khb, kwb, rpw = _weight_blocking(o, kh, kw, limit, all_taps=dev.is_cpu)
     return _defines(n, c, h, w, tuple(pads), o, kh, kw, _vector_width(wp - kw + 1, dev, wide), rb, obc,
                     khb, kwb, rpw, alone)
 
