@@ -118,12 +118,14 @@ def test_inconsistent_arguments_are_refused(device):
 
 
 def _lenet_like(device, activation_layer, pool_layer=L.AvgPool2D):
-    return clcnn.Sequential([L.Conv2D(1, 6, 5), activation_layer(), pool_layer(2),
-                             L.Conv2D(6, 16, 5), activation_layer(), pool_layer(2),
-                             L.Flatten(), L.Dense(16 * 5 * 5, 10)], device=device)
+    """LeNet-5's convolutions and poolings; activation_layer None: none between them."""
+    act = [activation_layer()] if activation_layer else []
+    return clcnn.Sequential([L.Conv2D(1, 6, 5)] + act + [pool_layer(2), L.Conv2D(6, 16, 5)]
+                            + ([activation_layer()] if activation_layer else []) + [pool_layer(2),
+                            L.Flatten(), L.Dense(16 * 5 * 5, 10)], device=device)
 
 
-@pytest.mark.parametrize("activation_layer", [L.Tanh, L.ReLU, L.Sigmoid])
+@pytest.mark.parametrize("activation_layer", [L.Tanh, L.ReLU, L.Sigmoid, None])
 def test_training_step_defers_the_first_pooling_and_matches_undeferred(device, monkeypatch, activation_layer):
     """A backward pass without the input gradient defers only the first pooling (the second
     convolution needs its input gradient): its kernel forms the gradient, the pooling's own
