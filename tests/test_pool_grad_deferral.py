@@ -16,16 +16,9 @@ from clcnn.ops import _common, conv2d, conv2d_rows as rows
 from clcnn.oracle import activation as o_act, conv2d as o_conv, pool as o_pool
 from tests.helpers import assert_close
 from tests.test_conv2d import _bound
+from tests.test_conv2d_rows import width  # noqa: F401 -- the fixture: float8 and float16 rows
 
 ACTIVATIONS = [None, "relu", "tanh", "sigmoid", "leaky_relu", "relu6"]
-
-
-@pytest.fixture(params=[8, 16])
-def width(request, device, monkeypatch):
-    if request.param == 16 and conv2d.vector_limits(device)[0] != 16:
-        pytest.skip("this device does not take float16 (pip's PoCL aborts on AVX2 float16 FMAs)")
-    monkeypatch.setattr(rows, "_FORCE_VW", request.param)
-    return request.param
 
 
 def _arrays(seed, x_shape, w_shape, pads, activation):
