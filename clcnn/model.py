@@ -286,9 +286,10 @@ class Model:
                 pooled[step.pool_from] = g
                 continue
             if k in pooled:
+                gp = pooled.pop(k)
                 self.device.with_memory_retry(
-                    lambda: f"the backward pass of {self._describe(step.position)} at batch size "
-                            f"{pooled[k].shape[0]}", layer.backward_pooled, ctx, pooled.pop(k))
+                    lambda: f"the backward pass of {self._describe(step.position)} at batch size {gp.shape[0]}",
+                    layer.backward_pooled, ctx, gp)
                 continue
             kwargs = fusion.backward_arguments(step, plan, contexts)
             producer = kwargs.pop("producer", None)
