@@ -443,7 +443,8 @@ class _DirectForward:
     is only allocations and enqueues: conv2d_forward keeps one per call signature (_ROUTES)."""
 
     def __init__(self, dev, plan, w_shape, has_bias, groups, activation, negative_slope):
-        self.conv = _conv_launch(dev, plan, activation, negative_slope)   # built first: the pack kernel comes from its program
+        # The convolution's build first: the packing kernel comes from its program.
+        self.conv = _conv_launch(dev, plan, activation, negative_slope)
         self.pack = _pack_launch(dev, w_shape, has_bias, plan["COP"], 0, groups)
 
     def __call__(self, dev, xp, w, b):
@@ -796,7 +797,8 @@ def conv2d_weight_grad_pooled(dev, x, w, gp, y, stride, pads, activation=None, n
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     if (y is None) != (activation is None):
-        raise ValueError("conv2d_weight_grad_pooled: give y (the activation's output) exactly when an activation is given")
+        raise ValueError("conv2d_weight_grad_pooled: give y (the activation's output) exactly when an "
+                         "activation is given")
     if dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight",

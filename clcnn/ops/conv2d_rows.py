@@ -65,11 +65,12 @@ def _weight_blocking(co, kh, kw, limit, all_taps=True):
     KWB = KW (every tap of the item's channels) where they, their bias, RPW gy vectors each
     and the loaded row fit the vector registers (2 * limit): most channels, then fewest
     computed for nothing; only with all_taps (CPUs: its shifted loads are typed unaligned
-    vector loads, which a GPU compiler need not take) and _ALL_TAPS. Otherwise KWB = 1 and (OBC, KHB), plus OBC vectors for the
-    bias, at most `limit`: fewest channels computed for nothing (a last block past CO), then
-    the most accumulators (each gy load feeds KHB FMAs, each input load OBC). LeNet conv1 (CO
-    6, KH 5) gets (2, 5) there: batch 64 0.20 ms, against 0.30 for (1, 5), 0.34 for (6, 1) and
-    0.44 for (3, 1) (medians of 25, one process, loaded machine)."""
+    vector loads, which a GPU compiler need not take) and _ALL_TAPS.
+    Otherwise KWB = 1 and (OBC, KHB), plus OBC vectors for the bias, at most `limit`: fewest
+    channels computed for nothing (a last block past CO), then the most accumulators (each gy
+    load feeds KHB FMAs, each input load OBC). LeNet conv1 (CO 6, KH 5) got (2, 5) there:
+    batch 64 0.20 ms, against 0.30 for (1, 5), 0.34 for (6, 1) and 0.44 for (3, 1) (medians of
+    25, one process, loaded machine)."""
     if _FORCE_WEIGHT_BLOCK:
         return _FORCE_WEIGHT_BLOCK
     if _ALL_TAPS and all_taps:
