@@ -378,9 +378,9 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
  * output rows at a time where they lie in one image and the slice, else one. The row's last
  * column block is shifted back to end at the row's end and masks the lanes its neighbour
  * already counted.
- * KWB == 1: one tap column per item, so its row loads never overlap: built from scalars
- * (LOADV), overlapping loads of one row share their scalars and LLVM assembles the vectors
- * with shuffles. KWB == KW (every tap of a channel in one item, so gy is read once per channel
+ * KWB == 1: one tap column per item, so its row loads never overlap and may be built from
+ * scalars (LOADV; overlapping ones would share their scalars, and LLVM would assemble the
+ * vectors from them with shuffles). KWB == KW (every tap of a channel in one item, so gy is read once per channel
  * block instead of once per tap column): the shifted row loads are typed unaligned vector
  * loads (XLOADV), which LLVM keeps as one load each. Event times, 20 alternating rounds, the
  * old blocking against this one: LeNet-5 conv1 at batch 256 0.447 -> 0.389 ms, at 64 0.114 ->
