@@ -619,12 +619,9 @@ def model_cases(model, input_shape, batch, momentum=0.9):
         call = calls[step.position]
         layer, inputs = fusion.step_call(step, calls, count)
         if k in deferred.values():
-            # its backward runs in its convolution's weight gradient (grad_from_pool below)
-            if not step.pooled:
-                case = pool2d("avg", (batch,) + shapes[inputs[0]])
-                case.backward = case.oracle_backward = None
-                case.bytes = (case.bytes[0], 0)
-                cases.append((call.name, case))
+            # Both passes run in its convolution's: the forward (a train-mode plan pools every
+            # deferred AvgPool2D in its Conv2D's step, step.pooled) and the backward
+            # (grad_from_pool below).
             continue
         fused = {}
         if step.activation is not None:
