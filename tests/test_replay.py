@@ -2,6 +2,7 @@
 data must give bit-identical weights and statistics, every change of signature must record
 anew, and what a recording cannot reproduce must never be replayed."""
 import numpy as np
+import pyopencl as cl
 import pytest
 
 import clcnn
@@ -145,6 +146,39 @@ def test_replay_takes_device_batches(device):
             trainer.train_step(device.to_device(x), device.to_device(y, np.int32))
         results.append(([p.value() for p in net.parameters()], trainer.step_stats(0, 5), trainer._replay.replays))
     assert results[1][2] == 2 and results[0][2] == 0
+    assert results[0][1] == results[1][1]
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_replay_copies_host_batches_as_a_plain_step(device, dtype):
+    """A replay copies a NumPy batch into a staging array of its own (clcnn.replay._Staging,
+    used in turn), so the caller may refill its batch as soon as train_step returns, even
+    while the upload still waits in the queue (held here behind a barrier on a user event at
+    one replay). float64 and non-contiguous batches arrive as a plain step converts them."""
+    build, shape = BUILDERS["lenet5"]
+    rng = np.random.default_rng(5)
+    wide = rng.standard_normal((7, 8, *shape)).astype(dtype)     # [:, k] is not contiguous
+    labels = [rng.integers(0, 10, 7) for _ in range(8)]
+    results = []
+    for replay in (False, True):
+        clcnn.init.seed(0)
+        net = build(device)
+        trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, lr=0.1), progress=False)
+        trainer.replay = replay
+        batches = wide.copy()       # each step overwrites its batch with NaN
+        for step in range(8):
+            trainer.batch = step
+            x = batches[:, step] if step % 2 else np.ascontiguousarray(batches[:, step])
+            gate = cl.UserEvent(device.context)
+            if replay and step == 6:     # (a plain step uploads with a wait)
+                cl.enqueue_barrier(device.queue, wait_for=[gate])
+            trainer.train_step(x, labels[step])
+            x[...] = np.nan
+            gate.set_status(cl.command_execution_status.COMPLETE)
+        results.append(([p.value() for p in net.parameters()], trainer.step_stats(0, 8), trainer._replay.replays))
+    assert results[1][2] == 5 and results[0][2] == 0         # steps 3-7 (as in the tests above)
     assert results[0][1] == results[1][1]
     for a, b in zip(results[0][0], results[1][0]):
         np.testing.assert_array_equal(a, b)
