@@ -23,9 +23,9 @@ may absorb calls that only it feeds:
   BatchNorms absorbs the first.
 In the backward pass an AvgPool2D or MaxPool2D whose input comes from such a fused activation
 also undoes that activation (one pass over the big gradient instead of two). A 2x2 stride-2
-AvgPool2D of a convolution that needs no input gradient (a training step's first layer) leaves
-its backward to that convolution, whose weight gradient forms the gradient from the pooling's
-(defers_pool_backward: LeNet-5's conv1 then never writes its full-size gradient).
+AvgPool2D of a convolution leaves its backward to that convolution (defers_pool_backward):
+LeNet-5's conv1 (no input gradient) then never writes its full-size gradient, and conv2's is
+written once, in the layout its backward reads.
 
 Fusion never changes names, state_dict or results beyond float rounding: the model keeps its
 layer list; only the schedule changes.
@@ -153,19 +153,18 @@ def backward_arguments(step, plan_steps, contexts):
     return {"activation": ctx.act, "act_output": ctx.y, "negative_slope": ctx.slope, "producer": step.pool_from}
 
 
-def defers_pool_backward(step, plan_steps, calls, count, need_input_grad):
+def defers_pool_backward(step, plan_steps, calls, count):
     """Whether this step, a train-mode 2x2 stride-2 AvgPool2D of a convolution's (activated)
-    output (pool_from), leaves its backward to that convolution, whose weight gradient then
-    forms dL/d(its output) from the pooling's output gradient as it reads it
-    (ops.conv2d.conv2d_weight_grad_pooled): one pass over the full-size map less (LeNet-5's
-    conv1). Only where the convolution needs no input gradient: it reads model inputs alone
-    and the backward pass asks for none (a training step's first layer)."""
+    output (pool_from), leaves its backward to that convolution, which then takes the
+    pooling's output gradient (ops.conv2d.conv2d_backward_pooled): without an input gradient
+    its weight gradient forms dL/d(its output) as it reads it (LeNet-5's conv1), with one the
+    pooling's backward writes that gradient in the layout the convolution's backward reads
+    (LeNet-5's conv2); one pass over the full-size map less either way."""
     if step.pool_from is None or getattr(calls[step.position].layer, "fusable_as", None) != "avg":
         return False
     producer = plan_steps[step.pool_from]
-    call = calls[producer.position]
-    return (getattr(call.layer, "takes_pooled_gradient", False) and producer.batchnorm is None
-            and producer.add is None and not need_input_grad and all(v < count for v in call.inputs))
+    return (getattr(calls[producer.position].layer, "takes_pooled_gradient", False)
+            and producer.batchnorm is None and producer.add is None)
 
 
 def has_folds(plan_steps):

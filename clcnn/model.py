@@ -282,25 +282,23 @@ class Model:
                 continue     # nothing downstream of this step reaches an output
             grads[step.output] = None
             layer, inputs = fusion.step_call(step, self._calls, count)
-            if fusion.defers_pool_backward(step, plan, self._calls, count, need_input_grad):
+            if fusion.defers_pool_backward(step, plan, self._calls, count):
                 pooled[step.pool_from] = g
                 continue
-            if k in pooled:
-                gp = pooled.pop(k)
-                self.device.with_memory_retry(
-                    lambda: f"the backward pass of {self._describe(step.position)} at batch size {gp.shape[0]}",
-                    layer.backward_pooled, ctx, gp)
-                continue
-            kwargs = fusion.backward_arguments(step, plan, contexts)
-            producer = kwargs.pop("producer", None)
-            if producer is not None:
-                pre_activation.add(producer)
-            if k in pre_activation:
-                kwargs["pre_activation"] = True
             needed = need_input_grad or any(v >= count for v in inputs)
+            if k in pooled:
+                g = pooled.pop(k)
+                run, kwargs = layer.backward_pooled, {}
+            else:
+                run, kwargs = layer.backward, fusion.backward_arguments(step, plan, contexts)
+                producer = kwargs.pop("producer", None)
+                if producer is not None:
+                    pre_activation.add(producer)
+                if k in pre_activation:
+                    kwargs["pre_activation"] = True
             gxs = self.device.with_memory_retry(
                 lambda: f"the backward pass of {self._describe(step.position)} at batch size {g.shape[0]}",
-                layer.backward, ctx, g, need_input_grad=needed, **kwargs)
+                run, ctx, g, need_input_grad=needed, **kwargs)
             if layer.arity == 1 and len(inputs) == 1:
                 gxs = [gxs]
             for v, gx in zip(inputs, gxs):

@@ -104,10 +104,10 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
     keep_pool "avg" / "max": the forward also gives its output pooled 2x2 (stride 2) from the
     same call (keep_full, a train-mode fusion with the pooling layer after it, fusion.py).
     grad_from_pool: the backward takes the gradient of a 2x2 stride-2 average pooling of the
-    activated output ("gy" has the pooled shape) and gives the weight and bias gradients only
-    (ops.conv2d_weight_grad_pooled: the pooling's backward deferred to it, fusion.py)."""
-    if grad_from_pool and (need_input_grad or pre_activation):
-        raise ValueError("conv2d: grad_from_pool gives no input gradient and undoes the activation itself")
+    activated output ("gy" has the pooled shape; ops.conv2d_backward_pooled: the pooling's
+    backward deferred to it, fusion.py)."""
+    if grad_from_pool and pre_activation:
+        raise ValueError("conv2d: grad_from_pool undoes the activation itself (no pre_activation)")
     n, c, h, w = x_shape
     o, cg, kh, kw = w_shape
     stride, pads, dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -135,9 +135,10 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
 
     def backward(dev, a, out):
         if grad_from_pool:
-            return _drop_none(k_conv.conv2d_weight_grad_pooled(
+            return _drop_none(k_conv.conv2d_backward_pooled(
                 dev, a["x"], a["w"], a["gy"], out[0] if activation else None, stride, pads, activation=activation,
-                negative_slope=negative_slope, has_bias=bias, dilation=dilation, groups=groups))
+                negative_slope=negative_slope, need_input_grad=need_input_grad, has_bias=bias, dilation=dilation,
+                groups=groups))
         gy = a["gy"]
         if undo:
             gy = k_act.activation_backward(dev, activation, out[0], gy, negative_slope)
@@ -613,7 +614,7 @@ def model_cases(model, input_shape, batch, momentum=0.9):
     plan = fusion.plan(calls, model._outputs, count, training=True)
     undone = {step.pool_from for step in plan if step.pool_from is not None}
     deferred = {step.pool_from: k for k, step in enumerate(plan)
-                if fusion.defers_pool_backward(step, plan, calls, count, need_input_grad=False)}
+                if fusion.defers_pool_backward(step, plan, calls, count)}
     cases = []
     for k, step in enumerate(plan):
         call = calls[step.position]

@@ -101,19 +101,25 @@ class Tuner:
         entry = self._load().get(key)
         return entry["choice"] if entry else None
 
+    def settled(self, dev, op_key, names, default, worth_tuning=True):
+        """The name choose() would return without timing anything (timing off, a cached
+        choice, or the default where timing is not worth it), else None."""
+        tune = mode()
+        if tune == "off":
+            return default
+        known = self.lookup(f"{device_key(dev)}|{op_key}")
+        if known in names:
+            return known
+        return default if tune == "auto" and not worth_tuning else None
+
     def choose(self, dev, op_key, candidates, default, worth_tuning=True):
         """Name of the candidate to run for `op_key` (a string naming the op and its shape).
         candidates: {name: zero-argument callable enqueuing the op once}; default: the name
         the heuristic picks, used when timing is off or not worth it."""
-        tune = mode()
-        if tune == "off":
-            return default
+        settled = self.settled(dev, op_key, candidates, default, worth_tuning)
+        if settled is not None:
+            return settled
         key = f"{device_key(dev)}|{op_key}"
-        known = self.lookup(key)
-        if known in candidates:
-            return known
-        if tune == "auto" and not worth_tuning:
-            return default
         times = {}
         for name, fn in candidates.items():
             times[name] = _time(dev, fn, min(times.values(), default=float("inf")))

@@ -364,6 +364,70 @@ __kernel void avgpool2d_backward_tiled(__global const float* restrict gy, __glob
     TILED_GX_ROWS(SPREAD_AT)
 }
 
+#ifndef C
+#define C 1             /* avgpool2d_backward_transposed: channels */
+#endif
+#ifndef COP
+#define COP 8           /* ... gxt's row length, a multiple of 8, >= C */
+#endif
+#ifndef CB
+#define CB 8            /* ... channels per pass, 8 or 16, dividing COP */
+#endif
+/* avgpool2d_backward_tiled's gx for 2x2 windows with stride 2 (no padding), written
+ * pixel-major for the convolution before the pool (conv2d.cl's gyt layout):
+ * gxt[(n*H*W + ih*W + iw)*COP + c], zeros for c >= C: the transpose that convolution's
+ * backward needs, without gx in between. Work item: image n and window row oh (input rows
+ * 2*oh and 2*oh + 1, adjacent in memory), every channel, CB at a time. Each channel's two rows
+ * are computed along the row as float8s (the pooled gradient spread by a constant index
+ * pattern), then stored CB channels per pixel. The last row of an odd H is zero, as are the
+ * columns past 2*OW. 1-D global size N*OH. */
+#define PAIR (2 * W)
+#define PAIR8 ((PAIR + 7) / 8)
+__kernel void avgpool2d_backward_transposed(__global const float* restrict gy, __global const float* restrict y,
+                                            __global float* restrict gxt, const int rows, const int act,
+                                            const float slope)
+{
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    const int n = r / OH, oh = r - n * OH;
+    __global float* out = gxt + (size_t)(n * (H * W) + 2 * oh * W) * COP;
+    for (int c0 = 0; c0 < COP; c0 += CB) {
+        float d[CB][PAIR8 * 8];      /* [channel][pixel of the two rows] */
+        #pragma unroll
+        for (int a = 0; a < CB; a++) {
+            const int c = MIN(c0 + a, C - 1);
+            __global const float* g = gy + ((size_t)(n * C + c) * OH + oh) * OW;
+            __global const float* yr = y + ((size_t)(n * C + c) * H + 2 * oh) * W;
+            float gs[PAIR8 * 8], ys[PAIR8 * 8];
+            #pragma unroll
+            for (int k = 0; k < PAIR8 * 8; k++) {
+                const int iw = k % W;
+                gs[k] = k < PAIR && iw / 2 < OW ? g[iw / 2] * 0.25f : 0.0f;
+                ys[k] = k < PAIR ? yr[k] : 0.0f;
+            }
+            #pragma unroll
+            for (int j = 0; j < PAIR8; j++) {
+                float8 v = LOAD8(gs + 8 * j);
+                if (act != ACT_NONE)
+                    v = activate_backwardv(v, LOAD8(ys + 8 * j), act, slope);
+                if (c0 + a >= C)
+                    v = (float8)(0.0f);
+                STORE8(v, d[a] + 8 * j);
+            }
+        }
+        #pragma unroll
+        for (int k = 0; k < PAIR; k++) {
+            #pragma unroll
+            for (int a = 0; a < CB; a++)
+                out[k * COP + c0 + a] = d[a][k];
+        }
+    }
+    if (H > 2 * OH && oh == OH - 1) {
+        for (int k = 0; k < (H - 2 * OH) * W * COP; k++)
+            out[2 * W * COP + k] = 0.0f;
+    }
+}
+
 /* ---- global pooling: one (n, c) plane of hw pixels per output. hw is a runtime argument so
  * every shape shares the build without shape defines. ---- */
 

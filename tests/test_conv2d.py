@@ -236,6 +236,18 @@ def test_tuner_off_and_auto_use_the_default(device, tuner_env, monkeypatch):
     assert not tuner_env.exists()
 
 
+def test_tuner_settled_names_what_choose_takes_without_timing(device, tuner_env, monkeypatch):
+    tuner = tuning.Tuner(str(tuner_env))
+    assert tuner.settled(device, "op:3", ("a", "b"), "b") is None          # CLCNN_TUNE=1: it would time
+    assert tuner.choose(device, "op:3", {"a": lambda: None, "b": lambda: time.sleep(0.01)}, "b") == "a"
+    assert tuner.settled(device, "op:3", ("a", "b"), "b") == "a"           # now cached
+    monkeypatch.delenv("CLCNN_TUNE")
+    assert tuner.settled(device, "op:4", ("a", "b"), "b", worth_tuning=False) == "b"
+    assert tuner.settled(device, "op:4", ("a", "b"), "b", worth_tuning=True) is None
+    monkeypatch.setenv("CLCNN_TUNE", "0")
+    assert tuner.settled(device, "op:3", ("a", "b"), "b") == "b"           # off: the default, cache or not
+
+
 def test_tuner_survives_corrupt_cache(device, tuner_env):
     tuner_env.write_text('{"format": 1, "choices": {"x": ')
     with pytest.warns(RuntimeWarning, match="ignoring the tuning cache"):

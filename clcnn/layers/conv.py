@@ -90,17 +90,19 @@ class Conv2D(WeightedLayer):
     # model.backward may hand this layer its pooling's output gradient (fusion.defers_pool_backward)
     takes_pooled_gradient = True
 
-    def backward_pooled(self, ctx, gp):
-        """The weight and bias gradients where dL/d(output) comes from a 2x2 stride-2 average
-        pooling of the (activated) output, gp its output gradient; no input gradient."""
-        gw, gb = conv_ops.conv2d_weight_grad_pooled(self.device, ctx.x, self.params["weight"].data, gp,
-                                                    ctx.y if ctx.act else None, self.stride,
-                                                    self.pads(ctx.x.shape[1:]), activation=ctx.act,
-                                                    negative_slope=ctx.slope, has_bias=self.bias,
-                                                    saved=ctx.saved, **self._extra())
+    def backward_pooled(self, ctx, gp, need_input_grad=True):
+        """backward() where dL/d(output) comes from a 2x2 stride-2 average pooling of the
+        (activated) output, gp its output gradient: the input gradient (or None) and the
+        parameters' gradients accumulated (ops.conv2d_backward_pooled)."""
+        gx, gw, gb = conv_ops.conv2d_backward_pooled(self.device, ctx.x, self.params["weight"].data, gp,
+                                                     ctx.y if ctx.act else None, self.stride,
+                                                     self.pads(ctx.x.shape[1:]), activation=ctx.act,
+                                                     negative_slope=ctx.slope, need_input_grad=need_input_grad,
+                                                     has_bias=self.bias, saved=ctx.saved, **self._extra())
         self.params["weight"].accumulate(gw)
         if self.bias:
             self.params["bias"].accumulate(gb)
+        return gx
 
     def _reference_op(self, x, weight, bias):
         from ..oracle import conv2d as o_conv

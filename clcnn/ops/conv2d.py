@@ -590,11 +590,18 @@ def _pick(dev, algorithm, pass_, x_shape, w_shape, stride, pads, candidates, dil
             raise ValueError(f"conv2d: unknown algorithm {algorithm!r}; choose one of {ALGORITHMS} "
                              f"(or 'depthwise' for groups == input channels)")
         return algorithm
-    key = f"conv2d.{pass_}:{x_shape}:{tuple(w_shape)}:{stride}:{pads}".replace(" ", "")
+    return tuning.get_tuner().choose(dev, *_tuning_args(dev, pass_, x_shape, w_shape, stride, pads, candidates,
+                                                        dilation, groups))
+
+
+def _tuning_args(dev, pass_, x_shape, w_shape, stride, pads, names, dilation=(1, 1), groups=1):
+    """_pick's arguments of Tuner.choose after the device: key, candidates, default,
+    worth_tuning."""
+    key = f"conv2d.{pass_}:{tuple(x_shape)}:{tuple(w_shape)}:{tuple(stride)}:{tuple(pads)}".replace(" ", "")
     if groups != 1 or dilation != (1, 1):     # plain convs keep the keys of earlier caches
         key += f":d{dilation[0]}x{dilation[1]}:g{groups}"
-    return tuning.get_tuner().choose(dev, key, candidates, "direct" if dev.is_cpu else "tiled",
-                                     worth_tuning=x_shape[0] >= _TUNE_MIN_BATCH and not dev.is_cpu)
+    return (key, names, "direct" if dev.is_cpu else "tiled",
+            x_shape[0] >= _TUNE_MIN_BATCH and not dev.is_cpu)
 
 
 def _use_winograd(dev, algorithm, pass_, x_shape, w_shape, stride, pads, dilation, groups):
@@ -783,38 +790,82 @@ def _pooled(dev, y, pool, keep_full=False):
     return pool_ops.maxpool2d_forward(dev, y, (2, 2), (2, 2), (0, 0, 0, 0))[0]
 
 
-def conv2d_weight_grad_pooled(dev, x, w, gp, y, stride, pads, activation=None, negative_slope=0.01,
-                              has_bias=True, dilation=(1, 1), groups=1, saved=None):
-    """(gw, gb or None) of a convolution whose output, through `activation`, feeds a 2x2
-    stride-2 average pooling (no padding, floor mode) with output gradient gp (N,O,OH//2,OW//2);
-    y (N,O,OH,OW): the activation's output (None without an activation). No input gradient:
-    the model defers a pooling's backward to the convolution before it only where that
-    convolution needs none (fusion.defers_pool_backward). Where conv2d_rows runs the weight
-    gradient (CPUs, few channels: LeNet-5's conv1) its kernel forms dL/dy from gp and y as it
-    reads it, so neither the pooling's backward pass nor dL/dy in memory; elsewhere the pooling's
-    backward (undoing the activation) runs first, then conv2d_backward."""
+def conv2d_backward_pooled(dev, x, w, gp, y, stride, pads, activation=None, negative_slope=0.01,
+                           need_input_grad=True, has_bias=True, dilation=(1, 1), groups=1, saved=None):
+    """conv2d_backward (gx or None, gw, gb or None) of a convolution whose output, through
+    `activation`, feeds a 2x2 stride-2 average pooling (no padding, floor mode) with output
+    gradient gp (N,O,OH//2,OW//2); y (N,O,OH,OW): the activation's output (None without an
+    activation). The model defers the pooling's backward to this op (fusion.py), which runs it
+    where it pays, so dL/dy in the NCHW layout is never written:
+    - no input gradient, where conv2d_rows runs the weight gradient (CPUs, few channels:
+      LeNet-5's conv1): its kernel forms dL/dy from gp and y as it reads it;
+    - where the direct weight gradient and the sums form of the input gradient would both read
+      dL/dy transposed pixel-major (LeNet-5's conv2): the pooling's backward writes it so
+      (avgpool2d_backward_transposed), in place of the NCHW gradient and its transpose;
+    - elsewhere the pooling's backward (undoing the activation) runs first, then
+      conv2d_backward."""
     check_array(gp, 4, "pooled output gradient")
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     if (y is None) != (activation is None):
-        raise ValueError("conv2d_weight_grad_pooled: give y (the activation's output) exactly when an "
+        raise ValueError("conv2d_backward_pooled: give y (the activation's output) exactly when an "
                          "activation is given")
-    if dev.is_cpu:
+    if dev.is_cpu and not need_input_grad:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight",
                                 registers=vector_limits(dev)[1]):
             grads = conv2d_rows.weight_grad_pooled(dev, x, gp, y, w.shape, stride, pads, has_bias, activation,
                                                    negative_slope, dilation, groups)
             if grads is not None:
-                return grads
+                return (None,) + grads
     from . import pool as pool_ops
-    oh, ow = _output_hw(x.shape, w.shape, *_check_params(stride, pads, dilation, groups))
+    stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
+    oh, ow = _output_hw(x.shape, w.shape, stride, pads, dilation, groups)
     n, o = x.shape[0], w.shape[0]
+    cop = _transposed_route(dev, x.shape, w.shape, stride, pads, dilation, groups, need_input_grad)
+    if cop is not None:
+        gyt = pool_ops.avgpool2d_backward_transposed(dev, gp, (n, o, oh, ow), cop, activation=activation,
+                                                     act_output=y, negative_slope=negative_slope)
+        gw, gb = _weight_grad_direct(dev, x, None, w.shape, stride, pads, has_bias, saved=saved, gyt=gyt)
+        gx = _input_grad_sums(dev, w, None, x.shape, pads, gyt=(gyt, cop)) if need_input_grad else None
+        return gx, gw, gb
     gy = pool_ops.avgpool2d_backward(dev, gp, (n, o, oh, ow), (2, 2), (2, 2), (0, 0, 0, 0), activation=activation,
                                      act_output=y, negative_slope=negative_slope)
-    _, gw, gb = conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=False, has_bias=has_bias,
-                                dilation=dilation, groups=groups, saved=saved)
-    return gw, gb
+    return conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=need_input_grad, has_bias=has_bias,
+                           dilation=dilation, groups=groups, saved=saved)
+
+
+def _transposed_route(dev, x_shape, w_shape, stride, pads, dilation, groups, need_input_grad):
+    """gyt's row length where conv2d_backward would run the direct weight gradient (chosen
+    without timing) and, with the input gradient, the sums form, so that both read dL/dy only
+    transposed; else None."""
+    if not (dev.is_cpu and groups == 1 and dilation == (1, 1) and stride == (1, 1)
+            and not _use_gemm(dev, None, x_shape, w_shape, pads, dilation, groups)
+            and not _use_winograd(dev, None, "weight", x_shape, w_shape, stride, pads, dilation, groups)):
+        return None
+    from . import conv2d_rows
+    if conv2d_rows.supports(x_shape, w_shape, stride, pads, dilation, groups, pass_="weight",
+                            registers=vector_limits(dev)[1]):
+        return None
+    if need_input_grad and not (
+            _INPUT_GRAD_FORM in (None, "sums")
+            and not _use_winograd(dev, None, "input", x_shape, w_shape, stride, pads, dilation, groups)
+            and (_INPUT_GRAD_FORM == "sums" or _sums_pay(dev, x_shape, w_shape, stride, pads, dilation, groups))
+            and _untimed_pick(dev, "input", x_shape, w_shape, stride, pads) == "direct"):
+        return None
+    if _untimed_pick(dev, "weight", x_shape, w_shape, stride, pads) != "direct":
+        return None
+    cop = _weight_direct_plan(dev, x_shape, w_shape, stride, pads, dilation, groups)["COPW"]
+    if cop % 8 or (need_input_grad and (cop % 16 or cop < _round_up(w_shape[0], 16))):
+        return None
+    return cop
+
+
+def _untimed_pick(dev, pass_, x_shape, w_shape, stride, pads):
+    """_pick's choice where it times nothing, else None (the tuner would time the forms on dL/dy
+    in its NCHW layout)."""
+    return tuning.get_tuner().settled(dev, *_tuning_args(dev, pass_, x_shape, w_shape, stride, pads,
+                                                         ("direct", "tiled")))
 
 
 def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1, scratch=None):
@@ -948,12 +999,13 @@ def _transpose_gy(dev, gy, og, groups, cop):
     return gyt
 
 
-def _input_grad_sums(dev, w, gy, x_shape, pads, scratch=None):
-    """dL/dx by conv2d_sums.cl (stride 1, no dilation, one group; _sums_runs)."""
+def _input_grad_sums(dev, w, gy, x_shape, pads, scratch=None, gyt=None):
+    """dL/dx by conv2d_sums.cl (stride 1, no dilation, one group; _sums_runs). gyt: (dL/dy
+    already transposed, its row length), gy then unread (None)."""
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
-    _, _, oh, ow = gy.shape
-    gyt, cop = _transposed(dev, gy, _round_up(o, 16), scratch)
+    oh, ow = h + pads[0] + pads[1] - kh + 1, wd + pads[2] + pads[3] - kw + 1
+    gyt, cop = gyt or _transposed(dev, gy, _round_up(o, 16), scratch)
     wt = _pack_weights(dev, w, None, cop, mode=0)
     gx = dev.empty(x_shape)
     grid = (n * c * h,)
@@ -1028,22 +1080,33 @@ def _rows_per_slice(rows, row_bytes, items):
     return min(by_items, max(1, _WEIGHT_GRAD_SLICE_BYTES // row_bytes))
 
 
+def _weight_direct_plan(dev, x_shape, w_shape, stride, pads, dilation, groups):
+    """conv2d_backward_weight's plan for x_shape (which it reads zero-padded)."""
+    o, cg, kh, kw = w_shape
+    oh, ow = _output_hw(x_shape, w_shape, stride, pads, dilation, groups)
+    # The forward's defines (PK included), so that both kernels come from one build.
+    in_kernel = _pads_in_kernel(dev, o // groups, oh, ow, pads, None)
+    hp, wp = x_shape[2] + pads[0] + pads[1], x_shape[3] + pads[2] + pads[3]    # the kernel reads x padded
+    return _weight_plan(x_shape[0], cg, hp, wp, o // groups, kh, kw, stride, oh, ow, groups, dilation,
+                        vector_limits(dev), pads=tuple(pads) if in_kernel else None)
+
+
 def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1, 1), groups=1, saved=None,
-                        scratch=None):
+                        scratch=None, gyt=None):
     """dL/dw and dL/db; scratch: a dict that keeps gy transposed for the input gradient of the
-    same backward pass (_transposed), or None."""
-    xp = _padded(dev, x, pads, saved)
+    same backward pass (_transposed), or None. gyt: gy already transposed (rows of the plan's
+    COPW), gy then unread (None)."""
     o, cg, kh, kw = w_shape
     og = o // groups
-    n, _, oh, ow = gy.shape
-    # The forward's defines (PK included), so that both kernels come from one build.
-    in_kernel = _pads_in_kernel(dev, og, oh, ow, pads, None)
-    plan = _weight_plan(n, cg, xp.shape[2], xp.shape[3], og, kh, kw, stride, oh, ow, groups, dilation,
-                        vector_limits(dev), pads=tuple(pads) if in_kernel else None)
+    n = x.shape[0]
+    oh, ow = _output_hw(x.shape, w_shape, stride, pads, dilation, groups)
+    plan = _weight_direct_plan(dev, x.shape, w_shape, stride, pads, dilation, groups)
+    xp = _padded(dev, x, pads, saved)
     cop, ob, khb = plan["COPW"], plan["VWW"] * plan["OBVW"], plan["KHB"]
-    gyt = _transpose_gy(dev, gy, og, groups, cop)
-    if scratch is not None and groups == 1:
-        scratch["gyt"] = (gy, gyt, cop)
+    if gyt is None:
+        gyt = _transpose_gy(dev, gy, og, groups, cop)
+        if scratch is not None and groups == 1:
+            scratch["gyt"] = (gy, gyt, cop)
 
     rows = n * oh
     rows_per_slice = _rows_per_slice(rows, ow * groups * cop * 4, groups * cop // ob * cg * (kh // khb))
