@@ -550,7 +550,7 @@ def mse(shape):
 
 def sgd(param_shapes, lr=0.01, momentum=0.9, weight_decay=0.0, nesterov=False, grouped=True):
     """One SGD step over every parameter (torch.optim.SGD, not the first step). grouped: the
-    one call optim.SGD makes (sgd_update_many, four tensors a launch); else sgd_update per
+    one call optim.SGD makes (sgd_update_many, twelve tensors a launch); else sgd_update per
     tensor. Forward only; it updates param and buffer in place and returns them."""
     def make(rng):
         a = {}

@@ -2,7 +2,7 @@
  *
  * Layout: param, grad and the state buffers are flat arrays of `count` floats (any parameter
  * shape; element i of every buffer belongs to the same weight). One work item per element
- * (sgd_update4: per chunk of CHUNK elements of one of four tensors), 1-D, any local size, no
+ * (sgd_update_group: per chunk of CHUNK elements of one of twelve tensors), 1-D, any local size, no
  * local memory. Hyperparameters are kernel arguments, not defines, so a
  * learning-rate schedule never triggers a rebuild. 1 - beta and 1 - dampening come from the host,
  * computed in double as torch does: 1 - (float)0.999 is 1.3e-5 off 0.001 in float32.
@@ -40,32 +40,37 @@ __kernel void sgd_update(__global float* restrict param, __global const float* r
                 use_momentum, nesterov, first_step);
 }
 
-/* The same update for up to four tensors in one launch (a launch costs ~15-100 us of host
- * time on PoCL, more than a LeNet parameter's update). Work item q updates the CHUNK elements
- * [CHUNK * (q - first(t)), ...) of tensor t, first0 = 0 <= q < first1 <= ... <= first4 (chunk
+/* The same update for up to GROUP = 12 tensors in one launch (a launch costs ~5-15 us of
+ * host and queue time on PoCL, more than a LeNet parameter's update; twelve take LeNet-5's ten
+ * tensors in one launch, ResNet-20's 65 in six). Work item q updates the CHUNK elements
+ * [CHUNK * (q - first_t), ...) of tensor t, where first_0 = 0 <= q < first_{t+1} (chunk
  * counts' running sums; an unused slot has count 0 and any buffers): whole chunks per item
  * keep the branch on t out of the element loop (one element per item ran 2x slower).
- * Global size first4. */
+ * Global size first_12. */
 #define CHUNK 16        /* clcnn/ops/optim.py's _CHUNK: this file is built without defines */
-__kernel void sgd_update4(__global float* restrict p0, __global const float* restrict g0, __global float* restrict b0,
-                          __global float* restrict p1, __global const float* restrict g1, __global float* restrict b1,
-                          __global float* restrict p2, __global const float* restrict g2, __global float* restrict b2,
-                          __global float* restrict p3, __global const float* restrict g3, __global float* restrict b3,
-                          const int n0, const int n1, const int n2, const int n3,
-                          const int first1, const int first2, const int first3, const int first4,
-                          const float lr, const float momentum, const float one_minus_dampening,
-                          const float weight_decay, const int use_momentum, const int nesterov,
-                          const int first_step)
+#define SGD_SLOT_ARGS(t) __global float* restrict p##t, __global const float* restrict g##t, \
+                         __global float* restrict b##t, const int n##t, const int first##t,
+/* slot t when q lies at or past its first chunk: the slots are tested from the last down */
+#define SGD_PICK(t) else if (q >= first##t) { p = p##t; g = g##t; b = b##t; n = n##t; c = q - first##t; }
+__kernel void sgd_update_group(SGD_SLOT_ARGS(11) SGD_SLOT_ARGS(10) SGD_SLOT_ARGS(9) SGD_SLOT_ARGS(8)
+                               SGD_SLOT_ARGS(7) SGD_SLOT_ARGS(6) SGD_SLOT_ARGS(5) SGD_SLOT_ARGS(4)
+                               SGD_SLOT_ARGS(3) SGD_SLOT_ARGS(2) SGD_SLOT_ARGS(1) SGD_SLOT_ARGS(0)
+                               const int end, const float lr, const float momentum,
+                               const float one_minus_dampening, const float weight_decay,
+                               const int use_momentum, const int nesterov, const int first_step)
 {
     const int q = get_global_id(0);
-    if (q >= first4) return;
-    __global float* p = p0; __global const float* g = g0; __global float* b = b0;
-    int n = n0, c = q;
-    if (q >= first3) { p = p3; g = g3; b = b3; n = n3; c = q - first3; }
-    else if (q >= first2) { p = p2; g = g2; b = b2; n = n2; c = q - first2; }
-    else if (q >= first1) { p = p1; g = g1; b = b1; n = n1; c = q - first1; }
-    const int begin = c * CHUNK, end = min(begin + CHUNK, n);
-    for (int i = begin; i < end; ++i)
+    if (q >= end) return;
+    __global float* p;
+    __global const float* g;
+    __global float* b;
+    int n, c;
+    if (0) {}
+    SGD_PICK(11) SGD_PICK(10) SGD_PICK(9) SGD_PICK(8) SGD_PICK(7) SGD_PICK(6)
+    SGD_PICK(5) SGD_PICK(4) SGD_PICK(3) SGD_PICK(2) SGD_PICK(1)
+    else { p = p0; g = g0; b = b0; n = n0; c = q; }
+    const int begin = c * CHUNK, stop = min(begin + CHUNK, n);
+    for (int i = begin; i < stop; ++i)
         sgd_element(p, g, b, i, lr, momentum, one_minus_dampening, weight_decay, use_momentum,
                     nesterov, first_step);
 }

@@ -62,7 +62,8 @@ def test_softmax_cross_entropy_train_kernel(device, n, k):
 
 def test_sgd_update_many_equals_one_launch_per_tensor(device):
     rng = np.random.default_rng(0)
-    shapes = [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (0,), (120, 400), (120,), (84, 120), (84,), (10, 84), (10,)]
+    lenet = [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (0,), (120, 400), (120,), (84, 120), (84,), (10, 84), (10,)]
+    shapes = lenet + [(17,), (1,), (0,)] + lenet    # 25 tensors: three launches of up to twelve
     for config in [dict(momentum=0.9), dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
                    dict(momentum=0.0, weight_decay=0.1), dict(momentum=0.5, dampening=0.3)]:
         ps = [rng.standard_normal(s).astype(np.float32) for s in shapes]

@@ -11,7 +11,8 @@ from ._common import buf, f32, i32, launch
 # would pick (and compile) a new one for every new parameter size.
 _LOCAL = (64,)
 _MAX_INT = 2 ** 31 - 1
-_CHUNK = 16    # elements per work item in sgd_update4: optim.cl's CHUNK
+_CHUNK = 16    # elements per work item in sgd_update_group: optim.cl's CHUNK
+_GROUP = 12    # tensors per sgd_update_group launch
 
 
 def _check_same(param, *others):
@@ -43,7 +44,7 @@ def sgd_update(dev, param, grad, momentum_buf, lr, momentum=0.0, dampening=0.0, 
 
 def sgd_update_many(dev, params, grads, momentum_bufs, lr, momentum=0.0, dampening=0.0,
                     weight_decay=0.0, nesterov=False, first_step=False):
-    """sgd_update of every (param, grad, momentum_buf) of the lists, four tensors per launch.
+    """sgd_update of every (param, grad, momentum_buf) of the lists, twelve tensors per launch.
     momentum_bufs may be None (no momentum)."""
     use_momentum = momentum != 0
     if momentum_bufs is None:
@@ -55,16 +56,17 @@ def sgd_update_many(dev, params, grads, momentum_bufs, lr, momentum=0.0, dampeni
         count = _check_same(param, ("grad", grad), *([("momentum_buf", mbuf)] if use_momentum else []))
         if count:
             triples.append((param, grad, mbuf, count))
-    kernel = dev.kernel("optim.cl", "sgd_update4")
-    for start in range(0, len(triples), 4):
-        group = triples[start:start + 4]
-        group += [group[-1][:3] + (0,)] * (4 - len(group))   # unused slots: count 0
+    kernel = dev.kernel("optim.cl", "sgd_update_group")
+    for start in range(0, len(triples), _GROUP):
+        group = triples[start:start + _GROUP]
+        group += [group[-1][:3] + (0,)] * (_GROUP - len(group))   # unused slots: count 0
         counts = [t[3] for t in group]
-        if max(counts) > _MAX_INT - _CHUNK:
+        if max(counts) > _MAX_INT - _CHUNK or sum(-(-c // _CHUNK) for c in counts) > _MAX_INT:
             raise ValueError("parameters too large for 32-bit indexing")
-        firsts = np.cumsum([-(-c // _CHUNK) for c in counts])
-        launch(dev, kernel, (int(firsts[-1]),), _LOCAL, *[buf(a) for t in group for a in t[:3]],
-               *[i32(c) for c in counts], *[i32(f) for f in firsts], f32(lr), f32(momentum),
+        firsts = [0] + list(np.cumsum([-(-c // _CHUNK) for c in counts]))
+        slots = [a for t in reversed(range(_GROUP)) for a in (buf(group[t][0]), buf(group[t][1]), buf(group[t][2]),
+                                                           i32(counts[t]), i32(firsts[t]))]
+        launch(dev, kernel, (int(firsts[-1]),), _LOCAL, *slots, i32(firsts[-1]), f32(lr), f32(momentum),
                f32(1.0 - dampening), f32(weight_decay), i32(use_momentum), i32(bool(nesterov)),
                i32(bool(first_step)))
 
