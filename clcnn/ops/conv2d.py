@@ -446,8 +446,11 @@ class _DirectForward:
         # The convolution's build first: the packing kernel comes from its program.
         self.conv = _conv_launch(dev, plan, activation, negative_slope)
         self.pack = _pack_launch(dev, w_shape, has_bias, plan["COP"], 0, groups)
+        self.groups = groups
 
-    def __call__(self, dev, xp, w, b):
+    def __call__(self, dev, xp, w, b, saved=None):
+        """y; saved: a dict that keeps the packed weights for the backward pass (the sums
+        form of the input gradient reads them in the same layout), or None."""
         pack_kernel, pack_grid, pack_local, pack_scalars, wt_shape = self.pack
         kernel, grid, local, chunks, y_shape = self.conv
         # Both arrays before the first launch: that launch wakes PoCL's workers, and host work
@@ -457,6 +460,8 @@ class _DirectForward:
                *pack_scalars)
         for scalars in chunks:
             launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars)
+        if saved is not None and self.groups == 1:
+            saved["packed"] = (w, wt)
         return y
 
 
@@ -474,11 +479,11 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
     if in_kernel or not any(pads):
         if route_key is not None:
             _keep_route(route_key, run)
-        return run(dev, x, w, b)
+        return run(dev, x, w, b, saved)
     xp = _padded(dev, x, pads)
     if saved is not None:
         saved["padded"] = (x, pads, xp)
-    return run(dev, xp, w, b)
+    return run(dev, xp, w, b, saved)
 
 
 # -- the tiled implicit-GEMM form (conv2d_tiled.cl) -------------------------------------------
@@ -827,7 +832,7 @@ def conv2d_backward_pooled(dev, x, w, gp, y, stride, pads, activation=None, nega
         gyt = pool_ops.avgpool2d_backward_transposed(dev, gp, (n, o, oh, ow), cop, activation=activation,
                                                      act_output=y, negative_slope=negative_slope)
         gw, gb = _weight_grad_direct(dev, x, None, w.shape, stride, pads, has_bias, saved=saved, gyt=gyt)
-        gx = _input_grad_sums(dev, w, None, x.shape, pads, gyt=(gyt, cop)) if need_input_grad else None
+        gx = _input_grad_sums(dev, w, None, x.shape, pads, gyt=(gyt, cop), saved=saved) if need_input_grad else None
         return gx, gw, gb
     gy = pool_ops.avgpool2d_backward(dev, gp, (n, o, oh, ow), (2, 2), (2, 2), (0, 0, 0, 0), activation=activation,
                                      act_output=y, negative_slope=negative_slope)
@@ -848,9 +853,9 @@ def _transposed_route(dev, x_shape, w_shape, stride, pads, dilation, groups, nee
                             registers=vector_limits(dev)[1]):
         return None
     if need_input_grad and not (
-            _INPUT_GRAD_FORM in (None, "sums")
+            _INPUT_GRAD_FORM is None
             and not _use_winograd(dev, None, "input", x_shape, w_shape, stride, pads, dilation, groups)
-            and (_INPUT_GRAD_FORM == "sums" or _sums_pay(dev, x_shape, w_shape, stride, pads, dilation, groups))
+            and _sums_pay(dev, x_shape, w_shape, stride, pads, dilation, groups)
             and _untimed_pick(dev, "input", x_shape, w_shape, stride, pads) == "direct"):
         return None
     if _untimed_pick(dev, "weight", x_shape, w_shape, stride, pads) != "direct":
@@ -999,14 +1004,20 @@ def _transpose_gy(dev, gy, og, groups, cop):
     return gyt
 
 
-def _input_grad_sums(dev, w, gy, x_shape, pads, scratch=None, gyt=None):
+def _input_grad_sums(dev, w, gy, x_shape, pads, scratch=None, gyt=None, saved=None):
     """dL/dx by conv2d_sums.cl (stride 1, no dilation, one group; _sums_runs). gyt: (dL/dy
-    already transposed, its row length), gy then unread (None)."""
+    already transposed, its row length), gy then unread (None). saved: conv2d_forward's dict,
+    whose packed weights (the forward's layout, its bias row unread here) serve where their
+    rows have the length this pass needs."""
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
     oh, ow = h + pads[0] + pads[1] - kh + 1, wd + pads[2] + pads[3] - kw + 1
     gyt, cop = gyt or _transposed(dev, gy, _round_up(o, 16), scratch)
-    wt = _pack_weights(dev, w, None, cop, mode=0)
+    packed = (saved or scratch or {}).get("packed")
+    if packed is not None and packed[0] is w and packed[1].shape == (c * kh * kw + 1, cop):
+        wt = packed[1]
+    else:
+        wt = _pack_weights(dev, w, None, cop, mode=0)
     gx = dev.empty(x_shape)
     grid = (n * c * h,)
     launch(dev, _kernel(dev, "conv2d_sums.cl", "conv2d_input_grad_sums",
@@ -1143,7 +1154,9 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
                                             dilation)
     rows = None
-    scratch = {}    # gy transposed by the weight gradient, for the input gradient's sums form
+    # gy transposed by the weight gradient, and the forward's packed weights, for the input
+    # gradient's sums form
+    scratch = {"packed": saved["packed"]} if saved and "packed" in saved else {}
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight",
