@@ -130,25 +130,36 @@ def test_adam_steps_replay_bit_for_bit(device, name):
         np.testing.assert_array_equal(replay_w[k], plain_w[k], err_msg=f"weight or buffer {k}")
 
 
-def test_replay_takes_device_batches(device):
-    """fit's own batches live on the device: a replay copies them into its input buffers."""
-    build, shape = BUILDERS["lenet5"]
-    rng = np.random.default_rng(2)
-    data = [(rng.standard_normal((8, *shape)).astype(np.float32), rng.integers(0, 10, 8)) for _ in range(5)]
+def _plain_and_replayed(device, run_steps, count):
+    """LeNet-5 trained by run_steps(trainer, replay) with replay off, then on (the same seed):
+    the replayed run made `count` replays and gives the same weights and statistics."""
+    build, _ = BUILDERS["lenet5"]
     results = []
     for replay in (False, True):
         clcnn.init.seed(0)
         net = build(device)
         trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, lr=0.1), progress=False)
         trainer.replay = replay
-        for step, (x, y) in enumerate(data):
-            trainer.batch = step
-            trainer.train_step(device.to_device(x), device.to_device(y, np.int32))
-        results.append(([p.value() for p in net.parameters()], trainer.step_stats(0, 5), trainer._replay.replays))
-    assert results[1][2] == 2 and results[0][2] == 0
+        steps = run_steps(trainer, replay)
+        results.append(([p.value() for p in net.parameters()], trainer.step_stats(0, steps), trainer._replay.replays))
+    assert results[1][2] == count and results[0][2] == 0
     assert results[0][1] == results[1][1]
     for a, b in zip(results[0][0], results[1][0]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_replay_takes_device_batches(device):
+    """fit's own batches live on the device: a replay copies them into its input buffers."""
+    _, shape = BUILDERS["lenet5"]
+    rng = np.random.default_rng(2)
+    data = [(rng.standard_normal((8, *shape)).astype(np.float32), rng.integers(0, 10, 8)) for _ in range(5)]
+
+    def run_steps(trainer, replay):
+        for step, (x, y) in enumerate(data):
+            trainer.batch = step
+            trainer.train_step(device.to_device(x), device.to_device(y, np.int32))
+        return len(data)
+    _plain_and_replayed(device, run_steps, 2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -157,16 +168,12 @@ def test_replay_copies_host_batches_as_a_plain_step(device, dtype):
     used in turn), so the caller may refill its batch as soon as train_step returns, even
     while the upload still waits in the queue (held here behind a barrier on a user event at
     one replay). float64 and non-contiguous batches arrive as a plain step converts them."""
-    build, shape = BUILDERS["lenet5"]
+    _, shape = BUILDERS["lenet5"]
     rng = np.random.default_rng(5)
     wide = rng.standard_normal((7, 8, *shape)).astype(dtype)     # [:, k] is not contiguous
     labels = [rng.integers(0, 10, 7) for _ in range(8)]
-    results = []
-    for replay in (False, True):
-        clcnn.init.seed(0)
-        net = build(device)
-        trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optim.SGD(net, lr=0.1), progress=False)
-        trainer.replay = replay
+
+    def run_steps(trainer, replay):
         batches = wide.copy()       # each step overwrites its batch with NaN
         for step in range(8):
             trainer.batch = step
@@ -177,11 +184,8 @@ def test_replay_copies_host_batches_as_a_plain_step(device, dtype):
             trainer.train_step(x, labels[step])
             x[...] = np.nan
             gate.set_status(cl.command_execution_status.COMPLETE)
-        results.append(([p.value() for p in net.parameters()], trainer.step_stats(0, 8), trainer._replay.replays))
-    assert results[1][2] == 5 and results[0][2] == 0         # steps 3-7 (as in the tests above)
-    assert results[0][1] == results[1][1]
-    for a, b in zip(results[0][0], results[1][0]):
-        np.testing.assert_array_equal(a, b)
+        return 8
+    _plain_and_replayed(device, run_steps, 5)       # steps 3-7 (as in the tests above)
 
 
 def test_fit_with_replay_matches_fit_without(device):
