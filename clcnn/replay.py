@@ -121,25 +121,30 @@ class Recording:
 
 
 class _Staging:
-    """Host arrays that a replay's NumPy input is copied into before its upload, used in turn.
+    """Host arrays that a replay's NumPy input is copied into before its upload, reused.
 
     The copy lets the caller refill its batch at once while the upload waits in the queue. A
     new array per call (np.array) cost twice the copy's time at batch 256 (125 against 62 us
     of host CPU for LeNet-5's 1 MB batch, as the host thread shares the cores with PoCL's
-    workers): fresh pages, cold in cache. An array is reused once the upload that last read
-    it has run; with two of them, a Trainer (at most two steps in flight) never waits."""
+    workers): fresh pages, cold in cache. The least recently used array is reused once the
+    upload that last read it has run; a new one is made while that upload is still queued (a
+    Trainer's two steps in flight), up to `most`, after which the upload is waited for. So
+    inference that reads its output keeps one array, a Trainer two."""
 
-    def __init__(self, target, count=2):
-        self.arrays = [np.empty(target.shape, target.dtype) for _ in range(count)]
-        self.uploads = [None] * count
-        self.turn = 0
+    def __init__(self, target, most=2):
+        self.shape, self.dtype, self.most = target.shape, target.dtype, most
+        self.arrays, self.uploads = [], []      # least recently used first; each array's last upload
 
     def upload(self, queue, target, source):
-        k, self.turn = self.turn, (self.turn + 1) % len(self.arrays)
-        if self.uploads[k] is not None:
-            self.uploads[k].wait()
-        np.copyto(self.arrays[k], source, casting="unsafe")   # as np.array(source, dtype=...)
-        self.uploads[k] = cl.enqueue_copy(queue, target.base_data, self.arrays[k], is_blocking=False)
+        if self.arrays and (len(self.arrays) == self.most or self.uploads[0].command_execution_status
+                            == cl.command_execution_status.COMPLETE):
+            array, upload = self.arrays.pop(0), self.uploads.pop(0)
+            upload.wait()       # at once unless `most` uploads are queued
+        else:
+            array = np.empty(self.shape, self.dtype)
+        np.copyto(array, source, casting="unsafe")   # as np.array(source, dtype=...)
+        self.arrays.append(array)
+        self.uploads.append(cl.enqueue_copy(queue, target.base_data, array, is_blocking=False))
 
 
 def _copy_on_device(queue, target, source):

@@ -277,3 +277,35 @@ def test_replayed_eval_forward_equals_plain_forward(device, name):
     for x, array in zip(batches, device_inputs):
         np.testing.assert_array_equal(array.get(), x)            # the caller's arrays are untouched
     assert net._forward_replay.replays == 6
+
+
+def test_staging_reuses_an_array_once_its_upload_ran(device):
+    """replay._Staging: one host array while each upload runs before the next (inference that
+    reads its output), a second only while the first's upload is still queued; the target
+    ends with the last source, converted."""
+    from clcnn.replay import _Staging
+    target = device.empty((3, 5))
+    staging = _Staging(target)
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        source = rng.standard_normal((3, 5))          # float64: converted as np.array(..., float32)
+        staging.upload(device.queue, target, source)
+        device.synchronize()
+        np.testing.assert_array_equal(target.get(), source.astype(np.float32))
+    assert len(staging.arrays) == 1
+    gate = cl.UserEvent(device.context)
+    cl.enqueue_barrier(device.queue, wait_for=[gate])
+    held = [rng.standard_normal((3, 5)).astype(np.float32) for _ in range(2)]
+    second = held[1].copy()
+    for source in held:
+        staging.upload(device.queue, target, source)
+        source[...] = np.nan                           # the caller's arrays are free at once
+    assert len(staging.arrays) == 2
+    gate.set_status(cl.command_execution_status.COMPLETE)
+    device.synchronize()
+    np.testing.assert_array_equal(target.get(), second)
+    last = rng.standard_normal((3, 5)).astype(np.float32)
+    staging.upload(device.queue, target, last)
+    device.synchronize()
+    assert len(staging.arrays) == 2
+    np.testing.assert_array_equal(target.get(), last)
