@@ -1011,7 +1011,7 @@ def _input_grad_sums(dev, w, gy, x_shape, pads, scratch=None, gyt=None, saved=No
     rows have the length this pass needs."""
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
-    oh, ow = h + pads[0] + pads[1] - kh + 1, wd + pads[2] + pads[3] - kw + 1
+    oh, ow = _output_hw(x_shape, w.shape, (1, 1), pads)
     gyt, cop = gyt or _transposed(dev, gy, _round_up(o, 16), scratch)
     packed = (saved or scratch or {}).get("packed")
     if packed is not None and packed[0] is w and packed[1].shape == (c * kh * kw + 1, cop):
