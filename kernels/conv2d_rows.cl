@@ -71,6 +71,10 @@
 #define OW (WP - KW + 1)
 #define NCB ((OW + VW - 1) / VW)     /* column blocks per row */
 #define NRB ((OH + RB - 1) / RB)     /* row blocks per image (forward) */
+#ifndef RL
+#define RL 1            /* row blocks per work item, one after another (forward) */
+#endif
+#define NRL ((NRB + RL - 1) / RL)
 
 /* PoCL's CPU driver calls vload/vstore builtins out of line; a vector built from adjacent
  * scalars compiles to one (unaligned) vector load. */
@@ -117,6 +121,19 @@
 #define STOREV(v, p) ((p)[0] = (v))
 #define LANE(v, l) (v)
 #define HSUM(v) (v)
+#endif
+
+#if VW > 1
+/* Vector types of 4-byte alignment: a load or store through one is one unaligned vector
+ * access, where LLVM turned element-wise ones (LOADV, STOREV) into pieces: partial loads and
+ * shuffles, extracts and partial stores. */
+typedef VEC vec_unaligned __attribute__((aligned(4)));
+typedef HALF half_unaligned __attribute__((aligned(4)));
+#define USTOREV(v, p) (*(__global vec_unaligned*)(p) = (v))
+#define USTOREH(v, p) (*(__global half_unaligned*)(p) = (v))
+#define ULOADH(p) (*(const __global half_unaligned*)(p))
+#else
+#define USTOREV(v, p) STOREV(v, p)
 #endif
 
 inline float hsum8(float8 v) {
@@ -226,14 +243,14 @@ inline VEC load_row_safe(const __global float* p, const int s) {
  * touched otherwise. Pooling and keep are arguments, not defines, so that a layer's training
  * and eval forwards and its weight gradient share one build. b is read only when has_bias;
  * act an ACT_ code of common.h.
- * Work item: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
- * vectors). Each input row it reads is loaded once per tap column j and feeds every output
+ * Block: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
+ * vectors); a work item makes RL blocks of one column, one after another. Each input row it reads is loaded once per tap column j and feeds every output
  * row and channel it touches: one vector load, then FMAs with scalar (broadcast) weights.
  * Padding is never stored: blocks whose loads touch the padding (edge blocks) skip the rows
  * outside the input (FWD_TAPS_BY_ROW) and zero the lanes outside it, by a plain load and a
  * lane mask where all of the item's loads lie inside the buffer, else lane by lane; interior
  * blocks load unchecked. The sums are the padded input's (the padding's zero products left
- * out). Global size (N * NRB * NCB), 1-D. */
+ * out). Global size (N * NRL * NCB), 1-D. */
 __kernel void conv2d_rows_forward(__global const float* restrict x,
                                   __global const float* restrict w,
                                   __global const float* restrict b,
@@ -243,11 +260,13 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
                                   const int pool, const int keep)
 {
     int t = get_global_id(0);
-    if (t >= N * NRB * NCB) return;
+    if (t >= N * NRL * NCB) return;
     const int cb = t % NCB;
     t /= NCB;
-    const int rb = t % NRB;
-    const int n = t / NRB;
+    const int rl = t % NRL;
+    const int n = t / NRL;
+    #pragma unroll 1
+    for (int rb = rl * RL; rb < MIN(rl * RL + RL, NRB); rb++) {
 #if VW > OW
     const int ow0 = 0;               /* one block wider than the row: lanes past OW are not stored */
 #else
@@ -324,8 +343,8 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
                 const VEC bottom = activatev(sums[(q + 1) * CO + o] + bias, act, slope);
                 if (keep) {
                     __global float* yf = y_full + n * (CO * OH * OW) + o * (OH * OW) + (oh0 + q) * OW + ow0;
-                    STOREV(top, yf);
-                    STOREV(bottom, yf + OW);
+                    USTOREV(top, yf);
+                    USTOREV(bottom, yf + OW);
                 }
                 HALF pooled;
                 if (pool == 1) {
@@ -336,10 +355,10 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
                     pooled = ((bottom.even > pooled) | (bottom.even != bottom.even)) ? bottom.even : pooled;
                     pooled = ((bottom.odd > pooled) | (bottom.odd != bottom.odd)) ? bottom.odd : pooled;
                 }
-                STOREH(pooled, y0 + o * ((OH / 2) * (OW / 2)) + (q / 2) * (OW / 2));
+                USTOREH(pooled, y0 + o * ((OH / 2) * (OW / 2)) + (q / 2) * (OW / 2));
             }
         }
-        return;
+        continue;
     }
 #endif
     __global float* y0 = y + n * (CO * OH * OW) + oh0 * OW + ow0;
@@ -356,10 +375,11 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
             for (int k = 0; k < OW; k++)
                 y0[o * (OH * OW) + q * OW + k] = LANE(t, k);
 #else
-            STOREV(activatev(sums[q * CO + o] + bias, act, slope), y0 + o * (OH * OW) + q * OW);
+            USTOREV(activatev(sums[q * CO + o] + bias, act, slope), y0 + o * (OH * OW) + q * OW);
 #endif
         }
     }
+}
 }
 
 /* WITH_WEIGHT_GRAD 0 leaves the weight gradient out of a build: an input gradient run as a
@@ -399,7 +419,6 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
 #define NJB (KW / KWB)
 #if KWB > 1
 /* A vector type of 4-byte alignment: a load through it is one unaligned vector load. */
-typedef VEC vec_unaligned __attribute__((aligned(4)));
 #define XLOADV(p) (*(const __global vec_unaligned*)(p))
 #else
 #define XLOADV(p) LOADV(p)
@@ -552,7 +571,7 @@ ALWAYS_INLINE VEC pooled_gy(const __global float* gp, const __global float* y, c
     VEC g;
 #if VW > 1
     if (ow0 % 2 == 0 && ow0 + VW <= 2 * PW) {   /* constants once BW_STEP unrolls: pairs of lanes */
-        g = DUP(LOADH(pr + ow0 / 2)) * 0.25f;
+        g = DUP(ULOADH(pr + ow0 / 2)) * 0.25f;
     } else
 #endif
     {

@@ -36,7 +36,8 @@ def width(request, device, monkeypatch):
 def cases(draw, most_channels=8):
     """Batch 1-4, 1-4 input and 1-8 output channels (9-16 with most_channels=16), kernels
     1x1..7x7 (non-square too), padding 0..k per side, small odd images; a weight-gradient
-    blocking (OBC, KHB, KWB, RPW) drawn or the rule's."""
+    blocking (OBC, KHB, KWB, RPW) and the forward's row blocks per work item drawn or the
+    rules' (more blocks than an image has: one item per column of blocks)."""
     kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     pads = tuple(draw(st.integers(0, k)) for k in (kh, kh, kw, kw))
     h = draw(st.integers(max(1, kh - pads[0] - pads[1]), kh + 12))
@@ -48,10 +49,10 @@ def cases(draw, most_channels=8):
                                                 st.sampled_from([1, kw]), st.integers(1, 4))))
     return dict(x_shape=(n, c, h, w), w_shape=(o, c, kh, kw), pads=pads, bias=draw(st.booleans()),
                 activation=draw(st.sampled_from(list(ACTIVATIONS))), block=block,
-                seed=draw(st.integers(0, 2 ** 31)))
+                rows_per_item=draw(st.sampled_from([None, 1, 2, 3, 64])), seed=draw(st.integers(0, 2 ** 31)))
 
 
-def _check(device, x_shape, w_shape, pads, bias, activation, seed, block=None):
+def _check(device, x_shape, w_shape, pads, bias, activation, seed, block=None, rows_per_item=None):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -62,10 +63,15 @@ def _check(device, x_shape, w_shape, pads, bias, activation, seed, block=None):
     abs_pre = oracle.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64),
                                     (1, 1), pads)
     d = device.to_device
-    y = rows.forward(device, d(x), d(w), None if b is None else d(b), (1, 1), pads, activation,
-                     negative_slope=SLOPE)
+    rows._FORCE_RL = rows_per_item
+    try:
+        y = rows.forward(device, d(x), d(w), None if b is None else d(b), (1, 1), pads, activation,
+                         negative_slope=SLOPE)
+    finally:
+        rows._FORCE_RL = None
     # The activations are 1-Lipschitz, so the pre-activation bound carries over.
-    assert_close(y.get(), ACTIVATIONS[activation](pre), _bound(abs_pre), 0.0, f"forward ({activation})")
+    assert_close(y.get(), ACTIVATIONS[activation](pre), _bound(abs_pre), 0.0,
+                 f"forward ({activation}, {rows_per_item} row blocks per item)")
 
     gy = rng.standard_normal(pre.shape).astype(np.float32)
     rows._FORCE_WEIGHT_BLOCK = block

@@ -35,14 +35,16 @@ def _oracle(x, w, b, pads, activation, pool):
 def cases(draw):
     """Few output channels and rows of 8+ pixels (conv2d_rows pools them), more channels or
     narrow rows (the direct kernel pools them), odd sizes too (the pooling pass after the
-    convolution), kernels 1x1..5x5, padding up to k-1."""
+    convolution), kernels 1x1..5x5, padding up to k-1; conv2d_rows' row blocks per work item
+    drawn or its rule's."""
     kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
     pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
     h = draw(st.integers(max(1, kh + 1 - pads[0] - pads[1]), kh + 12))
     w = draw(st.integers(max(1, kw + 1 - pads[2] - pads[3]), kw + 24))
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.sampled_from([1, 3, 6, 8, 12, 16, 20, 33]))
     return ((n, c, h, w), (o, c, kh, kw), pads, draw(st.booleans()), draw(st.sampled_from(ACTIVATIONS)),
-            draw(st.sampled_from(["avg", "max"])), draw(st.integers(0, 2 ** 31)))
+            draw(st.sampled_from(["avg", "max"])), draw(st.integers(0, 2 ** 31)),
+            draw(st.sampled_from([None, 1, 2, 3, 64])))
 
 
 @pytest.fixture(params=[8, 16])
@@ -59,8 +61,9 @@ def width(request, device):
 @settings(max_examples=max(6, settings.default.max_examples // 2),
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=cases())
-def test_pooled_convolution_matches_oracle(device, width, case):
-    x_shape, w_shape, pads, bias, activation, pool, seed = case
+def test_pooled_convolution_matches_oracle(device, width, case, monkeypatch):
+    x_shape, w_shape, pads, bias, activation, pool, seed, rows_per_item = case
+    monkeypatch.setattr(rows, "_FORCE_RL", rows_per_item)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
