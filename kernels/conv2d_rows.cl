@@ -133,6 +133,7 @@ typedef HALF half_unaligned __attribute__((aligned(4)));
 #define USTOREH(v, p) (*(__global half_unaligned*)(p) = (v))
 #define ULOADH(p) (*(const __global half_unaligned*)(p))
 #else
+typedef float vec_unaligned;
 #define USTOREV(v, p) STOREV(v, p)
 #endif
 
