@@ -167,6 +167,54 @@ def defers_pool_backward(step, plan_steps, calls, count):
             and producer.batchnorm is None and producer.add is None)
 
 
+def activation_deferrals(plan_steps, calls, outputs, count):
+    """{plan index of a step: plan index of the step whose activation backward it runs}. A
+    layer with takes_input_activation (Dense) whose input is, alone or through a Flatten that
+    alone reads it, the activated output of a Conv2D or Dense step (its own activation or a
+    fused one; no BatchNorm, pooling or Add in that step) computes its input gradient through
+    that activation's backward in the same kernel (ops.dense.dense_backward), and that step
+    then takes dL/d(its pre-activation output) (pre_activation): one launch and one pass over
+    the gradient less each (LeNet-5: conv3 -> tanh -> Flatten -> dense1, dense1 -> tanh ->
+    dense2). Whether the producer has an activation at all is known from its forward context
+    (model.backward checks ctx.act)."""
+    from .layers.base import WeightedLayer
+    readers = _readers(calls, outputs, count)
+    producer_of = {step.output: k for k, step in enumerate(plan_steps)}
+
+    def sole_producer(value, position):
+        """The plan index of the step writing `value` where the call at `position` alone reads it."""
+        return producer_of.get(value) if readers.get(value) == [position] else None
+
+    deferrals = {}
+    for k, step in enumerate(plan_steps):
+        call = calls[step.position]
+        if not getattr(call.layer, "takes_input_activation", False) or step.add is not None or len(call.inputs) != 1:
+            continue
+        p = sole_producer(call.inputs[0], step.position)
+        if p is not None and getattr(calls[plan_steps[p].position].layer, "reshapes_only", False):
+            through = calls[plan_steps[p].position]
+            p = sole_producer(through.inputs[0], plan_steps[p].position) if len(through.inputs) == 1 else None
+        if p is None:
+            continue
+        producer = plan_steps[p]
+        if (isinstance(calls[producer.position].layer, WeightedLayer) and producer.batchnorm is None
+                and producer.pool is None and producer.keeps_pool is None and producer.add is None):
+            deferrals[k] = p
+    return deferrals
+
+
+def step_activation(step, calls):
+    """(activation name, negative slope) that a Conv2D or Dense step applies, fused or its
+    own, or None: what its forward context's act and slope will say."""
+    if step.activation is not None:
+        act = calls[step.activation].layer
+        return act.fusable_activation, act.negative_slope
+    layer = calls[step.position].layer
+    if getattr(layer, "activation", None):
+        return layer.activation, layer._slope()
+    return None
+
+
 def has_folds(plan_steps):
     """Whether the plan has eval-only fusions (folded BatchNorms, pooled convolutions), whose
     intermediates a backward pass would need."""

@@ -275,6 +275,7 @@ class Model:
             param._fresh = True
         pre_activation = set()
         pooled = {}         # plan index of a convolution -> the gradient of the pooling it defers to
+        input_activations = fusion.activation_deferrals(plan, self._calls, self._outputs, count)
         for k in range(len(plan) - 1, -1, -1):
             step, ctx = plan[k], contexts[k]
             g = grads[step.output]
@@ -296,6 +297,10 @@ class Model:
                     pre_activation.add(producer)
                 if k in pre_activation:
                     kwargs["pre_activation"] = True
+                producer = input_activations.get(k)
+                if producer is not None and contexts[producer].act:
+                    kwargs.update(input_activation=contexts[producer].act, input_slope=contexts[producer].slope)
+                    pre_activation.add(producer)
             gxs = self.device.with_memory_retry(
                 lambda: f"the backward pass of {self._describe(step.position)} at batch size {g.shape[0]}",
                 run, ctx, g, need_input_grad=needed, **kwargs)

@@ -178,13 +178,18 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
 
 
 def dense(n, in_features, out_features, bias=True, activation=None, need_input_grad=True, name=None,
-          negative_slope=0.01, pre_activation=False):
+          negative_slope=0.01, pre_activation=False, input_activation=None, input_slope=0.01):
     """Dense forward y = act(x w^T + b) and backward (activation gradient unless
-    pre_activation, gx if need_input_grad, gw, gb)."""
+    pre_activation, gx if need_input_grad, gw, gb). input_activation: x is that activation's
+    output (input_slope LeakyReLU's) and gx comes through its backward, in the same launch
+    (the previous layer's activation backward, fusion.activation_deferrals)."""
     undo = activation and not pre_activation
 
     def make(rng):
-        a = {"x": _normal(rng, (n, in_features)), "w": _uniform(rng, (out_features, in_features), in_features),
+        x = _normal(rng, (n, in_features))
+        if input_activation:
+            x = o_act.activation_forward(input_activation, x, input_slope).astype(np.float32)
+        a = {"x": x, "w": _uniform(rng, (out_features, in_features), in_features),
              "gy": _normal(rng, (n, out_features))}
         if bias:
             a["b"] = _uniform(rng, (out_features,), in_features)
@@ -199,7 +204,8 @@ def dense(n, in_features, out_features, bias=True, activation=None, need_input_g
         if undo:
             gy = k_act.activation_backward(dev, activation, out[0], gy, negative_slope)
         return _drop_none(k_dense.dense_backward(dev, a["x"], a["w"], gy, has_bias=bias,
-                                                 need_input_grad=need_input_grad))
+                                                 need_input_grad=need_input_grad,
+                                                 input_activation=input_activation, negative_slope=input_slope))
 
     def o_forward(a):
         return (o_dense.dense_forward(a["x"], a["w"], a.get("b"), activation=activation,
@@ -207,12 +213,15 @@ def dense(n, in_features, out_features, bias=True, activation=None, need_input_g
 
     def o_backward(a, out):
         gy = o_act.activation_backward(activation, out[0], a["gy"], negative_slope) if undo else a["gy"]
-        return _drop_none(o_dense.dense_backward(a["x"], a["w"], gy, has_bias=bias,
-                                                 need_input_grad=need_input_grad))
+        gx, gw, gb = o_dense.dense_backward(a["x"], a["w"], gy, has_bias=bias, need_input_grad=need_input_grad)
+        if input_activation:
+            gx = o_act.activation_backward(input_activation, a["x"], gx, input_slope)
+        return _drop_none((gx, gw, gb))
 
     macs = n * in_features * out_features
     shapes = ((n, in_features), (out_features, in_features), (n, out_features))
-    name = name or f"dense {in_features}->{out_features}" + (f" +{activation}" if activation else "")
+    name = name or (f"dense {in_features}->{out_features}" + (f" +{activation}" if activation else "")
+                    + (f" +{input_activation} backward of its input" if input_activation else ""))
     return OpCase(name, "dense", make, forward, o_forward, backward, o_backward,
                   flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
                   bytes=(F32 * _numel(*shapes), 2 * F32 * _numel(*shapes)), tol=TOL_SUM)
@@ -615,6 +624,9 @@ def model_cases(model, input_shape, batch, momentum=0.9):
     undone = {step.pool_from for step in plan if step.pool_from is not None}
     deferred = {step.pool_from: k for k, step in enumerate(plan)
                 if fusion.defers_pool_backward(step, plan, calls, count)}
+    # a Dense running the backward of the activation its input comes from (k -> its producer)
+    input_activations = {k: p for k, p in fusion.activation_deferrals(plan, calls, model._outputs, count).items()
+                         if fusion.step_activation(plan[p], calls) is not None}
     cases = []
     for k, step in enumerate(plan):
         call = calls[step.position]
@@ -628,8 +640,11 @@ def model_cases(model, input_shape, batch, momentum=0.9):
         if step.activation is not None:
             act = calls[step.activation].layer
             fused = dict(fused_activation=act.fusable_activation, negative_slope=act.negative_slope)
-        if k in undone and k not in deferred:
+        if (k in undone and k not in deferred) or k in input_activations.values():
             fused["pre_activation"] = True
+        if k in input_activations:
+            name, slope = fusion.step_activation(plan[input_activations[k]], calls)
+            fused.update(input_activation=name, input_slope=slope)
         if step.pool_from is not None:
             producer = plan[step.pool_from]
             if producer.activation is not None:

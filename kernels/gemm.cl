@@ -53,6 +53,7 @@
  * of a LeNet dense forward. */
 DEFINE_TANHV(VEC)
 DEFINE_ACTIVATEV(VEC)
+DEFINE_ACTIVATE_BACKWARDV(VEC)
 
 /* One k step: acc[i][v] += op(A)[row i, k] * B[k, block v]; with sums, rs[i] += op(A)[row i, k]. */
 #define GEMM_STEP(k, WITH_SUMS) do { \
@@ -66,8 +67,11 @@ DEFINE_ACTIVATEV(VEC)
     } while (0)
 
 /* C = act(op(A) @ B + bias) (bias when has_bias; act an ACT_ code of common.h, slope
- * LeakyReLU's); with row_sums the first column block also writes row_sums[m] = sum over k of
- * op(A)[m, k] (summed in k order). B's rows are LDB apart: LDB = N (and N >= NB) unless
+ * LeakyReLU's), or with y_act (another ACT_ code; act and bias unused) C = (op(A) @ B) times
+ * the derivative of that activation at its output Y (M, N), as activate_backward: the input
+ * gradient of a Dense layer whose input is an activation's output. With row_sums the first
+ * column block also writes row_sums[m] = sum over k of op(A)[m, k] (summed in k order). The
+ * work item's block: rows by*TM.., columns bx*NB.. B's rows are LDB apart: LDB = N (and N >= NB) unless
  * b_padded. trans_a, with_sums and act are constants in each kernel below, which LLVM folds
  * into its one call, while one build of this file (per blocking) holds every case: LeNet-5's
  * dense layers and their gradients took four builds when these were -D defines, 0.2-0.5 s
@@ -77,11 +81,13 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
                                    __global float* restrict C, __global const float* restrict bias,
                                    __global float* restrict row_sums, const int M, const int N, const int K,
                                    const int LDB, const int b_padded, const int has_bias, const float slope,
-                                   const int trans_a, const int with_sums, const int act)
+                                   const int trans_a, const int with_sums, const int act,
+                                   const int bx, const int by, __global const float* restrict Y,
+                                   const int y_act)
 {
-    const int m0 = get_global_id(1) * TM;
-    if (m0 >= M || (int)get_global_id(0) * NB >= N) return;
-    const int n0 = b_padded ? (int)get_global_id(0) * NB : MIN((int)get_global_id(0) * NB, N - NB);
+    const int m0 = by * TM;
+    if (m0 >= M || bx * NB >= N) return;
+    const int n0 = b_padded ? bx * NB : MIN(bx * NB, N - NB);
 
     /* row pointers, not row indices: with indices PoCL computes the TM addresses in a vector
      * register and extracts them one by one in every k step; op(A)[m, k] = a_row[m][k * a_step] */
@@ -98,7 +104,7 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
         #pragma unroll
         for (int v = 0; v < NV; ++v) acc[i][v] = (VEC)(0.0f);
 
-    if (with_sums && get_global_id(0) == 0) {
+    if (with_sums && bx == 0) {
         float rs[TM];
         #pragma unroll
         for (int i = 0; i < TM; ++i) rs[i] = 0.0f;
@@ -116,10 +122,22 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
         const int c0 = n0 + VW * v;
         if (c0 >= N) break;
         if (!b_padded || c0 + VW <= N) {
-            const VEC bb = has_bias ? LOADV(bias + c0) : (VEC)(0.0f);
-            #pragma unroll
-            for (int i = 0; i < TM; ++i)
-                if (m0 + i < M) STOREV(activatev(acc[i][v] + bb, act, slope), C + (size_t)(m0 + i) * N + c0);
+            if (y_act != ACT_NONE) {
+                /* the rows past M read row M-1 of Y, and store nothing */
+                VEC g[TM];
+                #pragma unroll
+                for (int i = 0; i < TM; ++i)
+                    g[i] = activate_backwardv(acc[i][v], LOADV(Y + (size_t)MIN(m0 + i, M - 1) * N + c0), y_act,
+                                              slope);
+                #pragma unroll
+                for (int i = 0; i < TM; ++i)
+                    if (m0 + i < M) STOREV(g[i], C + (size_t)(m0 + i) * N + c0);
+            } else {
+                const VEC bb = has_bias ? LOADV(bias + c0) : (VEC)(0.0f);
+                #pragma unroll
+                for (int i = 0; i < TM; ++i)
+                    if (m0 + i < M) STOREV(activatev(acc[i][v] + bb, act, slope), C + (size_t)(m0 + i) * N + c0);
+            }
         } else {
             /* the last, partial vector of a padded B: lanes past N are neither read nor stored.
              * Stored by loops left rolled: unrolled, the TM x VW checked stores of each kernel
@@ -136,6 +154,7 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
                 #pragma unroll 1
                 for (int j = 0; j < N - c0; ++j) C[(size_t)(m0 + i) * N + c0 + j] = out[i][j];
             }
+            /* (y_act comes only with an unpadded B: no partial vectors) */
         }
     }
 }
@@ -150,7 +169,7 @@ __kernel void NAME(__global const float* restrict A, __global const float* restr
                    const int LDB, const int b_padded, const int has_bias, const float slope)  \
 {                                                                                             \
     gemm_block_body(A, B, C, bias, row_sums, M, N, K, LDB, b_padded, has_bias, slope,         \
-                    TRANS_A, WITH_SUMS, ACT);                                                 \
+                    TRANS_A, WITH_SUMS, ACT, get_global_id(0), get_global_id(1), C, ACT_NONE); \
 }
 GEMM_KERNEL(gemm_block, 0, 0, ACT_NONE)
 GEMM_KERNEL(gemm_block_ta, 1, 0, ACT_NONE)
@@ -161,6 +180,38 @@ GEMM_KERNEL(gemm_block_leaky_relu, 0, 0, ACT_LEAKY_RELU)
 GEMM_KERNEL(gemm_block_tanh, 0, 0, ACT_TANH)
 GEMM_KERNEL(gemm_block_sigmoid, 0, 0, ACT_SIGMOID)
 GEMM_KERNEL(gemm_block_relu6, 0, 0, ACT_RELU6)
+
+/* A Dense layer's backward in one launch, for gy (n, o), w (o, i), x (n, i) with i >= NB:
+ * the first gx_blocks work items make gx = gy @ w (n, i), times the derivative of x_act at x
+ * when x_act is an ACT_ code other than ACT_NONE (x being that activation's output: the
+ * previous layer's activation backward, fused), the others gw = gy.T @ x (o, i) with, when
+ * has_bias, gb = the column sums of gy. Each is gemm_block's product, block for block, in
+ * the same order: separate launches left the small weight-gradient grids (LeNet-5's 84 -> 10:
+ * 6 items) alone on the cores, and PoCL spends ~10-20 us between two launches. Global size
+ * (gx_blocks + gw_blocks,), gx_blocks = ceil(i / NB) * ceil(n / TM), gw_blocks = ceil(i / NB)
+ * * ceil(o / TM). */
+__kernel void dense_backward_pair(__global const float* restrict gy, __global const float* restrict w,
+                                  __global const float* restrict x, __global float* restrict gx,
+                                  __global float* restrict gw, __global float* restrict gb,
+                                  const int n, const int o, const int i, const int has_bias,
+                                  const int x_act, const float slope)
+{
+    const int columns = (i + NB - 1) / NB;
+    const int gx_blocks = columns * ((n + TM - 1) / TM);
+    int t = get_global_id(0);
+    if (t < gx_blocks) {
+        gemm_block_body(gy, w, gx, gx, gx, n, i, o, i, 0, 0, slope, 0, 0, ACT_NONE, t % columns, t / columns,
+                        x, x_act);
+        return;
+    }
+    t -= gx_blocks;
+    if (has_bias)
+        gemm_block_body(gy, x, gw, gw, gb, o, i, n, i, 0, 0, slope, 1, 1, ACT_NONE, t % columns, t / columns,
+                        gw, ACT_NONE);
+    else
+        gemm_block_body(gy, x, gw, gw, gw, o, i, n, i, 0, 0, slope, 1, 0, ACT_NONE, t % columns, t / columns,
+                        gw, ACT_NONE);
+}
 
 /* T = S, or S.T with trans, for S (R, Q), with T's rows LDT >= (its columns) apart and zero
  * past them (gemm_block's padded B). A work item per row of T: with trans it reads a column of

@@ -195,12 +195,18 @@ class WeightedLayer(Layer):
         ctx.y = y if ctx.act else None   # the activation's backward works from its output
         return y
 
-    def backward(self, ctx, gy, need_input_grad=True, pre_activation=False):
+    def backward(self, ctx, gy, need_input_grad=True, pre_activation=False, input_activation=None,
+                 input_slope=0.01):
         """pre_activation: gy is already dL/d(output before the fused activation) (the model
-        lets the next layer back-propagate through the activation in its own pass)."""
+        lets the next layer back-propagate through the activation in its own pass).
+        input_activation (layers with takes_input_activation): the input is that activation's
+        output (input_slope LeakyReLU's), and the input gradient is returned through its
+        backward, dL/d(the activation's input): the model hands the previous layer's
+        activation backward to this one (fusion.activation_deferrals)."""
         if ctx.act and not pre_activation:
             gy = activation_backward(self.device, ctx.act, ctx.y, gy, negative_slope=ctx.slope)
-        gx, gw, gb = self._backward_op(ctx.x, self.params["weight"].data, gy, need_input_grad, ctx.saved)
+        extra = dict(input_activation=input_activation, input_slope=input_slope) if input_activation else {}
+        gx, gw, gb = self._backward_op(ctx.x, self.params["weight"].data, gy, need_input_grad, ctx.saved, **extra)
         self.params["weight"].accumulate(gw)
         if self.bias:
             self.params["bias"].accumulate(gb)

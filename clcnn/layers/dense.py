@@ -36,9 +36,13 @@ class Dense(WeightedLayer):
         return dense_ops.dense_forward(self.device, x, weight, bias, activation=activation,
                                        negative_slope=negative_slope)
 
-    def _backward_op(self, x, weight, gy, need_input_grad, saved=None):
+    # model.backward may hand this layer the backward of the activation its input comes from
+    takes_input_activation = True
+
+    def _backward_op(self, x, weight, gy, need_input_grad, saved=None, input_activation=None, input_slope=0.01):
         return dense_ops.dense_backward(self.device, x, weight, gy, has_bias=self.bias,
-                                        need_input_grad=need_input_grad)
+                                        need_input_grad=need_input_grad, input_activation=input_activation,
+                                        negative_slope=input_slope)
 
     def _reference_op(self, x, weight, bias):
         from ..oracle import dense as o_dense
@@ -53,12 +57,13 @@ class Dense(WeightedLayer):
         return self._torch_activation(nn.Linear(self.in_features, self.out_features, bias=self.bias))
 
     def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
-                 negative_slope=0.01, pre_activation=False):
+                 negative_slope=0.01, pre_activation=False, input_activation=None, input_slope=0.01):
         from .. import opspec
         return [opspec.dense(batch, self.in_features, self.out_features, bias=self.bias,
                              activation=fused_activation or self.activation, need_input_grad=need_input_grad,
                              negative_slope=negative_slope if fused_activation else self._slope(),
-                             pre_activation=pre_activation)]
+                             pre_activation=pre_activation, input_activation=input_activation,
+                             input_slope=input_slope)]
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,

@@ -6,6 +6,10 @@ from .base import Layer
 
 class Flatten(Layer):
     replayable = True
+    #: its backward only reshapes the gradient, so an activation's backward may run across it
+    #: (fusion.activation_deferrals)
+    reshapes_only = True
+
     def output_shape(self, in_shape):
         return (math.prod(in_shape),)
 

@@ -1,9 +1,10 @@
 """GEMM and Dense-layer host wrappers (kernels/gemm.cl).
 
-gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is two
-GEMM launches and a transpose: y = x @ w.T (w transposed once per call, bias and activation
-fused into the GEMM's store), gx = gy @ w, and gw = gy.T @ x with the bias gradient gb (the
-column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments and the
+gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is
+GEMMs and a transpose: y = x @ w.T (w transposed once per call, bias and activation fused
+into the GEMM's store), then in one launch gx = gy @ w (through the previous layer's
+activation backward, where the model fuses it) and gw = gy.T @ x with the bias gradient gb
+(the column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments and the
 block sizes -D defines, fixed per device: one build serves every GEMM, its kernels differing
 in the transpose of A, the row sums and the fused activation.
 """
@@ -108,9 +109,15 @@ def dense_forward(dev, x, w, b, activation=None, negative_slope=0.01):
     return _gemm(dev, x, w, False, True, bias=b, activation=activation, negative_slope=negative_slope)
 
 
-def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True):
+def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True, input_activation=None,
+                   negative_slope=0.01):
     """(gx or None, gw, gb or None) for gy = dL/d(pre-activation) of shape (N, O):
-    gx = gy @ w, gw = gy.T @ x, gb = gy.sum(0) (every sum in row order: deterministic)."""
+    gx = gy @ w, gw = gy.T @ x, gb = gy.sum(0) (every sum in row order: deterministic).
+    input_activation: x is that activation's output (the previous layer's, negative_slope
+    LeakyReLU's), and gx comes out through its backward, dL/d(its input), as
+    activation.activation_backward(input_activation, x, gy @ w) would give it.
+    With the input gradient and at least one vector block of input features the three come
+    from one launch (dense_backward_pair), else from one GEMM launch each."""
     check_array(x, 2, "x")
     check_array(w, 2, "w")
     check_array(gy, 2, "gy")
@@ -118,11 +125,35 @@ def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True):
     if x.shape[0] != n or w.shape[0] != o or x.shape[1] != w.shape[1]:
         raise ShapeError(f"dense backward: x {tuple(x.shape)}, w {tuple(w.shape)} and gy {tuple(gy.shape)} "
                          f"do not fit (x (N, I), w (O, I), gy (N, O))")
+    if input_activation is not None:
+        if input_activation not in ACTIVATION_CODES:
+            raise ValueError(f"input_activation must be one of {sorted(map(str, ACTIVATION_CODES))}, "
+                             f"got {input_activation!r}")
+        if not need_input_grad:
+            raise ValueError("dense backward: input_activation shapes the input gradient; "
+                             "it needs need_input_grad=True")
+        if input_activation == "leaky_relu" and negative_slope < 0:
+            raise ValueError(f"leaky_relu backward needs negative_slope >= 0, got {negative_slope}")
     _check_inner(o, n, n, x.shape[1], True, False)
+    tm, vw, nv = _blocking(dev)
+    features = x.shape[1]
+    if need_input_grad and features >= vw * nv and n and o:
+        gx, gw = dev.empty((n, features)), dev.empty((o, features))
+        gb = dev.empty((o,)) if has_bias else None
+        columns = -(-features // (vw * nv))
+        blocks = columns * (-(-n // tm) + -(-o // tm))
+        kernel = dev.kernel("gemm.cl", "dense_backward_pair", TM=tm, VW=vw, NV=nv)
+        launch(dev, kernel, (blocks,), (1,) if dev.is_cpu else None, buf(gy), buf(w), buf(x), buf(gx), buf(gw),
+               buf(gb if gb is not None else gw), i32(n), i32(o), i32(features), i32(has_bias),
+               i32(ACTIVATION_CODES[input_activation]), f32(negative_slope))
+        return gx, gw, gb
     gx = None
     if need_input_grad:
         _check_inner(n, o, o, x.shape[1], False, False)
         gx = _gemm(dev, gy, w, False)
+        if input_activation is not None:
+            from .activation import activation_backward
+            gx = activation_backward(dev, input_activation, x, gx, negative_slope)
     gb = dev.empty((o,)) if has_bias else None
     gw = _gemm(dev, gy, x, True, row_sums=gb)
     if gb is not None and o and not x.shape[1]:
