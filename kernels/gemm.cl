@@ -8,8 +8,10 @@
  *   B is (K, N):    B[k*LDB + n], LDB = N unless b_padded;
  *   C is (M, N):    C[m*N + n].
  * A Dense layer's y = x @ w.T runs on w transposed by gemm_pack once per call (w is (out, in),
- * at most a few hundred KB), its gx = gy @ w is the plain case, and its gw = gy.T @ x the
- * transposed one (gemm_block_ta_sums), with gb = the row sums of gy.T from the same pass.
+ * at most a few hundred KB), or where gemm_block's grid would be small on w as stored
+ * (gemm_nt, dot products along K); its gx = gy @ w is the plain case, and its gw = gy.T @ x
+ * the transposed one, with gb = the row sums of gy.T from the same pass (both in one launch,
+ * dense_backward_pair).
  *
  * Work-group assumptions: CPU-style register blocking, no local memory and no barriers, any
  * local size. gemm_block's work item owns TM rows x NB = VW*NV columns of C, outer-product
@@ -180,6 +182,146 @@ GEMM_KERNEL(gemm_block_leaky_relu, 0, 0, ACT_LEAKY_RELU)
 GEMM_KERNEL(gemm_block_tanh, 0, 0, ACT_TANH)
 GEMM_KERNEL(gemm_block_sigmoid, 0, 0, ACT_SIGMOID)
 GEMM_KERNEL(gemm_block_relu6, 0, 0, ACT_RELU6)
+
+/* C = act(A @ B.T + bias) for A (M, K) and B (N, K), both row-major: the Dense forward on
+ * its weight as stored, (out, in), where gemm_block needs it transposed by a gemm_pack launch
+ * first. Dot-product form: the lanes run along K, a work item owns NT_ROWS x NT_COLS outputs
+ * (NT_ROWS * NT_COLS = VW accumulators), each k step loads NT_ROWS vectors of A and NT_COLS of B
+ * and makes every pair's FMA; the lanes are added up at the end into one vector of the block's
+ * VW outputs (lane r * NT_COLS + c), which takes the bias and activation whole. The last k
+ * step's vectors are shifted back to end at the row's end (K >= VW), the lanes already summed
+ * zeroed in A's. Rows past M and columns past N read the last valid one and are not stored.
+ * Sums in k order, then the lanes' fixed tree: deterministic. Global size (ceil(N / NT_COLS),
+ * ceil(M / NT_ROWS)). */
+#if VW == 16
+#define NT_ROWS 4
+#define NT_COLS 4
+#define LANE_OF(v, l) LANE16(v, l)
+#define SLOT(p) ((((p) & 1) << 2) | ((p) & 2) | (((p) >> 2) & 1) | ((p) & 8))
+#else
+#define NT_ROWS 2
+#define NT_COLS 4
+#define LANE_OF(v, l) LANE8(v, l)
+#endif
+
+/* A vector type of 4-byte alignment: a load through it is one unaligned vector load (LOADV's
+ * scalars may come out as pieces and shuffles). */
+typedef VEC vec_unaligned __attribute__((aligned(4)));
+#define ULOADV(p) (*(const __global vec_unaligned*)(p))
+
+/* The sum of v's lanes (float8: VW 8). */
+inline float lane_sum(float8 h)
+{
+    const float4 q = h.lo + h.hi;
+    const float2 d = q.lo + q.hi;
+    return d.lo + d.hi;
+}
+
+static inline void gemm_nt_body(__global const float* restrict A, __global const float* restrict B,
+                                __global float* restrict C, __global const float* restrict bias,
+                                const int M, const int N, const int K, const int has_bias, const float slope,
+                                const int act)
+{
+    const int m0 = get_global_id(1) * NT_ROWS, n0 = get_global_id(0) * NT_COLS;
+    if (m0 >= M || n0 >= N) return;
+    __global const float* a_row[NT_ROWS];
+    __global const float* b_row[NT_COLS];
+    #pragma unroll
+    for (int r = 0; r < NT_ROWS; ++r) a_row[r] = A + (size_t)MIN(m0 + r, M - 1) * K;
+    #pragma unroll
+    for (int c = 0; c < NT_COLS; ++c) b_row[c] = B + (size_t)MIN(n0 + c, N - 1) * K;
+    VEC acc[NT_ROWS][NT_COLS];
+    #pragma unroll
+    for (int r = 0; r < NT_ROWS; ++r)
+        #pragma unroll
+        for (int c = 0; c < NT_COLS; ++c) acc[r][c] = (VEC)(0.0f);
+    int k = 0;
+    for (; k + VW <= K; k += VW) {
+        VEC av[NT_ROWS], bv[NT_COLS];
+        #pragma unroll
+        for (int r = 0; r < NT_ROWS; ++r) av[r] = ULOADV(a_row[r] + k);
+        #pragma unroll
+        for (int c = 0; c < NT_COLS; ++c) bv[c] = ULOADV(b_row[c] + k);
+        #pragma unroll
+        for (int r = 0; r < NT_ROWS; ++r)
+            #pragma unroll
+            for (int c = 0; c < NT_COLS; ++c) acc[r][c] = av[r] * bv[c] + acc[r][c];
+    }
+    if (k < K) {        /* the last K % VW columns: lanes below VW - K % VW were summed already */
+#if VW == 16
+        const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+        const int8 lane = (int8)(0, 1, 2, 3, 4, 5, 6, 7);
+#endif
+        const int first = VW - (K - k);
+        VEC av[NT_ROWS], bv[NT_COLS];
+        #pragma unroll
+        for (int r = 0; r < NT_ROWS; ++r) av[r] = lane >= first ? ULOADV(a_row[r] + K - VW) : (VEC)(0.0f);
+        #pragma unroll
+        for (int c = 0; c < NT_COLS; ++c) bv[c] = ULOADV(b_row[c] + K - VW);
+        #pragma unroll
+        for (int r = 0; r < NT_ROWS; ++r)
+            #pragma unroll
+            for (int c = 0; c < NT_COLS; ++c) acc[r][c] = av[r] * bv[c] + acc[r][c];
+    }
+    float bias_at[VW];
+    #pragma unroll
+    for (int r = 0; r < NT_ROWS; ++r)
+        #pragma unroll
+        for (int c = 0; c < NT_COLS; ++c) bias_at[r * NT_COLS + c] = has_bias ? bias[MIN(n0 + c, N - 1)] : 0.0f;
+#if VW == 16
+    /* The 16 lane sums at once, as conv2d_sums.cl's: each step adds the two halves of pairs of
+     * vectors packed into one (halves of 8, 4, 2 lanes, then single lanes), 15 vector adds and
+     * their shuffles in all, where a tree per accumulator takes 4 each. That leaves slot s's
+     * total in lane (s with its low three bits reversed), so output l takes slot SLOT(l). */
+    float16 a[16], u[8], v[4], w2[2];
+    #pragma unroll
+    for (int r = 0; r < NT_ROWS; ++r)
+        #pragma unroll
+        for (int c = 0; c < NT_COLS; ++c) a[SLOT(r * NT_COLS + c)] = acc[r][c];
+    #pragma unroll
+    for (int j = 0; j < 8; j++)
+        u[j] = (float16)(a[2 * j].lo, a[2 * j + 1].lo) + (float16)(a[2 * j].hi, a[2 * j + 1].hi);
+    #pragma unroll
+    for (int j = 0; j < 4; j++)
+        v[j] = (float16)(u[2 * j].s0123, u[2 * j + 1].s0123, u[2 * j].s89ab, u[2 * j + 1].s89ab)
+             + (float16)(u[2 * j].s4567, u[2 * j + 1].s4567, u[2 * j].scdef, u[2 * j + 1].scdef);
+    #pragma unroll
+    for (int j = 0; j < 2; j++)
+        w2[j] = (float16)(v[2 * j].s01, v[2 * j + 1].s01, v[2 * j].s45, v[2 * j + 1].s45,
+                          v[2 * j].s89, v[2 * j + 1].s89, v[2 * j].scd, v[2 * j + 1].scd)
+              + (float16)(v[2 * j].s23, v[2 * j + 1].s23, v[2 * j].s67, v[2 * j + 1].s67,
+                          v[2 * j].sab, v[2 * j + 1].sab, v[2 * j].sef, v[2 * j + 1].sef);
+    const VEC total = (float16)(w2[0].even, w2[1].even) + (float16)(w2[0].odd, w2[1].odd);
+#else
+    float sums[VW];
+    #pragma unroll
+    for (int r = 0; r < NT_ROWS; ++r)
+        #pragma unroll
+        for (int c = 0; c < NT_COLS; ++c) sums[r * NT_COLS + c] = lane_sum(acc[r][c]);
+    const VEC total = LOADV(sums);
+#endif
+    const VEC out = activatev(total + LOADV(bias_at), act, slope);
+    #pragma unroll
+    for (int r = 0; r < NT_ROWS; ++r)
+        #pragma unroll
+        for (int c = 0; c < NT_COLS; ++c)
+            if (m0 + r < M && n0 + c < N) C[(size_t)(m0 + r) * N + n0 + c] = LANE_OF(out, r * NT_COLS + c);
+}
+
+#define GEMM_NT_KERNEL(NAME, ACT)                                                             \
+__kernel void NAME(__global const float* restrict A, __global const float* restrict B,        \
+                   __global float* restrict C, __global const float* restrict bias,           \
+                   const int M, const int N, const int K, const int has_bias, const float slope) \
+{                                                                                             \
+    gemm_nt_body(A, B, C, bias, M, N, K, has_bias, slope, ACT);                               \
+}
+GEMM_NT_KERNEL(gemm_nt, ACT_NONE)
+GEMM_NT_KERNEL(gemm_nt_relu, ACT_RELU)
+GEMM_NT_KERNEL(gemm_nt_leaky_relu, ACT_LEAKY_RELU)
+GEMM_NT_KERNEL(gemm_nt_tanh, ACT_TANH)
+GEMM_NT_KERNEL(gemm_nt_sigmoid, ACT_SIGMOID)
+GEMM_NT_KERNEL(gemm_nt_relu6, ACT_RELU6)
 
 /* A Dense layer's backward in one launch, for gy (n, o), w (o, i), x (n, i) with i >= NB:
  * the first gx_blocks work items make gx = gy @ w (n, i), times the derivative of x_act at x

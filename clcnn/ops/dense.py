@@ -2,7 +2,7 @@
 
 gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is
 GEMMs and a transpose: y = x @ w.T (w transposed once per call, bias and activation fused
-into the GEMM's store), then in one launch gx = gy @ w (through the previous layer's
+into the GEMM's store; for small grids dot products on w as stored, gemm_nt), then in one launch gx = gy @ w (through the previous layer's
 activation backward, where the model fuses it) and gw = gy.T @ x with the bias gradient gb
 (the column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments and the
 block sizes -D defines, fixed per device: one build serves every GEMM, its kernels differing
@@ -26,6 +26,8 @@ _NV = {8: 2, 16: 2}
 _LOCAL = (1, 4)
 _CPU_LOCAL = (1, 1)
 _LOCAL_1D = (16,)
+# gemm_nt's work item: (rows, columns) of C by vector width (gemm.cl's NT_ROWS, NT_COLS).
+_NT_BLOCK = {16: (4, 4), 8: (2, 4)}
 
 
 def _blocking(dev):
@@ -76,6 +78,23 @@ def _gemm(dev, a, b, trans_a, trans_b=False, bias=None, activation=None, negativ
     return c
 
 
+def _gemm_nt(dev, a, b, bias=None, activation=None, negative_slope=0.01):
+    """act(a @ b.T + bias) for a (M, K), b (N, K) with K at least a vector (gemm_nt): no
+    transposed copy of b."""
+    m, k = a.shape
+    n = b.shape[0]
+    c = dev.empty((m, n))
+    if m == 0 or n == 0:
+        return c
+    tm, vw, nv = _blocking(dev)
+    rows, cols = _NT_BLOCK[vw]
+    kernel = dev.kernel("gemm.cl", "gemm_nt" + (f"_{activation}" if activation else ""), TM=tm, VW=vw, NV=nv)
+    launch(dev, kernel, (-(-n // cols), -(-m // rows)), _CPU_LOCAL if dev.is_cpu else _LOCAL,
+           buf(a), buf(b), buf(c), buf(bias if bias is not None else c), i32(m), i32(n), i32(k),
+           i32(bias is not None), f32(negative_slope))
+    return c
+
+
 def _check_inner(m, k, k_b, n, trans_a, trans_b):
     if k != k_b:
         raise ShapeError(f"gemm: op(a) is {m}x{k} but op(b) is {k_b}x{n} (trans_a={trans_a}, "
@@ -106,7 +125,28 @@ def dense_forward(dev, x, w, b, activation=None, negative_slope=0.01):
         if b.shape[0] != w.shape[0]:
             raise ShapeError(f"bias has {b.shape[0]} entries for {w.shape[0]} output features")
     _check_inner(x.shape[0], x.shape[1], w.shape[1], w.shape[0], False, True)
+    if activation not in ACTIVATION_CODES:
+        raise ValueError(f"activation must be one of {sorted(map(str, ACTIVATION_CODES))}, got {activation!r}")
+    if _takes_dot_products(dev, *x.shape, w.shape[0]):
+        return _gemm_nt(dev, x, w, b, activation, negative_slope)
     return _gemm(dev, x, w, False, True, bias=b, activation=activation, negative_slope=negative_slope)
+
+
+# gemm_block's grids below this many work items per compute unit run the forward as gemm_nt.
+_NT_BELOW_ITEMS_PER_UNIT = 32
+
+
+def _takes_dot_products(dev, m, k, n):
+    """Whether dense_forward runs as gemm_nt (w read as stored) rather than gemm_pack and
+    gemm_block: on CPUs, K at least a vector, where gemm_block's grid would leave fewer than
+    _NT_BELOW_ITEMS_PER_UNIT items per compute unit (small batches, narrow outputs). Event times
+    (the pack, its launch gap and gemm_block against gemm_nt, alternating rounds, AVX-512):
+    LeNet-5's 400 -> 120 at batch 64 0.105 -> 0.065 ms, at 128 0.133 -> 0.124, but at 256 0.177
+    -> 0.188 (128 items: gemm_block stays); 84 -> 10 at batch 256 0.031 -> 0.027, at 64 0.016 ->
+    0.008."""
+    tm, vw, nv = _blocking(dev)
+    items = -(-n // (vw * nv)) * -(-m // tm)
+    return dev.is_cpu and k >= vw and items < _NT_BELOW_ITEMS_PER_UNIT * dev.cl_device.max_compute_units
 
 
 def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True, input_activation=None,
