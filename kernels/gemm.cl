@@ -7,9 +7,9 @@
  *                   it is stored (K, M) and op(A)[m, k] = A[k*M + m];
  *   B is (K, N):    B[k*LDB + n], LDB = N unless b_padded;
  *   C is (M, N):    C[m*N + n].
- * A Dense layer's y = x @ w.T runs on w transposed by gemm_pack once per call (w is (out, in),
- * at most a few hundred KB), or where gemm_block's grid would be small on w as stored
- * (gemm_nt, dot products along K); its gx = gy @ w is the plain case, and its gw = gy.T @ x
+ * A Dense layer's y = x @ w.T runs on CPUs on w as stored (gemm_nt, dot products along K),
+ * elsewhere on w transposed by gemm_pack once per call (w is (out, in), at most a few hundred
+ * KB); its gx = gy @ w is the plain case, and its gw = gy.T @ x
  * the transposed one, with gb = the row sums of gy.T from the same pass (both in one launch,
  * dense_backward_pair).
  *
@@ -264,11 +264,6 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
             #pragma unroll
             for (int c = 0; c < NT_COLS; ++c) acc[r][c] = av[r] * bv[c] + acc[r][c];
     }
-    float bias_at[VW];
-    #pragma unroll
-    for (int r = 0; r < NT_ROWS; ++r)
-        #pragma unroll
-        for (int c = 0; c < NT_COLS; ++c) bias_at[r * NT_COLS + c] = has_bias ? bias[MIN(n0 + c, N - 1)] : 0.0f;
 #if VW == 16
     /* The 16 lane sums at once, as conv2d_sums.cl's: each step adds the two halves of pairs of
      * vectors packed into one (halves of 8, 4, 2 lanes, then single lanes), 15 vector adds and
@@ -301,12 +296,30 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
         for (int c = 0; c < NT_COLS; ++c) sums[r * NT_COLS + c] = lane_sum(acc[r][c]);
     const VEC total = LOADV(sums);
 #endif
-    const VEC out = activatev(total + LOADV(bias_at), act, slope);
+    /* lane r * NT_COLS + c is output (m0 + r, n0 + c): the bias of column n0 + c */
+    float4 b4 = (float4)(0.0f);
+    if (has_bias)
+        b4 = n0 + 4 <= N ? (float4)(bias[n0], bias[n0 + 1], bias[n0 + 2], bias[n0 + 3])
+                         : (float4)(bias[n0], bias[MIN(n0 + 1, N - 1)], bias[MIN(n0 + 2, N - 1)], bias[MIN(n0 + 3, N - 1)]);
+#if VW == 16
+    const VEC out = activatev(total + (float16)(b4, b4, b4, b4), act, slope);
+    const float4 rows[4] = {out.s0123, out.s4567, out.s89ab, out.scdef};
+#else
+    const VEC out = activatev(total + (float8)(b4, b4), act, slope);
+    const float4 rows[2] = {out.lo, out.hi};
+#endif
     #pragma unroll
-    for (int r = 0; r < NT_ROWS; ++r)
-        #pragma unroll
-        for (int c = 0; c < NT_COLS; ++c)
-            if (m0 + r < M && n0 + c < N) C[(size_t)(m0 + r) * N + n0 + c] = LANE_OF(out, r * NT_COLS + c);
+    for (int r = 0; r < NT_ROWS; ++r) {
+        __global float* c = C + (size_t)(m0 + r) * N + n0;
+        if (m0 + r < M) {
+            if (n0 + 4 <= N) {
+                c[0] = rows[r].s0; c[1] = rows[r].s1; c[2] = rows[r].s2; c[3] = rows[r].s3;
+            } else {
+                #pragma unroll 1
+                for (int j = 0; j < N - n0; ++j) c[j] = LANE4(rows[r], j);
+            }
+        }
+    }
 }
 
 #define GEMM_NT_KERNEL(NAME, ACT)                                                             \

@@ -1,8 +1,8 @@
 """GEMM and Dense-layer host wrappers (kernels/gemm.cl).
 
 gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is
-GEMMs and a transpose: y = x @ w.T (w transposed once per call, bias and activation fused
-into the GEMM's store; for small grids dot products on w as stored, gemm_nt), then in one launch gx = gy @ w (through the previous layer's
+GEMMs: y = x @ w.T (on CPUs dot products on w as stored, gemm_nt; elsewhere w transposed
+once per call; bias and activation fused into the GEMM's store), then in one launch gx = gy @ w (through the previous layer's
 activation backward, where the model fuses it) and gw = gy.T @ x with the bias gradient gb
 (the column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments and the
 block sizes -D defines, fixed per device: one build serves every GEMM, its kernels differing
@@ -132,21 +132,15 @@ def dense_forward(dev, x, w, b, activation=None, negative_slope=0.01):
     return _gemm(dev, x, w, False, True, bias=b, activation=activation, negative_slope=negative_slope)
 
 
-# gemm_block's grids below this many work items per compute unit run the forward as gemm_nt.
-_NT_BELOW_ITEMS_PER_UNIT = 32
-
-
 def _takes_dot_products(dev, m, k, n):
     """Whether dense_forward runs as gemm_nt (w read as stored) rather than gemm_pack and
-    gemm_block: on CPUs, K at least a vector, where gemm_block's grid would leave fewer than
-    _NT_BELOW_ITEMS_PER_UNIT items per compute unit (small batches, narrow outputs). Event times
-    (the pack, its launch gap and gemm_block against gemm_nt, alternating rounds, AVX-512):
-    LeNet-5's 400 -> 120 at batch 64 0.105 -> 0.065 ms, at 128 0.133 -> 0.124, but at 256 0.177
-    -> 0.188 (128 items: gemm_block stays); 84 -> 10 at batch 256 0.031 -> 0.027, at 64 0.016 ->
-    0.008."""
-    tm, vw, nv = _blocking(dev)
-    items = -(-n // (vw * nv)) * -(-m // tm)
-    return dev.is_cpu and k >= vw and items < _NT_BELOW_ITEMS_PER_UNIT * dev.cl_device.max_compute_units
+    gemm_block: on CPUs, where K is at least a vector. Event times on PoCL 3.0, AVX-512 (the
+    pack, its launch gap and gemm_block against gemm_nt, alternating rounds): LeNet-5's
+    400 -> 120 at batch 64 0.104 -> 0.070 ms, at 256 0.169 -> 0.167; 120 -> 84 at 256 0.075 ->
+    0.074; 84 -> 10 at 256 0.032 -> 0.027, at 64 0.016 -> 0.008. Whole LeNet-5 steps, 5 process
+    pairs: training at batch 64 1.04x, at 256 1.05x; inference at 64 1.10x. GPUs keep the
+    outer-product kernel (not measured there)."""
+    return dev.is_cpu and k >= _blocking(dev)[1]
 
 
 def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True, input_activation=None,
