@@ -90,6 +90,31 @@ inline int quotient(const int a, const int d)
 #define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
                           (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
 
+/* The 16 lane sums of 16 float16 accumulators at once: each step adds the two halves of pairs
+ * of vectors, packed into one (halves of 8, 4, 2 lanes, then single lanes), so 15 vector adds
+ * and their shuffles make all 16 totals, where a tree per accumulator takes 4 each. Slot s's
+ * total comes out in lane (s with its low three bits reversed): keep the accumulator of
+ * result l in slot SLOT16(l) (the reversal is its own inverse) and result l is lane l. */
+#define SLOT16(p) ((((p) & 1) << 2) | ((p) & 2) | (((p) >> 2) & 1) | ((p) & 8))
+inline float16 lane_sums16(const float16* a)
+{
+    float16 u[8], v[4], w[2];
+    #pragma unroll
+    for (int k = 0; k < 8; k++)
+        u[k] = (float16)(a[2 * k].lo, a[2 * k + 1].lo) + (float16)(a[2 * k].hi, a[2 * k + 1].hi);
+    #pragma unroll
+    for (int k = 0; k < 4; k++)
+        v[k] = (float16)(u[2 * k].s0123, u[2 * k + 1].s0123, u[2 * k].s89ab, u[2 * k + 1].s89ab)
+             + (float16)(u[2 * k].s4567, u[2 * k + 1].s4567, u[2 * k].scdef, u[2 * k + 1].scdef);
+    #pragma unroll
+    for (int k = 0; k < 2; k++)
+        w[k] = (float16)(v[2 * k].s01, v[2 * k + 1].s01, v[2 * k].s45, v[2 * k + 1].s45,
+                         v[2 * k].s89, v[2 * k + 1].s89, v[2 * k].scd, v[2 * k + 1].scd)
+             + (float16)(v[2 * k].s23, v[2 * k + 1].s23, v[2 * k].s67, v[2 * k + 1].s67,
+                         v[2 * k].sab, v[2 * k + 1].sab, v[2 * k].sef, v[2 * k + 1].sef);
+    return (float16)(w[0].even, w[1].even) + (float16)(w[0].odd, w[1].odd);
+}
+
 /* Vector forms for kernels that choose their own vector type T (float2 ... float16), which
  * each such file instantiates after defining it: DEFINE_TANHV(T) defines T tanhv(T), tanh as
  * Eigen's rational approximation (odd degree 13 over even degree 6, inputs clamped to

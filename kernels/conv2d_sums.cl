@@ -58,10 +58,9 @@
 
 #define LOAD16(p) ((float16)(LOAD8(p), LOAD8((p) + 8)))
 
-/* The slot of pixel p among the 16 accumulators: the lane reduction below leaves slot s's
- * total in lane (s with its low three bits reversed), so pixel p goes to that slot (the
- * reversal is its own inverse) and comes out in lane p. */
-#define SLOT(p) ((((p) & 1) << 2) | ((p) & 2) | (((p) >> 2) & 1) | ((p) & 8))
+/* The slot of pixel p among the 16 accumulators, so that common.h's lane_sums16 gives pixel
+ * p's total in lane p. */
+#define SLOT(p) SLOT16(p)
 
 __kernel void conv2d_input_grad_sums(__global const float* restrict gyt,
                                      __global const float* restrict wt,
@@ -102,24 +101,7 @@ __kernel void conv2d_input_grad_sums(__global const float* restrict gyt,
         }
     }
 
-    /* Lane sums of the 16 accumulators at once: each step adds the two halves of pairs of
-     * vectors, packed into one (halves of 8, 4, 2 lanes, then single lanes), so 15 vector adds
-     * and their shuffles make all 16 totals, where a tree per accumulator takes 4 each. */
-    float16 u[8], v[4], w2[2];
-    #pragma unroll
-    for (int k = 0; k < 8; k++)
-        u[k] = (float16)(acc[2 * k].lo, acc[2 * k + 1].lo) + (float16)(acc[2 * k].hi, acc[2 * k + 1].hi);
-    #pragma unroll
-    for (int k = 0; k < 4; k++)
-        v[k] = (float16)(u[2 * k].s0123, u[2 * k + 1].s0123, u[2 * k].s89ab, u[2 * k + 1].s89ab)
-             + (float16)(u[2 * k].s4567, u[2 * k + 1].s4567, u[2 * k].scdef, u[2 * k + 1].scdef);
-    #pragma unroll
-    for (int k = 0; k < 2; k++)
-        w2[k] = (float16)(v[2 * k].s01, v[2 * k + 1].s01, v[2 * k].s45, v[2 * k + 1].s45,
-                          v[2 * k].s89, v[2 * k + 1].s89, v[2 * k].scd, v[2 * k + 1].scd)
-              + (float16)(v[2 * k].s23, v[2 * k + 1].s23, v[2 * k].s67, v[2 * k + 1].s67,
-                          v[2 * k].sab, v[2 * k + 1].sab, v[2 * k].sef, v[2 * k + 1].sef);
-    const float16 total = (float16)(w2[0].even, w2[1].even) + (float16)(w2[0].odd, w2[1].odd);
+    const float16 total = lane_sums16(acc);     /* lane p: pixel p's total */
 
     __global float* out = gx + ((n * C + c) * H + i) * W;
 #if W >= 8

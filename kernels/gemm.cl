@@ -196,12 +196,9 @@ GEMM_KERNEL(gemm_block_relu6, 0, 0, ACT_RELU6)
 #if VW == 16
 #define NT_ROWS 4
 #define NT_COLS 4
-#define LANE_OF(v, l) LANE16(v, l)
-#define SLOT(p) ((((p) & 1) << 2) | ((p) & 2) | (((p) >> 2) & 1) | ((p) & 8))
 #else
 #define NT_ROWS 2
 #define NT_COLS 4
-#define LANE_OF(v, l) LANE8(v, l)
 #endif
 
 /* A vector type of 4-byte alignment: a load through it is one unaligned vector load (LOADV's
@@ -265,29 +262,13 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
             for (int c = 0; c < NT_COLS; ++c) acc[r][c] = av[r] * bv[c] + acc[r][c];
     }
 #if VW == 16
-    /* The 16 lane sums at once, as conv2d_sums.cl's: each step adds the two halves of pairs of
-     * vectors packed into one (halves of 8, 4, 2 lanes, then single lanes), 15 vector adds and
-     * their shuffles in all, where a tree per accumulator takes 4 each. That leaves slot s's
-     * total in lane (s with its low three bits reversed), so output l takes slot SLOT(l). */
-    float16 a[16], u[8], v[4], w2[2];
+    /* the 16 lane sums at once (common.h): output l's accumulator in slot SLOT16(l) */
+    float16 a[16];
     #pragma unroll
     for (int r = 0; r < NT_ROWS; ++r)
         #pragma unroll
-        for (int c = 0; c < NT_COLS; ++c) a[SLOT(r * NT_COLS + c)] = acc[r][c];
-    #pragma unroll
-    for (int j = 0; j < 8; j++)
-        u[j] = (float16)(a[2 * j].lo, a[2 * j + 1].lo) + (float16)(a[2 * j].hi, a[2 * j + 1].hi);
-    #pragma unroll
-    for (int j = 0; j < 4; j++)
-        v[j] = (float16)(u[2 * j].s0123, u[2 * j + 1].s0123, u[2 * j].s89ab, u[2 * j + 1].s89ab)
-             + (float16)(u[2 * j].s4567, u[2 * j + 1].s4567, u[2 * j].scdef, u[2 * j + 1].scdef);
-    #pragma unroll
-    for (int j = 0; j < 2; j++)
-        w2[j] = (float16)(v[2 * j].s01, v[2 * j + 1].s01, v[2 * j].s45, v[2 * j + 1].s45,
-                          v[2 * j].s89, v[2 * j + 1].s89, v[2 * j].scd, v[2 * j + 1].scd)
-              + (float16)(v[2 * j].s23, v[2 * j + 1].s23, v[2 * j].s67, v[2 * j + 1].s67,
-                          v[2 * j].sab, v[2 * j + 1].sab, v[2 * j].sef, v[2 * j + 1].sef);
-    const VEC total = (float16)(w2[0].even, w2[1].even) + (float16)(w2[0].odd, w2[1].odd);
+        for (int c = 0; c < NT_COLS; ++c) a[SLOT16(r * NT_COLS + c)] = acc[r][c];
+    const VEC total = lane_sums16(a);
 #else
     float sums[VW];
     #pragma unroll
