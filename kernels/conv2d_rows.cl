@@ -245,8 +245,9 @@ inline VEC load_row_safe(const __global float* p, const int s) {
  * and eval forwards and its weight gradient share one build. b is read only when has_bias;
  * act an ACT_ code of common.h.
  * Block: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
- * vectors); a work item makes RL blocks of one column, one after another. Each input row it reads is loaded once per tap column j and feeds every output
- * row and channel it touches: one vector load, then FMAs with scalar (broadcast) weights.
+ * vectors); a work item makes RL blocks of one column, one after another. Each input row it
+ * reads is loaded once per tap column j and feeds every output row and channel it touches:
+ * one vector load, then FMAs with scalar (broadcast) weights.
  * Padding is never stored: blocks whose loads touch the padding (edge blocks) skip the rows
  * outside the input (FWD_TAPS_BY_ROW) and zero the lanes outside it, by a plain load and a
  * lane mask where all of the item's loads lie inside the buffer, else lane by lane; interior

@@ -281,7 +281,8 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
     float4 b4 = (float4)(0.0f);
     if (has_bias)
         b4 = n0 + 4 <= N ? (float4)(bias[n0], bias[n0 + 1], bias[n0 + 2], bias[n0 + 3])
-                         : (float4)(bias[n0], bias[MIN(n0 + 1, N - 1)], bias[MIN(n0 + 2, N - 1)], bias[MIN(n0 + 3, N - 1)]);
+                         : (float4)(bias[n0], bias[MIN(n0 + 1, N - 1)], bias[MIN(n0 + 2, N - 1)],
+                                    bias[MIN(n0 + 3, N - 1)]);
 #if VW == 16
     const VEC out = activatev(total + (float16)(b4, b4, b4, b4), act, slope);
     const float4 rows[4] = {out.s0123, out.s4567, out.s89ab, out.scdef};

@@ -2,11 +2,12 @@
 
 gemm(a, b) computes op(a) @ op(b) for 2-D row-major float32 arrays; the Dense layer is
 GEMMs: y = x @ w.T (on CPUs dot products on w as stored, gemm_nt; elsewhere w transposed
-once per call; bias and activation fused into the GEMM's store), then in one launch gx = gy @ w (through the previous layer's
-activation backward, where the model fuses it) and gw = gy.T @ x with the bias gradient gb
-(the column sums of gy) summed in the same pass. Shapes (M, N, K) are kernel arguments and the
-block sizes -D defines, fixed per device: one build serves every GEMM, its kernels differing
-in the transpose of A, the row sums and the fused activation.
+once per call; bias and activation fused into the GEMM's store), then in one launch
+gx = gy @ w (through the previous layer's activation backward, where the model fuses it) and
+gw = gy.T @ x with the bias gradient gb (the column sums of gy) summed in the same pass.
+Shapes (M, N, K) are kernel arguments and the block sizes -D defines, fixed per device: one
+build serves every GEMM, its kernels differing in the transpose of A, the row sums and the
+fused activation.
 """
 from ..device import ACTIVATION_CODES
 from ..errors import ShapeError
@@ -177,7 +178,7 @@ def dense_backward(dev, x, w, gy, has_bias=True, need_input_grad=True, input_act
         columns = -(-features // (vw * nv))
         blocks = columns * (-(-n // tm) + -(-o // tm))
         kernel = dev.kernel("gemm.cl", "dense_backward_pair", TM=tm, VW=vw, NV=nv)
-        launch(dev, kernel, (blocks,), (1,) if dev.is_cpu else None, buf(gy), buf(w), buf(x), buf(gx), buf(gw),
+        launch(dev, kernel, (blocks,), (1,) if dev.is_cpu else _LOCAL_1D, buf(gy), buf(w), buf(x), buf(gx), buf(gw),
                buf(gb if gb is not None else gw), i32(n), i32(o), i32(features), i32(has_bias),
                i32(ACTIVATION_CODES[input_activation]), f32(negative_slope))
         return gx, gw, gb
