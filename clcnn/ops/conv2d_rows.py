@@ -26,8 +26,8 @@ _FILE = "conv2d_rows.cl"
 # Work items to aim for in the weight gradient, so that both cores (or more) get work.
 _WEIGHT_GRAD_ITEMS = 64
 # Forced choices for tests and measurements (None: the rules below): the widest vector, the
-# forward's rows per item, the weight gradient's blocking, the forward's padding inside its
-# kernel (True) or by a padded copy (False).
+# forward's rows per block, its row blocks per work item, the weight gradient's blocking, the
+# forward's padding inside its kernel (True) or by a padded copy (False).
 _FORCE_VW = None
 _FORCE_RB = None
 _FORCE_RL = None
