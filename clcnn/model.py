@@ -18,7 +18,7 @@ from .errors import CheckpointError, DeviceOutOfMemory, NonFiniteError, ShapeErr
 from .graph import as_tensor_list, topological_order
 from .layers.base import Layer
 from .ops import elementwise as elementwise_ops
-from .replay import ForwardReplay, private_input
+from .replay import ForwardReplay, fill_in_place, private_input
 from .serialization import read_archive, write_archive
 
 # One layer call: the layer, the value indices it reads, the name of its output.
@@ -117,6 +117,7 @@ class Model:
         self.replay = True        # replay recorded eval-mode forward passes (clcnn.replay)
         self._forward_replay = ForwardReplay()
         self._run = None      # what the last forward saved for backward
+        self._run_unfilled = []   # its inputs a replay read in place (replay.fill_in_place)
 
     def _layer_keys(self):
         """id(layer) -> the prefix of its state_dict keys: its name (unique per model)."""
@@ -192,7 +193,7 @@ class Model:
         def plain():
             plan = self._plan()
             contexts = [self._forward_step(step, values) for step in plan]
-            self._run = (values, contexts, plan)
+            self._run, self._run_unfilled = (values, contexts, plan), []
             return [values[v] for v in self._outputs]
 
         outputs = self._forward_replay.record(self, values, plain) if due == "record" else plain()
@@ -210,7 +211,7 @@ class Model:
         self._fuse_pools = False
         try:
             self.forward(*xs)
-            values, _, plan = self._run
+            values, _, plan = self._saved_run()
             return {self._calls[p].name: values[step.output].get()
                     for step in plan for p in (step.position, step.batchnorm, step.add, step.activation)
                     if p is not None}
@@ -247,6 +248,14 @@ class Model:
             values[self._input_count() + step.keeps_pool] = ctx.__dict__.pop("pooled")
         return ctx
 
+    def _saved_run(self):
+        """What the last forward saved for backward, its inputs copied in first where a
+        replayed forward read them in place."""
+        if self._run_unfilled:
+            fill_in_place(self.device.queue, self._run_unfilled)
+            self._run_unfilled = []
+        return self._run
+
     def backward(self, gy, need_input_grad=True):
         """Back-propagate dL/dy (a list for a model of several outputs); writes every
         parameter's .grad and returns dL/dx (a list for several inputs; None when
@@ -258,7 +267,7 @@ class Model:
                                "model.backward(dL/dy)")
         if len(gys) != len(self._outputs):
             raise TypeError(f"backward takes one gradient per model output ({len(self._outputs)}), got {len(gys)}")
-        values, contexts, plan = self._run
+        values, contexts, plan = self._saved_run()
         count = self._input_count()
         if fusion.has_folds(plan):
             # Eval-mode forward folded BatchNorm into convolutions, whose backward needs the

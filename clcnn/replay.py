@@ -81,7 +81,7 @@ class Recording:
     between steps: it follows the stats buffer in the kernel that writes it
     (loss.softmax_cross_entropy_train)."""
 
-    def __init__(self, device, recorder, inputs, stats=None):
+    def __init__(self, device, recorder, inputs, stats=None, in_place=False):
         self.device, self.inputs, self.pool = device, inputs, recorder.pool
         self.commands, self.slot_at = [], None
         stats_buffer = stats.base_data.int_ptr if stats is not None else None
@@ -101,14 +101,29 @@ class Recording:
         self.varying = [(self.commands[launch][0], argument, value_of)
                         for launch, argument, value_of in recorder.varying]
         self.staging = [_Staging(target) for target in inputs]
+        self.in_place = [_InPlace(device.context, target, self._readers(target)) if in_place and target.size else None
+                         for target in inputs]
+
+    def _readers(self, target):
+        """(kernel, argument index) of every recorded launch that takes target's buffer."""
+        handle = target.base_data.int_ptr
+        return [(kernel, i) for kernel, _, _, args in self.commands for i, arg in enumerate(args)
+                if isinstance(arg, cl.MemoryObject) and arg.int_ptr == handle]
 
     def run(self, sources, slot=None):
         """Enqueue the launches on new data: one source per input, numpy (copied now into a
-        host staging array, written without a wait) or a device array (copied on the device)."""
+        host staging array, written without a wait, or read in place: see _InPlace) or a
+        device array (copied on the device). Returns (input array, _InPlace slot) for each
+        input read in place: that array does not hold this run's data (fill_in_place)."""
         queue = self.device.queue
-        for target, staging, source in zip(self.inputs, self.staging, sources):
+        placed = []
+        for target, staging, in_place, source in zip(self.inputs, self.staging, self.in_place, sources):
             if isinstance(source, cl_array.Array):
+                if in_place is not None:
+                    in_place.restore()
                 _copy_on_device(queue, target, source)
+            elif in_place is not None:
+                placed.append((target, in_place.place(source)))
             else:
                 staging.upload(queue, target, source)
         if slot is not None:
@@ -116,8 +131,12 @@ class Recording:
             kernel.set_arg(index, np.int32(slot))
         for kernel, argument, value_of in self.varying:
             kernel.set_arg(argument, value_of())
+        last = None
         for kernel, global_size, local_size, _ in self.commands:
-            cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size)
+            last = cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size)
+        for _, slot in placed:
+            slot[2] = last      # the in-order queue: this step's last launch ends its reads
+        return placed
 
 
 class _Staging:
@@ -145,6 +164,72 @@ class _Staging:
         np.copyto(array, source, casting="unsafe")   # as np.array(source, dtype=...)
         self.arrays.append(array)
         self.uploads.append(cl.enqueue_copy(queue, target.base_data, array, is_blocking=False))
+
+
+class _InPlace:
+    """A recording's NumPy input read where it lies in host memory, on a device that computes
+    in it (a CPU): each batch is copied into a host array wrapped as a buffer (USE_HOST_PTR),
+    and the launches that read the input take that buffer, so the step makes no upload.
+
+    The upload of a staged copy was a whole command per step: LeNet-5's 1 MB batch at 256
+    images took 135-155 us of a worker's time, on top of the host's copy. The arrays rotate
+    like _Staging's: at most `most` in flight (a Trainer keeps two steps queued), the least
+    recently used one reused once the step that read it has run. A device-array input makes
+    the launches read the recorded input again (restore), which it is copied into."""
+
+    def __init__(self, context, target, readers, most=2):
+        self.context, self.target, self.readers, self.most = context, target, readers, most
+        self.slots = []     # [host array, its buffer, the last launch of the step that read it]
+
+    def place(self, source):
+        slots = self.slots
+        if slots and (len(slots) == self.most or slots[0][2] is None
+                      or slots[0][2].command_execution_status == cl.command_execution_status.COMPLETE):
+            slot = slots.pop(0)
+            if slot[2] is not None:
+                slot[2].wait()      # at once unless `most` steps are queued
+        else:
+            array = _aligned_empty(self.target.shape, self.target.dtype)
+            slot = [array, cl.Buffer(self.context, cl.mem_flags.READ_WRITE | cl.mem_flags.USE_HOST_PTR,
+                                     hostbuf=array), None]
+        np.copyto(slot[0], source, casting="unsafe")   # as np.array(source, dtype=...)
+        for kernel, index in self.readers:
+            kernel.set_arg(index, slot[1])
+        slots.append(slot)
+        return slot
+
+    def __del__(self):
+        # A buffer made on a host array does not keep that array alive: launches still queued
+        # when a new signature drops this recording would read freed memory (seen as flaky
+        # weights in test_replay's tests before this wait).
+        for _, _, last in self.slots:
+            if last is not None:
+                try:
+                    last.wait()
+                except Exception:   # the queue already gone at interpreter exit
+                    pass
+
+    def restore(self):
+        for kernel, index in self.readers:
+            kernel.set_arg(index, self.target.base_data)
+
+
+def fill_in_place(queue, placed):
+    """Copy each (input array, slot) that Recording.run read in place into the input array,
+    for a later reader of the recorded arrays (a backward pass after a replayed eval
+    forward); the slot is not reused before the copy has run."""
+    for target, slot in placed:
+        slot[2] = cl.enqueue_copy(queue, target.base_data, slot[1], byte_count=target.nbytes)
+
+
+def _aligned_empty(shape, dtype, alignment=4096):
+    """An empty array whose data starts on a page: OpenCL CPU drivers use a USE_HOST_PTR
+    array in place only where it is aligned to the device's base address alignment (128
+    bytes on PoCL), and copy it otherwise."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _copy_on_device(queue, target, source):
@@ -235,9 +320,8 @@ class ForwardReplay(_Schedule):
         """The outputs for inputs xs from the recording, as new arrays; the model's saved run
         is the recorded one, which now holds this call's values."""
         recording, run, outputs = self.recording
-        recording.run(xs)
+        model._run, model._run_unfilled = run, recording.run(xs)
         self.replays += 1
-        model._run = run
         return [private_input(model.device, y) for y in outputs]
 
     def record(self, model, values, forward):
@@ -247,7 +331,8 @@ class ForwardReplay(_Schedule):
         recorder = self._recorded(model, model.device, lambda: result.append(forward()))
         if recorder is None:
             return result[0]
-        self.recording = (Recording(model.device, recorder, list(values[:len(model.input_shapes)])),
+        device = model.device
+        self.recording = (Recording(device, recorder, list(values[:len(model.input_shapes)]), in_place=device.is_cpu),
                           model._run, result[0])
         return [private_input(model.device, y) for y in result[0]]   # later replays overwrite these
 
@@ -290,7 +375,8 @@ class StepReplay(_Schedule):
         if recorder is None:
             return
         try:
-            recording = Recording(trainer.model.device, recorder, [x, labels], stats=trainer._stats)
+            device = trainer.model.device
+            recording = Recording(device, recorder, [x, labels], stats=trainer._stats, in_place=device.is_cpu)
         except ValueError as exc:
             self.refused[id(trainer.model)] = str(exc)
             return

@@ -309,3 +309,114 @@ def test_staging_reuses_an_array_once_its_upload_ran(device):
     device.synchronize()
     assert len(staging.arrays) == 2
     np.testing.assert_array_equal(target.get(), last)
+
+
+def _count_copies(monkeypatch):
+    """A list that grows by one at each cl.enqueue_copy (uploads and device copies)."""
+    copies, enqueue_copy = [], cl.enqueue_copy
+
+    def counted(*args, **kwargs):
+        copies.append(args[1:3])
+        return enqueue_copy(*args, **kwargs)
+    monkeypatch.setattr(cl, "enqueue_copy", counted)
+    return copies
+
+
+def test_replay_reads_host_batches_in_place_on_cpus(device, monkeypatch):
+    """On a CPU device a replayed step reads a NumPy batch where it was copied to on the host
+    (replay._InPlace): no upload command, and every step equals a plain step bit for bit
+    (the tests above); device batches are still copied into the recorded inputs."""
+    if not device.is_cpu:
+        pytest.skip("host batches are read in place only by CPU devices")
+    _, shape = BUILDERS["lenet5"]
+    rng = np.random.default_rng(7)
+    data = [(rng.standard_normal((8, *shape)).astype(np.float32), rng.integers(0, 10, 8)) for _ in range(6)]
+    copies = _count_copies(monkeypatch)
+
+    def run_steps(trainer, replay):
+        for on_device in (False, True):
+            for step, (x, y) in enumerate(data):
+                trainer.batch = step
+                if on_device:
+                    x, y = device.to_device(x), device.to_device(y, np.int32)
+                before, replays = len(copies), trainer._replay.replays
+                trainer.train_step(x, y)
+                if trainer._replay.replays > replays:   # host batches: no copy; device ones: two
+                    assert len(copies) - before == (2 if on_device else 0), (on_device, step)
+        return 2 * len(data)
+    _plain_and_replayed(device, run_steps, 7)    # host: steps 3-5; device: 2-5 (labels known)
+
+
+def test_backward_after_a_replayed_eval_forward_reads_its_input(device):
+    """A replayed eval forward reads a NumPy input in place, not from the recorded input
+    array: a backward pass after it (gradients in eval mode) must still see that input, in
+    the weight gradients of the first layer and the input gradient."""
+    build, shape = BUILDERS["relu"]
+    rng = np.random.default_rng(8)
+    batches = [rng.standard_normal((5, *shape)).astype(np.float32) for _ in range(5)]
+    gys = [rng.standard_normal((5, 10)).astype(np.float32) for _ in range(5)]
+    results = []
+    for replay in (False, True):
+        clcnn.init.seed(0)
+        net = build(device)
+        net.replay = replay
+        net.eval()
+        run = []
+        for x, gy in zip(batches, gys):
+            y = net.forward(x).get()
+            gx = net.backward(gy).get()
+            run.append((y, gx, [p.grad.get() for p in net.parameters()]))
+        results.append(run)
+        assert net._forward_replay.replays == (3 if replay else 0)
+    for step, (plain, replayed) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(replayed[0], plain[0], err_msg=f"output {step}")
+        np.testing.assert_array_equal(replayed[1], plain[1], err_msg=f"input gradient {step}")
+        for k, (a, b) in enumerate(zip(replayed[2], plain[2])):
+            np.testing.assert_array_equal(a, b, err_msg=f"gradient {k} at call {step}")
+
+
+def test_in_place_input_reuses_an_array_once_its_step_ran(device):
+    """replay._InPlace: the launches that read the input take the buffer of the array the
+    source was copied into; one array while each step runs before the next, a second while
+    the first's step is still queued, and at `most` the oldest step is waited for."""
+    from clcnn.replay import _InPlace
+    program = cl.Program(device.context, "__kernel void twice(__global const float* x, __global float* y)"
+                                         "{ y[get_global_id(0)] = 2.0f * x[get_global_id(0)]; }").build()
+    target, out = device.empty((3, 5)), device.empty((3, 5))
+    kernel = program.twice
+    kernel.set_args(target.base_data, out.base_data)
+    in_place = _InPlace(device.context, target, [(kernel, 0)], most=2)
+    rng = np.random.default_rng(9)
+
+    def step(source):
+        slot = in_place.place(source)
+        slot[2] = cl.enqueue_nd_range_kernel(device.queue, kernel, (15,), None)
+
+    for _ in range(3):
+        source = rng.standard_normal((3, 5))          # float64: converted as np.array(..., float32)
+        expected = 2 * source.astype(np.float32)
+        step(source)
+        source[...] = np.nan                           # the caller's array is free at once
+        device.synchronize()
+        np.testing.assert_array_equal(out.get(), expected)
+    assert len(in_place.slots) == 1
+    gate = cl.UserEvent(device.context)
+    cl.enqueue_barrier(device.queue, wait_for=[gate])
+    held = [rng.standard_normal((3, 5)).astype(np.float32) for _ in range(2)]
+    for source in held:
+        step(source)
+    assert len(in_place.slots) == 2 and in_place.slots[0][0].ctypes.data != in_place.slots[1][0].ctypes.data
+    gate.set_status(cl.command_execution_status.COMPLETE)
+    device.synchronize()
+    np.testing.assert_array_equal(out.get(), 2 * held[1])
+    last = rng.standard_normal((3, 5)).astype(np.float32)
+    step(last)          # two arrays in use: the oldest one's step has run, so it is reused
+    device.synchronize()
+    assert len(in_place.slots) == 2
+    np.testing.assert_array_equal(out.get(), 2 * last)
+    assert all(slot[0].ctypes.data % 128 == 0 for slot in in_place.slots)   # PoCL's alignment
+    in_place.restore()      # a device source: the launches read the input array again
+    source = rng.standard_normal((3, 5)).astype(np.float32)
+    target.set(source)
+    cl.enqueue_nd_range_kernel(device.queue, kernel, (15,), None)
+    np.testing.assert_array_equal(out.get(), 2 * source)
