@@ -94,9 +94,13 @@ inline int quotient(const int a, const int d)
  * of vectors, packed into one (halves of 8, 4, 2 lanes, then single lanes), so 15 vector adds
  * and their shuffles make all 16 totals, where a tree per accumulator takes 4 each. Slot s's
  * total comes out in lane (s with its low three bits reversed): keep the accumulator of
- * result l in slot SLOT16(l) (the reversal is its own inverse) and result l is lane l. */
+ * result l in slot SLOT16(l) (the reversal is its own inverse) and result l is lane l.
+ * Always inlined: as a plain `inline` pip's PoCL called it, its 16 accumulators stored to the
+ * stack and read back around the call (LeNet-5's conv2 backward at batch 256, with
+ * conv2d_sums.cl's input gradient: 1.66 -> 1.53 ms; its training step 1.02x, inference, whose
+ * dense layers run gemm_nt, 1.04-1.12x). */
 #define SLOT16(p) ((((p) & 1) << 2) | ((p) & 2) | (((p) >> 2) & 1) | ((p) & 8))
-inline float16 lane_sums16(const float16* a)
+ALWAYS_INLINE float16 lane_sums16(const float16* a)
 {
     float16 u[8], v[4], w[2];
     #pragma unroll
