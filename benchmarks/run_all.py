@@ -81,11 +81,18 @@ def torch_conv(fns, repeat):
             "version": torch.__version__, "threads": torch.get_num_threads()}
 
 
+# Warm-up of each side of a round, in seconds. PyTorch's OpenMP threads spin for some
+# milliseconds after its last call before they sleep, on the cores PoCL's workers need: with two
+# warm-up calls, clcnn's LeNet conv2 forward timed right after PyTorch's ran 0.25-0.26 ms
+# against 0.19-0.21 after 200 calls (ratio 0.87-0.89 against 1.05, same process).
+_ROUND_WARMUP_S = 0.05
+
+
 def alternating_ratios(dev, case, torch_fns, rounds, repeat):
     """PyTorch's wall time over clcnn's, forward and backward, per round of clcnn's calls then
-    PyTorch's (medians of `repeat` calls each): a load from other work on the machine falls on
-    both sides of a round, where one side timed after the other can meet a calm and a busy
-    minute (single runs of one layer moved by 2x)."""
+    PyTorch's (medians of `repeat` calls each, after _ROUND_WARMUP_S of warm-up calls): a load
+    from other work on the machine falls on both sides of a round, where one side timed after
+    the other can meet a calm and a busy minute (single runs of one layer moved by 2x)."""
     d = {k: dev.to_device(v, dtype=v.dtype) for k, v in case.make_inputs(np.random.default_rng(0)).items()}
     out = case.forward(dev, d)
     clcnn_fns = {"forward": lambda: (case.forward(dev, d), dev.queue.finish()),
@@ -93,8 +100,8 @@ def alternating_ratios(dev, case, torch_fns, rounds, repeat):
     ratios = {"forward": [], "backward": []}
     for _ in range(rounds):
         for p in ratios:
-            ours = bench.time_host(clcnn_fns[p], repeat)["median_ms"]
-            theirs = bench.time_host(torch_fns[p], repeat)["median_ms"]
+            ours = bench.time_host(clcnn_fns[p], repeat, warmup_s=_ROUND_WARMUP_S)["median_ms"]
+            theirs = bench.time_host(torch_fns[p], repeat, warmup_s=_ROUND_WARMUP_S)["median_ms"]
             ratios[p].append(theirs / ours)
     return ratios
 

@@ -38,9 +38,13 @@ def _stats(seconds):
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "runs": len(ms)}
 
 
-def time_host(fn, repeat, warmup=_WARMUP, budget_s=None):
-    """Wall-clock stats of fn() (which must finish its own device work)."""
+def time_host(fn, repeat, warmup=_WARMUP, budget_s=None, warmup_s=0.0):
+    """Wall-clock stats of fn() (which must finish its own device work), after `warmup` calls
+    and at least warmup_s seconds of them."""
+    start = time.perf_counter()
     for _ in range(warmup):
+        fn()
+    while time.perf_counter() - start < warmup_s:
         fn()
     times, begin = [], time.perf_counter()
     for _ in range(repeat):
