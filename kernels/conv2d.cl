@@ -209,30 +209,6 @@
 #define STORE_ROWS 0
 #endif
 
-/* r[p] (lane c: channel c of pixel p) becomes r[c] (lane p): interleave pairs, then pairs of
- * pairs, then swap the 128-bit halves (the unpack / shuffle / permute of an AVX transpose). */
-inline void transpose8x8(float8* r)
-{
-    float8 t[8], u[8];
-    #pragma unroll
-    for (int k = 0; k < 8; k += 2) {
-        t[k] = (float8)(r[k].s0, r[k + 1].s0, r[k].s1, r[k + 1].s1, r[k].s4, r[k + 1].s4, r[k].s5, r[k + 1].s5);
-        t[k + 1] = (float8)(r[k].s2, r[k + 1].s2, r[k].s3, r[k + 1].s3, r[k].s6, r[k + 1].s6, r[k].s7, r[k + 1].s7);
-    }
-    #pragma unroll
-    for (int k = 0; k < 8; k += 4) {
-        u[k] = (float8)(t[k].s01, t[k + 2].s01, t[k].s45, t[k + 2].s45);
-        u[k + 1] = (float8)(t[k].s23, t[k + 2].s23, t[k].s67, t[k + 2].s67);
-        u[k + 2] = (float8)(t[k + 1].s01, t[k + 3].s01, t[k + 1].s45, t[k + 3].s45);
-        u[k + 3] = (float8)(t[k + 1].s23, t[k + 3].s23, t[k + 1].s67, t[k + 3].s67);
-    }
-    #pragma unroll
-    for (int c = 0; c < 4; c++) {
-        r[c] = (float8)(u[c].lo, u[c + 4].lo);
-        r[c + 4] = (float8)(u[c].hi, u[c + 4].hi);
-    }
-}
-
 #if VW == 16
 #define LANES8(v, h) ((h) == 0 ? (v).lo : (v).hi)
 #else

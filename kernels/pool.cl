@@ -379,7 +379,7 @@ __kernel void avgpool2d_backward_tiled(__global const float* restrict gy, __glob
  * backward needs, without gx in between. Work item: image n and window row oh (input rows
  * 2*oh and 2*oh + 1, adjacent in memory), every channel, CB at a time. Eight pixels of eight
  * channels are computed along the rows as float8s (the pooled gradient spread by a constant
- * index pattern, the activation's backward), turned pixel-major in registers (TRANSPOSE8),
+ * index pattern, the activation's backward), turned pixel-major in registers (transpose8x8),
  * and stored CB channels per pixel: a private [channel][pixel] array read back across took a
  * load and a store per value (LeNet-5's conv2: 0.228 against 0.156 ms at batch 256, 0.091
  * against 0.064 at 64). The last row of an odd H is zero, as are the columns past 2*OW.
@@ -388,30 +388,6 @@ __kernel void avgpool2d_backward_tiled(__global const float* restrict gy, __glob
 #define PAIR8 ((PAIR + 7) / 8)
 typedef float8 float8_unaligned __attribute__((aligned(4)));
 typedef float16 float16_unaligned __attribute__((aligned(4)));
-
-/* u[j] = (v[0][j], ..., v[7][j]): an 8 x 8 transpose in three rounds of two-vector shuffles. */
-#define TRANSPOSE8(v, u) do {                                                                   \
-    float8 a_[8], b_[8];                                                                        \
-    _Pragma("unroll")                                                                           \
-    for (int i_ = 0; i_ < 4; i_++) {                                                            \
-        a_[2 * i_] = (float8)((v)[2 * i_].s0, (v)[2 * i_ + 1].s0, (v)[2 * i_].s1, (v)[2 * i_ + 1].s1, \
-                              (v)[2 * i_].s2, (v)[2 * i_ + 1].s2, (v)[2 * i_].s3, (v)[2 * i_ + 1].s3); \
-        a_[2 * i_ + 1] = (float8)((v)[2 * i_].s4, (v)[2 * i_ + 1].s4, (v)[2 * i_].s5, (v)[2 * i_ + 1].s5, \
-                                  (v)[2 * i_].s6, (v)[2 * i_ + 1].s6, (v)[2 * i_].s7, (v)[2 * i_ + 1].s7); \
-    }                                                                                           \
-    _Pragma("unroll")                                                                           \
-    for (int i_ = 0; i_ < 2; i_++) {                                                            \
-        b_[4 * i_] = (float8)(a_[4 * i_].s01, a_[4 * i_ + 2].s01, a_[4 * i_].s23, a_[4 * i_ + 2].s23); \
-        b_[4 * i_ + 1] = (float8)(a_[4 * i_].s45, a_[4 * i_ + 2].s45, a_[4 * i_].s67, a_[4 * i_ + 2].s67); \
-        b_[4 * i_ + 2] = (float8)(a_[4 * i_ + 1].s01, a_[4 * i_ + 3].s01, a_[4 * i_ + 1].s23, a_[4 * i_ + 3].s23); \
-        b_[4 * i_ + 3] = (float8)(a_[4 * i_ + 1].s45, a_[4 * i_ + 3].s45, a_[4 * i_ + 1].s67, a_[4 * i_ + 3].s67); \
-    }                                                                                           \
-    _Pragma("unroll")                                                                           \
-    for (int j_ = 0; j_ < 4; j_++) {                                                            \
-        (u)[2 * j_] = (float8)(b_[j_].s0123, b_[4 + j_].s0123);                                 \
-        (u)[2 * j_ + 1] = (float8)(b_[j_].s4567, b_[4 + j_].s4567);                             \
-    }                                                                                           \
-} while (0)
 
 __kernel void avgpool2d_backward_transposed(__global const float* restrict gy, __global const float* restrict y,
                                             __global float* restrict gxt, const int rows, const int act,
@@ -425,10 +401,9 @@ __kernel void avgpool2d_backward_transposed(__global const float* restrict gy, _
     for (int c0 = 0; c0 < COP; c0 += CB) {
         #pragma unroll
         for (int k0 = 0; k0 < PAIR8 * 8; k0 += 8) {
-            float8 u[CB / 8][8];         /* [channel half][pixel k0 + j]: 8 channels */
+            float8 v[CB / 8][8];         /* [channel half][channel a: pixels k0 + j], then transposed */
             #pragma unroll
             for (int h = 0; h < CB / 8; h++) {
-                float8 v[8];             /* [channel][pixel k0 + j] */
                 #pragma unroll
                 for (int a = 0; a < 8; a++) {
                     const int c = MIN(c0 + 8 * h + a, C - 1);
@@ -444,18 +419,18 @@ __kernel void avgpool2d_backward_transposed(__global const float* restrict gy, _
                     float8 d = LOAD8(gs);
                     if (act != ACT_NONE)
                         d = activate_backwardv(d, LOAD8(ys), act, slope);
-                    v[a] = c0 + 8 * h + a < C ? d : (float8)(0.0f);
+                    v[h][a] = c0 + 8 * h + a < C ? d : (float8)(0.0f);
                 }
-                TRANSPOSE8(v, u[h]);
+                transpose8x8(v[h]);     /* v[h][j]: the 8 channels of pixel k0 + j */
             }
             #pragma unroll
             for (int j = 0; j < 8; j++) {
                 if (k0 + j < PAIR) {
                     __global float* p = out + (k0 + j) * COP + c0;
 #if CB == 16
-                    *(__global float16_unaligned*)p = (float16)(u[0][j], u[1][j]);
+                    *(__global float16_unaligned*)p = (float16)(v[0][j], v[1][j]);
 #else
-                    *(__global float8_unaligned*)p = u[0][j];
+                    *(__global float8_unaligned*)p = v[0][j];
 #endif
                 }
             }
