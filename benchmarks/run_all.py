@@ -211,10 +211,11 @@ def _gf(flops, stats):
 def model_section(reports, ceiling):
     out = ["## LeNet-5: training step and inference", "",
            "clcnn and PyTorch run the same network (same weights) and the same SGD (lr 0.01, momentum 0.9) "
-           "on the same random batch; each clcnn step uploads the batch from the host without waiting, "
+           "on the same random batch; each clcnn step takes the batch from the host without waiting, "
            "as `Trainer.train_step` with NumPy input does, and from the third step on replays the "
-           "recorded launches of the second (`clcnn/replay.py`). Model GFLOP/s = forward + backward FLOPs of the convs and dense "
-           "layers / step time.", "",
+           "recorded launches of the second (`clcnn/replay.py`; on a CPU device the kernels read the "
+           "batch where the host copied it). Steps are timed for at least 1 s each (medians). Model "
+           "GFLOP/s = forward + backward FLOPs of the convs and dense layers / step time.", "",
            "| batch | clcnn train img/s | torch train img/s | clcnn/torch | NumPy oracle img/s | clcnn/oracle "
            "| clcnn model GFLOP/s | % of sgemm | kernels % of step | clcnn infer img/s | torch infer img/s "
            "| clcnn/torch |",
@@ -251,10 +252,12 @@ def model_section(reports, ceiling):
             layer = "" if op["layer"] is None else op["layer"]
             out.append(f"| {layer} | {op['name']} | " + " | ".join(cells) + f" | {check} |")
         out.append(f"| | all kernels | {r['ops_total_ms']['forward']:.3f} | | | {r['ops_total_ms']['backward']:.3f} | | | |")
-        out.append(f"\nWhole step: train {_ms(r['train_step'])} ms, inference {_ms(r['inference'])} ms, "
+        out.append(f"\nWhole step: train {_ms(r['train_step'])} ms ({r['train_step']['runs']} runs), inference "
+                   f"{_ms(r['inference'])} ms ({r['inference']['runs']} runs), "
                    f"NumPy oracle train {_ms(r['numpy_train_step'])} ms ({r['numpy_train_step']['runs']} runs)"
-                   + (f", PyTorch train {_ms(r['torch']['train_step'])} ms, inference "
-                      f"{_ms(r['torch']['inference'])} ms ({r['torch']['threads']} threads)."
+                   + (f", PyTorch train {_ms(r['torch']['train_step'])} ms ({r['torch']['train_step']['runs']} runs), "
+                      f"inference {_ms(r['torch']['inference'])} ms ({r['torch']['inference']['runs']} runs, "
+                      f"{r['torch']['threads']} threads)."
                       if r["torch"]["available"] else "; PyTorch absent."))
     return out
 

@@ -25,6 +25,8 @@ from . import opspec
 from .device import get_device, list_devices
 
 _WARMUP = 2
+# Whole steps, clcnn's and PyTorch's, are timed for at least this long (beyond `repeat` runs).
+_STEP_MIN_S = 1.0
 # The NumPy oracle takes ~0.1-1 s a step: stop its timing after this long (at least 3 runs).
 _ORACLE_BUDGET_S = 10.0
 # Safety net for the gate: an op that waited on the queue (a host read) would wait forever
@@ -38,16 +40,18 @@ def _stats(seconds):
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "runs": len(ms)}
 
 
-def time_host(fn, repeat, warmup=_WARMUP, budget_s=None, warmup_s=0.0):
+def time_host(fn, repeat, warmup=_WARMUP, budget_s=None, warmup_s=0.0, min_s=0.0):
     """Wall-clock stats of fn() (which must finish its own device work), after `warmup` calls
-    and at least warmup_s seconds of them."""
+    and at least warmup_s seconds of them: `repeat` runs, more until min_s seconds of runs
+    (a median of 20 steps of a few ms moved by 10% between runs on a shared machine), fewer
+    once budget_s seconds have passed (at least 3)."""
     start = time.perf_counter()
     for _ in range(warmup):
         fn()
     while time.perf_counter() - start < warmup_s:
         fn()
     times, begin = [], time.perf_counter()
-    for _ in range(repeat):
+    while len(times) < repeat or time.perf_counter() - begin < min_s:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -172,9 +176,9 @@ def clcnn_steps(dev, model_name, batch_size, repeat):
     x, y = _batch(input_shape, batch_size, model.output_shapes(input_shape)[-1][0])
     trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, lr=LR, momentum=MOMENTUM),
                       progress=False)
-    train = _per_image(time_host(lambda: trainer.train_step(x, y), repeat), batch_size)
+    train = _per_image(time_host(lambda: trainer.train_step(x, y), repeat, min_s=_STEP_MIN_S), batch_size)
     model.eval()
-    infer = _per_image(time_host(lambda: model.forward(x).get(), repeat), batch_size)
+    infer = _per_image(time_host(lambda: model.forward(x).get(), repeat, min_s=_STEP_MIN_S), batch_size)
     return train, infer, model
 
 
@@ -263,9 +267,9 @@ def torch_steps(model, input_shape, batch_size, repeat):
             return net(x).numpy()
     net.train()
     result = {"available": True, "version": torch.__version__, "threads": torch.get_num_threads(),
-              "train_step": _per_image(time_host(train, repeat), batch_size)}
+              "train_step": _per_image(time_host(train, repeat, min_s=_STEP_MIN_S), batch_size)}
     net.eval()
-    result["inference"] = _per_image(time_host(infer, repeat), batch_size)
+    result["inference"] = _per_image(time_host(infer, repeat, min_s=_STEP_MIN_S), batch_size)
     return result
 
 
