@@ -90,6 +90,13 @@ inline int quotient(const int a, const int d)
 #define STORE8(v, p) do { (p)[0] = (v).s0; (p)[1] = (v).s1; (p)[2] = (v).s2; (p)[3] = (v).s3; \
                           (p)[4] = (v).s4; (p)[5] = (v).s5; (p)[6] = (v).s6; (p)[7] = (v).s7; } while (0)
 
+/* float8 and float16 accesses through pointers of 4-byte alignment: one unaligned vector
+ * load or store each, where pip's PoCL calls vload8 / vstore8 out of line. */
+typedef float8 float8_unaligned __attribute__((aligned(4)));
+typedef float16 float16_unaligned __attribute__((aligned(4)));
+#define ULOAD8(p) (*(const __global float8_unaligned*)(p))
+#define USTORE8(v, p) (*(__global float8_unaligned*)(p) = (v))
+
 /* An 8 x 8 transpose in registers, r[p] lane c becoming r[c] lane p (conv2d.cl: channels of
  * pixels into rows of channels; pool.cl the other way): interleave pairs, then pairs of pairs,
  * then swap the 128-bit halves (the unpack / shuffle / permute of an AVX transpose). */

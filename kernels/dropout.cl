@@ -43,8 +43,8 @@ __kernel void dropout_forward(__global const float* restrict x, __global float* 
         const uint8 bits = mix32_uint8(mix32_uint8(index ^ key) + key);
         /* bits >= threshold as an unsigned compare, -1 (all bits set) where kept */
         const float8 m = select((float8)(0.0f), (float8)(scale), bits >= threshold);
-        vstore8(m, q, mask);
-        vstore8(vload8(q, x) * m, q, y);
+        USTORE8(m, mask + 8 * q);
+        USTORE8(ULOAD8(x + 8 * q) * m, y + 8 * q);
     } else {
         for (int i = 8 * q; i < n; ++i) {
             const uint bits = mix32_uint(mix32_uint((uint)i ^ key) + key);
@@ -60,7 +60,7 @@ __kernel void dropout_backward(__global const float* restrict gy, __global const
 {
     const int q = get_global_id(0);
     if (8 * q + 8 <= n) {
-        vstore8(vload8(q, gy) * vload8(q, mask), q, gx);
+        USTORE8(ULOAD8(gy + 8 * q) * ULOAD8(mask + 8 * q), gx + 8 * q);
     } else {
         for (int i = 8 * q; i < n; ++i) gx[i] = gy[i] * mask[i];
     }

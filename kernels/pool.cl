@@ -386,8 +386,6 @@ __kernel void avgpool2d_backward_tiled(__global const float* restrict gy, __glob
  * 1-D global size N*OH. */
 #define PAIR (2 * W)
 #define PAIR8 ((PAIR + 7) / 8)
-typedef float8 float8_unaligned __attribute__((aligned(4)));
-typedef float16 float16_unaligned __attribute__((aligned(4)));
 
 __kernel void avgpool2d_backward_transposed(__global const float* restrict gy, __global const float* restrict y,
                                             __global float* restrict gxt, const int rows, const int act,
@@ -430,7 +428,7 @@ __kernel void avgpool2d_backward_transposed(__global const float* restrict gy, _
 #if CB == 16
                     *(__global float16_unaligned*)p = (float16)(v[0][j], v[1][j]);
 #else
-                    *(__global float8_unaligned*)p = v[0][j];
+                    USTORE8(v[0][j], p);
 #endif
                 }
             }
