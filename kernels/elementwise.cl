@@ -74,9 +74,9 @@ __kernel void binary_forward(__global const float* a, __global const float* b, _
     if (8 * q + 8 <= s5) {
         /* The innermost stride is 1 or 0 (broadcast): a float8 load or one value, so PoCL
          * runs whole vectors (4-5x faster than 8 scalars at strides it cannot see). */
-        const float8 va = a5 ? vload8(0, a + offa + 8 * q) : (float8)(a[offa]);
-        const float8 vb = b5 ? vload8(0, b + offb + 8 * q) : (float8)(b[offb]);
-        vstore8(binary_op8(va, vb), q, out);
+        const float8 va = a5 ? ULOAD8(a + offa + 8 * q) : (float8)(a[offa]);
+        const float8 vb = b5 ? ULOAD8(b + offb + 8 * q) : (float8)(b[offb]);
+        USTORE8(binary_op8(va, vb), out + 8 * q);
     } else {
         for (int j = 8 * q; j < s5; ++j)
             out[j] = binary_op(a[offa + j * a5], b[offb + j * b5]);

@@ -19,7 +19,7 @@
 
 inline float8 load_part(__global const float* p, int count)
 {
-    if (count == 8) return vload8(0, p);
+    if (count == 8) return ULOAD8(p);
     float8 v = (float8)(0.0f);
     float* lanes = (float*)&v;
     for (int l = 0; l < count; ++l) lanes[l] = p[l];
@@ -29,7 +29,7 @@ inline float8 load_part(__global const float* p, int count)
 inline void store_part(__global float* p, float8 v, int count)
 {
     if (count == 8) {
-        vstore8(v, 0, p);
+        USTORE8(v, p);
         return;
     }
     const float* lanes = (const float*)&v;

@@ -179,7 +179,7 @@ __kernel void concat_copy(__global const float* restrict src, __global float* re
     __global const float* s = src + src_off + (size_t)r * src_stride;
     __global float* d = dst + dst_off + (size_t)r * dst_stride;
     if (8 * q + 8 <= run) {
-        vstore8(vload8(q, s), q, d);
+        USTORE8(ULOAD8(s + 8 * q), d + 8 * q);
     } else {
         for (int j = 8 * q; j < run; ++j) d[j] = s[j];
     }

@@ -61,10 +61,10 @@
 inline void store8_clipped(const float8 v, __global float* out, const int n)
 {
     if (n >= VEC) {
-        vstore8(v, 0, out);
+        USTORE8(v, out);
     } else {
         float b[VEC];
-        vstore8(v, 0, b);
+        STORE8(v, b);
         for (int j = 0; j < n; ++j) out[j] = b[j];
     }
 }
