@@ -213,7 +213,7 @@ def model_section(reports, ceiling):
            "clcnn and PyTorch run the same network (same weights) and the same SGD (lr 0.01, momentum 0.9) "
            "on the same random batch; each clcnn step takes the batch from the host without waiting, "
            "as `Trainer.train_step` with NumPy input does, and from the third step on replays the "
-           "recorded launches of the second (`clcnn/replay.py`; on a CPU device the kernels read the "
+           "recorded launches of the second (`clcnn/replay.py`; on PoCL's CPU device the kernels read the "
            "batch where the host copied it). Steps are timed for at least 1 s each (medians). Model "
            "GFLOP/s = forward + backward FLOPs of the convs and dense layers / step time.", "",
            "| batch | clcnn train img/s | torch train img/s | clcnn/torch | NumPy oracle img/s | clcnn/oracle "

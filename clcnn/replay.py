@@ -168,16 +168,17 @@ class _Staging:
 
 class _InPlace:
     """A recording's NumPy input read where it lies in host memory, on a device that computes
-    in it (a CPU): each batch is copied into a host array wrapped as a buffer (USE_HOST_PTR),
-    and the launches that read the input take that buffer, so the step makes no upload.
+    in it (reads_host_arrays): each batch is copied into a host array wrapped as a buffer
+    (USE_HOST_PTR), and the launches that read the input take that buffer, so the step makes
+    no upload.
 
     The upload of a staged copy was a whole command per step: LeNet-5's 1 MB batch at 256
     images took 135-155 us of a worker's time, on top of the host's copy (whole steps, 5
     alternating process pairs: training 1.01x at batch 256, 1.00-1.04 at 64; inference
-    1.05-1.11x at both). The arrays rotate
-    like _Staging's: at most `most` in flight (a Trainer keeps two steps queued), the least
-    recently used one reused once the step that read it has run. A device-array input makes
-    the launches read the recorded input again (restore), which it is copied into."""
+    1.05-1.11x at both). The arrays rotate like _Staging's: at most `most` in flight (a
+    Trainer keeps two steps queued), the least recently used one reused once the step that
+    read it has run. A device-array input makes the launches read the recorded input again
+    (restore), which it is copied into."""
 
     def __init__(self, context, target, readers, most=2):
         self.context, self.target, self.readers, self.most = context, target, readers, most
@@ -214,6 +215,14 @@ class _InPlace:
     def restore(self):
         for kernel, index in self.readers:
             kernel.set_arg(index, self.target.base_data)
+
+
+def reads_host_arrays(device):
+    """Whether the device's kernels read a USE_HOST_PTR buffer in its host array, so that a
+    host write between launches reaches them (_InPlace): PoCL's CPU driver computes in host
+    memory. OpenCL leaves such writes undefined without a map, so other drivers upload."""
+    platform = device.platform.name.lower()
+    return device.is_cpu and ("portable computing language" in platform or "pocl" in platform)
 
 
 def fill_in_place(queue, placed):
@@ -334,7 +343,8 @@ class ForwardReplay(_Schedule):
         if recorder is None:
             return result[0]
         device = model.device
-        self.recording = (Recording(device, recorder, list(values[:len(model.input_shapes)]), in_place=device.is_cpu),
+        self.recording = (Recording(device, recorder, list(values[:len(model.input_shapes)]),
+                                    in_place=reads_host_arrays(device)),
                           model._run, result[0])
         return [private_input(model.device, y) for y in result[0]]   # later replays overwrite these
 
@@ -378,7 +388,8 @@ class StepReplay(_Schedule):
             return
         try:
             device = trainer.model.device
-            recording = Recording(device, recorder, [x, labels], stats=trainer._stats, in_place=device.is_cpu)
+            recording = Recording(device, recorder, [x, labels], stats=trainer._stats,
+                                  in_place=reads_host_arrays(device))
         except ValueError as exc:
             self.refused[id(trainer.model)] = str(exc)
             return
