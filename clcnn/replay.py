@@ -100,9 +100,11 @@ class Recording:
             raise ValueError("no launch writes the loss statistics")
         self.varying = [(self.commands[launch][0], argument, value_of)
                         for launch, argument, value_of in recorder.varying]
-        self.staging = [_Staging(target) for target in inputs]
+        # each input refilled by one of the two: a staged upload or a host array read in place
         self.in_place = [_InPlace(device.context, target, self._readers(target)) if in_place and target.size else None
                          for target in inputs]
+        self.staging = [_Staging(target) if reader is None else None
+                        for target, reader in zip(inputs, self.in_place)]
 
     def _readers(self, target):
         """(kernel, argument index) of every recorded launch that takes target's buffer."""
@@ -155,8 +157,7 @@ class _Staging:
         self.arrays, self.uploads = [], []      # least recently used first; each array's last upload
 
     def upload(self, queue, target, source):
-        if self.arrays and (len(self.arrays) == self.most or self.uploads[0].command_execution_status
-                            == cl.command_execution_status.COMPLETE):
+        if _oldest_free(len(self.arrays), self.most, self.uploads[0] if self.uploads else None):
             array, upload = self.arrays.pop(0), self.uploads.pop(0)
             upload.wait()       # at once unless `most` uploads are queued
         else:
@@ -164,6 +165,14 @@ class _Staging:
         np.copyto(array, source, casting="unsafe")   # as np.array(source, dtype=...)
         self.arrays.append(array)
         self.uploads.append(cl.enqueue_copy(queue, target.base_data, array, is_blocking=False))
+
+
+def _oldest_free(count, most, last_use):
+    """Whether the least recently used of `count` rotating host arrays is taken again (its
+    last use, an event, waited for if need be) rather than a new one made: always at `most`,
+    else once that use has run (None: never used)."""
+    return count > 0 and (count == most or last_use is None
+                          or last_use.command_execution_status == cl.command_execution_status.COMPLETE)
 
 
 class _InPlace:
@@ -186,8 +195,7 @@ class _InPlace:
 
     def place(self, source):
         slots = self.slots
-        if slots and (len(slots) == self.most or slots[0][2] is None
-                      or slots[0][2].command_execution_status == cl.command_execution_status.COMPLETE):
+        if _oldest_free(len(slots), self.most, slots[0][2] if slots else None):
             slot = slots.pop(0)
             if slot[2] is not None:
                 slot[2].wait()      # at once unless `most` steps are queued
