@@ -470,14 +470,18 @@ def test_grouped_shape_errors(device):
         ops.conv2d_forward(device, x, w3, None, (1, 1), (0, 0, 0, 0), groups=3, algorithm="depthwise")
 
 
-def test_backward_reuses_the_forward_padded_input(device, monkeypatch):
-    """conv2d_forward(saved=) keeps its zero-padded input, and conv2d_backward(saved=) takes
-    it instead of padding x again: one pad of x per step, the same gradients as the oracle."""
+@pytest.mark.parametrize("filters, width", [(16, 16), (20, 7), (16, 32)])
+def test_backward_pads_x_as_the_forward_did(device, monkeypatch, filters, width):
+    """Where the forward pads a copy of x, conv2d_forward(saved=) keeps it and
+    conv2d_backward(saved=) takes it instead of padding x again; where the forward's kernel
+    reads x unpadded (conv2d.cl's PK), the weight gradient's does too: x padded once or never
+    in a step, the same gradients as the oracle."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((3, 4, 9, 7)).astype(np.float32)
-    w = rng.standard_normal((20, 4, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(20).astype(np.float32)
+    x = rng.standard_normal((3, 4, 9, width)).astype(np.float32)
+    w = rng.standard_normal((filters, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
     pads = (1, 1, 1, 1)
+    copies = 0 if ops._pads_in_kernel(device, filters, 9, width, pads, None) else 1
     pad_calls = []
     real_pad = ops._pad
     monkeypatch.setattr(ops, "_pad", lambda dev, src, *a: pad_calls.append(src) or real_pad(dev, src, *a))
@@ -488,7 +492,7 @@ def test_backward_reuses_the_forward_padded_input(device, monkeypatch):
     gy = rng.standard_normal(y.shape).astype(np.float32)
     gx, gw, gb = ops.conv2d_backward(device, xd, device.to_device(w), device.to_device(gy), (1, 1), pads,
                                      algorithm="direct", saved=saved)
-    assert [src is xd for src in pad_calls].count(True) == 1     # x padded once; gy's own pad is the other
+    assert [src is xd for src in pad_calls].count(True) == copies
     x64, w64, gy64 = x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64)
     gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy64, (1, 1), pads)
     abs_gx, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy64), (1, 1), pads)
@@ -497,6 +501,9 @@ def test_backward_reuses_the_forward_padded_input(device, monkeypatch):
     assert_close(gb.get(), gb_ref, _bound(abs_gb), 0.0, "bias gradient")
     # A saved copy of another tensor is not taken for this one.
     other = device.to_device(x + 1)
-    ops.conv2d_backward(device, other, device.to_device(w), device.to_device(gy), (1, 1), pads,
-                        algorithm="direct", saved=saved)
-    assert any(src is other for src in pad_calls)
+    _, gw_other, _ = ops.conv2d_backward(device, other, device.to_device(w), device.to_device(gy), (1, 1), pads,
+                                         algorithm="direct", saved=saved)
+    assert any(src is other for src in pad_calls) == bool(copies)
+    gw_other_ref = oracle.conv2d_backward(x64 + 1, w64, gy64, (1, 1), pads)[1]
+    abs_other = oracle.conv2d_backward(np.abs(x64 + 1), np.abs(w64), np.abs(gy64), (1, 1), pads)[1]
+    assert_close(gw_other.get(), gw_other_ref, _bound(abs_other), 0.0, "weight gradient of another input")

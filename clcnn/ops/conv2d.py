@@ -1100,12 +1100,13 @@ def _rows_per_slice(rows, row_bytes, items):
 
 
 def _weight_direct_plan(dev, x_shape, w_shape, stride, pads, dilation, groups):
-    """conv2d_backward_weight's plan for x_shape (which it reads zero-padded)."""
+    """conv2d_backward_weight's plan for x_shape: the forward's defines, so that it reads x
+    unpadded where the forward does (PK), else a zero-padded copy."""
     o, cg, kh, kw = w_shape
     oh, ow = _output_hw(x_shape, w_shape, stride, pads, dilation, groups)
     # The forward's defines (PK included), so that both kernels come from one build.
     in_kernel = _pads_in_kernel(dev, o // groups, oh, ow, pads, None)
-    hp, wp = x_shape[2] + pads[0] + pads[1], x_shape[3] + pads[2] + pads[3]    # the kernel reads x padded
+    hp, wp = x_shape[2] + pads[0] + pads[1], x_shape[3] + pads[2] + pads[3]
     return _weight_plan(x_shape[0], cg, hp, wp, o // groups, kh, kw, stride, oh, ow, groups, dilation,
                         vector_limits(dev), pads=tuple(pads) if in_kernel else None)
 
@@ -1120,7 +1121,7 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
     n = x.shape[0]
     oh, ow = _output_hw(x.shape, w_shape, stride, pads, dilation, groups)
     plan = _weight_direct_plan(dev, x.shape, w_shape, stride, pads, dilation, groups)
-    xp = _padded(dev, x, pads, saved)
+    xp = x if plan.get("PK") else _padded(dev, x, pads, saved)
     cop, ob, khb = plan["COPW"], plan["VWW"] * plan["OBVW"], plan["KHB"]
     if gyt is None:
         gyt = _transpose_gy(dev, gy, og, groups, cop)
