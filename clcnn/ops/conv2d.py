@@ -306,7 +306,8 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
 # pad 1, against the copy: 16 -> 32 at 32x32 (2 x 8 blocks) 1.12x, 16 -> 48 (3 x 4) 1.09x,
 # 64 -> 64 at 8x8 1.2x, 32 -> 32 at 16x16 0.97-1.13x, float8 16 -> 8 1.0x; but 16 -> 16 (one
 # channel vector by 16 pixels) 0.68-0.72x. tests/test_conv2d_padding.py compares it with the
-# copy. The gather form of a stride-1 input gradient pads gy so too (its copy was 8-16% of a
+# copy; the weight gradient of such a layer reads x unpadded too (_weight_direct_plan). The
+# gather form of a stride-1 input gradient pads gy so too (its copy was 8-16% of a
 # ResNet-20 32-channel layer's backward): 64x32x16x16 -> 32 3x3 pad 1 1.2x, 32x32x8x8 1.39x.
 def _pads_in_kernel(dev, co, oh, ow, pads, pool):
     """Whether conv2d_forward pads inside the kernel (co: output channels per group): padded,
