@@ -19,13 +19,15 @@ ACTIVATIONS = ("relu", "leaky_relu", "relu6", "tanh", "sigmoid")
 
 
 def _conv():
-    # LeNet-5's convolutions, a stride-2 3x3, a 1x1, an asymmetric kernel and padding; fused
-    # activations in the forward and the activation gradient in the backward.
+    # LeNet-5's convolutions, a stride-2 3x3, two 1x1 (on CPUs the pointwise kernels: without
+    # bias, and a MobileNet-style expansion with bias and ReLU6), an asymmetric kernel and
+    # padding; fused activations in the forward and the activation gradient in the backward.
     return [opspec.conv2d((2, 1, 32, 32), (6, 1, 5, 5), activation="tanh"),
             opspec.conv2d((2, 6, 14, 14), (16, 6, 5, 5)),
             opspec.conv2d((3, 16, 5, 5), (120, 16, 5, 5), activation="relu"),
             opspec.conv2d((2, 3, 15, 13), (8, 3, 3, 3), (2, 2), (1, 1, 1, 1), activation="relu6"),
             opspec.conv2d((1, 5, 7, 9), (4, 5, 1, 1), bias=False),
+            opspec.conv2d((2, 16, 8, 8), (24, 16, 1, 1), activation="relu6"),
             opspec.conv2d((2, 2, 9, 11), (3, 2, 4, 2), (1, 3), (2, 1, 0, 1), activation="leaky_relu",
                           negative_slope=0.2)]
 

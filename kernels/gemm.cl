@@ -1,6 +1,7 @@
 /* gemm.cl: C = op(A) @ B for row-major float32 matrices, with an optional fused bias and
  * activation (the Dense layer's forward) and optional row sums of op(A) (its bias gradient),
- * and the packing copy that turns every other layout into this one.
+ * the packing copy that turns every other layout into this one, and the pointwise (1x1)
+ * convolutions of NCHW batches as one such product per image (at the end of the file).
  *
  * Layout (row-major):
  *   op(A) is M x K: A is stored (M, K) and op(A)[m, k] = A[m*K + k], or in the _ta kernels
@@ -68,10 +69,11 @@ DEFINE_ACTIVATE_BACKWARDV(VEC)
         } \
     } while (0)
 
-/* C = act(op(A) @ B + bias) (bias when has_bias; act an ACT_ code of common.h, slope
- * LeakyReLU's), or with y_act (another ACT_ code; act and bias unused) C = (op(A) @ B) times
- * the derivative of that activation at its output Y (M, N), as activate_backward: the input
- * gradient of a Dense layer whose input is an activation's output. With row_sums the first
+/* C = act(op(A) @ B + bias) (bias when has_bias, one per column, or with bias_rows one per
+ * row; act an ACT_ code of common.h, slope LeakyReLU's), or with y_act (another ACT_ code; act
+ * and bias unused) C = (op(A) @ B) times the derivative of that activation at its output
+ * Y (M, N), as activate_backward: the input gradient of a Dense layer whose input is an
+ * activation's output. With row_sums the first
  * column block also writes row_sums[m] = sum over k of op(A)[m, k] (summed in k order). The
  * work item's block: rows by*TM.., columns bx*NB.. B's rows are LDB apart: LDB = N (and N >= NB) unless
  * b_padded. trans_a, with_sums and act are constants in each kernel below, which LLVM folds
@@ -85,7 +87,7 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
                                    const int LDB, const int b_padded, const int has_bias, const float slope,
                                    const int trans_a, const int with_sums, const int act,
                                    const int bx, const int by, __global const float* restrict Y,
-                                   const int y_act)
+                                   const int y_act, const int bias_rows)
 {
     const int m0 = by * TM;
     if (m0 >= M || bx * NB >= N) return;
@@ -135,10 +137,12 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
                 for (int i = 0; i < TM; ++i)
                     if (m0 + i < M) STOREV(g[i], C + (size_t)(m0 + i) * N + c0);
             } else {
-                const VEC bb = has_bias ? LOADV(bias + c0) : (VEC)(0.0f);
+                const VEC bb = has_bias && !bias_rows ? LOADV(bias + c0) : (VEC)(0.0f);
                 #pragma unroll
-                for (int i = 0; i < TM; ++i)
-                    if (m0 + i < M) STOREV(activatev(acc[i][v] + bb, act, slope), C + (size_t)(m0 + i) * N + c0);
+                for (int i = 0; i < TM; ++i) {
+                    const VEC bi = has_bias && bias_rows ? (VEC)(bias[MIN(m0 + i, M - 1)]) : bb;
+                    if (m0 + i < M) STOREV(activatev(acc[i][v] + bi, act, slope), C + (size_t)(m0 + i) * N + c0);
+                }
             }
         } else {
             /* the last, partial vector of a padded B: lanes past N are neither read nor stored.
@@ -171,7 +175,7 @@ __kernel void NAME(__global const float* restrict A, __global const float* restr
                    const int LDB, const int b_padded, const int has_bias, const float slope)  \
 {                                                                                             \
     gemm_block_body(A, B, C, bias, row_sums, M, N, K, LDB, b_padded, has_bias, slope,         \
-                    TRANS_A, WITH_SUMS, ACT, get_global_id(0), get_global_id(1), C, ACT_NONE); \
+                    TRANS_A, WITH_SUMS, ACT, get_global_id(0), get_global_id(1), C, ACT_NONE, 0); \
 }
 GEMM_KERNEL(gemm_block, 0, 0, ACT_NONE)
 GEMM_KERNEL(gemm_block_ta, 1, 0, ACT_NONE)
@@ -191,7 +195,8 @@ GEMM_KERNEL(gemm_block_relu6, 0, 0, ACT_RELU6)
  * VW outputs (lane r * NT_COLS + c), which takes the bias and activation whole. The last k
  * step's vectors are shifted back to end at the row's end (K >= VW), the lanes already summed
  * zeroed in A's. Rows past M and columns past N read the last valid one and are not stored.
- * Sums in k order, then the lanes' fixed tree: deterministic. Global size (ceil(N / NT_COLS),
+ * Sums in k order, then the lanes' fixed tree: deterministic. Row n_ones of B (-1: none) reads
+ * as ones (pointwise_weight_grad's bias column). Global size (ceil(N / NT_COLS),
  * ceil(M / NT_ROWS)). */
 #if VW == 16
 #define NT_ROWS 4
@@ -217,7 +222,7 @@ inline float lane_sum(float8 h)
 static inline void gemm_nt_body(__global const float* restrict A, __global const float* restrict B,
                                 __global float* restrict C, __global const float* restrict bias,
                                 const int M, const int N, const int K, const int has_bias, const float slope,
-                                const int act)
+                                const int act, const int n_ones)
 {
     const int m0 = get_global_id(1) * NT_ROWS, n0 = get_global_id(0) * NT_COLS;
     if (m0 >= M || n0 >= N) return;
@@ -227,6 +232,9 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
     for (int r = 0; r < NT_ROWS; ++r) a_row[r] = A + (size_t)MIN(m0 + r, M - 1) * K;
     #pragma unroll
     for (int c = 0; c < NT_COLS; ++c) b_row[c] = B + (size_t)MIN(n0 + c, N - 1) * K;
+    bool ones[NT_COLS];     /* row n_ones of B reads as ones, not from B */
+    #pragma unroll
+    for (int c = 0; c < NT_COLS; ++c) ones[c] = n0 + c == n_ones;
     VEC acc[NT_ROWS][NT_COLS];
     #pragma unroll
     for (int r = 0; r < NT_ROWS; ++r)
@@ -238,7 +246,7 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
         #pragma unroll
         for (int r = 0; r < NT_ROWS; ++r) av[r] = ULOADV(a_row[r] + k);
         #pragma unroll
-        for (int c = 0; c < NT_COLS; ++c) bv[c] = ULOADV(b_row[c] + k);
+        for (int c = 0; c < NT_COLS; ++c) bv[c] = ones[c] ? (VEC)(1.0f) : ULOADV(b_row[c] + k);
         #pragma unroll
         for (int r = 0; r < NT_ROWS; ++r)
             #pragma unroll
@@ -255,7 +263,7 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
         #pragma unroll
         for (int r = 0; r < NT_ROWS; ++r) av[r] = lane >= first ? ULOADV(a_row[r] + K - VW) : (VEC)(0.0f);
         #pragma unroll
-        for (int c = 0; c < NT_COLS; ++c) bv[c] = ULOADV(b_row[c] + K - VW);
+        for (int c = 0; c < NT_COLS; ++c) bv[c] = ones[c] ? (VEC)(1.0f) : ULOADV(b_row[c] + K - VW);
         #pragma unroll
         for (int r = 0; r < NT_ROWS; ++r)
             #pragma unroll
@@ -309,7 +317,7 @@ __kernel void NAME(__global const float* restrict A, __global const float* restr
                    __global float* restrict C, __global const float* restrict bias,           \
                    const int M, const int N, const int K, const int has_bias, const float slope) \
 {                                                                                             \
-    gemm_nt_body(A, B, C, bias, M, N, K, has_bias, slope, ACT);                               \
+    gemm_nt_body(A, B, C, bias, M, N, K, has_bias, slope, ACT, -1);                           \
 }
 GEMM_NT_KERNEL(gemm_nt, ACT_NONE)
 GEMM_NT_KERNEL(gemm_nt_relu, ACT_RELU)
@@ -338,16 +346,16 @@ __kernel void dense_backward_pair(__global const float* restrict gy, __global co
     int t = get_global_id(0);
     if (t < gx_blocks) {
         gemm_block_body(gy, w, gx, gx, gx, n, i, o, i, 0, 0, slope, 0, 0, ACT_NONE, t % columns, t / columns,
-                        x, x_act);
+                        x, x_act, 0);
         return;
     }
     t -= gx_blocks;
     if (has_bias)
         gemm_block_body(gy, x, gw, gw, gb, o, i, n, i, 0, 0, slope, 1, 1, ACT_NONE, t % columns, t / columns,
-                        gw, ACT_NONE);
+                        gw, ACT_NONE, 0);
     else
         gemm_block_body(gy, x, gw, gw, gw, o, i, n, i, 0, 0, slope, 1, 0, ACT_NONE, t % columns, t / columns,
-                        gw, ACT_NONE);
+                        gw, ACT_NONE, 0);
 }
 
 /* T = S, or S.T with trans, for S (R, Q), with T's rows LDT >= (its columns) apart and zero
@@ -366,4 +374,65 @@ __kernel void gemm_pack(__global const float* restrict S, __global float* restri
     else
         for (int q = 0; q < Q; ++q) row[q] = S[(size_t)t * Q + q];
     for (int j = cols; j < LDT; ++j) row[j] = 0.0f;
+}
+
+/* ---- pointwise convolutions ---------------------------------------------------------------
+ * A 1x1 convolution with stride 1 and no padding of an NCHW batch is one matrix product per
+ * image, its pixels (HW of them) the columns: y[n] (O, HW) = w (O, C) @ x[n] (C, HW). The
+ * direct kernels put their lanes over the output channels and store every pixel's channels to
+ * O different planes; here the lanes run along the pixels, the stores are whole rows, and
+ * get_global_id(2) is the image. HW >= NB (the last column block shifted back, as in
+ * gemm_block), and HW >= VW for the weight gradient (gemm_nt). */
+
+/* y[n] = act(w @ x[n] + b) (b one per output channel, a row of y[n]). Global size
+ * (ceil(HW / NB), ceil(O / TM), N). */
+__kernel void pointwise_forward(__global const float* restrict w, __global const float* restrict x,
+                                __global float* restrict y, __global const float* restrict b,
+                                const int O, const int C, const int HW, const int has_bias, const int act,
+                                const float slope)
+{
+    const size_t n = get_global_id(2);
+    gemm_block_body(w, x + n * C * HW, y + n * O * HW, b, y, O, HW, C, HW, 0, has_bias, slope, 0, 0, act,
+                    get_global_id(0), get_global_id(1), y, ACT_NONE, 1);
+}
+
+/* gx[n] = w.T @ gy[n] (C, HW). Global size (ceil(HW / NB), ceil(C / TM), N). */
+__kernel void pointwise_input_grad(__global const float* restrict w, __global const float* restrict gy,
+                                   __global float* restrict gx, const int O, const int C, const int HW)
+{
+    const size_t n = get_global_id(2);
+    gemm_block_body(w, gy + n * O * HW, gx + n * C * HW, gx, gx, C, HW, O, HW, 0, 0, 0.0f, 1, 0, ACT_NONE,
+                    get_global_id(0), get_global_id(1), gx, ACT_NONE, 0);
+}
+
+/* part[n] (O, C + has_bias) = gy[n] @ [x[n]; ones].T: image n's weight gradient (O, C) and, as
+ * its last column, its bias gradient (the sums of gy[n]'s rows, as products with a row of
+ * ones). pointwise_weight_reduce adds the images up. Global size
+ * (ceil((C + has_bias) / NT_COLS), ceil(O / NT_ROWS), N). */
+__kernel void pointwise_weight_grad(__global const float* restrict gy, __global const float* restrict x,
+                                    __global float* restrict part,
+                                    const int O, const int C, const int HW, const int has_bias)
+{
+    const size_t n = get_global_id(2);
+    gemm_nt_body(gy + n * O * HW, x + n * C * HW, part + n * O * (C + has_bias), part, O, C + has_bias, HW, 0,
+                 0.0f, ACT_NONE, has_bias ? C : -1);
+}
+
+/* gw[o, c] = sum over n of part[n, o, c] (images in order: deterministic), gb[o] = that of
+ * part[n, o, C] when has_bias. Global size (O * (C + has_bias)). */
+__kernel void pointwise_weight_reduce(__global const float* restrict part, __global float* restrict gw,
+                                      __global float* restrict gb, const int N, const int O, const int C,
+                                      const int has_bias)
+{
+    const int cols = C + has_bias;
+    const int t = get_global_id(0);
+    if (t >= O * cols) return;
+    float sum = 0.0f;
+    for (int n = 0; n < N; ++n)
+        sum += part[(size_t)n * O * cols + t];
+    const int o = t / cols, c = t - o * cols;
+    if (c < C)
+        gw[o * C + c] = sum;
+    else
+        gb[o] = sum;
 }

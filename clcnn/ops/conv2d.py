@@ -25,7 +25,9 @@ index arithmetic by -D defines, so groups=1, dilation=1 builds exactly the plain
 Depthwise convolutions (groups == input channels > 1) go to their own kernels
 (clcnn/ops/depthwise.py) unless an algorithm is forced.
 
-On CPUs, layers with few output channels (LeNet-5's conv1) run conv2d_rows' kernels instead,
+On CPUs, 1x1 stride-1 unpadded convolutions run as one matrix product per image
+(clcnn/ops/conv2d_pointwise.py, all three passes), and layers with few output channels
+(LeNet-5's conv1) run conv2d_rows' kernels instead,
 whose vector lanes run along output rows (see clcnn/ops/conv2d_rows.py for when), and wide
 3x3 and 5x5 stride-1 layers run as Winograd convolutions where winograd.pays() says so (both
 gradients from 64 channels, the forward from 64 at 5x5 and 128 at 3x3), F(4x4, 3x3) /
@@ -752,6 +754,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
         from . import depthwise
         return _pooled(dev, depthwise.depthwise_forward(dev, x, w, b, stride, pads, activation,
                                                         negative_slope, dilation), pool, keep_full)
+    from . import conv2d_pointwise
+    if algorithm is None and conv2d_pointwise.supports(dev, x.shape, w.shape, stride, pads, dilation, groups):
+        return _pooled(dev, conv2d_pointwise.forward(dev, x, w, b, _device.ACTIVATION_CODES[activation],
+                                                     negative_slope), pool, keep_full)
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups,
@@ -1163,16 +1169,21 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         from . import depthwise
         return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
                                             dilation)
+    from . import conv2d_pointwise
+    pointwise = algorithm is None and conv2d_pointwise.supports(dev, x.shape, w.shape, stride, pads, dilation,
+                                                                groups)
     rows = None
     # gy transposed by the weight gradient, and the forward's packed weights, for the input
     # gradient's sums form
     scratch = {"packed": saved["packed"]} if saved and "packed" in saved else {}
-    if algorithm is None and dev.is_cpu:
+    if algorithm is None and dev.is_cpu and not pointwise:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, pass_="weight",
                                 registers=vector_limits(dev)[1]):
             rows = conv2d_rows.weight_grad(dev, x, gy, w.shape, stride, pads, has_bias)
-    if rows is not None:
+    if pointwise:
+        gw, gb = conv2d_pointwise.weight_grad(dev, x, gy, w.shape, has_bias)
+    elif rows is not None:
         gw, gb = rows
     elif _use_winograd(dev, algorithm, "weight", x.shape, w.shape, stride, pads, dilation, groups):
         from . import winograd
@@ -1184,7 +1195,9 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
                      {name: functools.partial(f, *args) for name, f in weight_forms.items()}, dilation, groups)
         gw, gb = weight_forms[algo](*args, saved=saved, **({"scratch": scratch} if algo == "direct" else {}))
     gx = None
-    if need_input_grad and _use_winograd(dev, algorithm, "input", x.shape, w.shape, stride, pads,
+    if need_input_grad and pointwise:
+        gx = conv2d_pointwise.input_grad(dev, w, gy, x.shape)
+    elif need_input_grad and _use_winograd(dev, algorithm, "input", x.shape, w.shape, stride, pads,
                                          dilation, groups):
         from . import winograd
         gx = winograd.input_grad(dev, w, gy, x.shape, pads)
