@@ -196,7 +196,8 @@ GEMM_KERNEL(gemm_block_relu6, 0, 0, ACT_RELU6)
  * step's vectors are shifted back to end at the row's end (K >= VW), the lanes already summed
  * zeroed in A's. Rows past M and columns past N read the last valid one and are not stored.
  * Sums in k order, then the lanes' fixed tree: deterministic. Row n_ones of B (-1: none) reads
- * as ones (pointwise_weight_grad's bias column). Global size (ceil(N / NT_COLS),
+ * as ones (pointwise_weight_grad's bias column). With batch > 1 the sums run on through batch
+ * pairs of matrices, A and B advancing by a_image and b_image elements (in that order). Global size (ceil(N / NT_COLS),
  * ceil(M / NT_ROWS)). */
 #if VW == 16
 #define NT_ROWS 4
@@ -222,7 +223,8 @@ inline float lane_sum(float8 h)
 static inline void gemm_nt_body(__global const float* restrict A, __global const float* restrict B,
                                 __global float* restrict C, __global const float* restrict bias,
                                 const int M, const int N, const int K, const int has_bias, const float slope,
-                                const int act, const int n_ones)
+                                const int act, const int n_ones, const int batch, const size_t a_image,
+                                const size_t b_image)
 {
     const int m0 = get_global_id(1) * NT_ROWS, n0 = get_global_id(0) * NT_COLS;
     if (m0 >= M || n0 >= N) return;
@@ -240,6 +242,7 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
     for (int r = 0; r < NT_ROWS; ++r)
         #pragma unroll
         for (int c = 0; c < NT_COLS; ++c) acc[r][c] = (VEC)(0.0f);
+    for (int image = 0; image < batch; ++image) {
     int k = 0;
     for (; k + VW <= K; k += VW) {
         VEC av[NT_ROWS], bv[NT_COLS];
@@ -268,6 +271,11 @@ static inline void gemm_nt_body(__global const float* restrict A, __global const
         for (int r = 0; r < NT_ROWS; ++r)
             #pragma unroll
             for (int c = 0; c < NT_COLS; ++c) acc[r][c] = av[r] * bv[c] + acc[r][c];
+    }
+    #pragma unroll
+    for (int r = 0; r < NT_ROWS; ++r) a_row[r] += a_image;
+    #pragma unroll
+    for (int c = 0; c < NT_COLS; ++c) b_row[c] += b_image;
     }
 #if VW == 16
     /* the 16 lane sums at once (common.h): output l's accumulator in slot SLOT16(l) */
@@ -317,7 +325,7 @@ __kernel void NAME(__global const float* restrict A, __global const float* restr
                    __global float* restrict C, __global const float* restrict bias,           \
                    const int M, const int N, const int K, const int has_bias, const float slope) \
 {                                                                                             \
-    gemm_nt_body(A, B, C, bias, M, N, K, has_bias, slope, ACT, -1);                           \
+    gemm_nt_body(A, B, C, bias, M, N, K, has_bias, slope, ACT, -1, 1, 0, 0);                  \
 }
 GEMM_NT_KERNEL(gemm_nt, ACT_NONE)
 GEMM_NT_KERNEL(gemm_nt_relu, ACT_RELU)
@@ -405,21 +413,22 @@ __kernel void pointwise_input_grad(__global const float* restrict w, __global co
                     get_global_id(0), get_global_id(1), gx, ACT_NONE, 0);
 }
 
-/* part[n] (O, C + has_bias) = gy[n] @ [x[n]; ones].T: image n's weight gradient (O, C) and, as
- * its last column, its bias gradient (the sums of gy[n]'s rows, as products with a row of
- * ones). pointwise_weight_reduce adds the images up. Global size
- * (ceil((C + has_bias) / NT_COLS), ceil(O / NT_ROWS), N). */
+/* part[s] (O, C + has_bias) = the sum over images n of slice s (images s * per .. up to N - 1)
+ * of gy[n] @ [x[n]; ones].T: the slice's weight gradient (O, C) and, as its last column, its
+ * bias gradient (the sums of gy[n]'s rows, as products with a row of ones), images in order.
+ * pointwise_weight_reduce adds the slices up. Global size
+ * (ceil((C + has_bias) / NT_COLS), ceil(O / NT_ROWS), slices). */
 __kernel void pointwise_weight_grad(__global const float* restrict gy, __global const float* restrict x,
-                                    __global float* restrict part,
+                                    __global float* restrict part, const int N, const int per,
                                     const int O, const int C, const int HW, const int has_bias)
 {
-    const size_t n = get_global_id(2);
-    gemm_nt_body(gy + n * O * HW, x + n * C * HW, part + n * O * (C + has_bias), part, O, C + has_bias, HW, 0,
-                 0.0f, ACT_NONE, has_bias ? C : -1);
+    const size_t s = get_global_id(2), n = s * per;
+    gemm_nt_body(gy + n * O * HW, x + n * C * HW, part + s * O * (C + has_bias), part, O, C + has_bias, HW, 0,
+                 0.0f, ACT_NONE, has_bias ? C : -1, MIN(per, N - (int)n), (size_t)O * HW, (size_t)C * HW);
 }
 
-/* gw[o, c] = sum over n of part[n, o, c] (images in order: deterministic), gb[o] = that of
- * part[n, o, C] when has_bias. Global size (O * (C + has_bias)). */
+/* gw[o, c] = sum over slices s < N of part[s, o, c] (in order: deterministic), gb[o] = that of
+ * part[s, o, C] when has_bias. Global size (O * (C + has_bias)). */
 __kernel void pointwise_weight_reduce(__global const float* restrict part, __global float* restrict gw,
                                       __global float* restrict gb, const int N, const int O, const int C,
                                       const int has_bias)

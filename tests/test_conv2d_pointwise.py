@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clcnn.ops import conv2d as ops
 from clcnn.ops import conv2d_pointwise as pointwise
-from clcnn.ops.dense import _blocking
+from clcnn.ops.dense import _NT_BLOCK, _blocking
 from clcnn.oracle import conv2d as oracle
 from tests.helpers import assert_close, outputs_in_reverse_item_order
 from tests.test_conv2d import _bound
@@ -75,6 +75,16 @@ def test_matches_oracle(device, case):
 def test_mobilenet_like_layers(device, n, c, o, h, w):
     """An inverted residual block's expansion and projection, and a plane just over one block."""
     _check(device, n, c, o, h, w, True, "relu6", seed=n + c + o)
+
+
+@pytest.mark.parametrize("slices", [1, 2, 5])
+def test_weight_gradient_over_slices_of_the_batch(device, monkeypatch, slices):
+    """The weight gradient sums its images in slices (one slice of five images, slices of three
+    and two, one image each) and then the slices."""
+    nt_rows, nt_cols = _NT_BLOCK[_blocking(device)[1]]
+    items = -(-7 // nt_cols) * -(-7 // nt_rows)       # 6 input channels and the bias, 7 outputs
+    monkeypatch.setattr(pointwise, "_SLICE_ITEMS", items * slices)
+    _check(device, 5, 6, 7, 1, _min_plane(device), True, None, seed=slices)
 
 
 def test_results_do_not_depend_on_work_item_order(device):
