@@ -390,27 +390,33 @@ __kernel void gemm_pack(__global const float* restrict S, __global float* restri
  * direct kernels put their lanes over the output channels and store every pixel's channels to
  * O different planes; here the lanes run along the pixels, the stores are whole rows, and
  * get_global_id(2) is the image. HW >= NB (the last column block shifted back, as in
- * gemm_block), and HW >= VW for the weight gradient (gemm_nt). */
+ * gemm_block), and HW >= VW for the weight gradient (gemm_nt). rows_first: the row blocks
+ * are get_global_id(0), so that the items reading one column strip of the image's right-hand
+ * matrix follow each other (where that matrix outgrows the cache), else the column blocks. */
+#define BLOCK_X (rows_first ? get_global_id(1) : get_global_id(0))
+#define BLOCK_Y (rows_first ? get_global_id(0) : get_global_id(1))
 
 /* y[n] = act(w @ x[n] + b) (b one per output channel, a row of y[n]). Global size
- * (ceil(HW / NB), ceil(O / TM), N). */
+ * (ceil(HW / NB), ceil(O / TM), N), the first two swapped with rows_first. */
 __kernel void pointwise_forward(__global const float* restrict w, __global const float* restrict x,
                                 __global float* restrict y, __global const float* restrict b,
                                 const int O, const int C, const int HW, const int has_bias, const int act,
-                                const float slope)
+                                const float slope, const int rows_first)
 {
     const size_t n = get_global_id(2);
     gemm_block_body(w, x + n * C * HW, y + n * O * HW, b, y, O, HW, C, HW, 0, has_bias, slope, 0, 0, act,
-                    get_global_id(0), get_global_id(1), y, ACT_NONE, 1);
+                    BLOCK_X, BLOCK_Y, y, ACT_NONE, 1);
 }
 
-/* gx[n] = w.T @ gy[n] (C, HW). Global size (ceil(HW / NB), ceil(C / TM), N). */
+/* gx[n] = w.T @ gy[n] (C, HW). Global size (ceil(HW / NB), ceil(C / TM), N), the first two
+ * swapped with rows_first. */
 __kernel void pointwise_input_grad(__global const float* restrict w, __global const float* restrict gy,
-                                   __global float* restrict gx, const int O, const int C, const int HW)
+                                   __global float* restrict gx, const int O, const int C, const int HW,
+                                   const int rows_first)
 {
     const size_t n = get_global_id(2);
     gemm_block_body(w, gy + n * O * HW, gx + n * C * HW, gx, gx, C, HW, O, HW, 0, 0, 0.0f, 1, 0, ACT_NONE,
-                    get_global_id(0), get_global_id(1), gx, ACT_NONE, 0);
+                    BLOCK_X, BLOCK_Y, gx, ACT_NONE, 0);
 }
 
 /* part[s] (O, C + has_bias) = the sum over images n of slice s (images s * per .. up to N - 1)

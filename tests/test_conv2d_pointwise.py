@@ -77,6 +77,15 @@ def test_mobilenet_like_layers(device, n, c, o, h, w):
     _check(device, n, c, o, h, w, True, "relu6", seed=n + c + o)
 
 
+@pytest.mark.parametrize("n, c, o, h, w", [(2, 5, 11, 5, 9), (1, 33, 17, 3, 41), (3, 8, 24, 8, 8)])
+def test_row_blocks_first(device, monkeypatch, n, c, o, h, w):
+    """Products whose right-hand matrix outgrows the cache run their row blocks first
+    (rows_first, the grid's first two sizes swapped): forced here on small shapes, with
+    partial row blocks and overlapping last column blocks."""
+    monkeypatch.setattr(pointwise, "_ROWS_FIRST_BYTES", 0)
+    _check(device, n, c, o, h, w, True, "leaky_relu", seed=c * o)
+
+
 @pytest.mark.parametrize("slices", [1, 2, 5])
 def test_weight_gradient_over_slices_of_the_batch(device, monkeypatch, slices):
     """The weight gradient sums its images in slices (one slice of five images, slices of three
@@ -87,7 +96,7 @@ def test_weight_gradient_over_slices_of_the_batch(device, monkeypatch, slices):
     _check(device, 5, 6, 7, 1, _min_plane(device), True, None, seed=slices)
 
 
-def test_results_do_not_depend_on_work_item_order(device):
+def test_results_do_not_depend_on_work_item_order(device, monkeypatch):
     """The last column block of each image overlaps its neighbour (planes that are not a
     multiple of the block): both store the same sums, so any order of the items gives the same
     bits; the weight gradient's per-image sums are added in image order."""
@@ -97,11 +106,13 @@ def test_results_do_not_depend_on_work_item_order(device):
     x, wt = device.to_device(rng.standard_normal((n, c, h, w))), device.to_device(rng.standard_normal((o, c, 1, 1)))
     b, gy = device.to_device(rng.standard_normal(o)), device.to_device(rng.standard_normal((n, o, h, w)))
     pads = (0, 0, 0, 0)
-    for call in (lambda: ops.conv2d_forward(device, x, wt, b, (1, 1), pads, "tanh"),
-                 lambda: ops.conv2d_backward(device, x, wt, gy, (1, 1), pads)):
-        once, reversed_order = outputs_in_reverse_item_order(device, call)
-        for a, r in zip(once, reversed_order):
-            assert np.array_equal(a, r)
+    for rows_first_bytes in (pointwise._ROWS_FIRST_BYTES, 0):      # the grid's both orders
+        monkeypatch.setattr(pointwise, "_ROWS_FIRST_BYTES", rows_first_bytes)
+        for call in (lambda: ops.conv2d_forward(device, x, wt, b, (1, 1), pads, "tanh"),
+                     lambda: ops.conv2d_backward(device, x, wt, gy, (1, 1), pads)):
+            once, reversed_order = outputs_in_reverse_item_order(device, call)
+            for a, r in zip(once, reversed_order):
+                assert np.array_equal(a, r)
 
 
 def test_supports(device):
