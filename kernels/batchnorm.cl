@@ -442,9 +442,10 @@ __kernel void batchnorm_backward_input(__global const float* restrict x, __globa
 
 /* An eval-mode BatchNorm folded into the convolution before it, on the device (no read-back of
  * the statistics, and a recorded eval pass can replay it): with s = gamma / sqrt(var + eps)
- * per output channel, wf = w * s and bf = (b - mean) * s + beta. Work item i: element i of w
- * (channel i / per_channel) and, for i < channels, bf[i]. No bias: b counts as zeros; not
- * affine: gamma as ones, beta as zeros. */
+ * per output channel, wf = w * s and bf = (b - mean) * s + beta. Work item o: output channel
+ * o's per_channel weights, eight at a time, and bf[o] (an item per weight, each working out
+ * its s, ran at 5 GB/s: 3.6 ms for a 512 x 512 x 3 x 3 weight, a quarter of ResNet-50's batch-1
+ * inference in folds). No bias: b counts as zeros; not affine: gamma as ones, beta as zeros. */
 __kernel void batchnorm_fold(__global const float* restrict w, __global const float* restrict b,
                              __global const float* restrict gamma, __global const float* restrict beta,
                              __global const float* restrict mean, __global const float* restrict var,
@@ -452,12 +453,15 @@ __kernel void batchnorm_fold(__global const float* restrict w, __global const fl
                              const int per_channel, const int channels, const float eps,
                              const int has_bias, const int affine)
 {
-    const int i = get_global_id(0);
-    if (i >= per_channel * channels) return;
-    const int o = i / per_channel;
-    wf[i] = w[i] * ((affine ? gamma[o] : 1.0f) / sqrt(var[o] + eps));
-    if (i < channels) {
-        const float s = (affine ? gamma[i] : 1.0f) / sqrt(var[i] + eps);
-        bf[i] = ((has_bias ? b[i] : 0.0f) - mean[i]) * s + (affine ? beta[i] : 0.0f);
-    }
+    const int o = get_global_id(0);
+    if (o >= channels) return;
+    const float s = (affine ? gamma[o] : 1.0f) / sqrt(var[o] + eps);
+    bf[o] = ((has_bias ? b[o] : 0.0f) - mean[o]) * s + (affine ? beta[o] : 0.0f);
+    const __global float* src = w + (size_t)o * per_channel;
+    __global float* dst = wf + (size_t)o * per_channel;
+    int i = 0;
+    for (; i + 8 <= per_channel; i += 8)
+        STORE8(LOAD8(src + i) * s, dst + i);
+    for (; i < per_channel; ++i)
+        dst[i] = src[i] * s;
 }

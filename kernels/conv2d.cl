@@ -642,8 +642,31 @@ __kernel void conv2d_pack_weights(__global const float* restrict w, __global con
         return;
     }
     if (mode == 0) {
-        for (int co = 0; co < n_co; co++)
-            out[co] = w[co * c_count * taps + t];
+        /* Item t % 8 == 0 packs rows t .. t + 7 (the others return): for each co one float8 of
+         * eight neighbouring weights, where an item per row read w with a stride of c_count *
+         * taps floats, a new page every read for wide layers (ResNet-50's 1024 -> 2048 1x1:
+         * 9.6 ms a pack at batch-1 inference). */
+        if (t % 8)
+            return;
+        if (t + 8 <= rows) {
+            for (int co = 0; co < n_co; co++) {
+                const float8 v = LOAD8(w + co * c_count * taps + t);
+                out[co] = v.s0; out[cop + co] = v.s1; out[2 * cop + co] = v.s2; out[3 * cop + co] = v.s3;
+                out[4 * cop + co] = v.s4; out[5 * cop + co] = v.s5; out[6 * cop + co] = v.s6;
+                out[7 * cop + co] = v.s7;
+            }
+            for (int r = 0; r < 8; r++)
+                for (int co = n_co; co < cop; co++)
+                    out[r * cop + co] = 0.0f;
+        } else {
+            for (int r = 0; r < rows - t; r++) {
+                for (int co = 0; co < n_co; co++)
+                    out[r * cop + co] = w[co * c_count * taps + t + r];
+                for (int co = n_co; co < cop; co++)
+                    out[r * cop + co] = 0.0f;
+            }
+        }
+        return;
     } else if (mode == 1) {
         const int j = t % tw, i = (t / tw) % th, o = t / (th * tw);
         const __global float* src = w + (o * c_count * kh + rh + sh * (th - 1 - i)) * kw + rw + sw * (tw - 1 - j);

@@ -346,7 +346,7 @@ def fold_into_conv_device(dev, weight_conv, bias_conv, bn_weight, bn_bias, runni
     weight, bias = dev.empty(weight_conv.shape), dev.empty((o,))
     if weight_conv.size:
         affine = bn_weight is not None
-        launch(dev, dev.kernel("batchnorm.cl", "batchnorm_fold"), (weight_conv.size,), (64,),
+        launch(dev, dev.kernel("batchnorm.cl", "batchnorm_fold"), (o,), (16,),
                buf(weight_conv), None if bias_conv is None else buf(bias_conv),
                buf(bn_weight) if affine else None, buf(bn_bias) if affine else None,
                buf(running_mean), buf(running_var), buf(weight), buf(bias),
