@@ -139,3 +139,14 @@ def test_forward_winograd_pays_from_128_channels_at_3x3_and_64_at_5x5_or_larger_
     assert not winograd.pays("forward", (32, 32, 16, 16), (32, 32, 5, 5))
     assert winograd.pays("weight", (32, 64, 16, 16), (64, 64, 3, 3))
     assert winograd.pays("input", (32, 64, 16, 16), (64, 64, 3, 3))
+
+
+def test_winograd_needs_enough_tiles_to_repay_the_weight_transform():
+    """Batch-1 inference on small planes stays direct (ResNet-50's last stage: 4 tiles of 4x4),
+    the forward and the input gradient alike; the weight gradient transforms no weights."""
+    assert not winograd.pays("forward", (1, 512, 7, 7), (512, 512, 3, 3))
+    assert not winograd.pays("input", (1, 512, 7, 7), (512, 512, 3, 3))
+    assert not winograd.pays("forward", (1, 256, 14, 14), (256, 256, 3, 3))       # 16 tiles
+    assert winograd.pays("forward", (8, 512, 7, 7), (512, 512, 3, 3))             # 32 tiles
+    assert winograd.pays("forward", (1, 128, 28, 28), (128, 128, 3, 3))           # 49 tiles
+    assert winograd.pays("weight", (1, 512, 7, 7), (512, 512, 3, 3))

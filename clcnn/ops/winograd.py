@@ -26,6 +26,12 @@ _FILE = "winograd.cl"
 # the bytes per output through its transforms for 2.25x the multiplies; F(2x2, 5x5) 4x the
 # bytes of F(4x4, 5x5).
 TILE = {3: 4, 5: 4}
+# Output tiles (over the batch) below which the forward and the input gradient stay direct:
+# both transform the whole weight (36 or 64 values per pair of channels, 4-7x its size) on
+# every call, which few tiles do not repay. Batch-1 inference, 3x3 pad 1, against the direct
+# kernel: 512 channels at 7x7 (4 tiles) 3.3x slower, 256 at 14x14 (16) 1.27x slower, 128 at
+# 28x28 (49) 0.94x, 512 at 7x7 batch 8 (32) 0.69x.
+_MIN_TILES = 32
 
 
 def _points(count):
@@ -116,9 +122,14 @@ def pays(pass_, x_shape, w_shape):
     planes of 16x16 and more: there it ran 1.19x faster (16x16, batch 32) and 1.27x (32x32),
     but on 8x8 planes (ResNet-20's last stage) the direct kernel, which pads inside itself,
     ran 1.09-1.33x faster (batch 64 and 128; whole calls, one at a time, as a model makes
-    them; the transforms in work-groups of one item)."""
+    them; the transforms in work-groups of one item). The forward and the input gradient
+    also need _MIN_TILES output tiles over the batch (a small batch's few tiles do not repay
+    transforming the weights)."""
     n, c, h, w = x_shape
     channels = min(c, w_shape[0])
+    tile = TILE.get(w_shape[2], 4)
+    if pass_ in ("forward", "input") and n * -(-h // tile) * -(-w // tile) < _MIN_TILES:
+        return False
     if pass_ == "forward":
         return channels >= 128 or (channels >= 64 and (w_shape[2] == 5 or h * w >= 256))
     return channels >= 64 and (pass_ != "input" or n * h * w >= 8192)
