@@ -396,41 +396,49 @@ __kernel void gemm_pack(__global const float* restrict S, __global float* restri
 #define BLOCK_X (rows_first ? get_global_id(1) : get_global_id(0))
 #define BLOCK_Y (rows_first ? get_global_id(0) : get_global_id(1))
 
-/* y[n] = act(w @ x[n] + b) (b one per output channel, a row of y[n]). Global size
- * (ceil(HW / NB), ceil(O / TM), N), the first two swapped with rows_first. */
+/* With G groups (G divides C and O; Cg = C / G, Og = O / G) image n's group g is its own
+ * product: y[n, g*Og..] (Og, HW) = w[g*Og..] (Og, Cg) @ x[n, g*Cg..] (Cg, HW); get_global_id(2)
+ * is n * G + g. */
+
+/* y[n] = act(w @ x[n] + b) (b one per output channel, a row of y[n]), per group. Global size
+ * (ceil(HW / NB), ceil(Og / TM), N * G), the first two swapped with rows_first. */
 __kernel void pointwise_forward(__global const float* restrict w, __global const float* restrict x,
                                 __global float* restrict y, __global const float* restrict b,
-                                const int O, const int C, const int HW, const int has_bias, const int act,
-                                const float slope, const int rows_first)
+                                const int O, const int C, const int HW, const int G, const int has_bias,
+                                const int act, const float slope, const int rows_first)
 {
-    const size_t n = get_global_id(2);
-    gemm_block_body(w, x + n * C * HW, y + n * O * HW, b, y, O, HW, C, HW, 0, has_bias, slope, 0, 0, act,
-                    BLOCK_X, BLOCK_Y, y, ACT_NONE, 1);
+    const int og = O / G, cg = C / G;
+    const size_t n = get_global_id(2) / G, g = get_global_id(2) % G;
+    gemm_block_body(w + g * og * cg, x + (n * C + g * cg) * HW, y + (n * O + g * og) * HW, b + g * og, y, og,
+                    HW, cg, HW, 0, has_bias, slope, 0, 0, act, BLOCK_X, BLOCK_Y, y, ACT_NONE, 1);
 }
 
-/* gx[n] = w.T @ gy[n] (C, HW). Global size (ceil(HW / NB), ceil(C / TM), N), the first two
- * swapped with rows_first. */
+/* gx[n] = w.T @ gy[n] (C, HW), per group. Global size (ceil(HW / NB), ceil(Cg / TM), N * G), the
+ * first two swapped with rows_first. */
 __kernel void pointwise_input_grad(__global const float* restrict w, __global const float* restrict gy,
                                    __global float* restrict gx, const int O, const int C, const int HW,
-                                   const int rows_first)
+                                   const int G, const int rows_first)
 {
-    const size_t n = get_global_id(2);
-    gemm_block_body(w, gy + n * O * HW, gx + n * C * HW, gx, gx, C, HW, O, HW, 0, 0, 0.0f, 1, 0, ACT_NONE,
-                    BLOCK_X, BLOCK_Y, gx, ACT_NONE, 0);
+    const int og = O / G, cg = C / G;
+    const size_t n = get_global_id(2) / G, g = get_global_id(2) % G;
+    gemm_block_body(w + g * og * cg, gy + (n * O + g * og) * HW, gx + (n * C + g * cg) * HW, gx, gx, cg, HW, og,
+                    HW, 0, 0, 0.0f, 1, 0, ACT_NONE, BLOCK_X, BLOCK_Y, gx, ACT_NONE, 0);
 }
 
-/* part[s] (O, C + has_bias) = the sum over images n of slice s (images s * per .. up to N - 1)
- * of gy[n] @ [x[n]; ones].T: the slice's weight gradient (O, C) and, as its last column, its
- * bias gradient (the sums of gy[n]'s rows, as products with a row of ones), images in order.
- * pointwise_weight_reduce adds the slices up. Global size
- * (ceil((C + has_bias) / NT_COLS), ceil(O / NT_ROWS), slices). */
+/* part[s] (O, Cg + has_bias) = the sum over images n of slice s (images s * per .. up to N - 1)
+ * of gy[n] @ [x[n]; ones].T per group (rows g*Og.. from group g): the slice's weight gradient
+ * (O, Cg) and, as its last column, its bias gradient (the sums of gy[n]'s rows, as products
+ * with a row of ones), images in order. pointwise_weight_reduce adds the slices up. Global
+ * size (ceil((Cg + has_bias) / NT_COLS), ceil(Og / NT_ROWS), slices * G). */
 __kernel void pointwise_weight_grad(__global const float* restrict gy, __global const float* restrict x,
                                     __global float* restrict part, const int N, const int per,
-                                    const int O, const int C, const int HW, const int has_bias)
+                                    const int O, const int C, const int HW, const int G, const int has_bias)
 {
-    const size_t s = get_global_id(2), n = s * per;
-    gemm_nt_body(gy + n * O * HW, x + n * C * HW, part + s * O * (C + has_bias), part, O, C + has_bias, HW, 0,
-                 0.0f, ACT_NONE, has_bias ? C : -1, MIN(per, N - (int)n), (size_t)O * HW, (size_t)C * HW);
+    const int og = O / G, cg = C / G, cols = cg + has_bias;
+    const size_t s = get_global_id(2) / G, g = get_global_id(2) % G, n = s * per;
+    gemm_nt_body(gy + (n * O + g * og) * HW, x + (n * C + g * cg) * HW, part + (s * O + g * og) * cols, part,
+                 og, cols, HW, 0, 0.0f, ACT_NONE, has_bias ? cg : -1, MIN(per, N - (int)n), (size_t)O * HW,
+                 (size_t)C * HW);
 }
 
 /* gw[o, c] = sum over slices s < N of part[s, o, c] (in order: deterministic), gb[o] = that of

@@ -24,38 +24,45 @@ def _min_plane(device):
 
 @st.composite
 def cases(draw):
-    """Batch 1-3, 1-40 input and 1-40 output channels, planes of the smallest size the path
-    takes (one register block of pixels) up to a few blocks, every activation, with and
-    without bias."""
+    """Batch 1-3, 1-4 groups of 1-12 input and 1-12 output channels each (one group: 1-40),
+    planes of the smallest size the path takes (one register block of pixels) up to a few
+    blocks, every activation, with and without bias."""
     h = draw(st.integers(1, 12))
     w = draw(st.integers(1, 40))
-    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 40)), o=draw(st.integers(1, 40)), h=h, w=w,
+    groups = draw(st.integers(1, 4))
+    most = 40 if groups == 1 else 12
+    c, o = groups * draw(st.integers(1, most)), groups * draw(st.integers(1, most))
+    if groups == c:                 # depthwise: conv2d.py sends it to its own kernels
+        c *= 2
+    return dict(n=draw(st.integers(1, 3)), c=c, o=o, h=h, w=w, groups=groups,
                 bias=draw(st.booleans()), activation=draw(st.sampled_from(list(ACTIVATIONS))),
                 seed=draw(st.integers(0, 2 ** 31)))
 
 
-def _check(device, n, c, o, h, w, bias, activation, seed):
-    if not pointwise.supports(device, (n, c, h, w), (o, c, 1, 1), (1, 1), (0, 0, 0, 0)):
+def _check(device, n, c, o, h, w, bias, activation, seed, groups=1):
+    w_shape = (o, c // groups, 1, 1)
+    if not pointwise.supports(device, (n, c, h, w), w_shape, (1, 1), (0, 0, 0, 0), groups=groups):
         h = -(-_min_plane(device) // w)         # the smallest plane of this width that it takes
-    assert pointwise.supports(device, (n, c, h, w), (o, c, 1, 1), (1, 1), (0, 0, 0, 0))
+    assert pointwise.supports(device, (n, c, h, w), w_shape, (1, 1), (0, 0, 0, 0), groups=groups)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = rng.standard_normal((o, c, 1, 1)).astype(np.float32)
+    wt = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(o).astype(np.float32) if bias else None
     gy = rng.standard_normal((n, o, h, w)).astype(np.float32)
     x64, w64, gy64 = x.astype(np.float64), wt.astype(np.float64), gy.astype(np.float64)
     b64 = None if b is None else b.astype(np.float64)
     pads = (0, 0, 0, 0)
-    pre = oracle.conv2d_forward(x64, w64, b64, (1, 1), pads)
-    abs_pre = oracle.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64), (1, 1), pads)
+    g = dict(groups=groups)
+    pre = oracle.conv2d_forward(x64, w64, b64, (1, 1), pads, **g)
+    abs_pre = oracle.conv2d_forward(np.abs(x64), np.abs(w64), None if b is None else np.abs(b64), (1, 1), pads, **g)
     d = device.to_device
     y = ops.conv2d_forward(device, d(x), d(wt), None if b is None else d(b), (1, 1), pads, activation,
-                           negative_slope=SLOPE)
+                           negative_slope=SLOPE, **g)
     assert_close(y.get(), ACTIVATIONS[activation](pre), _bound(abs_pre), 0.0, f"forward ({activation})")
 
-    gx, gw, gb = ops.conv2d_backward(device, d(x), d(wt), d(gy), (1, 1), pads, has_bias=bias)
-    gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy64, (1, 1), pads)
-    abs_gx, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy64), (1, 1), pads)
+    gx, gw, gb = ops.conv2d_backward(device, d(x), d(wt), d(gy), (1, 1), pads, has_bias=bias, **g)
+    gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x64, w64, gy64, (1, 1), pads, **g)
+    abs_gx, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x64), np.abs(w64), np.abs(gy64), (1, 1), pads, **g)
     assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, "input gradient")
     assert_close(gw.get(), gw_ref, _bound(abs_gw), 0.0, "weight gradient")
     if bias:
@@ -75,6 +82,11 @@ def test_matches_oracle(device, case):
 def test_mobilenet_like_layers(device, n, c, o, h, w):
     """An inverted residual block's expansion and projection, and a plane just over one block."""
     _check(device, n, c, o, h, w, True, "relu6", seed=n + c + o)
+
+
+def test_shufflenet_like_grouped_layer(device):
+    """ShuffleNet's grouped 1x1 (3 groups of 80 -> 80) with the weight gradient's slices."""
+    _check(device, 4, 240, 240, 7, 7, False, "relu", seed=3, groups=3)
 
 
 @pytest.mark.parametrize("n, c, o, h, w", [(2, 5, 11, 5, 9), (1, 33, 17, 3, 41), (3, 8, 24, 8, 8)])
@@ -126,7 +138,9 @@ def test_supports(device):
     assert not pointwise.supports(device, wide, (4, 8, 1, 1), (2, 2), (0, 0, 0, 0))      # stride
     assert not pointwise.supports(device, wide, (4, 8, 1, 1), (1, 1), (1, 1, 1, 1))      # padding
     assert not pointwise.supports(device, wide, (4, 8, 1, 1), (1, 1), (0, 0, 0, 0), dilation=(2, 2))
-    assert not pointwise.supports(device, wide, (4, 4, 1, 1), (1, 1), (0, 0, 0, 0), groups=2)
+    assert pointwise.supports(device, wide, (4, 4, 1, 1), (1, 1), (0, 0, 0, 0), groups=2)         # grouped
+    assert not pointwise.supports(device, wide, (8, 1, 1, 1), (1, 1), (0, 0, 0, 0), groups=8)     # depthwise
+    assert not pointwise.supports(device, wide, (6, 2, 1, 1), (1, 1), (0, 0, 0, 0), groups=4)     # 6 % 4
 
 
 def test_layers_take_this_path(device, monkeypatch):

@@ -757,7 +757,7 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     from . import conv2d_pointwise
     if algorithm is None and conv2d_pointwise.supports(dev, x.shape, w.shape, stride, pads, dilation, groups):
         return _pooled(dev, conv2d_pointwise.forward(dev, x, w, b, _device.ACTIVATION_CODES[activation],
-                                                     negative_slope), pool, keep_full)
+                                                     negative_slope, groups), pool, keep_full)
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups,
@@ -1182,7 +1182,7 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
                                 registers=vector_limits(dev)[1]):
             rows = conv2d_rows.weight_grad(dev, x, gy, w.shape, stride, pads, has_bias)
     if pointwise:
-        gw, gb = conv2d_pointwise.weight_grad(dev, x, gy, w.shape, has_bias)
+        gw, gb = conv2d_pointwise.weight_grad(dev, x, gy, w.shape, has_bias, groups)
     elif rows is not None:
         gw, gb = rows
     elif _use_winograd(dev, algorithm, "weight", x.shape, w.shape, stride, pads, dilation, groups):
@@ -1196,7 +1196,7 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         gw, gb = weight_forms[algo](*args, saved=saved, **({"scratch": scratch} if algo == "direct" else {}))
     gx = None
     if need_input_grad and pointwise:
-        gx = conv2d_pointwise.input_grad(dev, w, gy, x.shape)
+        gx = conv2d_pointwise.input_grad(dev, w, gy, x.shape, groups)
     elif need_input_grad and _use_winograd(dev, algorithm, "input", x.shape, w.shape, stride, pads,
                                          dilation, groups):
         from . import winograd
