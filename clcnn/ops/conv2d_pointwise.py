@@ -1,5 +1,5 @@
-"""Pointwise convolutions (1x1 kernels, stride 1, no padding; grouped ones a product per
-group) on CPUs as one matrix product per image (kernels/gemm.cl's pointwise_* kernels): y[n] (O, HW) = w (O, C) @ x[n] (C, HW),
+"""Pointwise convolutions (1x1 kernels, stride 1, no padding) on CPUs as one matrix product per
+image and group (kernels/gemm.cl's pointwise_* kernels): y[n] (O, HW) = w (O, C) @ x[n] (C, HW),
 gx[n] = w.T @ gy[n], and gw = the sum over images of gy[n] @ x[n].T, with the bias gradient from
 the same pass (a row of ones beside x[n]'s rows).
 
