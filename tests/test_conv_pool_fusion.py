@@ -6,7 +6,7 @@ model level: a Sequential's eval forward equals its unfused forward, a backward 
 mode still gives the unfused gradients, and intermediate_outputs keeps full-size maps."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import clcnn
 from clcnn import layers as L
@@ -126,6 +126,66 @@ def test_direct_kernel_pools(device, pool, x_shape, w_shape, pads):
     assert_close(pooled.get(), expected, bound, 0.0, f"direct conv + tanh + {pool} pool, full map kept")
     pre = o_conv.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (1, 1), pads)
     assert_close(full.get(), np.tanh(pre), bound, 0.0, f"direct conv + tanh, the full map kept beside the {pool} pool")
+
+
+@st.composite
+def pair_cases(draw):
+    """Shapes of even output size whose direct forward takes whole rows (conv2d.pairs)."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    pads = tuple(draw(st.integers(0, k - 1)) for k in (kh, kh, kw, kw))
+    oh, ow = 2 * draw(st.integers(1, 6)), 2 * draw(st.integers(1, 8))
+    h, w = oh + kh - 1 - pads[0] - pads[1], ow + kw - 1 - pads[2] - pads[3]
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.sampled_from([1, 3, 6, 12, 16, 20, 33]))
+    return ((n, c, max(h, 1), max(w, 1)), (o, c, kh, kw), pads, draw(st.booleans()),
+            draw(st.sampled_from(ACTIVATIONS)), draw(st.sampled_from(["avg", "max"])), draw(st.integers(0, 2 ** 31)))
+
+
+@settings(max_examples=max(8, settings.default.max_examples // 2), deadline=None)
+@given(case=pair_cases())
+def test_row_pairs_keep_the_full_map_and_pool_it(device, case):
+    """conv2d_forward's row pairs (PAIR: a work item makes two whole rows, then pools them):
+    the full-size map and its pooling against the float64 oracle."""
+    x_shape, w_shape, pads, bias, activation, pool, seed = case
+    oh = x_shape[2] + pads[0] + pads[1] - w_shape[2] + 1
+    ow = x_shape[3] + pads[2] + pads[3] - w_shape[3] + 1
+    assume(oh == 2 * (oh // 2) and ow == 2 * (ow // 2) and oh >= 2 and ow >= 2)
+    assume(conv2d.pairs(device, x_shape, w_shape, (1, 1), pads, oh, ow))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
+    full, pooled = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w),
+                                         None if b is None else device.to_device(b), (1, 1), pads,
+                                         activation=activation, algorithm="direct", pool=pool, keep_full=True)
+    expected, bound = _oracle(x, w, b, pads, activation, pool)
+    assert_close(pooled.get(), expected, bound, 0.0, f"row pairs: conv + {activation} + {pool} pool")
+    pre = o_conv.conv2d_forward(x.astype(np.float64), w.astype(np.float64),
+                                None if b is None else b.astype(np.float64), (1, 1), pads)
+    assert_close(full.get(), o_act.activation_forward(activation, pre, 0.01) if activation else pre, bound, 0.0,
+                 f"row pairs: conv + {activation}, the full map")
+
+
+def test_lenet_conv2_training_forward_pools_in_its_kernel(device, monkeypatch):
+    """LeNet-5's conv2 in a training step (keep_full) runs as row pairs where the blocking
+    takes whole 10-pixel rows (float16 lanes), with no pooling pass after it."""
+    x_shape, w_shape = (64, 6, 14, 14), (16, 6, 5, 5)
+    if not conv2d.pairs(device, x_shape, w_shape, (1, 1), (0, 0, 0, 0), 10, 10):
+        assert conv2d.vector_limits(device)[0] == 8
+        pytest.skip("float8 blocks take at most 8 pixels of a row: the pooling runs after the kernel")
+    from clcnn.ops import pool as pool_ops
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a pooling pass ran after the convolution")
+    monkeypatch.setattr(pool_ops, "avgpool2d_forward", no_pass)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) * 0.2).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    full, pooled = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w), device.to_device(b),
+                                         (1, 1), (0, 0, 0, 0), activation="tanh", pool="avg", keep_full=True)
+    expected, bound = _oracle(x, w, b, (0, 0, 0, 0), "tanh", "avg")
+    assert_close(pooled.get(), expected, bound, 0.0, "LeNet conv2 + tanh + avg pool, training")
+    assert full.shape == (64, 16, 10, 10)
 
 
 def test_pool_blocking_covers_two_rows():
