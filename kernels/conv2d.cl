@@ -112,6 +112,10 @@
 #define PAIR 0          /* forward: 1 (average) or 2 (max) for row pairs pooled 2x2 beside y (see
                            conv2d_forward); blocks are then whole rows, PB == OW */
 #endif
+#ifndef SELFPACK
+#define SELFPACK 0      /* forward: > 0, the pixel blocks per work item of a forward that packs the
+                           weights itself (see conv2d_forward) */
+#endif
 #ifndef PC
 #define PC PB           /* with POOL: columns of the two rows a pixel block covers (PB = 2*PC) */
 #endif
@@ -302,7 +306,19 @@ DEFINE_ACTIVATEV(VEC)
  * (0, 0, 1); chunks keep the weights one work item streams (CIC*KH*KW*OB floats) in its
  * core's L2, as deep layers need (the host chunks only pixel blocks that do not overlap).
  * Global size (NPIX/SEG * BLOCKS_PER_SEG, G * COP/OB): the second axis runs over the channel
- * blocks of group 0, then group 1, ... */
+ * blocks of group 0, then group 1, ...
+ * With SELFPACK (one group, one channel block, every input channel in one launch) wt is the
+ * weight as given, (CO, CI, KH, KW), with its bias apart (bias, has_bias): each work item packs
+ * them into private memory, in conv2d_pack_weights' forward layout, and then makes SELFPACK
+ * pixel blocks one after another, so that a call is one launch instead of a packing launch and
+ * the convolution (on PoCL each command on an idle queue costs ~20 us of waking and
+ * scheduling: a standalone LeNet-5 conv2 at batch 64 ran 0.14 ms, its kernels 0.095 of it).
+ * Global size (ceil(NPIX/SEG * BLOCKS_PER_SEG / SELFPACK), 1). */
+#if SELFPACK
+#define WSPACE          /* the packed weights are private */
+#else
+#define WSPACE __global
+#endif
 __kernel void conv2d_forward(__global const float* restrict xp,
                              __global const float* restrict wt,
                              __global float* restrict y,
@@ -311,9 +327,27 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 #if PAIR
                              , __global float* restrict y_pool
 #endif
+#if SELFPACK
+                             , __global const float* restrict bias, const int has_bias
+#endif
                              )
 {
-#if PAIR
+#if SELFPACK
+    float packed[(CI * KH * KW + 1) * COP];
+    #pragma unroll 1
+    for (int o = 0; o < COP; o++) {
+        const __global float* wo = wt + MIN(o, CO - 1) * (CI * KH * KW);
+        #pragma unroll 1
+        for (int t = 0; t < CI * KH * KW; t++)
+            packed[t * COP + o] = o < CO ? wo[t] : 0.0f;
+        packed[CI * KH * KW * COP + o] = o < CO && has_bias ? bias[o] : 0.0f;
+    }
+    const int unit_end = MIN((int)get_global_id(0) * SELFPACK + SELFPACK, SEGS * BLOCKS_PER_SEG);
+    #pragma unroll 1
+    for (int unit = get_global_id(0) * SELFPACK; unit < unit_end; unit++) {
+    const int seg = unit / BLOCKS_PER_SEG;
+    const int b = unit - seg * BLOCKS_PER_SEG;
+#elif PAIR
     VEC kept[OBV][PB / 2];  /* the first row's pooled column pairs, by channel vector */
     #pragma unroll 1
     for (int second = 0; second < 2; second++) {
@@ -365,7 +399,11 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     }
 #endif
 
+#if SELFPACK
+    const float* wb = packed;
+#else
     const __global float* wb = wt + g * ((CI * KH * KW + 1) * COP) + ob * OB;
+#endif
 #if CIC < CI
 #define C_FIRST c_begin
 #define C_END (c_begin + CIC)
@@ -382,7 +420,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
         const int ih = ih0 + i * DH;
         if ((unsigned)ih < (unsigned)XH) {
             for (int c = C_FIRST; c < C_END; c++) {
-                const __global float* wc = wb + c * (KH * KW * COP);
+                const WSPACE float* wc = wb + c * (KH * KW * COP);
                 const __global float* xr = x0 + c * (XH * XW) + ih * XW;
                 TAP_ROW(i, padded_load(xr, iw0 + p * SW + j * DW, PAD_COLUMN(p, j)))
             }
@@ -390,7 +428,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     }
 #else
     for (int c = C_FIRST; c < C_END; c++) {
-        const __global float* wc = wb + c * (KH * KW * COP);
+        const WSPACE float* wc = wb + c * (KH * KW * COP);
         const __global float* xc = x0 + c * (HP * WP);
         #pragma unroll
         for (int i = 0; i < KH; i++)
@@ -471,7 +509,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 #endif
     }
 #endif
-#if PAIR
+#if PAIR || SELFPACK
     }
 #endif
 }

@@ -273,7 +273,7 @@ def _pool_blocking(co, ow, max_vw=8, regs=16):
 
 @functools.lru_cache(maxsize=None)
 def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16), out=None,
-          pool=None, pads=None, pair=None):
+          pool=None, pads=None, pair=None, selfpack=0):
     """The -D defines of one convolution shape (ci, co per group), shared by its forward and
     weight-gradient kernels so that both come from one build; limits: vector_limits(dev).
     The two kernels may pick different vector widths: VW is the forward's, _weight_plan's
@@ -283,7 +283,8 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
     else None; pair: "avg" / "max" for a forward that writes its output and that pooled 2x2
     from row pairs (PAIR: see pairs()), else None. pads: (top, bottom, left, right) for a
     forward that reads the input unpadded (_pads_in_kernel; hp, wp still count the padding),
-    else None."""
+    else None. selfpack: the device's compute units for a forward that packs its weights
+    itself where _selfpack_blocks allows it (SELFPACK: its pixel blocks per work item), else 0."""
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
     vw, obv, pb = _forward_blocking(co, seg, *limits)
     pc = None
@@ -302,6 +303,9 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
         plan.update(POOL=POOL_CODES[pool], PC=pc)
     if pair:
         plan.update(PAIR=POOL_CODES[pair])
+    blocks = selfpack and not (pool or pair or out or pads) and _selfpack_blocks(plan, selfpack)
+    if blocks:
+        plan.update(SELFPACK=blocks)
     if pads is not None:
         plan.update(PK=1, XH=hp - pads[0] - pads[1], XW=wp - pads[2] - pads[3], PT=pads[0], PL=pads[2])
     return plan
@@ -410,6 +414,29 @@ def _pack_weights(dev, w, b, cop, mode, groups=1, taps=None):
     return out
 
 
+# A forward packs its weights itself (SELFPACK) where they fit in this many floats of private
+# memory and each work item gets at least _SELFPACK_MIN_BLOCKS pixel blocks to repay its
+# packing (a scalar pass over the weights, ~3 of LeNet-5 conv2's 10-pixel blocks), with about
+# _SELFPACK_ITEMS work items per compute unit.
+_SELFPACK_FLOATS = 4096
+_SELFPACK_MIN_BLOCKS = 16
+_SELFPACK_ITEMS = 8
+
+
+def _selfpack_blocks(plan, compute_units):
+    """SELFPACK's pixel blocks per work item for a plan (one group, one channel block, every
+    input channel in one launch, weights within _SELFPACK_FLOATS), or 0."""
+    d = plan
+    if d["G"] != 1 or d["COP"] != d["VW"] * d["OBV"] or d["CIC"] != d["CI"]:
+        return 0
+    if (d["CI"] * d["KH"] * d["KW"] + 1) * d["COP"] > _SELFPACK_FLOATS:
+        return 0
+    seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
+    units = d["NPIX"] // seg * -(-seg // d["PB"])
+    per_item = units // (_SELFPACK_ITEMS * compute_units)
+    return per_item if per_item >= _SELFPACK_MIN_BLOCKS else 0
+
+
 def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
     """The launches of conv2d_forward for `plan`: (kernel, global size, local size, the scalar
     arguments of each input-channel chunk's launch, output shape). A plan with a strided
@@ -427,6 +454,8 @@ def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
     else:
         seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
         grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), channel_blocks)
+        if d.get("SELFPACK"):
+            grid = (-(-grid[0] // d["SELFPACK"]), 1)
         y_shape = (n, d["G"] * d["CO"], d["OH"], d["OW"])
     chunks = d["CI"] // d["CIC"]
     code = i32(_device.ACTIVATION_CODES[activation])
@@ -457,6 +486,7 @@ class _DirectForward:
         self.conv = _conv_launch(dev, plan, activation, negative_slope)
         self.pack = _pack_launch(dev, w_shape, has_bias, plan["COP"], 0, groups)
         self.groups = groups
+        self.selfpack = bool(plan.get("SELFPACK"))
 
     def __call__(self, dev, xp, w, b, saved=None):
         """y; saved: a dict that keeps the packed weights for the backward pass (the sums
@@ -466,6 +496,11 @@ class _DirectForward:
         # Both arrays before the first launch: that launch wakes PoCL's workers, and host work
         # after it shares a core with one of them.
         pair = isinstance(y_shape[0], tuple)   # (full, pooled) from a row-pair plan
+        if self.selfpack:
+            y = dev.empty(y_shape)
+            launch(dev, kernel, grid, local, buf(xp), buf(w), buf(y), *chunks[0],
+                   buf(b if b is not None else w), i32(b is not None))
+            return y
         wt = dev.empty(wt_shape)
         y, pooled = (dev.empty(y_shape[0]), dev.empty(y_shape[1])) if pair else (dev.empty(y_shape), None)
         launch(dev, pack_kernel, pack_grid, pack_local, buf(w), buf(b if b is not None else w), buf(wt),
@@ -485,9 +520,12 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     in_kernel = _pads_in_kernel(dev, o // groups, oh, ow, pads, pool or pair)
+    # Packing in the kernel where nothing keeps the packed weights for a backward pass (the
+    # sums form of the input gradient reads them: saved), on CPUs.
     plan = _plan(n, c // groups, h + pads[0] + pads[1], wd + pads[2] + pads[3], o // groups, kh, kw,
                  stride, oh, ow, groups, dilation, vector_limits(dev), pool=pool,
-                 pads=tuple(pads) if in_kernel else None, pair=pair)
+                 pads=tuple(pads) if in_kernel else None, pair=pair,
+                 selfpack=dev.cl_device.max_compute_units if dev.is_cpu and saved is None else 0)
     run = _DirectForward(dev, plan, w.shape, b is not None, groups, activation, negative_slope)
     if in_kernel or not any(pads):
         if route_key is not None:
@@ -695,10 +733,12 @@ _MAX_ROUTES = 512
 
 
 def _route_key(dev, x, w, b, stride, pads, activation, negative_slope, algorithm, dilation, groups, pool,
-               keep_full):
-    """conv2d_forward's call signature, or None where it does not hash (lists as stride, ...)."""
+               keep_full, saved):
+    """conv2d_forward's call signature, or None where it does not hash (lists as stride, ...).
+    Whether the call keeps what its backward reuses (saved) is part of it: a forward that
+    packs its weights in the kernel (SELFPACK) has no packed weights to keep."""
     key = (dev, x.shape, w.shape, None if b is None else b.shape, stride, pads, activation, negative_slope,
-           algorithm, dilation, groups, pool, keep_full, tuning.mode(), tuning.cache_path())
+           algorithm, dilation, groups, pool, keep_full, saved is None, tuning.mode(), tuning.cache_path())
     try:
         hash(key)
     except TypeError:
@@ -738,10 +778,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     if b is not None:
         check_array(b, 1, "conv2d bias")
     route_key = _route_key(dev, x, w, b, stride, pads, activation, negative_slope, algorithm, dilation, groups,
-                           pool, keep_full)
+                           pool, keep_full, saved)
     route = _ROUTES.get(route_key) if route_key is not None else None
     if route is not None:
-        return route(dev, x, w, b)
+        return route(dev, x, w, b, saved)
     stride, pads, dilation, groups = _check_params(stride, pads, dilation, groups)
     if activation not in _device.ACTIVATION_CODES:
         raise ValueError(f"conv2d: unknown activation {activation!r}; "
