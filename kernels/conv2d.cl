@@ -112,6 +112,9 @@
 #define PAIR 0          /* forward: 1 (average) or 2 (max) for row pairs pooled 2x2 beside y (see
                            conv2d_forward); blocks are then whole rows, PB == OW */
 #endif
+#ifndef PAIR_FULL
+#define PAIR_FULL 1     /* with PAIR: 0 leaves the full-size y unwritten (y_pool only) */
+#endif
 #ifndef SELFPACK
 #define SELFPACK 0      /* forward: > 0, the pixel blocks per work item of a forward that packs the
                            weights itself (see conv2d_forward) */
@@ -477,7 +480,9 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 #else
             out[p] = activatev(acc[v][p] + bv, act, slope);
 #endif
-#if STORE_ROWS
+#if PAIR && !PAIR_FULL
+        /* an eval-mode forward: the pooled map only */
+#elif STORE_ROWS
         STORE_CHANNEL_ROWS()
 #else
         STORE_CHANNELS(PB, y0[o * YPLANE + p * YSTEP])

@@ -144,7 +144,8 @@ def pair_cases(draw):
 @given(case=pair_cases())
 def test_row_pairs_keep_the_full_map_and_pool_it(device, case):
     """conv2d_forward's row pairs (PAIR: a work item makes two whole rows, then pools them):
-    the full-size map and its pooling against the float64 oracle."""
+    the full-size map and its pooling against the float64 oracle (a training forward,
+    keep_full), and the pooling alone (an eval-mode one)."""
     x_shape, w_shape, pads, bias, activation, pool, seed = case
     oh = x_shape[2] + pads[0] + pads[1] - w_shape[2] + 1
     ow = x_shape[3] + pads[2] + pads[3] - w_shape[3] + 1
@@ -163,11 +164,15 @@ def test_row_pairs_keep_the_full_map_and_pool_it(device, case):
                                 None if b is None else b.astype(np.float64), (1, 1), pads)
     assert_close(full.get(), o_act.activation_forward(activation, pre, 0.01) if activation else pre, bound, 0.0,
                  f"row pairs: conv + {activation}, the full map")
+    alone = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w),
+                                  None if b is None else device.to_device(b), (1, 1), pads,
+                                  activation=activation, algorithm="direct", pool=pool)
+    assert_close(alone.get(), expected, bound, 0.0, f"row pairs: conv + {activation} + {pool} pool, no full map")
 
 
 def test_lenet_conv2_training_forward_pools_in_its_kernel(device, monkeypatch):
-    """LeNet-5's conv2 in a training step (keep_full) runs as row pairs where the blocking
-    takes whole 10-pixel rows (float16 lanes), with no pooling pass after it."""
+    """LeNet-5's conv2 in a training step (keep_full) and in eval mode runs as row pairs where
+    the blocking takes whole 10-pixel rows (float16 lanes), with no pooling pass after it."""
     x_shape, w_shape = (64, 6, 14, 14), (16, 6, 5, 5)
     if not conv2d.pairs(device, x_shape, w_shape, (1, 1), (0, 0, 0, 0), 10, 10):
         assert conv2d.vector_limits(device)[0] == 8
@@ -186,6 +191,9 @@ def test_lenet_conv2_training_forward_pools_in_its_kernel(device, monkeypatch):
     expected, bound = _oracle(x, w, b, (0, 0, 0, 0), "tanh", "avg")
     assert_close(pooled.get(), expected, bound, 0.0, "LeNet conv2 + tanh + avg pool, training")
     assert full.shape == (64, 16, 10, 10)
+    alone = conv2d.conv2d_forward(device, device.to_device(x), device.to_device(w), device.to_device(b),
+                                  (1, 1), (0, 0, 0, 0), activation="tanh", pool="avg")
+    assert_close(alone.get(), expected, bound, 0.0, "LeNet conv2 + tanh + avg pool, eval")
 
 
 def test_pool_blocking_covers_two_rows():

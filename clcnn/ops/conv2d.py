@@ -273,7 +273,7 @@ def _pool_blocking(co, ow, max_vw=8, regs=16):
 
 @functools.lru_cache(maxsize=None)
 def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), limits=(8, 16), out=None,
-          pool=None, pads=None, pair=None, selfpack=0):
+          pool=None, pads=None, pair=None, selfpack=0, pair_full=True):
     """The -D defines of one convolution shape (ci, co per group), shared by its forward and
     weight-gradient kernels so that both come from one build; limits: vector_limits(dev).
     The two kernels may pick different vector widths: VW is the forward's, _weight_plan's
@@ -302,7 +302,7 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
     if pool:
         plan.update(POOL=POOL_CODES[pool], PC=pc)
     if pair:
-        plan.update(PAIR=POOL_CODES[pair])
+        plan.update(PAIR=POOL_CODES[pair], PAIR_FULL=int(pair_full))
     blocks = selfpack and not (pool or pair or out or pads) and _selfpack_blocks(plan, selfpack)
     if blocks:
         plan.update(SELFPACK=blocks)
@@ -448,9 +448,10 @@ def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
     if d.get("POOL"):
         grid = (d["NPIX"] // (2 * d["OW"]) * (-(-d["OW"] // d["PC"])), channel_blocks)
         y_shape = (n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2)
-    elif d.get("PAIR"):     # a work item per row pair; (full, pooled) shapes
+    elif d.get("PAIR"):     # a work item per row pair; (full or None, pooled) shapes
         grid = (d["NPIX"] // (2 * d["OW"]), channel_blocks)
-        y_shape = ((n, d["G"] * d["CO"], d["OH"], d["OW"]), (n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2))
+        y_shape = ((n, d["G"] * d["CO"], d["OH"], d["OW"]) if d["PAIR_FULL"] else None,
+                   (n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2))
     else:
         seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
         grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), channel_blocks)
@@ -495,25 +496,32 @@ class _DirectForward:
         kernel, grid, local, chunks, y_shape = self.conv
         # Both arrays before the first launch: that launch wakes PoCL's workers, and host work
         # after it shares a core with one of them.
-        pair = isinstance(y_shape[0], tuple)   # (full, pooled) from a row-pair plan
+        pair = isinstance(y_shape[1], tuple)   # (full or None, pooled) from a row-pair plan
         if self.selfpack:
             y = dev.empty(y_shape)
             launch(dev, kernel, grid, local, buf(xp), buf(w), buf(y), *chunks[0],
                    buf(b if b is not None else w), i32(b is not None))
             return y
         wt = dev.empty(wt_shape)
-        y, pooled = (dev.empty(y_shape[0]), dev.empty(y_shape[1])) if pair else (dev.empty(y_shape), None)
+        if pair:
+            pooled = dev.empty(y_shape[1])
+            y = dev.empty(y_shape[0]) if y_shape[0] is not None else None
+        else:
+            y, pooled = dev.empty(y_shape), None
         launch(dev, pack_kernel, pack_grid, pack_local, buf(w), buf(b if b is not None else w), buf(wt),
                *pack_scalars)
         for scalars in chunks:
-            launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars, *((buf(pooled),) if pair else ()))
+            launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y if y is not None else pooled), *scalars,
+                   *((buf(pooled),) if pair else ()))
         if saved is not None and self.groups == 1:
             saved["packed"] = (w, wt)
-        return (y, pooled) if pair else y
+        if pair:
+            return (y, pooled) if y is not None else pooled
+        return y
 
 
 def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope,
-                    dilation=(1, 1), groups=1, saved=None, pool=None, route_key=None, pair=None):
+                    dilation=(1, 1), groups=1, saved=None, pool=None, route_key=None, pair=None, pair_full=True):
     """The direct forward; route_key: where the input is read in place (no padded copy), its
     _DirectForward is kept under that key for the next calls. pair (see pairs()): (y, y
     pooled) from one pass."""
@@ -524,7 +532,7 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
     # sums form of the input gradient reads them: saved), on CPUs.
     plan = _plan(n, c // groups, h + pads[0] + pads[1], wd + pads[2] + pads[3], o // groups, kh, kw,
                  stride, oh, ow, groups, dilation, vector_limits(dev), pool=pool,
-                 pads=tuple(pads) if in_kernel else None, pair=pair,
+                 pads=tuple(pads) if in_kernel else None, pair=pair, pair_full=pair_full,
                  selfpack=dev.cl_device.max_compute_units if dev.is_cpu and saved is None else 0)
     run = _DirectForward(dev, plan, w.shape, b is not None, groups, activation, negative_slope)
     if in_kernel or not any(pads):
@@ -770,9 +778,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     (PyTorch's floor mode), (N,O,OH//2,OW//2); fused into the kernel of conv2d_rows (where
     pools() says so) or of the direct form (even OH and OW), so the full-size map is never
     written (an eval-mode Conv2D -> activation -> pool, LeNet-5's), else a pooling pass after
-    the convolution. keep_full (with pool): returns (y, y pooled), both from conv2d_rows' one
-    pass where it pools (a training step, which keeps y for the activation's backward), else
-    from a pooling pass after the convolution."""
+    the convolution. keep_full (with pool): returns (y, y pooled), both from one pass of
+    conv2d_rows where it pools or of the direct form's row pairs (pairs()) (a training step,
+    which keeps y for the activation's backward), else from a pooling pass after the
+    convolution."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     if b is not None:
@@ -825,10 +834,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
     algo = _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
                  {name: functools.partial(f, *args) for name, f in forms.items()}, dilation, groups)
+    if algo == "direct" and pool is not None and pairs(dev, x.shape, w.shape, stride, pads, oh, ow, dilation, groups):
+        return _forward_direct(*args, saved=saved, route_key=route_key, pair=pool, pair_full=keep_full)
     if algo == "direct" and pool is not None and oh % 2 == 0 and ow % 2 == 0 and not keep_full:
         return _forward_direct(*args, saved=saved, pool=pool, route_key=route_key)
-    if algo == "direct" and keep_full and pairs(dev, x.shape, w.shape, stride, pads, oh, ow, dilation, groups):
-        return _forward_direct(*args, saved=saved, route_key=route_key, pair=pool)
     if algo == "direct" and pool is None:
         return _forward_direct(*args, saved=saved, route_key=route_key)
     return _pooled(dev, forms[algo](*args, saved=saved), pool, keep_full)
@@ -839,13 +848,15 @@ POOL_CODES = {"avg": 1, "max": 2}
 
 
 def pairs(dev, x_shape, w_shape, stride, pads, oh, ow, dilation=(1, 1), groups=1):
-    """Whether a training-mode forward that keeps its full-size output beside the 2x2 pooled
-    one (keep_full) runs as conv2d_forward's row pairs (PAIR): even OH and OW, blocks of whole
-    rows, the input channels in one launch, stride 1 and no dilation (LeNet-5's conv2; what
-    the tests draw). Event times at batch 256:
-    0.45 ms against 0.43 for the plain forward and 0.075-0.083 for the pooling pass after it;
-    whole LeNet-5 training steps, two recorded trainers in one process, alternating rounds:
-    0.972x and 0.981x the time at batch 256, 0.978x at 64."""
+    """Whether a forward pooled 2x2 runs as conv2d_forward's row pairs (PAIR), keeping its
+    full-size output beside the pooled one in a training step (keep_full) or not in eval
+    mode: even OH and OW, blocks of whole rows, the input channels in one launch, stride 1 and
+    no dilation (LeNet-5's conv2; what the tests draw). Event times at batch 256, training:
+    0.45 ms against 0.43 for the plain forward and 0.075-0.083 for the pooling pass after it
+    (whole LeNet-5 training steps, two recorded trainers in one process, alternating rounds:
+    0.972x and 0.981x the time at batch 256, 0.978x at 64); eval: 0.34 ms against 0.41-0.44 for
+    the POOL blocks of two rows (LeNet-5 inference 0.963x the time at batch 256, 0.973x at
+    64)."""
     if oh % 2 or ow % 2 or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return False
     n, c, h, wd = x_shape
