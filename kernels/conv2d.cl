@@ -313,10 +313,12 @@ DEFINE_ACTIVATEV(VEC)
  * With SELFPACK (one group, one channel block, every input channel in one launch) wt is the
  * weight as given, (CO, CI, KH, KW), with its bias apart (bias, has_bias): each work item packs
  * them into private memory, in conv2d_pack_weights' forward layout, and then makes SELFPACK
- * pixel blocks one after another, so that a call is one launch instead of a packing launch and
- * the convolution (on PoCL each command on an idle queue costs ~20 us of waking and
- * scheduling: a standalone LeNet-5 conv2 at batch 64 ran 0.14 ms, its kernels 0.095 of it).
- * Global size (ceil(NPIX/SEG * BLOCKS_PER_SEG / SELFPACK), 1). */
+ * units (pixel blocks, or with PAIR row pairs) one after another, so that a call is one
+ * launch instead of a packing launch and the convolution (on PoCL each command on an idle
+ * queue costs ~20 us of waking and scheduling: a standalone LeNet-5 conv2 at batch 64 ran
+ * 0.14 ms, its kernels 0.095 of it). With write_packed, work item 0 also stores its packed
+ * weights into packed_out, for a backward pass that reads them (the sums form of the input
+ * gradient). Global size (ceil(units / SELFPACK), 1). */
 #if SELFPACK
 #define WSPACE          /* the packed weights are private */
 #else
@@ -331,7 +333,8 @@ __kernel void conv2d_forward(__global const float* restrict xp,
                              , __global float* restrict y_pool
 #endif
 #if SELFPACK
-                             , __global const float* restrict bias, const int has_bias
+                             , __global const float* restrict bias, const int has_bias,
+                             __global float* restrict packed_out, const int write_packed
 #endif
                              )
 {
@@ -345,20 +348,26 @@ __kernel void conv2d_forward(__global const float* restrict xp,
             packed[t * COP + o] = o < CO ? wo[t] : 0.0f;
         packed[CI * KH * KW * COP + o] = o < CO && has_bias ? bias[o] : 0.0f;
     }
-    const int unit_end = MIN((int)get_global_id(0) * SELFPACK + SELFPACK, SEGS * BLOCKS_PER_SEG);
+    if (write_packed && get_global_id(0) == 0) {
+        #pragma unroll 1
+        for (int i = 0; i < (CI * KH * KW + 1) * COP; i++)
+            packed_out[i] = packed[i];
+    }
+    const int unit_end = MIN((int)get_global_id(0) * SELFPACK + SELFPACK, PAIR ? SEGS / 2 : SEGS * BLOCKS_PER_SEG);
     #pragma unroll 1
     for (int unit = get_global_id(0) * SELFPACK; unit < unit_end; unit++) {
-    const int seg = unit / BLOCKS_PER_SEG;
-    const int b = unit - seg * BLOCKS_PER_SEG;
-#elif PAIR
+#else
+    const int unit = get_global_id(0);      /* a pixel block, or with PAIR a row pair */
+#endif
+#if PAIR
     VEC kept[OBV][PB / 2];  /* the first row's pooled column pairs, by channel vector */
     #pragma unroll 1
     for (int second = 0; second < 2; second++) {
-    const int seg = get_global_id(0) * 2 + second;
+    const int seg = unit * 2 + second;
     const int b = 0;
 #else
-    const int seg = get_global_id(0) / BLOCKS_PER_SEG;
-    const int b = get_global_id(0) - seg * BLOCKS_PER_SEG;
+    const int seg = unit / BLOCKS_PER_SEG;
+    const int b = unit - seg * BLOCKS_PER_SEG;
 #endif
     const int g = G == 1 ? 0 : get_global_id(1) / (COP / OB);
     const int ob = get_global_id(1) - g * (COP / OB);
@@ -514,7 +523,10 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 #endif
     }
 #endif
-#if PAIR || SELFPACK
+#if PAIR
+    }
+#endif
+#if SELFPACK
     }
 #endif
 }

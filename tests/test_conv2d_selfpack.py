@@ -72,7 +72,8 @@ def test_selfpacking_forward_matches_oracle(device, case):
 
 def test_lenet_conv2_standalone_forward_is_one_launch(device, monkeypatch):
     """The conv sweep's LeNet-5 conv2 at batch 64, called alone: one launch; a call that keeps
-    the packed weights for its backward (saved) still packs them in a launch of their own."""
+    the packed weights for its backward (saved) too, its first work item writing them as
+    conv2d_pack_weights would."""
     if not device.is_cpu:
         pytest.skip("the forward packs its weights itself on CPUs only")
     names = []
@@ -92,7 +93,9 @@ def test_lenet_conv2_standalone_forward_is_one_launch(device, monkeypatch):
     names.clear()
     saved = {}
     kept = ops.conv2d_forward(*args, algorithm="direct", saved=saved)
-    assert names == ["conv2d_pack_weights", "conv2d_forward"] and "packed" in saved
+    assert names == ["conv2d_forward"] and saved["packed"][0] is args[2]
+    expected = ops._pack_weights(device, args[2], args[3], 16, mode=0).get()
+    np.testing.assert_array_equal(saved["packed"][1].get(), expected)
     ref = oracle.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (1, 1),
                                 (0, 0, 0, 0))
     bound = _bound(oracle.conv2d_forward(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64),

@@ -303,7 +303,7 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
         plan.update(POOL=POOL_CODES[pool], PC=pc)
     if pair:
         plan.update(PAIR=POOL_CODES[pair], PAIR_FULL=int(pair_full))
-    blocks = selfpack and not (pool or pair or out or pads) and _selfpack_blocks(plan, selfpack)
+    blocks = selfpack and not (pool or out or pads) and _selfpack_blocks(plan, selfpack)
     if blocks:
         plan.update(SELFPACK=blocks)
     if pads is not None:
@@ -415,17 +415,18 @@ def _pack_weights(dev, w, b, cop, mode, groups=1, taps=None):
 
 
 # A forward packs its weights itself (SELFPACK) where they fit in this many floats of private
-# memory and each work item gets at least _SELFPACK_MIN_BLOCKS pixel blocks to repay its
-# packing (a scalar pass over the weights, ~3 of LeNet-5 conv2's 10-pixel blocks), with about
-# _SELFPACK_ITEMS work items per compute unit.
+# memory and each work item gets at least _SELFPACK_MIN_BLOCKS pixel blocks (row pairs count
+# two) to repay its packing (a scalar pass over the weights, ~3 of LeNet-5 conv2's 10-pixel
+# blocks), with about _SELFPACK_ITEMS work items per compute unit.
 _SELFPACK_FLOATS = 4096
 _SELFPACK_MIN_BLOCKS = 16
 _SELFPACK_ITEMS = 8
 
 
 def _selfpack_blocks(plan, compute_units):
-    """SELFPACK's pixel blocks per work item for a plan (one group, one channel block, every
-    input channel in one launch, weights within _SELFPACK_FLOATS), or 0."""
+    """SELFPACK's units per work item for a plan (pixel blocks, or row pairs with PAIR; one
+    group, one channel block, every input channel in one launch, weights within
+    _SELFPACK_FLOATS), or 0."""
     d = plan
     if d["G"] != 1 or d["COP"] != d["VW"] * d["OBV"] or d["CIC"] != d["CI"]:
         return 0
@@ -434,7 +435,9 @@ def _selfpack_blocks(plan, compute_units):
     seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
     units = d["NPIX"] // seg * -(-seg // d["PB"])
     per_item = units // (_SELFPACK_ITEMS * compute_units)
-    return per_item if per_item >= _SELFPACK_MIN_BLOCKS else 0
+    if per_item < _SELFPACK_MIN_BLOCKS:
+        return 0
+    return per_item // 2 if d.get("PAIR") else per_item
 
 
 def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
@@ -450,6 +453,8 @@ def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
         y_shape = (n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2)
     elif d.get("PAIR"):     # a work item per row pair; (full or None, pooled) shapes
         grid = (d["NPIX"] // (2 * d["OW"]), channel_blocks)
+        if d.get("SELFPACK"):
+            grid = (-(-grid[0] // d["SELFPACK"]), 1)
         y_shape = ((n, d["G"] * d["CO"], d["OH"], d["OW"]) if d["PAIR_FULL"] else None,
                    (n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2))
     else:
@@ -497,23 +502,23 @@ class _DirectForward:
         # Both arrays before the first launch: that launch wakes PoCL's workers, and host work
         # after it shares a core with one of them.
         pair = isinstance(y_shape[1], tuple)   # (full or None, pooled) from a row-pair plan
-        if self.selfpack:
-            y = dev.empty(y_shape)
-            launch(dev, kernel, grid, local, buf(xp), buf(w), buf(y), *chunks[0],
-                   buf(b if b is not None else w), i32(b is not None))
-            return y
-        wt = dev.empty(wt_shape)
         if pair:
             pooled = dev.empty(y_shape[1])
             y = dev.empty(y_shape[0]) if y_shape[0] is not None else None
         else:
             y, pooled = dev.empty(y_shape), None
-        launch(dev, pack_kernel, pack_grid, pack_local, buf(w), buf(b if b is not None else w), buf(wt),
-               *pack_scalars)
-        for scalars in chunks:
-            launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y if y is not None else pooled), *scalars,
-                   *((buf(pooled),) if pair else ()))
-        if saved is not None and self.groups == 1:
+        out = buf(y if y is not None else pooled)
+        keep = saved is not None and self.groups == 1
+        wt = dev.empty(wt_shape) if keep or not self.selfpack else None
+        if self.selfpack:   # one launch; item 0 writes the packed weights where they are kept
+            launch(dev, kernel, grid, local, buf(xp), buf(w), out, *chunks[0], *((buf(pooled),) if pair else ()),
+                   buf(b if b is not None else w), i32(b is not None), buf(wt if keep else w), i32(keep))
+        else:
+            launch(dev, pack_kernel, pack_grid, pack_local, buf(w), buf(b if b is not None else w), buf(wt),
+                   *pack_scalars)
+            for scalars in chunks:
+                launch(dev, kernel, grid, local, buf(xp), buf(wt), out, *scalars, *((buf(pooled),) if pair else ()))
+        if keep:
             saved["packed"] = (w, wt)
         if pair:
             return (y, pooled) if y is not None else pooled
@@ -528,12 +533,11 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     in_kernel = _pads_in_kernel(dev, o // groups, oh, ow, pads, pool or pair)
-    # Packing in the kernel where nothing keeps the packed weights for a backward pass (the
-    # sums form of the input gradient reads them: saved), on CPUs.
+    # Packing in the kernel on CPUs (a work item's private memory).
     plan = _plan(n, c // groups, h + pads[0] + pads[1], wd + pads[2] + pads[3], o // groups, kh, kw,
                  stride, oh, ow, groups, dilation, vector_limits(dev), pool=pool,
                  pads=tuple(pads) if in_kernel else None, pair=pair, pair_full=pair_full,
-                 selfpack=dev.cl_device.max_compute_units if dev.is_cpu and saved is None else 0)
+                 selfpack=dev.cl_device.max_compute_units if dev.is_cpu else 0)
     run = _DirectForward(dev, plan, w.shape, b is not None, groups, activation, negative_slope)
     if in_kernel or not any(pads):
         if route_key is not None:
@@ -741,12 +745,10 @@ _MAX_ROUTES = 512
 
 
 def _route_key(dev, x, w, b, stride, pads, activation, negative_slope, algorithm, dilation, groups, pool,
-               keep_full, saved):
-    """conv2d_forward's call signature, or None where it does not hash (lists as stride, ...).
-    Whether the call keeps what its backward reuses (saved) is part of it: a forward that
-    packs its weights in the kernel (SELFPACK) has no packed weights to keep."""
+               keep_full):
+    """conv2d_forward's call signature, or None where it does not hash (lists as stride, ...)."""
     key = (dev, x.shape, w.shape, None if b is None else b.shape, stride, pads, activation, negative_slope,
-           algorithm, dilation, groups, pool, keep_full, saved is None, tuning.mode(), tuning.cache_path())
+           algorithm, dilation, groups, pool, keep_full, tuning.mode(), tuning.cache_path())
     try:
         hash(key)
     except TypeError:
@@ -787,7 +789,7 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     if b is not None:
         check_array(b, 1, "conv2d bias")
     route_key = _route_key(dev, x, w, b, stride, pads, activation, negative_slope, algorithm, dilation, groups,
-                           pool, keep_full, saved)
+                           pool, keep_full)
     route = _ROUTES.get(route_key) if route_key is not None else None
     if route is not None:
         return route(dev, x, w, b, saved)
