@@ -424,7 +424,8 @@ def main():
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(raw, "w") as f:
-        json.dump({"sgemm": [ceiling, ceiling_end], "lenet5": reports, "lenet5_256_sgemm_share_rounds": shares, "conv_sweep": rows, "startup": start}, f, indent=1)
+        json.dump({"sgemm": [ceiling, ceiling_end], "lenet5": reports, "lenet5_256_sgemm_share_rounds": shares,
+                   "conv_sweep": rows, "startup": start}, f, indent=1)
     log(f"wrote {args.out}")
 
 

@@ -116,8 +116,8 @@
 #define PAIR_FULL 1     /* with PAIR: 0 leaves the full-size y unwritten (y_pool only) */
 #endif
 #ifndef SELFPACK
-#define SELFPACK 0      /* forward: > 0, the pixel blocks per work item of a forward that packs the
-                           weights itself (see conv2d_forward) */
+#define SELFPACK 0      /* forward: > 0, the units (pixel blocks, with PAIR row pairs) per work item
+                           of a forward that packs the weights itself (see conv2d_forward) */
 #endif
 #ifndef PC
 #define PC PB           /* with POOL: columns of the two rows a pixel block covers (PB = 2*PC) */
@@ -294,14 +294,16 @@ DEFINE_TANHV(VEC)
 DEFINE_ACTIVATEV(VEC)
 
 /* y = act(conv(xp, w) + b), or with POOL that y pooled 2x2 (stride 2): y (N, G*CO, OH/2,
- * OW/2), the full-size map never stored. With PAIR (a training step, which keeps y for the
- * activation's backward and feeds the pooling's output on) y and its pooling into y_pool: a
- * work item makes the whole-row blocks of two rows one after the other and pools them, the
- * first row's column pairs kept in registers meanwhile. The blocks of POOL (PC columns of two
- * rows at once) hold twice the accumulators, which storing the full-size map as well pushed
- * past the registers: LeNet-5's conv2 (6 -> 16, 10x10 output, batch 256) took 0.49 ms that
- * way, against 0.38 for the plain forward and 0.08 for the pooling pass after it. Work item (pixel block, channel block): PB pixels of
- * one segment times OB output channels, accumulated in OBV*PB vector registers.
+ * OW/2), the full-size map never stored. With PAIR y pooled into y_pool, and with PAIR_FULL
+ * y itself too (a training step, which keeps y for the activation's backward): a work item
+ * makes the whole-row blocks of two rows one after the other and pools them, the first row's
+ * column pairs kept in registers meanwhile. The blocks of POOL (PC columns of two rows at
+ * once) hold twice the accumulators, which storing the full-size map as well pushed past the
+ * registers: LeNet-5's conv2 (6 -> 16, 10x10 output, batch 256) took 0.49 ms that way,
+ * against 0.38 for the plain forward and 0.08 for the pooling pass after it, and pooled alone
+ * 0.41-0.44 against PAIR's 0.34.
+ * Work item (pixel block, channel block): PB pixels of one segment times OB output channels,
+ * accumulated in OBV*PB vector registers.
  * act: an ACT_ code of common.h, applied after the bias.
  * Input-channel chunks: one launch sums input channels c_begin .. c_begin + CIC - 1, starting
  * from the partial sums already in y when partial_in, and adds the bias and activation when

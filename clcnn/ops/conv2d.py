@@ -284,7 +284,7 @@ def _plan(n, ci, hp, wp, co, kh, kw, stride, oh, ow, groups=1, dilation=(1, 1), 
     from row pairs (PAIR: see pairs()), else None. pads: (top, bottom, left, right) for a
     forward that reads the input unpadded (_pads_in_kernel; hp, wp still count the padding),
     else None. selfpack: the device's compute units for a forward that packs its weights
-    itself where _selfpack_blocks allows it (SELFPACK: its pixel blocks per work item), else 0."""
+    itself where _selfpack_blocks allows it (SELFPACK: its units per work item), else 0."""
     seg = n if oh * ow == 1 else ow     # pixels of a block share a row (or, 1x1, the batch)
     vw, obv, pb = _forward_blocking(co, seg, *limits)
     pc = None
@@ -495,8 +495,9 @@ class _DirectForward:
         self.selfpack = bool(plan.get("SELFPACK"))
 
     def __call__(self, dev, xp, w, b, saved=None):
-        """y; saved: a dict that keeps the packed weights for the backward pass (the sums
-        form of the input gradient reads them in the same layout), or None."""
+        """y, or for a row-pair plan (y, y pooled) or y pooled alone (PAIR_FULL 0); saved: a
+        dict that keeps the packed weights for the backward pass (the sums form of the input
+        gradient reads them in the same layout), or None."""
         pack_kernel, pack_grid, pack_local, pack_scalars, wt_shape = self.pack
         kernel, grid, local, chunks, y_shape = self.conv
         # Both arrays before the first launch: that launch wakes PoCL's workers, and host work
