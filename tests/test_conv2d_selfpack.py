@@ -1,7 +1,7 @@
 """conv2d_forward packing its weights in the kernel (SELFPACK: one launch instead of the
-packing launch and the convolution, where nothing keeps the packed weights for a backward
-pass) against the float64 oracle, over shapes that take it: small weights, enough pixel
-blocks per work item."""
+packing launch and the convolution; its first work item writes the packed weights where a
+backward pass keeps them) against the float64 oracle, over shapes that take it: small
+weights, enough pixel blocks per work item."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
