@@ -45,8 +45,12 @@ def log(text):
     print(f"run_all: {text}", file=sys.stderr, flush=True)
 
 
+def _sgemm_operands():
+    return tuple(np.random.default_rng(i).standard_normal((1024, 1024)).astype(np.float32) for i in (0, 1))
+
+
 def sgemm_ceiling(repeat):
-    a, b = (np.random.default_rng(i).standard_normal((1024, 1024)).astype(np.float32) for i in (0, 1))
+    a, b = _sgemm_operands()
     stats = bench.time_host(lambda: a @ b, repeat)
     # A ceiling: the fastest run, the one least disturbed by other work on the machine.
     return {**stats, "gflops": 2 * 1024**3 / (stats["min_ms"] * 1e-3) * 1e-9}
@@ -60,14 +64,8 @@ def sgemm_share_rounds(dev, flops, batch=256, rounds=7, steps=300):
     whole run's fastest sgemm against a median step taken minutes apart mixes a calm moment
     with a busy one (the share moved between 46% and 57% across runs of the same code).
     dev: a device without profiling, as users run it. Returns the rounds' shares in percent."""
-    from clcnn import losses, models, optim
-    from clcnn.train import Trainer
-    build, input_shape = models.MODELS["lenet5"]
-    model = build(device=dev)
-    x, y = bench._batch(input_shape, batch, model.output_shapes(input_shape)[-1][0])
-    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, lr=bench.LR, momentum=bench.MOMENTUM),
-                      progress=False)
-    a, b = (np.random.default_rng(i).standard_normal((1024, 1024)).astype(np.float32) for i in (0, 1))
+    trainer, x, y = bench.benched_trainer(dev, "lenet5", batch)
+    a, b = _sgemm_operands()
     shares = []
     for _ in range(rounds):
         sgemm = 2 * 1024**3 / (bench.time_host(lambda: a @ b, 10)["min_ms"] * 1e-3)

@@ -164,11 +164,9 @@ def _per_image(stats, batch_size):
     return {**stats, "images_per_s": batch_size / (stats["median_ms"] * 1e-3)}
 
 
-def clcnn_steps(dev, model_name, batch_size, repeat):
-    """Training step (Trainer.train_step on a NumPy batch: upload, forward, loss, backward, SGD,
-    at most two steps in flight; from the third step on a replay of the recorded second, see
-    clcnn.replay) and inference (eval forward, logits read back; replayed likewise), in
-    images/s."""
+def benched_trainer(dev, model_name, batch_size):
+    """(trainer, x, y): the model on dev with the benchmark's SGD and loss, and its random
+    NumPy batch."""
     from . import losses, models, optim
     from .train import Trainer
     build, input_shape = models.MODELS[model_name]
@@ -176,6 +174,16 @@ def clcnn_steps(dev, model_name, batch_size, repeat):
     x, y = _batch(input_shape, batch_size, model.output_shapes(input_shape)[-1][0])
     trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model, lr=LR, momentum=MOMENTUM),
                       progress=False)
+    return trainer, x, y
+
+
+def clcnn_steps(dev, model_name, batch_size, repeat):
+    """Training step (Trainer.train_step on a NumPy batch: upload, forward, loss, backward, SGD,
+    at most two steps in flight; from the third step on a replay of the recorded second, see
+    clcnn.replay) and inference (eval forward, logits read back; replayed likewise), in
+    images/s."""
+    trainer, x, y = benched_trainer(dev, model_name, batch_size)
+    model = trainer.model
     train = _per_image(time_host(lambda: trainer.train_step(x, y), repeat, min_s=_STEP_MIN_S), batch_size)
     model.eval()
     infer = _per_image(time_host(lambda: model.forward(x).get(), repeat, min_s=_STEP_MIN_S), batch_size)

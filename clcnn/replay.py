@@ -100,7 +100,18 @@ class Recording:
             raise ValueError("no launch writes the loss statistics")
         self.varying = [(self.commands[launch][0], argument, value_of)
                         for launch, argument, value_of in recorder.varying]
-        self.args_of = {id(kernel): args for kernel, _, _, args in self.commands}
+        # The launches whose scalars change between runs: (kernel, its arguments, [(index, the
+        # value's source: None for the stats slot, else a varying argument's function)]).
+        # set_args with the recorded arguments (its scalar types declared) takes ~0.5 us where
+        # set_arg of one numpy scalar took pyopencl 5.5 us.
+        changing = {}
+        args_of = {id(kernel): args for kernel, _, _, args in self.commands}
+        if self.slot_at is not None:
+            kernel, index = self.slot_at
+            changing.setdefault(id(kernel), (kernel, list(args_of[id(kernel)]), []))[2].append((index, None))
+        for kernel, argument, value_of in self.varying:
+            changing.setdefault(id(kernel), (kernel, list(args_of[id(kernel)]), []))[2].append((argument, value_of))
+        self.changing = list(changing.values())
         # each input refilled by one of the two: a staged upload or a host array read in place
         self.in_place = [_InPlace(device.context, target, self._readers(target)) if in_place and target.size else None
                          for target in inputs]
@@ -119,19 +130,14 @@ class Recording:
         device array (copied on the device). Returns (input array, _InPlace slot) for each
         input read in place: that array does not hold this run's data (fill_in_place)."""
         queue = self.device.queue
-        # The scalars that change between runs first: set_args (the recorded arguments with
-        # them, its scalar types declared) takes ~0.5 us where set_arg of one numpy scalar
-        # took pyopencl 5.5 us; an input read in place then sets its buffer on its readers.
-        changed = {}
-        if slot is not None:
-            kernel, index = self.slot_at
-            changed.setdefault(id(kernel), (kernel, {}))[1][index] = np.int32(slot)
-        for kernel, argument, value_of in self.varying:
-            changed.setdefault(id(kernel), (kernel, {}))[1][argument] = value_of()
-        for key, (kernel, values) in changed.items():
-            args = list(self.args_of[key])
-            for index, value in values.items():
-                args[index] = value
+        # The changing scalars first (set_args sets every argument): an input read in place
+        # then sets its buffer on its readers.
+        for kernel, args, changes in self.changing:
+            for index, value_of in changes:
+                if value_of is not None:
+                    args[index] = value_of()
+                elif slot is not None:
+                    args[index] = np.int32(slot)
             kernel.set_args(*args)
         placed = []
         for target, staging, in_place, source in zip(self.inputs, self.staging, self.in_place, sources):

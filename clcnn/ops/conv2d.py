@@ -423,6 +423,12 @@ _SELFPACK_MIN_BLOCKS = 16
 _SELFPACK_ITEMS = 8
 
 
+def _pixel_blocks(d):
+    """conv2d_forward's pixel blocks of plan d (its work items without POOL, PAIR or SELFPACK)."""
+    seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
+    return d["NPIX"] // seg * -(-seg // d["PB"])
+
+
 def _selfpack_blocks(plan, compute_units):
     """SELFPACK's units per work item for a plan (pixel blocks, or row pairs with PAIR; one
     group, one channel block, every input channel in one launch, weights within
@@ -432,9 +438,7 @@ def _selfpack_blocks(plan, compute_units):
         return 0
     if (d["CI"] * d["KH"] * d["KW"] + 1) * d["COP"] > _SELFPACK_FLOATS:
         return 0
-    seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
-    units = d["NPIX"] // seg * -(-seg // d["PB"])
-    per_item = units // (_SELFPACK_ITEMS * compute_units)
+    per_item = _pixel_blocks(d) // (_SELFPACK_ITEMS * compute_units)
     if per_item < _SELFPACK_MIN_BLOCKS:
         return 0
     return per_item // 2 if d.get("PAIR") else per_item
@@ -453,16 +457,13 @@ def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
         y_shape = (n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2)
     elif d.get("PAIR"):     # a work item per row pair; (full or None, pooled) shapes
         grid = (d["NPIX"] // (2 * d["OW"]), channel_blocks)
-        if d.get("SELFPACK"):
-            grid = (-(-grid[0] // d["SELFPACK"]), 1)
         y_shape = ((n, d["G"] * d["CO"], d["OH"], d["OW"]) if d["PAIR_FULL"] else None,
                    (n, d["G"] * d["CO"], d["OH"] // 2, d["OW"] // 2))
     else:
-        seg = d["NPIX"] if d["OH"] * d["OW"] == 1 else d["OW"]
-        grid = (d["NPIX"] // seg * (-(-seg // d["PB"])), channel_blocks)
-        if d.get("SELFPACK"):
-            grid = (-(-grid[0] // d["SELFPACK"]), 1)
+        grid = (_pixel_blocks(d), channel_blocks)
         y_shape = (n, d["G"] * d["CO"], d["OH"], d["OW"])
+    if d.get("SELFPACK"):   # SELFPACK units per work item, one channel block
+        grid = (-(-grid[0] // d["SELFPACK"]), 1)
     chunks = d["CI"] // d["CIC"]
     code = i32(_device.ACTIVATION_CODES[activation])
     scalars = [(code, f32(negative_slope), i32(k * d["CIC"]), i32(k > 0), i32(k == chunks - 1))
