@@ -3,9 +3,11 @@
 The architectures are the classic ImageNet models the onnx package ships in its backend test
 data (weights replaced by random values, as the shipped files hold placeholders) and clcnn's
 own models exported with clcnn.onnx.export. Each row: the median of --repeat runs after a
-warm-up, the ratio clcnn / onnxruntime (above 1: clcnn slower), the largest output difference
-relative to the output's scale, and the layer types taking most of clcnn's time (each layer
-timed alone with a queue finish after it, so these shares add up to a little more).
+warm-up, of clcnn's model as loaded and frozen (Model.freeze: BatchNorm folds and weight packs
+made once), the ratio frozen clcnn / onnxruntime (above 1: clcnn slower), the largest output
+difference relative to the output's scale, and the layer types taking most of clcnn's time
+(each layer timed alone with a queue finish after it, so these shares add up to a little
+more).
 
     python benchmarks/onnx_zoo.py [--models resnet50,squeezenet] [--repeat 5] [--device pocl]
 """
@@ -88,6 +90,8 @@ def bench(name, path, device, repeat):
     feed = {sess.get_inputs()[0].name: x}
     ours = median_time(lambda: net(x).get(), repeat)
     theirs = median_time(lambda: sess.run(None, feed), repeat)
+    net.freeze()
+    frozen = median_time(lambda: net(x).get(), repeat)
     ref = sess.run(None, feed)[0]
     out = net(x).get()
     err = float(np.abs(out - ref.reshape(out.shape)).max() / max(np.abs(ref).max(), 1e-12))
@@ -95,7 +99,8 @@ def bench(name, path, device, repeat):
     total = sum(shares.values())
     slow = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])[:3])
     return {"model": name, "input": "x".join(map(str, net.input_shapes[0])), "clcnn_ms": 1e3 * ours,
-            "onnxruntime_ms": 1e3 * theirs, "ratio": ours / theirs, "max_rel_err": err, "slowest": slow}
+            "frozen_ms": 1e3 * frozen, "onnxruntime_ms": 1e3 * theirs, "ratio": frozen / theirs,
+            "max_rel_err": err, "slowest": slow}
 
 
 def main():
@@ -107,8 +112,8 @@ def main():
     device = clcnn.get_device(args.device)
     rng = np.random.default_rng(0)
     print(f"device: {device.name}; onnxruntime {ort.__version__} CPU")
-    print("| model | input | clcnn ms | onnxruntime ms | ratio | max rel. err | clcnn's slowest layer types |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | input | clcnn ms | frozen ms | onnxruntime ms | ratio | max rel. err | clcnn's slowest layer types |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             path = os.path.join(tmp, f"{name}.onnx")
@@ -118,7 +123,7 @@ def main():
             else:
                 onnx.save(randomized(name, rng), path)
             r = bench(name, path, device, args.repeat)
-            print(f"| {r['model']} | {r['input']} | {r['clcnn_ms']:.1f} | {r['onnxruntime_ms']:.1f} | "
+            print(f"| {r['model']} | {r['input']} | {r['clcnn_ms']:.1f} | {r['frozen_ms']:.1f} | {r['onnxruntime_ms']:.1f} | "
                   f"{r['ratio']:.2f} | {r['max_rel_err']:.1e} | {r['slowest']} |", flush=True)
 
 

@@ -309,6 +309,7 @@ class Device:
         self._kernels = {}
         self._array_templates = {}     # (shape, dtype) -> an Array's attributes (see empty)
         self.recorder = None           # a replay.Recorder while a training step is recorded
+        self.frozen_weights = None     # a frozen model's kept derived weights while it runs (derived)
 
     @property
     def name(self):
@@ -543,6 +544,26 @@ class Device:
         vars(view).update(template)
         view.base_data, view.offset, view.events = array.base_data, array.offset, []
         return view
+
+    def derived(self, what, sources, make):
+        """make(): an array computed from weights alone (a BatchNorm folded into a convolution,
+        weights packed or Winograd-transformed), or, while a frozen model runs its forward
+        (Model.freeze), the one made for the same arrays before. The entry holds the source
+        arrays, so their ids stay theirs while it lives; the model promises that their values
+        do not change while it is frozen."""
+        kept = self.frozen_weights
+        if kept is None:
+            return make()
+        key = (what,) + tuple(id(a) for a in sources)
+        entry = kept.get(key)
+        if entry is None:
+            if self.recorder is not None:
+                # Made inside a recording, the array would come from the recording's own pool
+                # and its launch would replay each time: keep nothing (a forward that is
+                # recorded always follows a plain one of the same signature, which kept it).
+                return make()
+            entry = kept[key] = (sources, make())
+        return entry[1]
 
     def untracked(self, what):
         """Note a device command made other than through ops' launch() (a fill, an upload): a

@@ -18,6 +18,7 @@ from .errors import CheckpointError, DeviceOutOfMemory, NonFiniteError, ShapeErr
 from .graph import as_tensor_list, topological_order
 from .layers.base import Layer
 from .ops import elementwise as elementwise_ops
+from .parameter import frozen_models
 from .replay import ForwardReplay, fill_in_place, private_input
 from .serialization import read_archive, write_archive
 
@@ -118,6 +119,8 @@ class Model:
         self._forward_replay = ForwardReplay()
         self._run = None      # what the last forward saved for backward
         self._run_unfilled = []   # its inputs a replay read in place (replay.fill_in_place)
+        self._frozen_weights = None   # while frozen: {derivation: (source arrays, derived)} (freeze)
+        self._freezes = 0         # freeze() and unfreeze() calls: recorded forwards depend on it
 
     def _layer_keys(self):
         """id(layer) -> the prefix of its state_dict keys: its name (unique per model)."""
@@ -192,7 +195,11 @@ class Model:
 
         def plain():
             plan = self._plan()
-            contexts = [self._forward_step(step, values) for step in plan]
+            self.device.frozen_weights = self._frozen_weights
+            try:
+                contexts = [self._forward_step(step, values) for step in plan]
+            finally:
+                self.device.frozen_weights = None
             self._run, self._run_unfilled = (values, contexts, plan), []
             return [values[v] for v in self._outputs]
 
@@ -329,13 +336,42 @@ class Model:
         return inputs[0] if self._single_input else inputs
 
     def train(self, mode=True):
+        """Train mode (mode True; unfreezes the model) or eval mode."""
         self.training = bool(mode)
         for layer in self.layers:
             layer.training = self.training
+        if self.training:
+            self.unfreeze()
         return self
 
     def eval(self):
         return self.train(False)
+
+    def freeze(self):
+        """Eval mode for inference with fixed weights: what an eval forward derives from the
+        weights alone (BatchNorms folded into convolutions, weights packed for the kernels,
+        Winograd-transformed weights) is made at the next forward and kept, not made again at
+        every call (ResNet-50 at batch 1 spends about a third of its kernel time on it).
+        The weights must not change while frozen: train(), load_state_dict(), optimizer steps
+        and Parameter.set_value unfreeze the model themselves; after writing a Parameter's
+        .data on the device in any other way, call unfreeze() (or freeze() again)."""
+        self.eval()
+        self._frozen_weights = {}
+        self._freezes += 1
+        frozen_models.add(self)
+        return self
+
+    def unfreeze(self):
+        """Drop what freeze() kept; each eval forward derives from the current weights again."""
+        if self._frozen_weights is not None:
+            self._frozen_weights = None
+            self._freezes += 1
+            frozen_models.discard(self)
+        return self
+
+    @property
+    def frozen(self):
+        return self._frozen_weights is not None
 
     # -- parameters -----------------------------------------------------------------------
     def parameters(self):

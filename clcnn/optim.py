@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .ops.optim import ADAM_STEP_ARGUMENTS, adam_step_scalars, adam_update, sgd_update_many
+from .parameter import changing
 
 
 def _params(model_or_params):
@@ -80,6 +81,7 @@ class SGD(Optimizer):
                 self.step_count == 0)
 
     def step(self):
+        changing(self.params)
         if self.params:
             bufs = [self._buffer(p, "momentum_buffer") for p in self.params] if self.momentum else None
             sgd_update_many(self.params[0].device, [p.data for p in self.params],
@@ -103,6 +105,7 @@ class Adam(Optimizer):
         return (id(self), self.lr, self.betas, self.eps, self.weight_decay)
 
     def step(self):
+        changing(self.params)
         self.step_count += 1
         for p in self.params:
             launched = adam_update(p.device, p.data, p.grad, self._buffer(p, "exp_avg"),

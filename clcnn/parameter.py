@@ -4,6 +4,20 @@ import weakref
 
 import numpy as np
 
+# Models frozen for inference (Model.freeze) keep arrays derived from their weights; clcnn's
+# own writes to a parameter (set_value, optimizer steps) unfreeze the models that hold it.
+frozen_models = weakref.WeakSet()
+
+
+def changing(params):
+    """Unfreeze every frozen model holding one of params: their values are about to change."""
+    if not frozen_models:
+        return
+    ids = {id(p) for p in params}
+    for model in list(frozen_models):
+        if any(id(t) in ids for t in model.named_tensors().values()):
+            model.unfreeze()
+
 
 class Parameter:
     """A tensor of a layer. Trainable ones get a gradient and the optimizer's updates; buffers
@@ -51,6 +65,7 @@ class Parameter:
         return self.data.copy() if self.host else self.data.get()
 
     def set_value(self, value):
+        changing([self])
         if self.host:
             self.data = np.array(value, dtype=self.dtype).reshape(self.shape)
         else:

@@ -347,7 +347,7 @@ class ForwardReplay(_Schedule):
         inputs = tuple(_input_signature(x) for x in xs)
         if any(i is None or (not i[0] and not np.issubdtype(i[2], np.floating)) for i in inputs):
             return None
-        return (id(model), model._fuse_pools, inputs,
+        return (id(model), model._fuse_pools, model._freezes, inputs,
                 tuple(id(p.data) for layer in model.layers
                       for p in list(layer.params.values()) + list(layer.buffers.values()) if not p.host))
 

@@ -343,15 +343,19 @@ def fold_into_conv_device(dev, weight_conv, bias_conv, bn_weight, bn_bias, runni
     if running_mean is None or running_var is None:
         raise ValueError("folding needs running_mean and running_var")
     _check_eps(eps)
-    weight, bias = dev.empty(weight_conv.shape), dev.empty((o,))
-    if weight_conv.size:
-        affine = bn_weight is not None
-        launch(dev, dev.kernel("batchnorm.cl", "batchnorm_fold"), (o,), (16,),
-               buf(weight_conv), None if bias_conv is None else buf(bias_conv),
-               buf(bn_weight) if affine else None, buf(bn_bias) if affine else None,
-               buf(running_mean), buf(running_var), buf(weight), buf(bias),
-               i32(weight_conv.size // o), i32(o), f32(eps), i32(bias_conv is not None), i32(affine))
-    return weight, bias
+
+    def fold():
+        weight, bias = dev.empty(weight_conv.shape), dev.empty((o,))
+        if weight_conv.size:
+            affine = bn_weight is not None
+            launch(dev, dev.kernel("batchnorm.cl", "batchnorm_fold"), (o,), (16,),
+                   buf(weight_conv), None if bias_conv is None else buf(bias_conv),
+                   buf(bn_weight) if affine else None, buf(bn_bias) if affine else None,
+                   buf(running_mean), buf(running_var), buf(weight), buf(bias),
+                   i32(weight_conv.size // o), i32(o), f32(eps), i32(bias_conv is not None), i32(affine))
+        return weight, bias
+    return dev.derived(("batchnorm_fold", float(eps)),
+                       (weight_conv, bias_conv, bn_weight, bn_bias, running_mean, running_var), fold)
 
 
 def fold_into_conv(weight_conv, bias_conv, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):

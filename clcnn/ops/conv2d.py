@@ -511,13 +511,17 @@ class _DirectForward:
             y, pooled = dev.empty(y_shape), None
         out = buf(y if y is not None else pooled)
         keep = saved is not None and self.groups == 1
-        wt = dev.empty(wt_shape) if keep or not self.selfpack else None
         if self.selfpack:   # one launch; item 0 writes the packed weights where they are kept
+            wt = dev.empty(wt_shape) if keep else None
             launch(dev, kernel, grid, local, buf(xp), buf(w), out, *chunks[0], *((buf(pooled),) if pair else ()),
                    buf(b if b is not None else w), i32(b is not None), buf(wt if keep else w), i32(keep))
         else:
-            launch(dev, pack_kernel, pack_grid, pack_local, buf(w), buf(b if b is not None else w), buf(wt),
-                   *pack_scalars)
+            def pack():
+                wt = dev.empty(wt_shape)
+                launch(dev, pack_kernel, pack_grid, pack_local, buf(w), buf(b if b is not None else w), buf(wt),
+                       *pack_scalars)
+                return wt
+            wt = dev.derived(("conv2d_pack_weights", wt_shape) + pack_scalars, (w, b), pack)
             for scalars in chunks:
                 launch(dev, kernel, grid, local, buf(xp), buf(wt), out, *scalars, *((buf(pooled),) if pair else ()))
         if keep:

@@ -179,9 +179,13 @@ def _convolve(dev, x, w, b, co, oh, ow, pt, pl, activation, negative_slope, flip
     d, m, a, tiles, tp = _setup(dev, w.shape[2], oh, ow, n)
     kernel = functools.partial(_conv._kernel, dev, _FILE, defines=d)
     v = _input_transform(dev, kernel, x, a, oh, ow, pt, pl, tiles, tp)
-    u = dev.empty((a * a, c, co))
-    launch(dev, kernel("winograd_weights"), (-(-co // _LANES), c), _LANES_LOCAL, buf(w), buf(u), i32(c), i32(co),
-           i32(flip))
+
+    def transformed():
+        u = dev.empty((a * a, c, co))
+        launch(dev, kernel("winograd_weights"), (-(-co // _LANES), c), _LANES_LOCAL, buf(w), buf(u), i32(c),
+               i32(co), i32(flip))
+        return u
+    u = dev.derived(("winograd_weights", a, flip), (w,), transformed)
     products = dev.empty((a * a, co, tp))
     _products(dev, kernel, d, u, v, products, a, co, tp, c, 1, co, 1, tp)
     y = dev.empty((n, co, oh, ow))
