@@ -408,6 +408,7 @@ def _json_safe(value):
 def evaluate(checkpoint, dataset_name, data_dir, device, as_json, with_plot=False, plot_dir=None):
     """Loss, accuracy, per-class accuracy and confusion matrix of CHECKPOINT on a test set."""
     net, meta = _load_checkpoint(checkpoint, device)
+    net.freeze()    # fixed weights: folds and packs made once, not per batch
     prep = _preprocess(meta, checkpoint)
     images, labels = datasets.dataset(dataset_name or meta.get("dataset", "mnist"), "test", data_dir=data_dir)
     x = datasets.prepare_images(images, pad=prep["pad"], mean=prep["mean"], std=prep["std"])
@@ -488,6 +489,7 @@ def predict(checkpoint, images, top, resize, as_json, device):
     TIFF, PGM/PPM or .npy), converted to the model's channels; digits are white on black."""
     from clcnn.imageio import list_images, read_image
     net, meta = _load_checkpoint(checkpoint, device)
+    net.freeze()
     channels, size, pad, mean, std = _input_spec(meta, checkpoint)
     paths = list_images(images)
     batch = np.stack([read_image(path, channels=channels, size=size, resize=resize) for path in paths])
@@ -546,6 +548,7 @@ def show_features(checkpoint, image, out, resize, device):
     from clcnn import plot
     from clcnn.imageio import read_image
     net, meta = _load_checkpoint(checkpoint, device)
+    net.freeze()
     channels, size, pad, mean, std = _input_spec(meta, checkpoint)
     pixels = read_image(image, channels=channels, size=size, resize=resize)
     x = ((np.pad(pixels, ((0, 0), (pad, pad), (pad, pad))) - mean) / std).astype(np.float32)
