@@ -831,6 +831,30 @@ __kernel void conv2d_col2im(__global const float* restrict cols, __global float*
     gx[(nc * h + y) * w + x] = sum;
 }
 
+/* cols[n, (c*kh + i)*kw + j, oh*OW + ow] = x[n, c, oh*sh + i*dh - pt, ow*sw + j*dw - pl], zero
+ * where that falls in the padding: the columns of the im2col forward (clcnn/ops/conv2d_im2col.py),
+ * which one matrix product with w viewed as (O, C*KH*KW) turns into the convolution. A work item
+ * per (row, image) writes its row of OH*OW values whole. Global size (C*KH*KW, N). */
+__kernel void conv2d_im2col(__global const float* restrict x, __global float* restrict cols,
+                            const int c_count, const int h, const int w, const int kh, const int kw,
+                            const int oh, const int ow, const int sh, const int sw, const int pt,
+                            const int pl, const int dh, const int dw)
+{
+    const int r = get_global_id(0), n = get_global_id(1);
+    if (r >= c_count * kh * kw) return;
+    const int c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+    const __global float* plane = x + ((size_t)n * c_count + c) * h * w;
+    __global float* row = cols + ((size_t)n * c_count * kh * kw + r) * (oh * ow);
+    for (int y = 0; y < oh; ++y) {
+        const int iy = y * sh + i * dh - pt;
+        const int inside = iy >= 0 && iy < h;
+        for (int q = 0; q < ow; ++q) {
+            const int ix = q * sw + j * dw - pl;
+            row[y * ow + q] = (inside && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0.0f;
+        }
+    }
+}
+
 /* gyt[(n*r_count + r)*groups*cop + g*cop + o] = gy[(n*groups*o_count + g*o_count + o)*r_count + r],
  * zeros for o >= o_count (o_count channels per group, each group's run padded to cop).
  * Work item per 16 consecutive rows q = n*r_count + r of gyt (across images where the planes

@@ -731,6 +731,21 @@ def _use_gemm(dev, algorithm, x_shape, w_shape, pads, dilation, groups):
     return whole
 
 
+def _use_im2col(dev, algorithm, x_shape, w_shape, stride, pads, dilation, groups):
+    """The im2col forward (clcnn/ops/conv2d_im2col.py) when "im2col" is forced (refused where
+    it cannot run) or, with algorithm None, where it runs and pays."""
+    if algorithm not in (None, "im2col"):
+        return False
+    from . import conv2d_im2col
+    runs = conv2d_im2col.supports(dev, x_shape, w_shape, stride, pads, dilation, groups)
+    if algorithm == "im2col" and not runs:
+        raise ValueError(f"conv2d: algorithm 'im2col' needs a CPU device, one group and at least "
+                         f"{conv2d_im2col.min_pixels(dev)} output pixels per image; got input "
+                         f"{tuple(x_shape)}, weight {tuple(w_shape)}, stride {stride}, groups {groups} on "
+                         f"{dev.name}. Use 'direct'")
+    return runs and (algorithm == "im2col" or conv2d_im2col.pays(x_shape, w_shape, stride, pads, dilation))
+
+
 def _as_matrix(dev, a):
     """The (N, C, H, W) array a as an (N, C*H*W) view."""
     return dev.view(a, (a.shape[0], math.prod(a.shape[1:])))
@@ -776,8 +791,9 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     activation None|"relu"|"leaky_relu"|"tanh"|"sigmoid" fused after the bias.
     algorithm: "direct", "tiled", "winograd" (stride 1, dilation 1, one group, 3x3 or 5x5
     kernels), "depthwise" (groups == C only), "gemm" (a kernel the size of the unpadded input:
-    one output pixel, a matrix product) or None (the GEMM form where it runs on CPUs, depthwise
-    kernels when groups == C > 1,
+    one output pixel, a matrix product), "im2col" (CPUs, one group: the windows as columns,
+    then a matrix product, see conv2d_im2col.py) or None (the GEMM form where it runs on CPUs,
+    depthwise kernels when groups == C > 1, im2col where conv2d_im2col.pays() says so,
     Winograd on CPUs where winograd.pays() says so, else tuned per device and shape, see
     clcnn.tuning).
     saved: a dict to keep what conv2d_backward(saved=) can reuse (the zero-padded input), or
@@ -825,6 +841,11 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     if algorithm is None and conv2d_pointwise.supports(dev, x.shape, w.shape, stride, pads, dilation, groups):
         return _pooled(dev, conv2d_pointwise.forward(dev, x, w, b, _device.ACTIVATION_CODES[activation],
                                                      negative_slope, groups), pool, keep_full)
+    if _use_im2col(dev, algorithm, x.shape, w.shape, stride, pads, dilation, groups):
+        from . import conv2d_im2col
+        return _pooled(dev, conv2d_im2col.forward(dev, x, w, b, stride, pads, oh, ow,
+                                                  _device.ACTIVATION_CODES[activation], negative_slope,
+                                                  dilation), pool, keep_full)
     if algorithm is None and dev.is_cpu:
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups,
@@ -1236,7 +1257,10 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
     """gy = dL/dy (N,O,OH,OW) of the PRE-activation output (the layer undoes the fused activation
     first). Returns (gx or None, gw (O,C/groups,KH,KW), gb (O,) or None). dilation, groups and
     algorithm: as conv2d_forward, the algorithm chosen separately for the weight and the input
-    gradient when None. saved: the dict conv2d_forward(saved=) filled for this x, or None."""
+    gradient when None ("im2col", a forward form, chooses so too). saved: the dict
+    conv2d_forward(saved=) filled for this x, or None."""
+    if algorithm == "im2col":
+        algorithm = None
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     check_array(gy, 4, "conv2d output gradient")
