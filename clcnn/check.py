@@ -56,6 +56,17 @@ def _conv_winograd():
             opspec.conv2d((1, 64, 6, 6), (64, 64, 3, 3), pads=(1, 1, 1, 1))]
 
 
+def _conv_im2col():
+    # Shapes CPUs run as im2col by themselves (a reduction of 2304 over 49 pixels; a strided 1x1
+    # over 1024), odd padding and a dilation forced.
+    cases = [opspec.conv2d((1, 256, 7, 7), (64, 256, 3, 3), pads=(1, 1, 1, 1), activation="relu"),
+             opspec.conv2d((1, 1024, 14, 14), (32, 1024, 1, 1), (2, 2), bias=False)]
+    if get_device(_DEVICE[0]).is_cpu:
+        cases.append(opspec.conv2d((2, 5, 13, 12), (7, 5, 3, 2), (2, 1), (2, 1, 0, 1), dilation=(1, 2),
+                                   activation="tanh", algorithm="im2col"))
+    return cases
+
+
 def _maxpool():
     # Integer inputs: exact ties inside windows, which must be broken as the oracle breaks them.
     return [opspec.pool2d("max", (2, 6, 28, 28), integers=True),
@@ -109,6 +120,7 @@ FAMILIES = [
     ("conv2d depthwise", _conv_depthwise),
     ("conv2d dilated", _conv_dilated),
     ("conv2d winograd", _conv_winograd),
+    ("conv2d im2col", _conv_im2col),
     ("maxpool2d", _maxpool),
     ("avgpool2d", _avgpool),
     ("global_maxpool2d", _global("global_max")),

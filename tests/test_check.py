@@ -11,7 +11,8 @@ from clcnn.cli.main import cli
 from clcnn.errors import KernelBuildError
 from clcnn.ops import conv2d as conv_ops
 
-FAMILIES = ["conv2d", "conv2d grouped", "conv2d depthwise", "conv2d dilated", "conv2d winograd", "maxpool2d",
+FAMILIES = ["conv2d", "conv2d grouped", "conv2d depthwise", "conv2d dilated", "conv2d winograd", "conv2d im2col",
+            "maxpool2d",
             "avgpool2d",
             "global_maxpool2d", "global_avgpool2d", "activation", "softmax", "dense", "dropout",
             "batchnorm2d train", "batchnorm2d eval", "add", "concat", "cross_entropy", "mse",
