@@ -275,6 +275,10 @@ __kernel void depthwise_backward_weight(__global const float* restrict x,
         const int oh = row - n * OH;
         const __global float* xc = x + (n * C + oc / M) * (H * W);
         const __global float* gr = gy + ((n * CO + oc) * OH + oh) * OW;
+        /* Unrolled, each block's column checks are constants: on narrow planes every block
+         * touches the padding (16x16: both), and the per-lane checks then folded away cost
+         * 0.78-0.98x the time (64 images of 16 to 384 channels, 32x32 to 4x4, 3x3). */
+        #pragma unroll
         for (int ow0 = 0; ow0 < OW; ow0 += 8) {
             /* Lanes past the row's end carry gy = 0, so whatever x they meet adds nothing. */
             const float8 gv = row8_checked(gr, ow0, 1, OW);
