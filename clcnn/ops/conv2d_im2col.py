@@ -8,8 +8,9 @@ inference of ImageNet models' last stages): their blocks are runs of one output 
 7x7 or 14x14 plane every block reads the whole weight again for at most 7 or 14 pixels, while
 the product's register blocks take 8 filters by 32 columns at a time.
 """
-from ._common import buf, i32, launch
+from . import conv2d as _conv
 from . import conv2d_pointwise
+from ._common import buf, i32, launch
 from .dense import _blocking
 
 # Where the automatic choice takes it (CPUs): a reduction of at least _MIN_K values (C*KH*KW)
@@ -27,13 +28,6 @@ _MAX_PIXELS = 196
 _MIN_K_STRIDED = 1024
 
 
-def _output_hw(x_shape, w_shape, stride, pads, dilation):
-    h, wd = x_shape[2:]
-    kh, kw = w_shape[2:]
-    return ((h + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1,
-            (wd + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
-
-
 def min_pixels(dev):
     """Output pixels per image the product needs: one register block of columns."""
     _, vw, nv = _blocking(dev)
@@ -43,16 +37,17 @@ def min_pixels(dev):
 def supports(dev, x_shape, w_shape, stride, pads, dilation=(1, 1), groups=1):
     """Where the im2col forward runs: CPUs (the pointwise kernels), one group, and at least
     min_pixels output pixels per image."""
+    if groups != 1:
+        return False
     n, c = x_shape[:2]
     o, _, kh, kw = w_shape
-    oh, ow = _output_hw(x_shape, w_shape, stride, pads, dilation)
-    return groups == 1 and oh > 0 and ow > 0 and conv2d_pointwise.supports(
-        dev, (n, c * kh * kw, oh, ow), (o, c * kh * kw, 1, 1), (1, 1), (0, 0, 0, 0))
+    oh, ow = _conv._output_hw(x_shape, w_shape, stride, pads, dilation)
+    return conv2d_pointwise.supports(dev, (n, c * kh * kw, oh, ow), (o, c * kh * kw, 1, 1), (1, 1), (0, 0, 0, 0))
 
 
 def pays(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     """Whether the automatic choice takes the im2col forward (see _MIN_K)."""
-    oh, ow = _output_hw(x_shape, w_shape, stride, pads, dilation)
+    oh, ow = _conv._output_hw(x_shape, w_shape, stride, pads, dilation)
     pixels, k = x_shape[0] * oh * ow, x_shape[1] * w_shape[2] * w_shape[3]
     if tuple(w_shape[2:]) == (1, 1) and tuple(stride) != (1, 1):
         return k >= _MIN_K_STRIDED and pixels <= 2 * _MAX_PIXELS
@@ -62,7 +57,6 @@ def pays(x_shape, w_shape, stride, pads, dilation=(1, 1)):
 def forward(dev, x, w, b, stride, pads, oh, ow, activation_code, negative_slope, dilation=(1, 1)):
     """act(conv(x, w) + b) (N, O, oh, ow) for x (N, C, H, W), w (O, C, KH, KW), b (O,) or
     None, pads (top, bottom, left, right): the columns, then their product with w."""
-    from . import conv2d as _conv
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     rows = c * kh * kw
