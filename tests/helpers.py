@@ -235,3 +235,27 @@ def outputs_in_reverse_item_order(device, call):
             cl.enqueue_nd_range_kernel(device.queue, kernel, (1,) * len(item), (1,) * len(item),
                                        global_work_offset=item)
     return once, [a.get() for a in arrays]
+
+
+@contextlib.contextmanager
+def launched_kernels(names):
+    """Appends the name of every kernel the op wrappers (clcnn.ops' modules) launch to `names`
+    while the block runs."""
+    import importlib
+    import pkgutil
+
+    import pytest
+
+    import clcnn.ops
+    from clcnn.ops import _common
+    launch = _common.launch
+
+    def counting(dev, kernel, *args):
+        names.append(kernel.function_name)
+        return launch(dev, kernel, *args)
+    modules = [importlib.import_module(f"clcnn.ops.{m.name}") for m in pkgutil.iter_modules(clcnn.ops.__path__)]
+    with pytest.MonkeyPatch.context() as patch:
+        for module in modules:
+            if getattr(module, "launch", None) is launch:
+                patch.setattr(module, "launch", counting)
+        yield names

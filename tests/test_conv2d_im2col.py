@@ -8,9 +8,8 @@ from hypothesis import assume, given, settings, strategies as st
 from clcnn.ops import conv2d as ops
 from clcnn.ops import conv2d_im2col
 from clcnn.oracle import conv2d as oracle
-from tests.helpers import assert_close
+from tests.helpers import assert_close, launched_kernels as launched
 from tests.test_conv2d import ACTIVATIONS, _bound
-from tests.test_freeze import launched
 
 
 def _oracle(x, w, b, stride, pads, dilation, activation):

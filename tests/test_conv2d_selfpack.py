@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from clcnn.ops import _common
 from clcnn.ops import conv2d as ops
 from clcnn.oracle import conv2d as oracle
-from tests.helpers import assert_close
+from tests.helpers import assert_close, launched_kernels
 from tests.test_conv2d import ACTIVATIONS, _bound
 
 
@@ -51,13 +50,7 @@ def test_selfpacking_forward_matches_oracle(device, case):
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[0]).astype(np.float32) if bias else None
     names = []
-    launch = _common.launch
-
-    def counting(dev, kernel, *args):
-        names.append(kernel.function_name)
-        return launch(dev, kernel, *args)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ops, "launch", counting)
+    with launched_kernels(names):
         y = ops.conv2d_forward(device, device.to_device(x), device.to_device(w),
                                None if b is None else device.to_device(b), stride, pads, activation=activation,
                                negative_slope=0.1, algorithm="direct")
@@ -70,29 +63,25 @@ def test_selfpacking_forward_matches_oracle(device, case):
     assert "conv2d_pack_weights" not in names and names.count("conv2d_forward") == 1
 
 
-def test_lenet_conv2_standalone_forward_is_one_launch(device, monkeypatch):
+def test_lenet_conv2_standalone_forward_is_one_launch(device):
     """The conv sweep's LeNet-5 conv2 at batch 64, called alone: one launch; a call that keeps
     the packed weights for its backward (saved) too, its first work item writing them as
     conv2d_pack_weights would."""
     if not device.is_cpu:
         pytest.skip("the forward packs its weights itself on CPUs only")
     names = []
-    launch = _common.launch
-
-    def counting(dev, kernel, *args):
-        names.append(kernel.function_name)
-        return launch(dev, kernel, *args)
-    monkeypatch.setattr(ops, "launch", counting)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((64, 6, 14, 14)).astype(np.float32)
     w = (rng.standard_normal((16, 6, 5, 5)) * 0.2).astype(np.float32)
     b = rng.standard_normal(16).astype(np.float32)
     args = (device, device.to_device(x), device.to_device(w), device.to_device(b), (1, 1), (0, 0, 0, 0))
-    y = ops.conv2d_forward(*args, algorithm="direct")
+    with launched_kernels(names):
+        y = ops.conv2d_forward(*args, algorithm="direct")
     assert names == ["conv2d_forward"]
     names.clear()
     saved = {}
-    kept = ops.conv2d_forward(*args, algorithm="direct", saved=saved)
+    with launched_kernels(names):
+        kept = ops.conv2d_forward(*args, algorithm="direct", saved=saved)
     assert names == ["conv2d_forward"] and saved["packed"][0] is args[2]
     expected = ops._pack_weights(device, args[2], args[3], 16, mode=0).get()
     np.testing.assert_array_equal(saved["packed"][1].get(), expected)

@@ -3,38 +3,16 @@ folds, packed and Winograd-transformed weights) instead of deriving it at every 
 frozen model gives the unfrozen model's outputs bit for bit and the NumPy reference's within
 float32 rounding; clcnn's own writes to the weights (train(), load_state_dict, optimizer
 steps, set_value) unfreeze it, so no later output comes from stale weights."""
-import contextlib
-import importlib
-import pkgutil
-
 import numpy as np
 import pytest
 
 import clcnn
-import clcnn.ops
 from clcnn import layers as L
 from clcnn import reference
-from clcnn.ops import _common
 from clcnn.ops import conv2d as conv_ops
-from tests.helpers import assert_close, randomise_state
+from tests.helpers import assert_close, launched_kernels as launched, randomise_state
 
 DERIVING = {"batchnorm_fold", "conv2d_pack_weights", "winograd_weights"}
-
-
-@contextlib.contextmanager
-def launched(names):
-    """Appends the name of every kernel the op wrappers launch to `names`."""
-    launch = _common.launch
-
-    def counting(dev, kernel, *args):
-        names.append(kernel.function_name)
-        return launch(dev, kernel, *args)
-    modules = [importlib.import_module(f"clcnn.ops.{m.name}") for m in pkgutil.iter_modules(clcnn.ops.__path__)]
-    with pytest.MonkeyPatch.context() as patch:
-        for module in modules:
-            if getattr(module, "launch", None) is launch:
-                patch.setattr(module, "launch", counting)
-        yield names
 
 
 def small_net(device):

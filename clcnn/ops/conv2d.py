@@ -737,13 +737,16 @@ def _use_im2col(dev, algorithm, x_shape, w_shape, stride, pads, dilation, groups
     if algorithm not in (None, "im2col"):
         return False
     from . import conv2d_im2col
+    if algorithm is None:       # the shape rule first: it needs no device query
+        return (groups == 1 and conv2d_im2col.pays(x_shape, w_shape, stride, pads, dilation)
+                and conv2d_im2col.supports(dev, x_shape, w_shape, stride, pads, dilation, groups))
     runs = conv2d_im2col.supports(dev, x_shape, w_shape, stride, pads, dilation, groups)
-    if algorithm == "im2col" and not runs:
+    if not runs:
         raise ValueError(f"conv2d: algorithm 'im2col' needs a CPU device, one group and at least "
                          f"{conv2d_im2col.min_pixels(dev)} output pixels per image; got input "
                          f"{tuple(x_shape)}, weight {tuple(w_shape)}, stride {stride}, groups {groups} on "
                          f"{dev.name}. Use 'direct'")
-    return runs and (algorithm == "im2col" or conv2d_im2col.pays(x_shape, w_shape, stride, pads, dilation))
+    return True
 
 
 def _as_matrix(dev, a):
