@@ -67,6 +67,15 @@ def _conv_im2col():
     return cases
 
 
+def _conv_residual():
+    # An eval-mode convolution run into the Add after it: a bottleneck's last 1x1 (the residual
+    # in the product's epilogue on CPUs), a strided 1x1 over 1024 (im2col on CPUs) and a 3x3
+    # (an add pass after it).
+    return [opspec.conv2d((2, 64, 7, 7), (256, 64, 1, 1), activation="relu", residual=True),
+            opspec.conv2d((1, 1024, 14, 14), (32, 1024, 1, 1), (2, 2), bias=False, residual=True),
+            opspec.conv2d((2, 8, 9, 9), (8, 8, 3, 3), pads=(1, 1, 1, 1), activation="relu", residual=True)]
+
+
 def _maxpool():
     # Integer inputs: exact ties inside windows, which must be broken as the oracle breaks them.
     return [opspec.pool2d("max", (2, 6, 28, 28), integers=True),
@@ -121,6 +130,7 @@ FAMILIES = [
     ("conv2d dilated", _conv_dilated),
     ("conv2d winograd", _conv_winograd),
     ("conv2d im2col", _conv_im2col),
+    ("conv2d residual", _conv_residual),
     ("maxpool2d", _maxpool),
     ("avgpool2d", _avgpool),
     ("global_maxpool2d", _global("global_max")),

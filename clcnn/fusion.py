@@ -15,6 +15,11 @@ may absorb calls that only it feeds:
   step of its own for the backward pass, but its forward output comes from the convolution's
   step, which keeps the full-size map for the backward and writes the pooled one in the same
   pass where it can (conv2d_rows: LeNet-5's conv1, one read of its 6x28x28 maps less);
+- in eval mode, a Conv2D (with its folded BatchNorm, no activation of its own) whose output
+  only an Add reads, with the Add's fused activation (a bottleneck's conv3 -> bn3 -> Add(shortcut)
+  -> ReLU): as below, the step runs where the Add runs, reading the convolution's input and the
+  Add's other inputs (step_call); the convolution adds them before the activation
+  (ops.conv2d's residual: in the matrix product's epilogue for 1x1 and im2col convolutions);
 - a BatchNorm2D (not folded) whose output only an Add reads, with the Add's fused activation (a
   residual block's bn2 -> Add(shortcut) -> ReLU): the step runs where the Add runs, as the
   BatchNorm layer reading its own input and the Add's other inputs (step_call), one normalising
@@ -54,8 +59,9 @@ def _readers(calls, outputs, count):
 
 def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
     """The fusion plan of `calls` (see model._Call) for train or eval mode; fold_batchnorm
-    False leaves out every eval-only fusion (BatchNorm folds and pools), fuse_pools False the
-    pools."""
+    False leaves out every eval-only fusion (BatchNorm folds, pools, Adds run into
+    convolutions), fuse_pools False the pools and the Adds run into convolutions (so that
+    every convolution's own map is formed, at full size)."""
     from .layers.base import WeightedLayer
     from .layers.batchnorm import BatchNorm2D
     from .layers.conv import Conv2D
@@ -69,7 +75,8 @@ def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
         return users[0] if len(users) == 1 and users[0] is not None else None
 
     steps, absorbed, step_of_value = [], set(), {}
-    into_add = {}      # Add position -> the BatchNorm call that runs with it
+    into_add = {}      # Add position -> the BatchNorm or Conv2D call that runs with it
+    folded = {}        # Conv2D position run into an Add -> the position of its folded BatchNorm
     for position, call in enumerate(calls):
         if position in absorbed:
             continue
@@ -83,10 +90,18 @@ def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
         if position in into_add:      # last stays the Add: the step writes its output
             add, position = position, into_add[position]
             layer = calls[position].layer
-        if isinstance(layer, Conv2D) and not training and fold_batchnorm:
+            batchnorm = folded.get(position)
+        elif isinstance(layer, Conv2D) and not training and fold_batchnorm:
             nxt = sole_reader(last)
             if nxt is not None and isinstance(calls[nxt].layer, BatchNorm2D) and layer.activation is None:
                 batchnorm, last = nxt, nxt
+            nxt = sole_reader(last)
+            if (fuse_pools and layer.takes_residuals and layer.activation is None and nxt is not None
+                    and isinstance(calls[nxt].layer, Add) and nxt not in into_add):
+                into_add[nxt], folded[position] = position, batchnorm
+                if batchnorm is not None:
+                    absorbed.add(batchnorm)
+                continue
         can_fuse = ((isinstance(layer, WeightedLayer) and layer.activation is None)
                     or isinstance(layer, (Add, BatchNorm2D)))
         nxt = sole_reader(last)
@@ -95,7 +110,7 @@ def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
             if function is not None and function in getattr(layer, "fusable_activations", ()):
                 activation, last = nxt, nxt
         pool = None
-        if not training and fold_batchnorm and fuse_pools and getattr(layer, "fusable_pools", ()):
+        if not training and fold_batchnorm and fuse_pools and add is None and getattr(layer, "fusable_pools", ()):
             nxt = sole_reader(last)
             kind = getattr(calls[nxt].layer, "fusable_as", None) if nxt is not None else None
             if kind in layer.fusable_pools:
@@ -119,12 +134,13 @@ def plan(calls, outputs, count, training, fold_batchnorm=True, fuse_pools=True):
 
 
 def step_call(step, calls, count):
-    """(layer, value indices it reads) of the step: the main call's, or for a BatchNorm run into
-    an Add, the BatchNorm's input followed by the Add's other inputs."""
+    """(layer, value indices it reads) of the step: the main call's, or for a BatchNorm or
+    Conv2D run into an Add, its input followed by the Add's other inputs."""
     call = calls[step.position]
     if step.add is None:
         return call.layer, call.inputs
-    return call.layer, call.inputs + [v for v in calls[step.add].inputs if v != count + step.position]
+    own = count + (step.batchnorm if step.batchnorm is not None else step.position)
+    return call.layer, call.inputs + [v for v in calls[step.add].inputs if v != own]
 
 
 def forward_arguments(step, calls):
@@ -215,10 +231,13 @@ def step_activation(step, calls):
     return None
 
 
-def has_folds(plan_steps):
-    """Whether the plan has eval-only fusions (folded BatchNorms, pooled convolutions), whose
-    intermediates a backward pass would need."""
-    return any(step.batchnorm is not None or step.pool is not None for step in plan_steps)
+def has_folds(plan_steps, calls):
+    """Whether the plan has eval-only fusions (folded BatchNorms, pooled convolutions, Adds run
+    into convolutions), whose intermediates a backward pass would need."""
+    from .layers.batchnorm import BatchNorm2D
+    return any(step.batchnorm is not None or step.pool is not None
+               or (step.add is not None and not isinstance(calls[step.position].layer, BatchNorm2D))
+               for step in plan_steps)
 
 
 def fold_batchnorm(conv, bn):

@@ -276,7 +276,7 @@ class Model:
             raise TypeError(f"backward takes one gradient per model output ({len(self._outputs)}), got {len(gys)}")
         values, contexts, plan = self._saved_run()
         count = self._input_count()
-        if fusion.has_folds(plan):
+        if fusion.has_folds(plan, self._calls):
             # Eval-mode forward folded BatchNorm into convolutions, whose backward needs the
             # unfolded intermediates: run the forward again without folding (rare: gradients
             # in eval mode), same inputs, same results up to rounding.

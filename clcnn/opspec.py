@@ -95,7 +95,7 @@ def _drop_none(values):
 # -- compute-bound ops ---------------------------------------------------------------------
 def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activation=None,
            need_input_grad=True, name=None, dilation=(1, 1), groups=1, negative_slope=0.01,
-           pre_activation=False, algorithm=None, keep_pool=None, grad_from_pool=False):
+           pre_activation=False, algorithm=None, keep_pool=None, grad_from_pool=False, residual=False):
     """Conv2D forward (bias and activation fused) and backward (activation gradient, then the
     input gradient if need_input_grad, the weight and bias gradients). groups == C > 1 runs
     the depthwise kernels (ops/depthwise.py), as the layer does. pre_activation: gy is already
@@ -105,9 +105,13 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
     same call (keep_full, a train-mode fusion with the pooling layer after it, fusion.py).
     grad_from_pool: the backward takes the gradient of a 2x2 stride-2 average pooling of the
     activated output ("gy" has the pooled shape; ops.conv2d_backward_pooled: the pooling's
-    backward deferred to it, fusion.py)."""
+    backward deferred to it, fusion.py).
+    residual: the forward adds an input "r" of the output's shape before the activation (an
+    eval-mode convolution run into the Add after it, fusion.py); forward only."""
     if grad_from_pool and pre_activation:
         raise ValueError("conv2d: grad_from_pool undoes the activation itself (no pre_activation)")
+    if residual and (keep_pool or grad_from_pool):
+        raise ValueError("conv2d: a residual is an eval-mode fusion: no keep_pool or grad_from_pool with it")
     n, c, h, w = x_shape
     o, cg, kh, kw = w_shape
     stride, pads, dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -124,9 +128,14 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
              "gy": _normal(rng, gy_shape)}
         if bias:
             a["b"] = _uniform(rng, (o,), cg * kh * kw)
+        if residual:
+            a["r"] = _normal(rng, y_shape)
         return a
 
     def forward(dev, a):
+        if residual:
+            return (k_conv.conv2d_forward(dev, a["x"], a["w"], a.get("b"), stride, pads, activation=activation,
+                                          negative_slope=negative_slope, residual=a["r"], **extra),)
         if keep_pool:
             return k_conv.conv2d_forward(dev, a["x"], a["w"], a.get("b"), stride, pads, activation=activation,
                                          negative_slope=negative_slope, pool=keep_pool, keep_full=True, **extra)
@@ -147,6 +156,7 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
 
     def o_forward(a):
         y = o_conv.conv2d_forward(a["x"], a["w"], a.get("b"), stride, pads, dilation, groups)
+        y = y + a["r"] if residual else y
         y = o_act.activation_forward(activation, y, negative_slope) if activation else y
         if keep_pool == "avg":
             return y, o_pool.avgpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))
@@ -164,14 +174,17 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
 
     act_bytes = 2 * _numel(y_shape) if undo else 0
     pooled_shape = (n, o, oh // 2, ow // 2) if keep_pool else ()
-    fwd_bytes = F32 * _numel(x_shape, w_shape, y_shape, (o,) if bias else (), pooled_shape)
+    fwd_bytes = F32 * _numel(x_shape, w_shape, y_shape, (o,) if bias else (), pooled_shape,
+                             y_shape if residual else ())
     bwd_bytes = F32 * (_numel(x_shape, w_shape, y_shape) * 2 + act_bytes)
     kind = "depthwise " if groups > 1 and groups == c else (f"g{groups} " if groups > 1 else "")
     name = name or (f"conv2d {kind}{c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
                     + (f" d{dilation[0]}" if dilation != (1, 1) else "")
                     + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else "")
                     + (f" +{keep_pool}pool" if keep_pool else "") + (" +pool backward" if grad_from_pool else "")
-                    + (f" ({algorithm})" if algorithm else ""))
+                    + (" +residual" if residual else "") + (f" ({algorithm})" if algorithm else ""))
+    if residual:
+        backward = o_backward = None
     return OpCase(name, "conv2d", make, forward, o_forward, backward, o_backward,
                   flops=(2 * macs, 2 * macs * (2 if need_input_grad else 1)),
                   bytes=(fwd_bytes, bwd_bytes), tol=TOL_SUM)

@@ -73,7 +73,9 @@ DEFINE_ACTIVATE_BACKWARDV(VEC)
  * row; act an ACT_ code of common.h, slope LeakyReLU's), or with y_act (another ACT_ code; act
  * and bias unused) C = (op(A) @ B) times the derivative of that activation at its output
  * Y (M, N), as activate_backward: the input gradient of a Dense layer whose input is an
- * activation's output. With row_sums the first
+ * activation's output. With add_y (and y_act ACT_NONE) C = act(op(A) @ B + bias + Y): a
+ * residual added before the activation (an eval-mode convolution run into the Add after it,
+ * pointwise_forward). With row_sums the first
  * column block also writes row_sums[m] = sum over k of op(A)[m, k] (summed in k order). The
  * work item's block: rows by*TM.., columns bx*NB.. B's rows are LDB apart: LDB = N (and N >= NB) unless
  * b_padded. trans_a, with_sums and act are constants in each kernel below, which LLVM folds
@@ -87,7 +89,7 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
                                    const int LDB, const int b_padded, const int has_bias, const float slope,
                                    const int trans_a, const int with_sums, const int act,
                                    const int bx, const int by, __global const float* restrict Y,
-                                   const int y_act, const int bias_rows)
+                                   const int y_act, const int bias_rows, const int add_y)
 {
     const int m0 = by * TM;
     if (m0 >= M || bx * NB >= N) return;
@@ -141,7 +143,8 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
                 #pragma unroll
                 for (int i = 0; i < TM; ++i) {
                     const VEC bi = has_bias && bias_rows ? (VEC)(bias[MIN(m0 + i, M - 1)]) : bb;
-                    if (m0 + i < M) STOREV(activatev(acc[i][v] + bi, act, slope), C + (size_t)(m0 + i) * N + c0);
+                    const VEC r = add_y ? LOADV(Y + (size_t)MIN(m0 + i, M - 1) * N + c0) : (VEC)(0.0f);
+                    if (m0 + i < M) STOREV(activatev(acc[i][v] + bi + r, act, slope), C + (size_t)(m0 + i) * N + c0);
                 }
             }
         } else {
@@ -154,7 +157,13 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
             const VEC bb = LOADV(bs);
             float out[TM][VW];
             #pragma unroll
-            for (int i = 0; i < TM; ++i) STOREV(activatev(acc[i][v] + bb, act, slope), out[i]);
+            for (int i = 0; i < TM; ++i) {
+                float r[VW];
+                #pragma unroll
+                for (int j = 0; j < VW; ++j)
+                    r[j] = add_y ? Y[(size_t)MIN(m0 + i, M - 1) * N + MIN(c0 + j, N - 1)] : 0.0f;
+                STOREV(activatev(acc[i][v] + bb + LOADV(r), act, slope), out[i]);
+            }
             #pragma unroll 1
             for (int i = 0; i < MIN(TM, M - m0); ++i) {
                 #pragma unroll 1
@@ -175,7 +184,7 @@ __kernel void NAME(__global const float* restrict A, __global const float* restr
                    const int LDB, const int b_padded, const int has_bias, const float slope)  \
 {                                                                                             \
     gemm_block_body(A, B, C, bias, row_sums, M, N, K, LDB, b_padded, has_bias, slope,         \
-                    TRANS_A, WITH_SUMS, ACT, get_global_id(0), get_global_id(1), C, ACT_NONE, 0); \
+                    TRANS_A, WITH_SUMS, ACT, get_global_id(0), get_global_id(1), C, ACT_NONE, 0, 0); \
 }
 GEMM_KERNEL(gemm_block, 0, 0, ACT_NONE)
 GEMM_KERNEL(gemm_block_ta, 1, 0, ACT_NONE)
@@ -354,16 +363,16 @@ __kernel void dense_backward_pair(__global const float* restrict gy, __global co
     int t = get_global_id(0);
     if (t < gx_blocks) {
         gemm_block_body(gy, w, gx, gx, gx, n, i, o, i, 0, 0, slope, 0, 0, ACT_NONE, t % columns, t / columns,
-                        x, x_act, 0);
+                        x, x_act, 0, 0);
         return;
     }
     t -= gx_blocks;
     if (has_bias)
         gemm_block_body(gy, x, gw, gw, gb, o, i, n, i, 0, 0, slope, 1, 1, ACT_NONE, t % columns, t / columns,
-                        gw, ACT_NONE, 0);
+                        gw, ACT_NONE, 0, 0);
     else
         gemm_block_body(gy, x, gw, gw, gw, o, i, n, i, 0, 0, slope, 1, 0, ACT_NONE, t % columns, t / columns,
-                        gw, ACT_NONE, 0);
+                        gw, ACT_NONE, 0, 0);
 }
 
 /* T = S, or S.T with trans, for S (R, Q), with T's rows LDT >= (its columns) apart and zero
@@ -400,17 +409,20 @@ __kernel void gemm_pack(__global const float* restrict S, __global float* restri
  * product: y[n, g*Og..] (Og, HW) = w[g*Og..] (Og, Cg) @ x[n, g*Cg..] (Cg, HW); get_global_id(2)
  * is n * G + g. */
 
-/* y[n] = act(w @ x[n] + b) (b one per output channel, a row of y[n]), per group. Global size
- * (ceil(HW / NB), ceil(Og / TM), N * G), the first two swapped with rows_first. */
+/* y[n] = act(w @ x[n] + b + r[n]) (b one per output channel, a row of y[n]; r, when
+ * has_residual, an array of y's shape), per group. Global size (ceil(HW / NB), ceil(Og / TM),
+ * N * G), the first two swapped with rows_first. */
 __kernel void pointwise_forward(__global const float* restrict w, __global const float* restrict x,
                                 __global float* restrict y, __global const float* restrict b,
+                                __global const float* restrict r,
                                 const int O, const int C, const int HW, const int G, const int has_bias,
-                                const int act, const float slope, const int rows_first)
+                                const int has_residual, const int act, const float slope, const int rows_first)
 {
     const int og = O / G, cg = C / G;
     const size_t n = get_global_id(2) / G, g = get_global_id(2) % G;
     gemm_block_body(w + g * og * cg, x + (n * C + g * cg) * HW, y + (n * O + g * og) * HW, b + g * og, y, og,
-                    HW, cg, HW, 0, has_bias, slope, 0, 0, act, BLOCK_X, BLOCK_Y, y, ACT_NONE, 1);
+                    HW, cg, HW, 0, has_bias, slope, 0, 0, act, BLOCK_X, BLOCK_Y, r + (n * O + g * og) * HW,
+                    ACT_NONE, 1, has_residual);
 }
 
 /* gx[n] = w.T @ gy[n] (C, HW), per group. Global size (ceil(HW / NB), ceil(Cg / TM), N * G), the
@@ -422,7 +434,7 @@ __kernel void pointwise_input_grad(__global const float* restrict w, __global co
     const int og = O / G, cg = C / G;
     const size_t n = get_global_id(2) / G, g = get_global_id(2) % G;
     gemm_block_body(w + g * og * cg, gy + (n * O + g * og) * HW, gx + (n * C + g * cg) * HW, gx, gx, cg, HW, og,
-                    HW, 0, 0, 0.0f, 1, 0, ACT_NONE, BLOCK_X, BLOCK_Y, gx, ACT_NONE, 0);
+                    HW, 0, 0, 0.0f, 1, 0, ACT_NONE, BLOCK_X, BLOCK_Y, gx, ACT_NONE, 0, 0);
 }
 
 /* part[s] (O, Cg + has_bias) = the sum over images n of slice s (images s * per .. up to N - 1)

@@ -19,7 +19,7 @@ FAMILIES = ["conv2d", "conv2d grouped", "conv2d depthwise", "conv2d dilated", "c
             "broadcast add/sub/mul/div", "prelu", "clip", "transpose", "pad", "lrn", "softmax axis"]
 EXPECTED_OPS = ({f"{f} {p}" for f in FAMILIES for p in ("forward", "backward")}
                 | {"gemm", "cross_entropy train", "sgd update", "sgd update grouped", "adam update",
-                   "lenet5 step", "resnet20 step"})
+                   "lenet5 step", "resnet20 step", "conv2d residual"})   # (forward only)
 
 
 @pytest.fixture(scope="module")

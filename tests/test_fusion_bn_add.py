@@ -194,9 +194,11 @@ def _twins(build, device, seed):
 
 
 def _run_unfused(model):
+    """Every schedule of the model (its _plans keys: training, fold, fuse_pools) unfused."""
     for training in (True, False):
         for fold in (True, False):
-            model._plans[(training, fold)] = _unfused_plan(model)
+            for fuse_pools in (True, False):
+                model._plans[(training, fold, fuse_pools)] = _unfused_plan(model)
 
 
 def _compare_steps(fused, plain, rng, batch, steps=2, training=True, tol=1e-5):

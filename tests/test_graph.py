@@ -237,8 +237,8 @@ def test_eval_fusion_of_batchnorm_changes_nothing_but_rounding(device):
     assert any(step.batchnorm is not None for step in model._plan())
     from clcnn import fusion
     plan = model._plan(fold=False)
-    assert not fusion.has_folds(plan)
-    model._plans[(False, True)] = plan      # run the unfused schedule
+    assert not fusion.has_folds(plan, model._calls)
+    model._plans[(False, True, True)] = plan      # run the unfused schedule (keys: training, fold, fuse_pools)
     assert_close(fused, model(x).get(), 1e-5, 1e-4, "folded vs unfolded")
     keys = list(model.state_dict())
     assert keys == list(model.state_dict())

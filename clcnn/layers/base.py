@@ -7,6 +7,7 @@ import re
 from ..errors import ShapeError
 from ..graph import Node, Tensor, as_tensor_list
 from ..ops.activation import activation_backward
+from ..ops.merge import add_forward
 
 _counters = {}
 
@@ -168,13 +169,18 @@ class WeightedLayer(Layer):
     #: 2x2 stride-2 poolings the model may fuse after that activation in eval mode (Conv2D);
     #: in train mode an "avg" one gets its output from this layer's forward (keep_full)
     fusable_pools = ()
+    #: whether _forward_op takes `residual` (an array of the output's shape added before the
+    #: activation), so that in eval mode the model runs the Add after this layer in its step
+    takes_residuals = False
 
-    def forward(self, ctx, x, activation=None, negative_slope=0.01, weight=None, bias=None, pool=None,
+    def forward(self, ctx, x, *residuals, activation=None, negative_slope=0.01, weight=None, bias=None, pool=None,
                 keep_full=False):
         """`activation` lets the model fuse the activation layer that follows this one;
         `weight`/`bias` replace the layer's own (the model folds an eval-mode BatchNorm in);
         `pool` (one of fusable_pools, eval mode) the 2x2 pooling layer after the activation;
-        with keep_full (train mode) the output stays full-size and ctx.pooled gets it pooled."""
+        with keep_full (train mode) the output stays full-size and ctx.pooled gets it pooled.
+        residuals (layers with takes_residuals, eval mode): the other inputs of the Add that
+        alone reads this layer's output (fusion.plan), added before the activation."""
         self.output_shape(x.shape[1:])
         ctx.x = x
         ctx.act = activation or self.activation
@@ -191,6 +197,10 @@ class WeightedLayer(Layer):
         if pool is not None:
             ctx.y = None    # pooled: the model runs an unfused forward again for a backward pass
             return self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved, pool=pool)
+        if residuals:
+            ctx.y = None    # eval only: the model runs an unfused forward again for a backward pass
+            residual = residuals[0] if len(residuals) == 1 else add_forward(self.device, residuals)
+            return self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved, residual=residual)
         y = self._forward_op(x, weight, bias, ctx.act, ctx.slope, ctx.saved)
         ctx.y = y if ctx.act else None   # the activation's backward works from its output
         return y

@@ -76,11 +76,13 @@ class Conv2D(WeightedLayer):
         return extra
 
     fusable_pools = ("avg", "max")
+    takes_residuals = True
 
-    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None, pool=None, keep_full=False):
+    def _forward_op(self, x, weight, bias, activation, negative_slope, saved=None, pool=None, keep_full=False,
+                    residual=None):
         return conv_ops.conv2d_forward(self.device, x, weight, bias, self.stride, self.pads(x.shape[1:]),
                                        activation=activation, negative_slope=negative_slope, saved=saved,
-                                       pool=pool, keep_full=keep_full, **self._extra())
+                                       pool=pool, keep_full=keep_full, residual=residual, **self._extra())
 
     def _backward_op(self, x, weight, gy, need_input_grad, saved=None):
         return conv_ops.conv2d_backward(self.device, x, weight, gy, self.stride, self.pads(x.shape[1:]),

@@ -787,7 +787,7 @@ def _keep_route(key, run):
 
 
 def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, algorithm=None,
-                   dilation=(1, 1), groups=1, saved=None, pool=None, keep_full=False):
+                   dilation=(1, 1), groups=1, saved=None, pool=None, keep_full=False, residual=None):
     """x (N,C,H,W), w (O,C/groups,KH,KW), b (O,) or None, stride=(sh,sw), pads=(top,bottom,left,right),
     dilation=(dh,dw), groups dividing C and O (input channels g*C/groups.. meet only output
     channels g*O/groups..). Output (N,O,OH,OW), OH = (H+top+bottom - dh*(KH-1) - 1)//sh + 1.
@@ -808,13 +808,17 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     the convolution. keep_full (with pool): returns (y, y pooled), both from one pass of
     conv2d_rows where it pools or of the direct form's row pairs (pairs()) (a training step,
     which keeps y for the activation's backward), else from a pooling pass after the
-    convolution."""
+    convolution.
+    residual: an array of the output's shape added before the activation, act(conv(x, w) + b +
+    residual) (an eval-mode convolution run into the Add after it, clcnn.fusion), or None; not
+    with pool."""
     check_array(x, 4, "conv2d input")
     check_array(w, 4, "conv2d weight")
     if b is not None:
         check_array(b, 1, "conv2d bias")
-    route_key = _route_key(dev, x, w, b, stride, pads, activation, negative_slope, algorithm, dilation, groups,
-                           pool, keep_full)
+    route_key = None if residual is not None else _route_key(dev, x, w, b, stride, pads, activation,
+                                                             negative_slope, algorithm, dilation, groups,
+                                                             pool, keep_full)
     route = _ROUTES.get(route_key) if route_key is not None else None
     if route is not None:
         return route(dev, x, w, b, saved)
@@ -832,6 +836,9 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     if b is not None:
         if b.shape[0] != w.shape[0]:
             raise ShapeError(f"conv2d: bias has {b.shape[0]} elements, the weight has {w.shape[0]} filters")
+    if residual is not None:
+        return _forward_residual(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, algorithm,
+                                 dilation, groups, pool, residual)
     if _use_gemm(dev, algorithm, x.shape, w.shape, pads, dilation, groups):
         from . import dense
         y = dense.dense_forward(dev, _as_matrix(dev, x), _as_matrix(dev, w), b, activation, negative_slope)
@@ -873,6 +880,33 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
     if algo == "direct" and pool is None:
         return _forward_direct(*args, saved=saved, route_key=route_key)
     return _pooled(dev, forms[algo](*args, saved=saved), pool, keep_full)
+
+
+def _forward_residual(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, algorithm, dilation, groups,
+                      pool, residual):
+    """conv2d_forward with a residual: added in the matrix product's epilogue where the
+    pointwise or im2col form runs (one pass over the output instead of three: ResNet-50's
+    bottlenecks end in a 1x1 convolution), else the convolution, then one pass that adds it
+    and applies the activation."""
+    if pool is not None:
+        raise ValueError("conv2d: a residual is added to the full-size output: give pool or residual, not both")
+    check_array(residual, 4, "conv2d residual")
+    if tuple(residual.shape) != (x.shape[0], w.shape[0], oh, ow):
+        raise ShapeError(f"conv2d: residual has shape {tuple(residual.shape)}, the output "
+                         f"{(x.shape[0], w.shape[0], oh, ow)}")
+    from . import conv2d_im2col, conv2d_pointwise
+    code = _device.ACTIVATION_CODES[activation]
+    if algorithm is None and conv2d_pointwise.supports(dev, x.shape, w.shape, stride, pads, dilation, groups):
+        return conv2d_pointwise.forward(dev, x, w, b, code, negative_slope, groups, residual=residual)
+    if _use_im2col(dev, algorithm, x.shape, w.shape, stride, pads, dilation, groups):
+        return conv2d_im2col.forward(dev, x, w, b, stride, pads, oh, ow, code, negative_slope, dilation,
+                                     residual=residual)
+    from . import activation as activation_ops
+    from . import merge
+    y = conv2d_forward(dev, x, w, b, stride, pads, algorithm=algorithm, dilation=dilation, groups=groups)
+    if activation in (None, "relu"):
+        return merge.add_forward(dev, [y, residual], activation=activation)
+    return activation_ops.activation_forward(dev, activation, merge.add_forward(dev, [y, residual]), negative_slope)
 
 
 # The pooled forward's POOL define values.

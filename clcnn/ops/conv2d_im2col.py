@@ -54,9 +54,10 @@ def pays(x_shape, w_shape, stride, pads, dilation=(1, 1)):
     return k >= _MIN_K and pixels <= _MAX_PIXELS
 
 
-def forward(dev, x, w, b, stride, pads, oh, ow, activation_code, negative_slope, dilation=(1, 1)):
-    """act(conv(x, w) + b) (N, O, oh, ow) for x (N, C, H, W), w (O, C, KH, KW), b (O,) or
-    None, pads (top, bottom, left, right): the columns, then their product with w."""
+def forward(dev, x, w, b, stride, pads, oh, ow, activation_code, negative_slope, dilation=(1, 1), residual=None):
+    """act(conv(x, w) + b + residual) (N, O, oh, ow) for x (N, C, H, W), w (O, C, KH, KW), b
+    (O,) or None, residual (N, O, oh, ow) or None, pads (top, bottom, left, right): the
+    columns, then their product with w."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     rows = c * kh * kw
@@ -65,4 +66,5 @@ def forward(dev, x, w, b, stride, pads, oh, ow, activation_code, negative_slope,
     launch(dev, _conv._kernel(dev, _conv._FILE, "conv2d_im2col"), grid, _conv._local(dev, grid), buf(x), buf(cols),
            i32(c), i32(h), i32(wd), i32(kh), i32(kw), i32(oh), i32(ow), i32(stride[0]), i32(stride[1]),
            i32(pads[0]), i32(pads[2]), i32(dilation[0]), i32(dilation[1]))
-    return conv2d_pointwise.forward(dev, cols, dev.view(w, (o, rows, 1, 1)), b, activation_code, negative_slope)
+    return conv2d_pointwise.forward(dev, cols, dev.view(w, (o, rows, 1, 1)), b, activation_code, negative_slope,
+                                     residual=residual)

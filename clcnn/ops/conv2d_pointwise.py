@@ -49,16 +49,18 @@ def _kernel(dev, name):
     return dev.kernel(_FILE, name, TM=tm, VW=vw, NV=nv), tm, vw * nv
 
 
-def forward(dev, x, w, b, activation_code, negative_slope, groups=1):
-    """act(conv(x, w) + b) for x (N, C, H, W), w (O, C / groups, 1, 1), b (O,) or None."""
+def forward(dev, x, w, b, activation_code, negative_slope, groups=1, residual=None):
+    """act(conv(x, w) + b + residual) for x (N, C, H, W), w (O, C / groups, 1, 1), b (O,) or
+    None, residual (N, O, H, W) or None."""
     n, c, h, wd = x.shape
     o = w.shape[0]
     kernel, tm, nb = _kernel(dev, "pointwise_forward")
     y = dev.empty((n, o, h, wd))
     grid, rows_first = _grid(o // groups, h * wd, c // groups, tm, nb)
     launch(dev, kernel, grid + (n * groups,), (1, 1, 1), buf(w), buf(x), buf(y),
-           buf(b if b is not None else w), i32(o), i32(c), i32(h * wd), i32(groups), i32(b is not None),
-           i32(activation_code), f32(negative_slope), i32(rows_first))
+           buf(b if b is not None else w), buf(residual if residual is not None else y), i32(o), i32(c),
+           i32(h * wd), i32(groups), i32(b is not None), i32(residual is not None), i32(activation_code),
+           f32(negative_slope), i32(rows_first))
     return y
 
 
