@@ -138,10 +138,11 @@ def test_eval_model_runs_its_adds_in_convolutions(device):
 
 def test_backward_after_an_eval_forward_whose_only_fusion_is_an_add(device):
     """No BatchNorm to fold: the Add run into the convolution alone makes the backward pass
-    run the forward again unfused (the fused step keeps nothing a backward needs)."""
+    run the forward again unfused (the fused step keeps nothing a backward needs). The Add has
+    three inputs: the convolution's step sums the other two first."""
     rng = np.random.default_rng(4)
     inp = L.Input((6, 8, 8))
-    y = L.ReLU()(L.Add()([L.Conv2D(6, 6, 1, name="conv")(inp), inp]))
+    y = L.ReLU()(L.Add()([L.Conv2D(6, 6, 1, name="conv")(inp), inp, L.Sigmoid()(inp)]))
     model = clcnn.Model(inp, L.Dense(6 * 64, 3, name="fc")(L.Flatten()(y)), device=device).eval()
     randomise_state(model, rng)
     assert _adds_into_convs(model) == [("conv", None)]
