@@ -130,11 +130,13 @@
 typedef VEC vec_unaligned __attribute__((aligned(4)));
 typedef HALF half_unaligned __attribute__((aligned(4)));
 #define USTOREV(v, p) (*(__global vec_unaligned*)(p) = (v))
+#define ULOADV(p) (*(const __global vec_unaligned*)(p))
 #define USTOREH(v, p) (*(__global half_unaligned*)(p) = (v))
 #define ULOADH(p) (*(const __global half_unaligned*)(p))
 #else
 typedef float vec_unaligned;
 #define USTOREV(v, p) STOREV(v, p)
+#define ULOADV(p) LOADV(p)
 #endif
 
 inline float hsum8(float8 v) {
@@ -243,7 +245,8 @@ inline VEC load_row_safe(const __global float* p, const int s) {
  * keeps it for the activation's backward and pools it in the same pass); y_full is not
  * touched otherwise. Pooling and keep are arguments, not defines, so that a layer's training
  * and eval forwards and its weight gradient share one build. b is read only when has_bias;
- * act an ACT_ code of common.h.
+ * act an ACT_ code of common.h. With has_residual (not with pool) y = act(conv + b + r), r of
+ * y's shape (an eval-mode convolution run into the Add after it).
  * Block: VW pixels of RB neighbouring output rows, all CO channels (CO*RB accumulator
  * vectors); a work item makes RL blocks of one column, one after another. Each input row it
  * reads is loaded once per tap column j and feeds every output row and channel it touches:
@@ -258,7 +261,8 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
                                   __global const float* restrict b,
                                   __global float* restrict y,
                                   __global float* restrict y_full,
-                                  const int has_bias, const int act, const float slope,
+                                  __global const float* restrict r,
+                                  const int has_bias, const int has_residual, const int act, const float slope,
                                   const int pool, const int keep)
 {
     int t = get_global_id(0);
@@ -364,6 +368,7 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
     }
 #endif
     __global float* y0 = y + n * (CO * OH * OW) + oh0 * OW + ow0;
+    const __global float* r0 = r + n * (CO * OH * OW) + oh0 * OW + ow0;
     #pragma unroll 1
     for (int o = 0; o < CO; o++) {
         const float bias = has_bias ? b[o] : 0.0f;
@@ -372,12 +377,17 @@ __kernel void conv2d_rows_forward(__global const float* restrict x,
             if (q < first_row)
                 continue;
 #if VW > OW
-            const VEC t = activatev(sums[q * CO + o] + bias, act, slope);
+            float rl[VW];
+            #pragma unroll
+            for (int k = 0; k < VW; k++)
+                rl[k] = has_residual && k < OW ? r0[o * (OH * OW) + q * OW + k] : 0.0f;
+            const VEC t = activatev(sums[q * CO + o] + bias + LOADV(rl), act, slope);
             #pragma unroll
             for (int k = 0; k < OW; k++)
                 y0[o * (OH * OW) + q * OW + k] = LANE(t, k);
 #else
-            USTOREV(activatev(sums[q * CO + o] + bias, act, slope), y0 + o * (OH * OW) + q * OW);
+            const VEC res = has_residual ? ULOADV(r0 + o * (OH * OW) + q * OW) : (VEC)(0.0f);
+            USTOREV(activatev(sums[q * CO + o] + bias + res, act, slope), y0 + o * (OH * OW) + q * OW);
 #endif
         }
     }

@@ -1,5 +1,5 @@
 """An eval-mode convolution run into the Add after it: ops.conv2d_forward(residual=) gives
-act(conv(x, w) + b + residual), added in the matrix product's epilogue for 1x1 and im2col
+act(conv(x, w) + b + residual), added in the kernel's epilogue for 1x1, im2col and conv2d_rows
 convolutions and by one add pass after the others; the fusion plan runs a Conv2D (its BatchNorm
 folded) whose output only an Add reads at the Add's place, with the Add's activation. Checked
 against the float64 oracle over random shapes, and whole models against their unfused
@@ -72,6 +72,22 @@ def test_pointwise_residual_in_the_epilogue(device):
         device, lambda: ops.conv2d_forward(device, d[0], d[1], d[2], (1, 1), (0, 0, 0, 0), activation="relu",
                                            residual=d[3]))
     np.testing.assert_array_equal(once[0], reverse[0])
+
+
+@pytest.mark.parametrize("x_shape,w_shape,pads", [
+    ((3, 16, 32, 32), (16, 16, 3, 3), (1, 1, 1, 1)),     # ResNet-20's first stage
+    ((2, 2, 9, 11), (4, 2, 3, 3), (1, 1, 0, 2)),
+    ((2, 1, 12, 12), (6, 1, 5, 5), (0, 0, 0, 0)),
+])
+def test_conv2d_rows_adds_the_residual_in_its_epilogue(device, x_shape, w_shape, pads):
+    if not device.is_cpu:
+        pytest.skip("conv2d_rows runs on CPUs")
+    case = opspec.conv2d(x_shape, w_shape, pads=pads, activation="relu", residual=True)
+    names = []
+    with launched(names):
+        result = opspec.check(case, device, np.random.default_rng(5))
+    assert result["ok"], result
+    assert names == ["conv2d_rows_forward"]
 
 
 def test_residual_refusals(device):

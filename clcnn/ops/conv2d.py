@@ -884,10 +884,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
 
 def _forward_residual(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, algorithm, dilation, groups,
                       pool, residual):
-    """conv2d_forward with a residual: added in the matrix product's epilogue where the
-    pointwise or im2col form runs (one pass over the output instead of three: ResNet-50's
-    bottlenecks end in a 1x1 convolution), else the convolution, then one pass that adds it
-    and applies the activation."""
+    """conv2d_forward with a residual: added in the kernel's epilogue where the pointwise,
+    im2col or conv2d_rows form runs (one pass over the output instead of three: ResNet-50's
+    bottlenecks end in a 1x1 convolution, ResNet-20's first stage in a 16-channel 3x3), else
+    the convolution, then one pass that adds it and applies the activation."""
     if pool is not None:
         raise ValueError("conv2d: a residual is added to the full-size output: give pool or residual, not both")
     check_array(residual, 4, "conv2d residual")
@@ -901,6 +901,10 @@ def _forward_residual(dev, x, w, b, stride, pads, oh, ow, activation, negative_s
     if _use_im2col(dev, algorithm, x.shape, w.shape, stride, pads, dilation, groups):
         return conv2d_im2col.forward(dev, x, w, b, stride, pads, oh, ow, code, negative_slope, dilation,
                                      residual=residual)
+    if algorithm is None and dev.is_cpu:
+        from . import conv2d_rows
+        if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, registers=vector_limits(dev)[1]):
+            return conv2d_rows.forward(dev, x, w, b, stride, pads, activation, negative_slope, residual=residual)
     from . import activation as activation_ops
     from . import merge
     y = conv2d_forward(dev, x, w, b, stride, pads, algorithm=algorithm, dilation=dilation, groups=groups)

@@ -212,14 +212,15 @@ def pools(dev, x_shape, w_shape, pads, pool):
 
 
 def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, dilation=(1, 1),
-            groups=1, pool=None, keep_full=False, alone=False):
+            groups=1, pool=None, keep_full=False, alone=False, residual=None):
     """conv2d.conv2d_forward's result y (N,O,OH,OW) for x (N,C,H,W), w (O,C,KH,KW), b (O,) or
     None, stride=(1,1), pads=(top,bottom,left,right), activation None|"relu"|"leaky_relu"|
     "relu6"|"tanh"|"sigmoid" fused after the bias; OH = H+top+bottom-KH+1, likewise OW.
     pool "avg" or "max" (where pools() says so): y pooled 2x2 with stride 2 after the
     activation, (N,O,OH/2,OW/2), in the same kernel; with keep_full also the full-size y:
     (y, pooled). alone: no weight gradient will run on this shape (an input gradient computed
-    as this forward), so its build leaves that kernel out.
+    as this forward), so its build leaves that kernel out. residual (not with pool): an array
+    of y's shape added before the activation.
     None where the kernels cannot run the shape (stride or dilation other than 1, groups > 1,
     more output channels than accumulators: 16 on AVX-512, 8 elsewhere)."""
     check_array(x, 4, "conv2d input")
@@ -248,7 +249,8 @@ def forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0.01, di
     grid = (n * -(-row_blocks // d["RL"]) * -(-ow // d["VW"]),)
     launch(dev, _conv._kernel(dev, _FILE, "conv2d_rows_forward", d), grid, _conv._local(dev, grid),
            buf(x), buf(w), buf(b if b is not None else w), buf(y), buf(full if full is not None else y),
-           i32(b is not None), i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope),
+           buf(residual if residual is not None else y), i32(b is not None), i32(residual is not None),
+           i32(_device.ACTIVATION_CODES[activation]), f32(negative_slope),
            i32(POOL_CODES[pool]), i32(full is not None))
     return (full, y) if full is not None else y
 
