@@ -305,6 +305,8 @@ DEFINE_ACTIVATEV(VEC)
  * Work item (pixel block, channel block): PB pixels of one segment times OB output channels,
  * accumulated in OBV*PB vector registers.
  * act: an ACT_ code of common.h, applied after the bias.
+ * has_residual (not with POOL or PAIR): y = act(conv + b + res), res of y's shape (an
+ * eval-mode convolution run into the Add after it), gathered lane by lane as the stores go.
  * Input-channel chunks: one launch sums input channels c_begin .. c_begin + CIC - 1, starting
  * from the partial sums already in y when partial_in, and adds the bias and activation when
  * finish (else it stores the raw partial sums). A whole convolution is one launch with
@@ -330,7 +332,8 @@ __kernel void conv2d_forward(__global const float* restrict xp,
                              __global const float* restrict wt,
                              __global float* restrict y,
                              const int act, const float slope,
-                             const int c_begin, const int partial_in, const int finish
+                             const int c_begin, const int partial_in, const int finish,
+                             __global const float* restrict res, const int has_residual
 #if PAIR
                              , __global float* restrict y_pool
 #endif
@@ -388,6 +391,7 @@ __kernel void conv2d_forward(__global const float* restrict xp,
 #endif
 
     __global float* y0 = y + (n0 * G + g) * (CO * YPLANE) + oh0 * YSH * YW + (r0 - oh0 * OW) * YSW + YOFF;
+    const __global float* res0 = res + (y0 - y);
     VEC acc[OBV][PB];
     #pragma unroll
     for (int v = 0; v < OBV; v++)
@@ -484,13 +488,26 @@ __kernel void conv2d_forward(__global const float* restrict xp,
     for (int v = 0; v < OBV; v++) {
         const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
         VEC out[PB];
-        #pragma unroll
-        for (int p = 0; p < PB; p++)
+        if (has_residual) {     /* (with chunks the host sets it for the last, finishing one) */
+            #pragma unroll
+            for (int p = 0; p < PB; p++) {
+                float in[VW];
+                #pragma unroll
+                for (int l = 0; l < VW; l++) {
+                    const int o = ob * OB + v * VW + l;
+                    in[l] = o < CO ? res0[o * YPLANE + p * YSTEP] : 0.0f;
+                }
+                out[p] = activatev(acc[v][p] + bv + LOADV(in), act, slope);
+            }
+        } else {
+            #pragma unroll
+            for (int p = 0; p < PB; p++)
 #if CIC < CI
-            out[p] = finish ? activatev(acc[v][p] + bv, act, slope) : acc[v][p];
+                out[p] = finish ? activatev(acc[v][p] + bv, act, slope) : acc[v][p];
 #else
-            out[p] = activatev(acc[v][p] + bv, act, slope);
+                out[p] = activatev(acc[v][p] + bv, act, slope);
 #endif
+        }
 #if PAIR && !PAIR_FULL
         /* an eval-mode forward: the pooled map only */
 #elif STORE_ROWS

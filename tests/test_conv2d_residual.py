@@ -1,6 +1,6 @@
 """An eval-mode convolution run into the Add after it: ops.conv2d_forward(residual=) gives
-act(conv(x, w) + b + residual), added in the kernel's epilogue for 1x1, im2col and conv2d_rows
-convolutions and by one add pass after the others; the fusion plan runs a Conv2D (its BatchNorm
+act(conv(x, w) + b + residual), added in the kernel's epilogue for 1x1, im2col, conv2d_rows
+and direct convolutions and by one add pass after the others (depthwise, Winograd, tiled); the fusion plan runs a Conv2D (its BatchNorm
 folded) whose output only an Add reads at the Add's place, with the Add's activation. Checked
 against the float64 oracle over random shapes, and whole models against their unfused
 schedule and the NumPy reference."""
@@ -90,6 +90,25 @@ def test_conv2d_rows_adds_the_residual_in_its_epilogue(device, x_shape, w_shape,
     assert names == ["conv2d_rows_forward"]
 
 
+@pytest.mark.parametrize("x_shape,w_shape,stride,kwargs,kernels", [
+    ((4, 32, 16, 16), (32, 32, 3, 3), (1, 1), {}, ["conv2d_forward"]),        # ResNet-20's later stages
+    ((2, 16, 9, 9), (20, 16, 3, 3), (2, 2), {}, ["conv2d_forward"]),
+    ((2, 512, 6, 6), (24, 512, 3, 3), (1, 1), dict(algorithm="direct"),       # input channels in chunks
+     ["conv2d_forward", "conv2d_forward"]),
+    ((2, 6, 9, 9), (6, 1, 3, 3), (1, 1), dict(groups=6), ["add_forward"]),    # depthwise: an add pass
+    ((2, 8, 9, 9), (6, 8, 3, 3), (1, 1), dict(algorithm="winograd"), ["add_forward"]),
+])
+def test_direct_kernel_adds_the_residual_where_it_runs(device, x_shape, w_shape, stride, kwargs, kernels):
+    if not device.is_cpu and not kwargs.get("algorithm"):
+        pytest.skip("which kernel runs differs on GPUs")
+    case = opspec.conv2d(x_shape, w_shape, stride, (1, 1, 1, 1), activation="relu", residual=True, **kwargs)
+    names = []
+    with launched(names):
+        result = opspec.check(case, device, np.random.default_rng(6))
+    assert result["ok"], result
+    assert [n for n in names if n in ("conv2d_forward", "add_forward")] == kernels, names
+
+
 def test_residual_refusals(device):
     x, w = device.to_device(np.zeros((1, 4, 8, 8), np.float32)), device.to_device(np.zeros((6, 4, 1, 1), np.float32))
     wrong = device.to_device(np.zeros((1, 4, 8, 8), np.float32))
@@ -138,8 +157,8 @@ def test_eval_model_runs_its_adds_in_convolutions(device):
     names = []
     with launched(names):
         y = model(x).get()
-    if device.is_cpu:       # the 1x1s add in their product, the 3x3 conv6 by an add pass after it
-        assert names.count("add_forward") == 1, names
+    if device.is_cpu:       # the 1x1s add in their product, the 3x3 conv6 in the direct kernel
+        assert "add_forward" not in names, names
     want, _ = reference.forward(model, x.astype(np.float64), reference.snapshot(model), training=False)
     assert_close(y, want, 1e-4, 1e-4, "eval forward against the reference")
     model.freeze()

@@ -479,7 +479,7 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None
     if y is None:
         y = dev.empty(y_shape)
     for scalars in chunks:
-        launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars)
+        launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars, buf(y), i32(0))
     return y
 
 
@@ -495,10 +495,11 @@ class _DirectForward:
         self.groups = groups
         self.selfpack = bool(plan.get("SELFPACK"))
 
-    def __call__(self, dev, xp, w, b, saved=None):
+    def __call__(self, dev, xp, w, b, saved=None, residual=None):
         """y, or for a row-pair plan (y, y pooled) or y pooled alone (PAIR_FULL 0); saved: a
         dict that keeps the packed weights for the backward pass (the sums form of the input
-        gradient reads them in the same layout), or None."""
+        gradient reads them in the same layout), or None; residual (not with a pooling plan):
+        an array of y's shape added before the activation, or None."""
         pack_kernel, pack_grid, pack_local, pack_scalars, wt_shape = self.pack
         kernel, grid, local, chunks, y_shape = self.conv
         # Both arrays before the first launch: that launch wakes PoCL's workers, and host work
@@ -510,10 +511,14 @@ class _DirectForward:
         else:
             y, pooled = dev.empty(y_shape), None
         out = buf(y if y is not None else pooled)
+        # the residual goes with the last input-channel chunk, which finishes the sums
+        last = len(chunks) - 1
+        res = [(buf(residual), i32(1)) if residual is not None and k == last else (out, i32(0))
+               for k in range(len(chunks))]
         keep = saved is not None and self.groups == 1
         if self.selfpack:   # one launch; item 0 writes the packed weights where they are kept
             wt = dev.empty(wt_shape) if keep else None
-            launch(dev, kernel, grid, local, buf(xp), buf(w), out, *chunks[0], *((buf(pooled),) if pair else ()),
+            launch(dev, kernel, grid, local, buf(xp), buf(w), out, *chunks[0], *res[0], *((buf(pooled),) if pair else ()),
                    buf(b if b is not None else w), i32(b is not None), buf(wt if keep else w), i32(keep))
         else:
             def pack():
@@ -522,8 +527,9 @@ class _DirectForward:
                        *pack_scalars)
                 return wt
             wt = dev.derived(("conv2d_pack_weights", wt_shape) + pack_scalars, (w, b), pack)
-            for scalars in chunks:
-                launch(dev, kernel, grid, local, buf(xp), buf(wt), out, *scalars, *((buf(pooled),) if pair else ()))
+            for scalars, residual_args in zip(chunks, res):
+                launch(dev, kernel, grid, local, buf(xp), buf(wt), out, *scalars, *residual_args,
+                       *((buf(pooled),) if pair else ()))
         if keep:
             saved["packed"] = (w, wt)
         if pair:
@@ -532,10 +538,11 @@ class _DirectForward:
 
 
 def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope,
-                    dilation=(1, 1), groups=1, saved=None, pool=None, route_key=None, pair=None, pair_full=True):
+                    dilation=(1, 1), groups=1, saved=None, pool=None, route_key=None, pair=None, pair_full=True,
+                    residual=None):
     """The direct forward; route_key: where the input is read in place (no padded copy), its
     _DirectForward is kept under that key for the next calls. pair (see pairs()): (y, y
-    pooled) from one pass."""
+    pooled) from one pass. residual: see conv2d_forward."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     in_kernel = _pads_in_kernel(dev, o // groups, oh, ow, pads, pool or pair)
@@ -548,11 +555,11 @@ def _forward_direct(dev, x, w, b, stride, pads, oh, ow, activation, negative_slo
     if in_kernel or not any(pads):
         if route_key is not None:
             _keep_route(route_key, run)
-        return run(dev, x, w, b, saved)
+        return run(dev, x, w, b, saved, residual)
     xp = _padded(dev, x, pads)
     if saved is not None:
         saved["padded"] = (x, pads, xp)
-    return run(dev, xp, w, b, saved)
+    return run(dev, xp, w, b, saved, residual)
 
 
 # -- the tiled implicit-GEMM form (conv2d_tiled.cl) -------------------------------------------
@@ -885,9 +892,10 @@ def conv2d_forward(dev, x, w, b, stride, pads, activation=None, negative_slope=0
 def _forward_residual(dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, algorithm, dilation, groups,
                       pool, residual):
     """conv2d_forward with a residual: added in the kernel's epilogue where the pointwise,
-    im2col or conv2d_rows form runs (one pass over the output instead of three: ResNet-50's
-    bottlenecks end in a 1x1 convolution, ResNet-20's first stage in a 16-channel 3x3), else
-    the convolution, then one pass that adds it and applies the activation."""
+    im2col, conv2d_rows or direct form runs (one pass over the output instead of three:
+    ResNet-50's bottlenecks end in a 1x1 convolution, ResNet-20's blocks in a 3x3), else (the
+    depthwise, Winograd and tiled forms) the convolution, then one pass that adds it and
+    applies the activation."""
     if pool is not None:
         raise ValueError("conv2d: a residual is added to the full-size output: give pool or residual, not both")
     check_array(residual, 4, "conv2d residual")
@@ -905,6 +913,14 @@ def _forward_residual(dev, x, w, b, stride, pads, oh, ow, activation, negative_s
         from . import conv2d_rows
         if conv2d_rows.supports(x.shape, w.shape, stride, pads, dilation, groups, registers=vector_limits(dev)[1]):
             return conv2d_rows.forward(dev, x, w, b, stride, pads, activation, negative_slope, residual=residual)
+    if algorithm in (None, "direct") and not _use_depthwise(algorithm, x.shape, groups) and not _use_winograd(
+            dev, algorithm, "forward", x.shape, w.shape, stride, pads, dilation, groups) and not _use_gemm(
+            dev, algorithm, x.shape, w.shape, pads, dilation, groups):
+        args = (dev, x, w, b, stride, pads, oh, ow, activation, negative_slope, dilation, groups)
+        forms = {"direct": _forward_direct, "tiled": _forward_tiled}
+        if _pick(dev, algorithm, "forward", x.shape, w.shape, stride, pads,
+                 {name: functools.partial(f, *args) for name, f in forms.items()}, dilation, groups) == "direct":
+            return _forward_direct(*args, residual=residual)
     from . import activation as activation_ops
     from . import merge
     y = conv2d_forward(dev, x, w, b, stride, pads, algorithm=algorithm, dilation=dilation, groups=groups)
