@@ -471,6 +471,10 @@ def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
     return _kernel(dev, _FILE, "conv2d_forward", plan), grid, _local(dev, grid), scalars, y_shape
 
 
+# conv2d_forward's has_residual argument, made once: a call is only allocations and enqueues.
+_NO_RESIDUAL, _RESIDUAL = i32(0), i32(1)
+
+
 def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None):
     """conv2d_forward over an already padded input xp (or, with the plan's PK, the unpadded
     input) and packed weights wt, into a new array or, for a plan with a strided output (YH,
@@ -479,7 +483,7 @@ def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None
     if y is None:
         y = dev.empty(y_shape)
     for scalars in chunks:
-        launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars, buf(y), i32(0))
+        launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars, buf(y), _NO_RESIDUAL)
     return y
 
 
@@ -511,14 +515,14 @@ class _DirectForward:
         else:
             y, pooled = dev.empty(y_shape), None
         out = buf(y if y is not None else pooled)
-        # the residual goes with the last input-channel chunk, which finishes the sums
-        last = len(chunks) - 1
-        res = [(buf(residual), i32(1)) if residual is not None and k == last else (out, i32(0))
-               for k in range(len(chunks))]
+        # (res, has_residual): the residual goes with the last input-channel chunk, which
+        # finishes the sums; the others get a placeholder buffer
+        unused = (out, _NO_RESIDUAL)
+        finishing = (buf(residual), _RESIDUAL) if residual is not None else unused
         keep = saved is not None and self.groups == 1
         if self.selfpack:   # one launch; item 0 writes the packed weights where they are kept
             wt = dev.empty(wt_shape) if keep else None
-            launch(dev, kernel, grid, local, buf(xp), buf(w), out, *chunks[0], *res[0], *((buf(pooled),) if pair else ()),
+            launch(dev, kernel, grid, local, buf(xp), buf(w), out, *chunks[0], *finishing, *((buf(pooled),) if pair else ()),
                    buf(b if b is not None else w), i32(b is not None), buf(wt if keep else w), i32(keep))
         else:
             def pack():
@@ -527,9 +531,9 @@ class _DirectForward:
                        *pack_scalars)
                 return wt
             wt = dev.derived(("conv2d_pack_weights", wt_shape) + pack_scalars, (w, b), pack)
-            for scalars, residual_args in zip(chunks, res):
-                launch(dev, kernel, grid, local, buf(xp), buf(wt), out, *scalars, *residual_args,
-                       *((buf(pooled),) if pair else ()))
+            for k, scalars in enumerate(chunks):
+                launch(dev, kernel, grid, local, buf(xp), buf(wt), out, *scalars,
+                       *(finishing if k == len(chunks) - 1 else unused), *((buf(pooled),) if pair else ()))
         if keep:
             saved["packed"] = (w, wt)
         if pair:
