@@ -96,7 +96,8 @@ def test_lenet_conv2_standalone_forward_is_one_launch(device):
 def test_selfpack_rules():
     base = dict(G=1, VW=16, OBV=1, COP=16, CI=6, CIC=6, KH=5, KW=5, NPIX=64 * 100, OH=10, OW=10, PB=10)
     assert ops._selfpack_blocks(base, 2) == 40                  # 640 blocks over 16 items
-    assert ops._selfpack_blocks(dict(base, NPIX=8 * 100), 2) == 0       # too few blocks per item
+    assert ops._selfpack_blocks(dict(base, NPIX=8 * 100), 2) == 5       # 80 blocks over 16 items
+    assert ops._selfpack_blocks(dict(base, NPIX=2 * 100), 2) == 0       # too few blocks per item
     assert ops._selfpack_blocks(dict(base, CI=64, CIC=64), 2) == 0      # weights past private memory
     assert ops._selfpack_blocks(dict(base, G=2), 2) == 0
     assert ops._selfpack_blocks(dict(base, COP=32), 2) == 0              # two channel blocks

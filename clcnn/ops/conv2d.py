@@ -416,10 +416,12 @@ def _pack_weights(dev, w, b, cop, mode, groups=1, taps=None):
 
 # A forward packs its weights itself (SELFPACK) where they fit in this many floats of private
 # memory and each work item gets at least _SELFPACK_MIN_BLOCKS pixel blocks (row pairs count
-# two) to repay its packing (a scalar pass over the weights, ~3 of LeNet-5 conv2's 10-pixel
-# blocks), with about _SELFPACK_ITEMS work items per compute unit.
+# two) to repay its packing (8x8 transposes in registers, about half of one of LeNet-5 conv2's
+# 10-pixel blocks), with about _SELFPACK_ITEMS work items per compute unit. From 2 blocks an
+# item the one launch beat the packing launch and the convolution (batch 4-16, 6 -> 16 5x5
+# at 14x14: 67-70 against 81-89 us; 16 -> 16 3x3 at 16x16, batch 8: 82 against 96).
 _SELFPACK_FLOATS = 4096
-_SELFPACK_MIN_BLOCKS = 16
+_SELFPACK_MIN_BLOCKS = 2
 _SELFPACK_ITEMS = 8
 
 
