@@ -10,7 +10,9 @@
  *                     zero padding (PT rows, PL columns) applied while reading;
  *   winograd_weights  w                 -> U (WA*WA, C, CO);
  *   winograd_products U, V              -> M (WA*WA, CO, TP);
- *   winograd_output   M                 -> y (N, CO, OH, OW), bias and activation added.
+ *   winograd_output   M                 -> y (N, CO, OH, OW), bias and activation added;
+ * or, after winograd_weights, winograd_fused runs the other three steps in one launch, one
+ * block of NB tiles at a time through a work item's own scratch (V and M of that block only).
  * The weight gradient is the same algorithm with the roles swapped, F(WR x WR, WM x WM): a
  * gy tile of WM x WM is the "filter" and the WR x WR output is the gradient's, over the same
  * WA x WA input tiles (the transform BT depends only on the interpolation points, so V is
@@ -136,6 +138,46 @@ inline float load_inside(const __global float* restrict p, const int i, const in
     const int th = quotient(t - n * (TH * TW), TW);                                          \
     const int tw = t - n * (TH * TW) - th * TW;
 
+/* (BT d B)[xi] of TL input tiles at once, stored at out + xi * xi_step (TL floats each): lane
+ * l's window starts at x[base[l]], row row0[l] and column col0[l] of an H x W plane, zeros
+ * outside it. */
+ALWAYS_INLINE void input_lanes(const __global float* restrict x, const __private int* base,
+                               const __private int* row0, const __private int* col0, const int H,
+                               const int W, __global float* restrict out, const int xi_step)
+{
+    float8 d[WA][WA];
+    #pragma unroll
+    for (int u = 0; u < WA; u++)
+        #pragma unroll
+        for (int k = 0; k < WA; k++) {
+#define LD(l) LOAD_INSIDE(x, base[l] + u * W + k, (uint)(row0[l] + u) < (uint)H && (uint)(col0[l] + k) < (uint)W)
+            d[u][k] = GATHER8(LD);
+#undef LD
+        }
+    LEFT_PRODUCT(float8, bd, BT, WA, WA, d, WA)
+#define STORE_V(i, k, value) STORE8((value), out + ((i) * WA + (k)) * xi_step)
+    RIGHT_PRODUCT(float8, bd, WA, BT, WA, WA, STORE_V)
+#undef STORE_V
+}
+
+/* The windows of lanes l < TL as input_lanes takes them: tile t0 + l*t_step (NT - 1 past it)
+ * of channel c0 + l*c_step (C - 1 past it). */
+ALWAYS_INLINE void tile_windows(const int t0, const int t_step, const int c0, const int c_step, const int C,
+                                const int H, const int W, const int TH, const int TW, const int PT,
+                                const int PL, const int NT, __private int* base, __private int* row0,
+                                __private int* col0)
+{
+    #pragma unroll
+    for (int l = 0; l < TL; l++) {
+        const int t = MIN(t0 + l * t_step, NT - 1);
+        const int c = MIN(c0 + l * c_step, C - 1);
+        TILE_POSITION(t, n, th, tw)
+        row0[l] = th * WM - PT;
+        col0[l] = tw * WM - PL;
+        base[l] = (n * C + c) * (H * W) + row0[l] * W + col0[l];
+    }
+}
+
 /* V[xi, c, t] = (BT d B)[xi] for tile t (clamped to NT - 1) of channel c: d is the input
  * window at rows th*WM - PT .., columns tw*WM - PL .. of plane (n, c), zeros outside the
  * image. Work item (i, j) takes the TL tiles i*TL .. of channel j. With cp > 0 V is
@@ -150,30 +192,9 @@ __kernel void winograd_input(__global const float* restrict x, __global float* r
     const int j = get_global_id(1);
     if (j >= (cp ? TP : C)) return;       /* the grid rounded up to the group */
     int base[TL], row0[TL], col0[TL];
-    #pragma unroll
-    for (int l = 0; l < TL; l++) {
-        const int t = MIN(cp ? j : lane0 + l, NT - 1);
-        const int c = cp ? MIN(lane0 + l, C - 1) : j;
-        TILE_POSITION(t, n, th, tw)
-        row0[l] = th * WM - PT;
-        col0[l] = tw * WM - PL;
-        base[l] = (n * C + c) * (H * W) + row0[l] * W + col0[l];
-    }
-    float8 d[WA][WA];
-    #pragma unroll
-    for (int u = 0; u < WA; u++)
-        #pragma unroll
-        for (int k = 0; k < WA; k++) {
-#define LD(l) LOAD_INSIDE(x, base[l] + u * W + k, (uint)(row0[l] + u) < (uint)H && (uint)(col0[l] + k) < (uint)W)
-            d[u][k] = GATHER8(LD);
-#undef LD
-        }
-    LEFT_PRODUCT(float8, bd, BT, WA, WA, d, WA)
-    __global float* vc = cp ? v + j * cp + lane0 : v + j * TP + lane0;
-    const int xi_step = cp ? TP * cp : C * TP;
-#define STORE_V(i, k, value) STORE8((value), vc + ((i) * WA + (k)) * xi_step)
-    RIGHT_PRODUCT(float8, bd, WA, BT, WA, WA, STORE_V)
-#undef STORE_V
+    tile_windows(cp ? j : lane0, cp ? 0 : 1, cp ? lane0 : j, cp ? 1 : 0, C, H, W, TH, TW, PT, PL, NT, base, row0,
+                 col0);
+    input_lanes(x, base, row0, col0, H, W, cp ? v + j * cp + lane0 : v + j * TP + lane0, cp ? TP * cp : C * TP);
 }
 
 /* Ug[xi, o, t] = (G2 e G2T)[xi] for the WM x WM tile e of gy (N, CO, OH, OW) at rows th*WM ..,
@@ -252,6 +273,51 @@ __kernel void winograd_weights(__global const float* restrict w, __global float*
 #undef STORE_U
 }
 
+/* The products' multiply-add as a function of VEC arguments: clang marks each function with
+ * the widest vector its signature uses, and on CPUs that prefer 256-bit vectors (Intel's
+ * AVX-512 ones) LLVM splits wider vectors in code marked narrower: the float16 products ran
+ * as pairs of 8-lane halves (ymm) without it. */
+inline VEC vec_fma(const VEC a, const VEC b, const VEC c) { return a * b + c; }
+
+/* out[i, col] = sum over k in [k_begin, k_end) of a[k * a_k + (r0 + i) * a_row] * b[k * b_k +
+ * col] for the TM rows r0 + i < rows (rows past it read row rows - 1, unstored) and the NB
+ * columns col: TM*NV accumulators, per k NV vector loads of b and TM broadcasts of a. */
+ALWAYS_INLINE void product_block(const __global float* restrict a, const __global float* restrict bx,
+                                 __global float* restrict o, const int rows, const int r0, const int k_begin,
+                                 const int k_end, const int a_k, const int a_row, const int b_k,
+                                 const int ld_out)
+{
+    const __global float* ax[TM];
+    #pragma unroll
+    for (int i = 0; i < TM; i++)
+        ax[i] = a + MIN(r0 + i, rows - 1) * a_row;
+    VEC acc[TM][NV];
+    #pragma unroll
+    for (int i = 0; i < TM; i++)
+        #pragma unroll
+        for (int j = 0; j < NV; j++)
+            acc[i][j] = (VEC)(0.0f);
+    for (int k = k_begin; k < k_end; k++) {
+        VEC bv[NV];
+        #pragma unroll
+        for (int j = 0; j < NV; j++)
+            bv[j] = LOADV(bx + (size_t)k * b_k + j * VW);
+        #pragma unroll
+        for (int i = 0; i < TM; i++) {
+            const float av = ax[i][(size_t)k * a_k];
+            #pragma unroll
+            for (int j = 0; j < NV; j++)
+                acc[i][j] = vec_fma((VEC)(av), bv[j], acc[i][j]);
+        }
+    }
+    #pragma unroll
+    for (int i = 0; i < TM; i++)
+        if (r0 + i < rows)
+            #pragma unroll
+            for (int j = 0; j < NV; j++)
+                STOREV(acc[i][j], o + (size_t)i * ld_out + j * VW);
+}
+
 /* out[s, xi, row, col] = sum over k of slice s of A[xi, k, row] * B[xi, k, col], with the
  * rows, columns and k steps of A and B at the given strides: the forward's M = U^T V (k = c,
  * rows o, columns t) and the weight gradient's Mw = Ug V^T (k = t, rows o, columns c, V
@@ -271,62 +337,25 @@ __kernel void winograd_products(__global const float* restrict a, __global const
     const int s = get_global_id(2) / (WA * WA);
     if (r0 >= rows) return;
     const int k_begin = s * k_slice;
-    const int k_end = MIN(k_count, k_begin + k_slice);
-    const __global float* bx = b + (size_t)xi * k_count * b_k + c0;
-    const __global float* ax[TM];
-    #pragma unroll
-    for (int i = 0; i < TM; i++)
-        ax[i] = a + (size_t)xi * k_count * rows + MIN(r0 + i, rows - 1) * a_row;
-    VEC acc[TM][NV];
-    #pragma unroll
-    for (int i = 0; i < TM; i++)
-        #pragma unroll
-        for (int j = 0; j < NV; j++)
-            acc[i][j] = (VEC)(0.0f);
-    for (int k = k_begin; k < k_end; k++) {
-        VEC bv[NV];
-        #pragma unroll
-        for (int j = 0; j < NV; j++)
-            bv[j] = LOADV(bx + (size_t)k * b_k + j * VW);
-        #pragma unroll
-        for (int i = 0; i < TM; i++) {
-            const float av = ax[i][(size_t)k * a_k];
-            #pragma unroll
-            for (int j = 0; j < NV; j++)
-                acc[i][j] = av * bv[j] + acc[i][j];
-        }
-    }
-    __global float* o = out + ((size_t)get_global_id(2) * rows + r0) * ld_out + c0;
-    #pragma unroll
-    for (int i = 0; i < TM; i++)
-        if (r0 + i < rows)
-            #pragma unroll
-            for (int j = 0; j < NV; j++)
-                STOREV(acc[i][j], o + (size_t)i * ld_out + j * VW);
+    product_block(a + (size_t)xi * k_count * rows, b + (size_t)xi * k_count * b_k + c0,
+                  out + ((size_t)get_global_id(2) * rows + r0) * ld_out + c0, rows, r0, k_begin,
+                  MIN(k_count, k_begin + k_slice), a_k, a_row, b_k, ld_out);
 }
 
-/* y[n, o, th*WM + i, tw*WM + j] = act((AT m A)[i, j] + b[o]) for m[xi] = M[xi, o, t], TL tiles
- * t0 + l at a time, the tiles t < NT and the pixels inside the output only. Global size
- * (TP / TL, CO). TL lanes, not VW: with float16 lanes the WA*WA tile (64 vectors for 5x5
- * filters) spilled, and the transform of 32x64x16x16 with 64 5x5 filters took 1.7 ms
- * against 0.8 (3x3: even). */
-__kernel void winograd_output(__global const float* restrict m, __global const float* restrict b,
-                              __global float* restrict y, const int has_bias, const int act,
-                              const float slope, const int CO, const int OH, const int OW,
-                              const int NT, const int TP)
+/* y[n, o, th*WM + i, tw*WM + j] = act((AT m A)[i, j] + bias) for the TL tiles t0 + l, m[xi] at
+ * mo + xi * xi_step (TL floats each); tiles t < NT and pixels inside the output only. */
+ALWAYS_INLINE void output_lanes(const __global float* restrict mo, const int xi_step, const float bias,
+                                const int act, const float slope, __global float* restrict y, const int o,
+                                const int CO, const int OH, const int OW, const int TH, const int TW,
+                                const int NT, const int t0)
 {
-    const int TH = (OH + WM - 1) / WM, TW = (OW + WM - 1) / WM;
-    const int t0 = get_global_id(0) * TL;
-    const int o = get_global_id(1);
-    const __global float* mo = m + o * TP + t0;
     float8 mt[WA][WA];
     #pragma unroll
     for (int a = 0; a < WA; a++)
         #pragma unroll
         for (int k = 0; k < WA; k++)
-            mt[a][k] = LOAD8(mo + (a * WA + k) * (CO * TP));
+            mt[a][k] = LOAD8(mo + (a * WA + k) * xi_step);
     LEFT_PRODUCT(float8, am, AT, WM, WA, mt, WA)
-    const float bias = has_bias ? b[o] : 0.0f;
     float8 out[WM][WM];
 #define STORE_OUT(i, j, value) out[i][j] = activatev((value) + bias, act, slope)
     RIGHT_PRODUCT(float8, am, WM, AT, WM, WA, STORE_OUT)
@@ -352,6 +381,68 @@ __kernel void winograd_output(__global const float* restrict m, __global const f
         tw = tw == TW ? 0 : tw;
         n += th == TH;
         th = th == TH ? 0 : th;
+    }
+}
+
+/* y[n, o, th*WM + i, tw*WM + j] = act((AT m A)[i, j] + b[o]) for m[xi] = M[xi, o, t], TL tiles
+ * t0 + l at a time, the tiles t < NT and the pixels inside the output only. Global size
+ * (TP / TL, CO). TL lanes, not VW: with float16 lanes the WA*WA tile (64 vectors for 5x5
+ * filters) spilled, and the transform of 32x64x16x16 with 64 5x5 filters took 1.7 ms
+ * against 0.8 (3x3: even). */
+__kernel void winograd_output(__global const float* restrict m, __global const float* restrict b,
+                              __global float* restrict y, const int has_bias, const int act,
+                              const float slope, const int CO, const int OH, const int OW,
+                              const int NT, const int TP)
+{
+    const int TH = (OH + WM - 1) / WM, TW = (OW + WM - 1) / WM;
+    const int t0 = get_global_id(0) * TL;
+    const int o = get_global_id(1);
+    output_lanes(m + o * TP + t0, CO * TP, has_bias ? b[o] : 0.0f, act, slope, y, o, CO, OH, OW, TH, TW, NT, t0);
+}
+
+/* The whole forward (or gather-form input gradient) in one launch, for layers whose
+ * transformed tiles fit a core's L2: work item i takes the blocks of NB tiles i, i + items, ...
+ * and for each runs the three steps of the pipeline above on that block alone, through its
+ * own scratch (V then M of the block: WA*WA x (C + CO) x NB floats at scratch + i * that),
+ * so V and M stay in the core's cache instead of streaming through memory between launches:
+ *   V[xi, c, :] = winograd_input's lanes, M[xi, o, :] = sum_c U[xi, c, o] V[xi, c, :] in
+ *   product_block's register blocks, y = output_lanes of M.
+ * u is winograd_weights' U (WA*WA, C, CO). Global size (items). */
+__kernel void winograd_fused(__global const float* restrict x, __global const float* restrict u,
+                             __global const float* restrict b, __global float* restrict y,
+                             __global float* restrict scratch, const int has_bias, const int act,
+                             const float slope, const int C, const int CO, const int H, const int W,
+                             const int OH, const int OW, const int PT, const int PL, const int NT,
+                             const int blocks)
+{
+    const int TH = (OH + WM - 1) / WM, TW = (OW + WM - 1) / WM;
+    const int item = get_global_id(0);
+    __global float* vs = scratch + (size_t)item * (WA * WA) * (C + CO) * NB;   /* V: (WA*WA, C, NB) */
+    __global float* ms = vs + (size_t)(WA * WA) * C * NB;                      /* M: (WA*WA, CO, NB) */
+    #pragma unroll 1
+    for (int block = item; block < blocks; block += get_global_size(0)) {
+        const int t0 = block * NB;
+        #pragma unroll 1
+        for (int c = 0; c < C; c++)
+            #pragma unroll 1
+            for (int g = 0; g < NB; g += TL) {
+                int base[TL], row0[TL], col0[TL];
+                tile_windows(t0 + g, 1, c, 0, C, H, W, TH, TW, PT, PL, NT, base, row0, col0);
+                input_lanes(x, base, row0, col0, H, W, vs + c * NB + g, C * NB);
+            }
+        #pragma unroll 1
+        for (int xi = 0; xi < WA * WA; xi++)
+            #pragma unroll 1
+            for (int r0 = 0; r0 < CO; r0 += TM)
+                product_block(u + (size_t)xi * C * CO, vs + (size_t)xi * C * NB, ms + ((size_t)xi * CO + r0) * NB,
+                              CO, r0, 0, C, CO, 1, NB, NB);
+        #pragma unroll 1
+        for (int o = 0; o < CO; o++) {
+            const float bias = has_bias ? b[o] : 0.0f;
+            #pragma unroll 1
+            for (int g = 0; g < NB; g += TL)
+                output_lanes(ms + o * NB + g, CO * NB, bias, act, slope, y, o, CO, OH, OW, TH, TW, NT, t0 + g);
+        }
     }
 }
 
