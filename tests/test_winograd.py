@@ -22,6 +22,23 @@ def _bound(abs_ref):
     return 1e-4 * float(np.max(abs_ref, initial=0.0)) + 4e-7
 
 
+def assert_forward_matches(y, x, wt, b, pads, activation, label):
+    """y against the oracle's stride-1 forward of x (float64) with activation applied; returns
+    the oracle's output before the activation."""
+    pre = oracle.conv2d_forward(x, wt, b, (1, 1), pads)
+    act = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0.0), "tanh": np.tanh}[activation]
+    abs_b = None if b is None else np.abs(b)
+    assert_close(y, act(pre), _bound(oracle.conv2d_forward(np.abs(x), np.abs(wt), abs_b, (1, 1), pads)), 0.0,
+                 label)
+    return pre
+
+
+def winograd_backward(device, x, wt, gy, pads, bias):
+    """conv2d_backward (stride 1) with Winograd forced, on float32 copies of x, wt and gy."""
+    return ops.conv2d_backward(device, *(device.to_device(a.astype(np.float32)) for a in (x, wt, gy)), (1, 1),
+                               pads, has_bias=bias, algorithm="winograd")
+
+
 @pytest.mark.parametrize("m,r", [(2, 3), (4, 3), (2, 5), (4, 5), (3, 4), (5, 4)])
 def test_matrices_compute_the_correlation_exactly(m, r):
     """y = AT [(G g) * (BT d)] equals y[i] = sum_k g[k] d[i + k] in exact fractions, for every
@@ -63,17 +80,10 @@ def test_winograd_matches_the_oracle(device, case):
                            device.to_device(wt.astype(np.float32)),
                            None if b is None else device.to_device(b.astype(np.float32)), (1, 1), pads,
                            activation=activation, algorithm="winograd").get()
-    pre = oracle.conv2d_forward(x, wt, b, (1, 1), pads)
-    act = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0.0), "tanh": np.tanh}[activation]
-    abs_b = None if b is None else np.abs(b)
-    bound = _bound(oracle.conv2d_forward(np.abs(x), np.abs(wt), abs_b, (1, 1), pads))
-    assert_close(y, act(pre), bound, 0.0, f"winograd forward {case}")
+    pre = assert_forward_matches(y, x, wt, b, pads, activation, f"winograd forward {case}")
 
     gy = rng.standard_normal(pre.shape)
-    gx, gw, gb = ops.conv2d_backward(device, device.to_device(x.astype(np.float32)),
-                                     device.to_device(wt.astype(np.float32)),
-                                     device.to_device(gy.astype(np.float32)), (1, 1), pads,
-                                     has_bias=bias, algorithm="winograd")
+    gx, gw, gb = winograd_backward(device, x, wt, gy, pads, bias)
     gx_ref, gw_ref, gb_ref = oracle.conv2d_backward(x, wt, gy, (1, 1), pads)
     abs_gx, abs_gw, abs_gb = oracle.conv2d_backward(np.abs(x), np.abs(wt), np.abs(gy), (1, 1), pads)
     assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, f"winograd input gradient {case}")

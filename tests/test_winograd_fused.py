@@ -10,7 +10,7 @@ from clcnn.ops import conv2d as ops
 from clcnn.ops import winograd
 from clcnn.oracle import conv2d as oracle
 from tests.helpers import assert_close, launched_kernels
-from tests.test_winograd import _bound
+from tests.test_winograd import _bound, assert_forward_matches, winograd_backward
 
 
 @st.composite
@@ -56,17 +56,10 @@ def test_fused_and_pipelined_forms_match_the_oracle(device, case):
         block = 2 * ops.vector_limits(device)[0]        # two vectors of tiles
         blocks_for_every_unit = -(-tiles // block) >= device.cl_device.max_compute_units
         assert ("winograd_fused" in names) == (fused and blocks_for_every_unit), (names, tiles)
-        pre = oracle.conv2d_forward(x, wt, b, (1, 1), pads)
-        act = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0.0), "tanh": np.tanh}[activation]
-        abs_b = None if b is None else np.abs(b)
-        bound = _bound(oracle.conv2d_forward(np.abs(x), np.abs(wt), abs_b, (1, 1), pads))
-        assert_close(y, act(pre), bound, 0.0, f"forward {case}")
+        pre = assert_forward_matches(y, x, wt, b, pads, activation, f"forward {case}")
 
         gy = rng.standard_normal(pre.shape)
-        gx, _, _ = ops.conv2d_backward(device, device.to_device(x.astype(np.float32)),
-                                       device.to_device(wt.astype(np.float32)),
-                                       device.to_device(gy.astype(np.float32)), (1, 1), pads,
-                                       has_bias=bias, algorithm="winograd")
+        gx = winograd_backward(device, x, wt, gy, pads, bias)[0]
         gx_ref = oracle.conv2d_backward(x, wt, gy, (1, 1), pads)[0]
         abs_gx = oracle.conv2d_backward(np.abs(x), np.abs(wt), np.abs(gy), (1, 1), pads)[0]
         assert_close(gx.get(), gx_ref, _bound(abs_gx), 0.0, f"input gradient {case}")
