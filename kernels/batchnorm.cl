@@ -135,51 +135,49 @@ inline float act_grad1(float g, float v)
     return activate_backward(g, activate(v, ACTIVATION, NEG_SLOPE), ACTIVATION, NEG_SLOPE);
 }
 
-/* sum(p[i] - k) for i < len: shifting by a nearby value keeps the terms at the size of the
+/* The reductions' segment helpers add into the caller's float8 accumulators (lane sums) and a
+ * scalar one for the tail, which the caller sums across lanes once at the end: with a sum
+ * across lanes per segment, small planes (4x4 and 8x8 maps: one or two vectors a segment)
+ * spent more on those sums than on their loads. */
+
+/* acc += p[i] - k for i < len: shifting by a nearby value keeps the terms at the size of the
  * spread, not of the mean. */
-inline float seg_sum_shifted(__global const float* p, int len, float k)
+inline void seg_add_shifted(__global const float* p, int len, float k, float8* acc, float8* acc2, float* tail)
 {
-    float8 acc = (float8)(0.0f), acc2 = (float8)(0.0f);
     int i = 0;
     for (; i + 16 <= len; i += 16) {
-        acc += LOAD8(p + i) - k;
-        acc2 += LOAD8(p + i + 8) - k;
+        *acc += LOAD8(p + i) - k;
+        *acc2 += LOAD8(p + i + 8) - k;
     }
-    acc += acc2;
-    for (; i + 8 <= len; i += 8) acc += LOAD8(p + i) - k;
-    float s = 0.0f;
-    for (; i < len; ++i) s += p[i] - k;
-    return s + HSUM8(acc);
+    for (; i + 8 <= len; i += 8) *acc += LOAD8(p + i) - k;
+    for (; i < len; ++i) *tail += p[i] - k;
 }
 
-/* sum((p[i] - m)^2) for i < len */
-inline float seg_sum_sq(__global const float* p, int len, float m)
+/* acc += (p[i] - m)^2 for i < len */
+inline void seg_add_sq(__global const float* p, int len, float m, float8* acc, float8* acc2, float* tail)
 {
-    float8 acc = (float8)(0.0f), acc2 = (float8)(0.0f);
     int i = 0;
     for (; i + 16 <= len; i += 16) {
         const float8 d = LOAD8(p + i) - m, d2 = LOAD8(p + i + 8) - m;
-        acc = d * d + acc;
-        acc2 = d2 * d2 + acc2;
+        *acc = d * d + *acc;
+        *acc2 = d2 * d2 + *acc2;
     }
-    acc += acc2;
     for (; i + 8 <= len; i += 8) {
         const float8 d = LOAD8(p + i) - m;
-        acc = d * d + acc;
+        *acc = d * d + *acc;
     }
-    float s = 0.0f;
     for (; i < len; ++i) {
         const float d = p[i] - m;
-        s = d * d + s;
+        *tail = d * d + *tail;
     }
-    return s + HSUM8(acc);
 }
 
-/* (sum(g[i]), sum(g[i] * (x[i] - m))) for i < len, all pointers at element offset off, g = gy
- * masked by the fused activation at the pre-activation (x - m) * scale + shift, or with
+/* (sg, sgx) += (g[i], g[i] * (x[i] - m)) for i < len, all pointers at element offset off, g =
+ * gy masked by the fused activation at the pre-activation (x - m) * scale + shift, or with
  * RESIDUAL by its mask at the output y, g then written to gres. */
-inline float2 seg_sum_grad(__global const float* x, __global const float* gy, __global const float* y,
-                           __global float* gres, size_t off, int len, float m, float scale, float shift)
+inline void seg_add_grad(__global const float* x, __global const float* gy, __global const float* y,
+                         __global float* gres, size_t off, int len, float m, float scale, float shift,
+                         float8* sg, float8* sgx, float2* tail)
 {
     x += off;
     gy += off;
@@ -187,7 +185,6 @@ inline float2 seg_sum_grad(__global const float* x, __global const float* gy, __
     y += off;
     gres += off;
 #endif
-    float8 sg = (float8)(0.0f), sgx = (float8)(0.0f);
     int i = 0;
     for (; i + 8 <= len; i += 8) {
         const float8 d = LOAD8(x + i) - m;
@@ -197,10 +194,9 @@ inline float2 seg_sum_grad(__global const float* x, __global const float* gy, __
 #else
         const float8 gv = act_grad8(LOAD8(gy + i), d * scale + shift);
 #endif
-        sg += gv;
-        sgx = gv * d + sgx;
+        *sg += gv;
+        *sgx = gv * d + *sgx;
     }
-    float a = 0.0f, b = 0.0f;
     for (; i < len; ++i) {
         const float d = x[i] - m;
 #if RESIDUAL
@@ -209,10 +205,8 @@ inline float2 seg_sum_grad(__global const float* x, __global const float* gy, __
 #else
         const float g = act_grad1(gy[i], d * scale + shift);
 #endif
-        a += g;
-        b = g * d + b;
+        *tail += (float2)(g, g * d);
     }
-    return (float2)(a + HSUM8(sg), b + HSUM8(sgx));
 }
 
 /* Pass 1 of the train-mode statistics: chunk s of channel c gets (its mean, its sum of squared
@@ -225,19 +219,22 @@ __kernel void batchnorm_stats_partial(__global const float* restrict x, __global
     if (s >= S || c >= C) return;
     const int j0 = s * L, j1 = min(j0 + L, M);
     const float k = x[((size_t)(j0 / HW) * C + c) * HW + j0 % HW];
-    float sum = 0.0f;
+    float8 acc = (float8)(0.0f), acc2 = (float8)(0.0f);
+    float tail = 0.0f;
     for (int j = j0; j < j1;) {
         const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
-        sum += seg_sum_shifted(x + ((size_t)n * C + c) * HW + i, len, k);
+        seg_add_shifted(x + ((size_t)n * C + c) * HW + i, len, k, &acc, &acc2, &tail);
         j += len;
     }
-    const float mean = k + sum / (float)(j1 - j0);
-    float m2 = 0.0f;
+    const float mean = k + (tail + HSUM8(acc + acc2)) / (float)(j1 - j0);
+    acc = acc2 = (float8)(0.0f);
+    tail = 0.0f;
     for (int j = j0; j < j1;) {
         const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
-        m2 += seg_sum_sq(x + ((size_t)n * C + c) * HW + i, len, mean);
+        seg_add_sq(x + ((size_t)n * C + c) * HW + i, len, mean, &acc, &acc2, &tail);
         j += len;
     }
+    const float m2 = tail + HSUM8(acc + acc2);
     part[((size_t)c * S + s) * 2] = mean;
     part[((size_t)c * S + s) * 2 + 1] = m2;
 }
@@ -330,14 +327,15 @@ __kernel void batchnorm_backward_partial(__global const float* restrict x, __glo
 #else
     const float scale = 0.0f, shift = 0.0f;
 #endif
-    float2 acc = (float2)(0.0f);
+    float8 sg = (float8)(0.0f), sgx = (float8)(0.0f);
+    float2 tail = (float2)(0.0f);
     for (int j = j0; j < j1;) {
         const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
-        acc += seg_sum_grad(x, gy, y, gres, ((size_t)n * C + c) * HW + i, len, m, scale, shift);
+        seg_add_grad(x, gy, y, gres, ((size_t)n * C + c) * HW + i, len, m, scale, shift, &sg, &sgx, &tail);
         j += len;
     }
-    part[((size_t)c * S + s) * 2] = acc.x;
-    part[((size_t)c * S + s) * 2 + 1] = acc.y;
+    part[((size_t)c * S + s) * 2] = tail.x + HSUM8(sg);
+    part[((size_t)c * S + s) * 2 + 1] = tail.y + HSUM8(sgx);
 }
 
 /* Pass 2: gbias[c] = sum gy, gweight[c] = sum gy * xhat (xhat = (x - mean) * invstd), and the
