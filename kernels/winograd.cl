@@ -412,10 +412,10 @@ __kernel void winograd_fused(__global const float* restrict x, __global const fl
                              __global const float* restrict b, __global float* restrict y,
                              __global float* restrict scratch, const int has_bias, const int act,
                              const float slope, const int C, const int CO, const int H, const int W,
-                             const int OH, const int OW, const int PT, const int PL, const int NT,
-                             const int blocks)
+                             const int OH, const int OW, const int PT, const int PL, const int NT)
 {
     const int TH = (OH + WM - 1) / WM, TW = (OW + WM - 1) / WM;
+    const int blocks = (NT + NB - 1) / NB;
     const int item = get_global_id(0);
     __global float* vs = scratch + (size_t)item * (WA * WA) * (C + CO) * NB;   /* V: (WA*WA, C, NB) */
     __global float* ms = vs + (size_t)(WA * WA) * C * NB;                      /* M: (WA*WA, CO, NB) */

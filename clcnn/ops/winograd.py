@@ -196,7 +196,7 @@ def _convolve(dev, x, w, b, co, oh, ow, pt, pl, activation, negative_slope, flip
         items = min(blocks, _FUSED_ITEMS_PER_UNIT * dev.cl_device.max_compute_units)
         scratch = dev.empty((items, a * a * (c + co) * nb))
         launch(dev, kernel("winograd_fused"), (items,), (1,), buf(x), buf(u), bias, buf(y), buf(scratch), *act,
-               i32(c), i32(co), i32(h), i32(wd), i32(oh), i32(ow), i32(pt), i32(pl), i32(tiles), i32(blocks))
+               i32(c), i32(co), i32(h), i32(wd), i32(oh), i32(ow), i32(pt), i32(pl), i32(tiles))
         return y
     v = _input_transform(dev, kernel, x, a, oh, ow, pt, pl, tiles, tp)
     products = dev.empty((a * a, co, tp))
