@@ -76,6 +76,15 @@ def _conv_residual():
             opspec.conv2d((2, 8, 9, 9), (8, 8, 3, 3), pads=(1, 1, 1, 1), activation="relu", residual=True)]
 
 
+def _conv_input_residual():
+    # A residual block's first convolution in training: its input gradient includes the
+    # shortcut's, added as the gather form's kernel stores (conv2d_rows at 16 channels,
+    # conv2d_forward at 32) or in a pass after the phases form of a stride 2.
+    return [opspec.conv2d((4, 16, 12, 12), (16, 16, 3, 3), pads=(1, 1, 1, 1), bias=False, input_residual=True),
+            opspec.conv2d((2, 32, 10, 10), (32, 32, 3, 3), pads=(1, 1, 1, 1), bias=False, input_residual=True),
+            opspec.conv2d((2, 16, 12, 12), (32, 16, 3, 3), (2, 2), (1, 1, 1, 1), bias=False, input_residual=True)]
+
+
 def _maxpool():
     # Integer inputs: exact ties inside windows, which must be broken as the oracle breaks them.
     return [opspec.pool2d("max", (2, 6, 28, 28), integers=True),
@@ -131,6 +140,7 @@ FAMILIES = [
     ("conv2d winograd", _conv_winograd),
     ("conv2d im2col", _conv_im2col),
     ("conv2d residual", _conv_residual),
+    ("conv2d input residual", _conv_input_residual),
     ("maxpool2d", _maxpool),
     ("avgpool2d", _avgpool),
     ("global_maxpool2d", _global("global_max")),

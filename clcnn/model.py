@@ -292,6 +292,7 @@ class Model:
         pre_activation = set()
         pooled = {}         # plan index of a convolution -> the gradient of the pooling it defers to
         input_activations = fusion.activation_deferrals(plan, self._calls, self._outputs, count)
+        residual_steps = fusion.input_residual_steps(plan, self._calls, count)
         for k in range(len(plan) - 1, -1, -1):
             step, ctx = plan[k], contexts[k]
             g = grads[step.output]
@@ -317,6 +318,12 @@ class Model:
                 if producer is not None and contexts[producer].act:
                     kwargs.update(input_activation=contexts[producer].act, input_slope=contexts[producer].slope)
                     pre_activation.add(producer)
+                # An input that already has a gradient from its other readers (a residual
+                # block's input, after the shortcut): the layer adds it to its own as it
+                # stores (one pass less than fusion.accumulate).
+                if k in residual_steps and grads[inputs[0]] is not None and (inputs[0] >= count or need_input_grad):
+                    kwargs["input_residual"] = grads[inputs[0]]
+                    grads[inputs[0]] = None
             gxs = self.device.with_memory_retry(
                 lambda: f"the backward pass of {self._describe(step.position)} at batch size {g.shape[0]}",
                 run, ctx, g, need_input_grad=needed, **kwargs)

@@ -95,7 +95,8 @@ def _drop_none(values):
 # -- compute-bound ops ---------------------------------------------------------------------
 def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activation=None,
            need_input_grad=True, name=None, dilation=(1, 1), groups=1, negative_slope=0.01,
-           pre_activation=False, algorithm=None, keep_pool=None, grad_from_pool=False, residual=False):
+           pre_activation=False, algorithm=None, keep_pool=None, grad_from_pool=False, residual=False,
+           input_residual=False):
     """Conv2D forward (bias and activation fused) and backward (activation gradient, then the
     input gradient if need_input_grad, the weight and bias gradients). groups == C > 1 runs
     the depthwise kernels (ops/depthwise.py), as the layer does. pre_activation: gy is already
@@ -107,11 +108,15 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
     activated output ("gy" has the pooled shape; ops.conv2d_backward_pooled: the pooling's
     backward deferred to it, fusion.py).
     residual: the forward adds an input "r" of the output's shape before the activation (an
-    eval-mode convolution run into the Add after it, fusion.py); forward only."""
+    eval-mode convolution run into the Add after it, fusion.py); forward only.
+    input_residual: the backward's input gradient includes an input "gr" of x's shape (the
+    gradient a residual block's input has from its shortcut, model.backward)."""
     if grad_from_pool and pre_activation:
         raise ValueError("conv2d: grad_from_pool undoes the activation itself (no pre_activation)")
     if residual and (keep_pool or grad_from_pool):
         raise ValueError("conv2d: a residual is an eval-mode fusion: no keep_pool or grad_from_pool with it")
+    if input_residual and (grad_from_pool or not need_input_grad or residual):
+        raise ValueError("conv2d: input_residual goes with need_input_grad, without grad_from_pool or residual")
     n, c, h, w = x_shape
     o, cg, kh, kw = w_shape
     stride, pads, dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -130,6 +135,8 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
             a["b"] = _uniform(rng, (o,), cg * kh * kw)
         if residual:
             a["r"] = _normal(rng, y_shape)
+        if input_residual:
+            a["gr"] = _normal(rng, x_shape)
         return a
 
     def forward(dev, a):
@@ -152,7 +159,8 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
         if undo:
             gy = k_act.activation_backward(dev, activation, out[0], gy, negative_slope)
         return _drop_none(k_conv.conv2d_backward(dev, a["x"], a["w"], gy, stride, pads,
-                                                 need_input_grad=need_input_grad, has_bias=bias, **extra))
+                                                 need_input_grad=need_input_grad, has_bias=bias,
+                                                 input_residual=a.get("gr"), **extra))
 
     def o_forward(a):
         y = o_conv.conv2d_forward(a["x"], a["w"], a.get("b"), stride, pads, dilation, groups)
@@ -170,19 +178,21 @@ def conv2d(x_shape, w_shape, stride=(1, 1), pads=(0, 0, 0, 0), bias=True, activa
             gy = o_pool.avgpool2d_backward(gy, y_shape, (2, 2), (2, 2), (0, 0, 0, 0))
         gy = o_act.activation_backward(activation, out[0], gy, negative_slope) if undo else gy
         gx, gw, gb = o_conv.conv2d_backward(a["x"], a["w"], gy, stride, pads, dilation, groups)
+        gx = gx + a["gr"] if input_residual else gx
         return _drop_none((gx if need_input_grad else None, gw, gb if bias else None))
 
     act_bytes = 2 * _numel(y_shape) if undo else 0
     pooled_shape = (n, o, oh // 2, ow // 2) if keep_pool else ()
     fwd_bytes = F32 * _numel(x_shape, w_shape, y_shape, (o,) if bias else (), pooled_shape,
                              y_shape if residual else ())
-    bwd_bytes = F32 * (_numel(x_shape, w_shape, y_shape) * 2 + act_bytes)
+    bwd_bytes = F32 * (_numel(x_shape, w_shape, y_shape) * 2 + act_bytes + (_numel(x_shape) if input_residual else 0))
     kind = "depthwise " if groups > 1 and groups == c else (f"g{groups} " if groups > 1 else "")
     name = name or (f"conv2d {kind}{c}->{o} {kh}x{kw}" + (f" s{stride[0]}" if stride != (1, 1) else "")
                     + (f" d{dilation[0]}" if dilation != (1, 1) else "")
                     + (f" pad{pads}" if any(pads) else "") + (f" +{activation}" if activation else "")
                     + (f" +{keep_pool}pool" if keep_pool else "") + (" +pool backward" if grad_from_pool else "")
-                    + (" +residual" if residual else "") + (f" ({algorithm})" if algorithm else ""))
+                    + (" +residual" if residual else "") + (" +input residual" if input_residual else "")
+                    + (f" ({algorithm})" if algorithm else ""))
     if residual:
         backward = o_backward = None
     return OpCase(name, "conv2d", make, forward, o_forward, backward, o_backward,
@@ -640,6 +650,8 @@ def model_cases(model, input_shape, batch, momentum=0.9):
     # a Dense running the backward of the activation its input comes from (k -> its producer)
     input_activations = {k: p for k, p in fusion.activation_deferrals(plan, calls, model._outputs, count).items()
                          if fusion.step_activation(plan[p], calls) is not None}
+    # a Conv2D adding its input's gradient from the other readers to its own (no accumulate)
+    residual_steps = fusion.input_residual_steps(plan, calls, count)
     cases = []
     for k, step in enumerate(plan):
         call = calls[step.position]
@@ -669,14 +681,18 @@ def model_cases(model, input_shape, batch, momentum=0.9):
             fused["grad_from_pool"] = True
         if step.pooled:
             fused["pooled_by_producer"] = True
+        if k in residual_steps:
+            fused["input_residual"] = True
         for case in layer.op_cases([shapes[v] for v in inputs], batch,
                                    need_input_grad=any(v >= count for v in inputs), **fused):
             cases.append((call.name, case))
     # Model.backward sums the gradients of a value read by several calls (inputs excepted: a
-    # training step asks for no input gradient).
+    # training step asks for no input gradient), by an add pass where no convolution adds
+    # them in its kernel.
     for v in range(count, count + len(calls)):
         readers = sum(call.inputs.count(v) for call in calls)
-        for _ in range(readers - 1):
+        folded = sum(1 for k in residual_steps if fusion.step_call(plan[k], calls, count)[1] == [v])
+        for _ in range(readers - 1 - folded):
             case = add((batch,) + shapes[v], 2, name="accumulate")
             case.backward = case.oracle_backward = None      # a sum of gradients has no backward
             case.bytes = (case.bytes[0], 0)

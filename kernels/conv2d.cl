@@ -257,6 +257,50 @@
         }                                                                                     \
     }
 
+/* The residual of channel vector v's pixels, by pixel into DST[PB] (lanes past CO zero). Where
+ * the block's pixels lie side by side (STORE_ROWS) 8 at a time as STORE_CHANNEL_ROWS stores
+ * them, read back: a row of 8 pixels per channel, turned into pixel vectors by the same 8x8
+ * transpose (a lane-by-lane read had cost about as much as the separate add pass it saves);
+ * the last PB % 8 pixels, and every pixel elsewhere, lane by lane. */
+#if VW == 16
+#define JOIN_HALVES(halves, p) ((float16)((halves)[0][p], (halves)[1][p]))
+#else
+#define JOIN_HALVES(halves, p) ((halves)[0][p])
+#endif
+#define LOAD_RESIDUAL_LANES(DST, FIRST)                                                       \
+    _Pragma("unroll")                                                                         \
+    for (int p = (FIRST); p < PB; p++) {                                                      \
+        float in[VW];                                                                         \
+        _Pragma("unroll")                                                                     \
+        for (int l = 0; l < VW; l++) {                                                        \
+            const int o = ob * OB + v * VW + l;                                               \
+            in[l] = o < CO ? res0[o * YPLANE + p * YSTEP] : 0.0f;                             \
+        }                                                                                     \
+        DST[p] = LOADV(in);                                                                   \
+    }
+#if STORE_ROWS
+#define LOAD_RESIDUAL(DST)                                                                    \
+    _Pragma("unroll")                                                                         \
+    for (int p0 = 0; p0 + 8 <= PB; p0 += 8) {                                                 \
+        float8 halves[VW / 8][8];                                                             \
+        _Pragma("unroll")                                                                     \
+        for (int h = 0; h < VW / 8; h++) {                                                    \
+            _Pragma("unroll")                                                                 \
+            for (int l = 0; l < 8; l++) {                                                     \
+                const int o = ob * OB + v * VW + h * 8 + l;                                   \
+                halves[h][l] = o < CO ? LOAD8(res0 + o * YPLANE + p0) : (float8)(0.0f);       \
+            }                                                                                 \
+            transpose8x8(halves[h]);                                                          \
+        }                                                                                     \
+        _Pragma("unroll")                                                                     \
+        for (int p = 0; p < 8; p++)                                                           \
+            DST[p0 + p] = JOIN_HALVES(halves, p);                                             \
+    }                                                                                         \
+    LOAD_RESIDUAL_LANES(DST, PB - PB % 8)
+#else
+#define LOAD_RESIDUAL(DST) LOAD_RESIDUAL_LANES(DST, 0)
+#endif
+
 /* conv2d_forward's sums over tap row i of one input channel: the weights at wc against the
  * block's inputs X (an expression of pixel p and tap column j). */
 #define TAP_ROW(i, X)                                                                         \
@@ -508,16 +552,11 @@ __kernel void conv2d_forward(__global const float* restrict xp,
         const VEC bv = LOADV(wb + CI * KH * KW * COP + v * VW);
         VEC out[PB];
         if (has_residual) {     /* (with chunks the host sets it for the last, finishing one) */
+            VEC rv[PB];
+            LOAD_RESIDUAL(rv);
             #pragma unroll
-            for (int p = 0; p < PB; p++) {
-                float in[VW];
-                #pragma unroll
-                for (int l = 0; l < VW; l++) {
-                    const int o = ob * OB + v * VW + l;
-                    in[l] = o < CO ? res0[o * YPLANE + p * YSTEP] : 0.0f;
-                }
-                out[p] = activatev(acc[v][p] + bv + LOADV(in), act, slope);
-            }
+            for (int p = 0; p < PB; p++)
+                out[p] = activatev(acc[v][p] + bv + rv[p], act, slope);
         } else {
             #pragma unroll
             for (int p = 0; p < PB; p++)

@@ -117,7 +117,10 @@ def test_flop_counts(device):
     names = [c.name for _, c in resnet]
     assert sum(c.kind == "conv2d" for _, c in resnet) == 21 and sum(c.kind == "batchnorm" for _, c in resnet) == 21
     # every block's bn2 (or its shortcut's BatchNorm) runs into the Add and its ReLU
-    assert sum(n.endswith(" +add x2 +relu") for n in names) == 9 and names.count("accumulate") == 9
+    assert sum(n.endswith(" +add x2 +relu") for n in names) == 9
+    # and every block's input gradient adds the shortcut's in the block's first convolution
+    # (fusion.input_residual_steps) rather than in an add pass
+    assert sum(n.endswith(" +input residual") for n in names) == 9 and names.count("accumulate") == 0
     # LeNet-5's multiply-adds per image: 117,600 + 240,000 + 48,000 + 10,080 + 840.
     assert sum(c.flops[0] for _, c in lenet) == 2 * (117600 + 240000 + 48000 + 10080 + 840)
 

@@ -12,6 +12,7 @@ from clcnn.errors import KernelBuildError
 from clcnn.ops import conv2d as conv_ops
 
 FAMILIES = ["conv2d", "conv2d grouped", "conv2d depthwise", "conv2d dilated", "conv2d winograd", "conv2d im2col",
+            "conv2d input residual",
             "maxpool2d",
             "avgpool2d",
             "global_maxpool2d", "global_avgpool2d", "activation", "softmax", "dense", "dropout",

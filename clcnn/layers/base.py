@@ -206,16 +206,21 @@ class WeightedLayer(Layer):
         return y
 
     def backward(self, ctx, gy, need_input_grad=True, pre_activation=False, input_activation=None,
-                 input_slope=0.01):
+                 input_slope=0.01, input_residual=None):
         """pre_activation: gy is already dL/d(output before the fused activation) (the model
         lets the next layer back-propagate through the activation in its own pass).
         input_activation (layers with takes_input_activation): the input is that activation's
         output (input_slope LeakyReLU's), and the input gradient is returned through its
         backward, dL/d(the activation's input): the model hands the previous layer's
-        activation backward to this one (fusion.activation_deferrals)."""
+        activation backward to this one (fusion.activation_deferrals).
+        input_residual (layers with adds_input_residual): the gradient the input already has
+        from its other readers; the returned input gradient is the sum (the model's
+        accumulation of that input's gradients, in the same kernel where the op can)."""
         if ctx.act and not pre_activation:
             gy = activation_backward(self.device, ctx.act, ctx.y, gy, negative_slope=ctx.slope)
         extra = dict(input_activation=input_activation, input_slope=input_slope) if input_activation else {}
+        if input_residual is not None:
+            extra["input_residual"] = input_residual
         gx, gw, gb = self._backward_op(ctx.x, self.params["weight"].data, gy, need_input_grad, ctx.saved, **extra)
         self.params["weight"].accumulate(gw)
         if self.bias:

@@ -84,10 +84,14 @@ class Conv2D(WeightedLayer):
                                        activation=activation, negative_slope=negative_slope, saved=saved,
                                        pool=pool, keep_full=keep_full, residual=residual, **self._extra())
 
-    def _backward_op(self, x, weight, gy, need_input_grad, saved=None):
+    def _backward_op(self, x, weight, gy, need_input_grad, saved=None, input_residual=None):
         return conv_ops.conv2d_backward(self.device, x, weight, gy, self.stride, self.pads(x.shape[1:]),
                                         need_input_grad=need_input_grad, has_bias=self.bias, saved=saved,
-                                        **self._extra())
+                                        input_residual=input_residual, **self._extra())
+
+    # model.backward may hand this layer its input's gradient from other readers to add to its
+    # own (backward's input_residual)
+    adds_input_residual = True
 
     # model.backward may hand this layer its pooling's output gradient (fusion.defers_pool_backward)
     takes_pooled_gradient = True
@@ -129,7 +133,8 @@ class Conv2D(WeightedLayer):
         return self._torch_activation(conv)
 
     def op_cases(self, in_shapes, batch, fused_activation=None, need_input_grad=True, training=True,
-                 negative_slope=0.01, pre_activation=False, keep_pool=None, grad_from_pool=False):
+                 negative_slope=0.01, pre_activation=False, keep_pool=None, grad_from_pool=False,
+                 input_residual=False):
         from .. import opspec
         (shape,) = in_shapes
         w_shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
@@ -137,7 +142,7 @@ class Conv2D(WeightedLayer):
                               activation=fused_activation or self.activation, need_input_grad=need_input_grad,
                               dilation=self.dilation, groups=self.groups, pre_activation=pre_activation,
                               negative_slope=negative_slope if fused_activation else self._slope(),
-                              keep_pool=keep_pool, grad_from_pool=grad_from_pool)]
+                              keep_pool=keep_pool, grad_from_pool=grad_from_pool, input_residual=input_residual)]
 
     def config(self):
         config = {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -477,15 +477,19 @@ def _conv_launch(dev, plan, activation=None, negative_slope=0.01):
 _NO_RESIDUAL, _RESIDUAL = i32(0), i32(1)
 
 
-def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None):
+def _direct_conv(dev, xp, wt, plan, activation=None, negative_slope=0.01, y=None, residual=None):
     """conv2d_forward over an already padded input xp (or, with the plan's PK, the unpadded
     input) and packed weights wt, into a new array or, for a plan with a strided output (YH,
-    ...), into y; a pooled plan (POOL) gives the output pooled 2x2."""
+    ...), into y; a pooled plan (POOL) gives the output pooled 2x2. residual (not with POOL or
+    a strided output): an array of the output's shape added before the activation."""
     kernel, grid, local, chunks, y_shape = _conv_launch(dev, plan, activation, negative_slope)
     if y is None:
         y = dev.empty(y_shape)
-    for scalars in chunks:
-        launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars, buf(y), _NO_RESIDUAL)
+    unused = (buf(y), _NO_RESIDUAL)
+    for k, scalars in enumerate(chunks):
+        finishing = residual is not None and k == len(chunks) - 1    # the chunk that adds the bias
+        launch(dev, kernel, grid, local, buf(xp), buf(wt), buf(y), *scalars,
+               *((buf(residual), _RESIDUAL) if finishing else unused))
     return y
 
 
@@ -1049,52 +1053,92 @@ def _untimed_pick(dev, pass_, x_shape, w_shape, stride, pads):
                                                          ("direct", "tiled")))
 
 
-def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1, scratch=None):
-    """dL/dx: strided convolutions (without dilation) one phase of the input at a time
-    (_input_grad_phases), narrow inputs with few channels by the sums form (_sums_pay), others
-    by the cheaper of two forms (see conv2d.cl): the gather form multiplies every input pixel
-    by all KH*KW taps, the columns form only the taps that hit, but writes and reads
-    N*C*KH*KW*OH*OW columns in between. scratch: the dict where the weight gradient left gy
-    transposed, or None."""
+def _input_grad_direct(dev, w, gy, x_shape, stride, pads, dilation=(1, 1), groups=1, scratch=None,
+                       residual=None):
+    """dL/dx, plus residual where that is given (see conv2d_backward's input_residual: the
+    gather form adds it as it stores, the others in one more pass), by the form that
+    _input_grad_form picks. scratch: the dict where the weight gradient left gy transposed, or
+    None."""
+    form = _input_grad_form(dev, w.shape, x_shape, gy.shape, stride, pads, dilation, groups)
+    if form == "gather":
+        return _input_grad_gather(dev, w, gy, x_shape, stride, pads, dilation, groups, residual)
+    if form == "phases":
+        gx = _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups)
+    elif form == "sums":
+        gx = _input_grad_sums(dev, w, gy, x_shape, pads, scratch)
+    else:
+        gx = _input_grad_columns(dev, w, gy, x_shape, stride, pads, dilation, groups)
+    return _plus(dev, gx, residual)
+
+
+def _input_grad_form(dev, w_shape, x_shape, gy_shape, stride, pads, dilation, groups):
+    """The form of _input_grad_direct: strided convolutions (without dilation) one phase of
+    the input at a time ("phases"), narrow inputs with few channels the sums form (_sums_pay),
+    others the cheaper of two forms (see conv2d.cl): "gather" multiplies every input pixel by
+    all KH*KW taps, "columns" only the taps that hit, but writes and reads N*C*KH*KW*OH*OW
+    columns in between. _INPUT_GRAD_FORM forces one (tests)."""
     if dilation == (1, 1) and (_INPUT_GRAD_FORM == "phases" or (_INPUT_GRAD_FORM is None and max(stride) > 1)):
-        return _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups)
-    if _INPUT_GRAD_FORM == "sums" or (_INPUT_GRAD_FORM is None and _sums_pay(dev, x_shape, w.shape, stride, pads,
+        return "phases"
+    if _INPUT_GRAD_FORM == "sums" or (_INPUT_GRAD_FORM is None and _sums_pay(dev, x_shape, w_shape, stride, pads,
                                                                              dilation, groups)):
-        if not _sums_runs(dev, x_shape, w.shape, stride, dilation, groups):
+        if not _sums_runs(dev, x_shape, w_shape, stride, dilation, groups):
             raise ValueError(f"conv2d: the sums form of the input gradient needs float16 vectors on the "
                              f"device, stride 1, dilation 1, one group and input rows of at most 16 "
                              f"pixels; got input {tuple(x_shape)}, stride {stride}, dilation {dilation}, "
                              f"groups {groups} on {dev.name}")
-        return _input_grad_sums(dev, w, gy, x_shape, pads, scratch)
+        return "sums"
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w_shape
+    og = o // groups
+    _, _, oh, ow = gy_shape
+    if n * c * kh * kw * oh * ow > _INT32_MAX:
+        return "gather"     # the columns would overflow the kernels' 32-bit indices
+    if _INPUT_GRAD_FORM in ("gather", "columns"):
+        return _INPUT_GRAD_FORM
+    gather_cost = groups * h * wd * kh * kw * og * _round_up(cg, 8)
+    columns_cost = groups * oh * ow * og * _round_up(cg * kh * kw, 8) + _COLUMN_COST * oh * ow * c * kh * kw
+    return "gather" if gather_cost <= columns_cost else "columns"
+
+
+def _plus(dev, gx, residual):
+    """gx + residual in one more pass (the input-gradient forms that cannot add it as they store)."""
+    if residual is None:
+        return gx
+    from .merge import add_forward
+    return add_forward(dev, [gx, residual])
+
+
+def _input_grad_gather(dev, w, gy, x_shape, stride, pads, dilation, groups, residual=None):
+    """The gather form of dL/dx (+ residual, added as the kernel stores): gy dilated by the
+    stride, padded by (dilated extent - 1 - pad), convolved (same dilation, stride 1) with
+    the flipped kernel, per group with the channel axes swapped."""
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    top, bottom, left, right = pads
+    ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    rows = _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups, residual)
+    if rows is not None:
+        return rows
+    gather_pads = (ekh - 1 - top, ekh - 1 - bottom, ekw - 1 - left, ekw - 1 - right)
+    in_kernel = (gather_pads if stride == (1, 1) and min(gather_pads) >= 0
+                 and _pads_in_kernel(dev, cg, h, wd, gather_pads, None) else None)
+    # with in_kernel the forward kernel pads gy as it reads it
+    gyd = gy if in_kernel else _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left, *stride)
+    plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation,
+                 vector_limits(dev), pads=in_kernel)
+    wt = _pack_weights(dev, w, None, plan["COP"], mode=1, groups=groups)
+    return _direct_conv(dev, gyd, wt, plan, residual=residual)
+
+
+def _input_grad_columns(dev, w, gy, x_shape, stride, pads, dilation, groups):
+    """The columns form of dL/dx: cols = w^T gy as a 1x1 convolution, then conv2d_col2im sums
+    each input pixel's taps."""
     n, c, h, wd = x_shape
     o, cg, kh, kw = w.shape
     og = o // groups
     _, _, oh, ow = gy.shape
     top, _, left, _ = pads
-    ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    gather_cost = groups * h * wd * kh * kw * og * _round_up(cg, 8)
-    columns_cost = groups * oh * ow * og * _round_up(cg * kh * kw, 8) + _COLUMN_COST * oh * ow * c * kh * kw
-    form = _INPUT_GRAD_FORM if _INPUT_GRAD_FORM in ("gather", "columns") else (
-        "gather" if gather_cost <= columns_cost else "columns")
-    if n * c * kh * kw * oh * ow > _INT32_MAX:
-        form = "gather"     # the columns would overflow the kernels' 32-bit indices
-    if form == "gather":
-        # gx = gy dilated by the stride, padded by (dilated extent - 1 - pad), convolved (same
-        # dilation, stride 1) with the flipped kernel, per group with the channel axes swapped.
-        rows = _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups)
-        if rows is not None:
-            return rows
-        _, bottom, _, right = pads
-        gather_pads = (ekh - 1 - top, ekh - 1 - bottom, ekw - 1 - left, ekw - 1 - right)
-        in_kernel = (gather_pads if stride == (1, 1) and min(gather_pads) >= 0
-                     and _pads_in_kernel(dev, cg, h, wd, gather_pads, None) else None)
-        # with in_kernel the forward kernel pads gy as it reads it
-        gyd = gy if in_kernel else _pad(dev, gy, h + ekh - 1, wd + ekw - 1, ekh - 1 - top, ekw - 1 - left,
-                                        *stride)
-        plan = _plan(n, og, h + ekh - 1, wd + ekw - 1, cg, kh, kw, (1, 1), h, wd, groups, dilation,
-                     vector_limits(dev), pads=in_kernel)
-        wt = _pack_weights(dev, w, None, plan["COP"], mode=1, groups=groups)
-        return _direct_conv(dev, gyd, wt, plan)
     plan = _plan(n, og, oh, ow, cg * kh * kw, 1, 1, (1, 1), oh, ow, groups, limits=vector_limits(dev))
     cols = _direct_conv(dev, gy, _pack_weights(dev, w, None, plan["COP"], mode=2, groups=groups), plan)
     if (oh, ow, h, wd, dilation) == (1, 1, kh, kw, (1, 1)) and not any(pads):
@@ -1210,10 +1254,10 @@ def _sums_local(dev, h, grid):
     return (h,) if dev.is_cpu and h <= 64 else _local(dev, grid)
 
 
-def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups):
-    """The gather form by conv2d_rows' forward kernel where it pays (few input channels, as
-    LeNet-5's conv2: 6; stride 1; CPUs), else None: gy padded by K-1-pad, convolved with the
-    flipped kernel as plain (C, O, KH, KW) weights."""
+def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups, residual=None):
+    """The gather form (+ residual) by conv2d_rows' forward kernel where it pays (few input
+    channels, as LeNet-5's conv2: 6; stride 1; CPUs), else None: gy padded by K-1-pad,
+    convolved with the flipped kernel as plain (C, O, KH, KW) weights."""
     if not dev.is_cpu or groups != 1 or _INPUT_GRAD_FORM == "gather":
         return None
     o, c, kh, kw = w.shape
@@ -1231,7 +1275,7 @@ def _gather_by_rows(dev, w, gy, x_shape, stride, pads, dilation, groups):
     per_filter = dev.is_cpu and kh * kw <= dev.cl_device.max_work_group_size
     launch(dev, _kernel(dev, _FILE, "conv2d_flip_weights"), (kh * kw, o, c), (kh * kw, 1, 1) if per_filter else None,
            buf(w), buf(wf), i32(o), i32(c), i32(kh), i32(kw))
-    return conv2d_rows.forward(dev, gy, wf, None, (1, 1), gather_pads, alone=True)
+    return conv2d_rows.forward(dev, gy, wf, None, (1, 1), gather_pads, alone=True, residual=residual)
 
 
 def _input_grad_phases(dev, w, gy, x_shape, stride, pads, groups=1):
@@ -1316,12 +1360,15 @@ def _weight_grad_direct(dev, x, gy, w_shape, stride, pads, has_bias, dilation=(1
 
 
 def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=True, algorithm=None,
-                    dilation=(1, 1), groups=1, saved=None):
+                    dilation=(1, 1), groups=1, saved=None, input_residual=None):
     """gy = dL/dy (N,O,OH,OW) of the PRE-activation output (the layer undoes the fused activation
     first). Returns (gx or None, gw (O,C/groups,KH,KW), gb (O,) or None). dilation, groups and
     algorithm: as conv2d_forward, the algorithm chosen separately for the weight and the input
     gradient when None ("im2col", a forward form, chooses so too). saved: the dict
-    conv2d_forward(saved=) filled for this x, or None."""
+    conv2d_forward(saved=) filled for this x, or None. input_residual (with need_input_grad):
+    an array of x's shape that gx includes, the gradient x already has from its other readers
+    (a residual block's shortcut), added as the gather form's kernel stores gx, by the other
+    forms in one more pass; or None."""
     if algorithm == "im2col":
         algorithm = None
     check_array(x, 4, "conv2d input")
@@ -1332,15 +1379,23 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
     expected = (x.shape[0], w.shape[0], oh, ow)
     if tuple(gy.shape) != expected:
         raise ShapeError(f"conv2d: output gradient has shape {tuple(gy.shape)}, expected {expected}")
+    if input_residual is not None:
+        check_array(input_residual, 4, "conv2d input residual")
+        if tuple(input_residual.shape) != tuple(x.shape) or not need_input_grad:
+            raise ShapeError(f"conv2d: input_residual must have the input's shape {tuple(x.shape)} and "
+                             f"come with need_input_grad=True; got {tuple(input_residual.shape)}, "
+                             f"need_input_grad={need_input_grad}")
     if _use_gemm(dev, algorithm, x.shape, w.shape, pads, dilation, groups):
         from . import dense
         gx, gw, gb = dense.dense_backward(dev, _as_matrix(dev, x), _as_matrix(dev, w), _as_matrix(dev, gy),
                                           has_bias, need_input_grad)
-        return (None if gx is None else dev.view(gx, x.shape)), dev.view(gw, w.shape), gb
+        gx = None if gx is None else _plus(dev, dev.view(gx, x.shape), input_residual)
+        return gx, dev.view(gw, w.shape), gb
     if _use_depthwise(algorithm, x.shape, groups):
         from . import depthwise
-        return depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
-                                            dilation)
+        gx, gw, gb = depthwise.depthwise_backward(dev, x, w, gy, stride, pads, need_input_grad, has_bias,
+                                                  dilation)
+        return (None if gx is None else _plus(dev, gx, input_residual)), gw, gb
     from . import conv2d_pointwise
     pointwise = algorithm is None and conv2d_pointwise.supports(dev, x.shape, w.shape, stride, pads, dilation,
                                                                 groups)
@@ -1368,16 +1423,19 @@ def conv2d_backward(dev, x, w, gy, stride, pads, need_input_grad=True, has_bias=
         gw, gb = weight_forms[algo](*args, saved=saved, **({"scratch": scratch} if algo == "direct" else {}))
     gx = None
     if need_input_grad and pointwise:
-        gx = conv2d_pointwise.input_grad(dev, w, gy, x.shape, groups)
+        gx = _plus(dev, conv2d_pointwise.input_grad(dev, w, gy, x.shape, groups), input_residual)
     elif need_input_grad and _use_winograd(dev, algorithm, "input", x.shape, w.shape, stride, pads,
                                          dilation, groups):
         from . import winograd
-        gx = winograd.input_grad(dev, w, gy, x.shape, pads)
+        gx = _plus(dev, winograd.input_grad(dev, w, gy, x.shape, pads), input_residual)
     elif need_input_grad:
         input_forms = {"direct": _input_grad_direct, "tiled": _input_grad_tiled}
         args = (dev, w, gy, x.shape, stride, pads, dilation, groups)
         algo = _pick(dev, algorithm, "input", x.shape, w.shape, stride, pads,
                      {name: functools.partial(f, *args) for name, f in input_forms.items()},
                      dilation, groups)
-        gx = input_forms[algo](*args, **({"scratch": scratch} if algo == "direct" else {}))
+        if algo == "direct":
+            gx = _input_grad_direct(*args, scratch=scratch, residual=input_residual)
+        else:
+            gx = _plus(dev, _input_grad_tiled(*args), input_residual)
     return gx, gw, gb
