@@ -11,6 +11,9 @@
  *     chunk's partial results to part[(c * S + s) * 2 + {0, 1}];
  *   pass 2 (*_combine): 1-D range C, one work item per channel, combines the S partials and
  *     does the per-channel arithmetic (invstd, running statistics, gradient coefficients).
+ * On CPUs with enough channels of large enough planes the train-mode forward instead runs a
+ * channel per work item (batchnorm_forward_train_channel): the same chunks and combination in
+ * one item, then the channel's normalisation while its values are still in the core's L2.
  * Elementwise passes: 1-D range ceil(N * C * HW / R); item q owns the run of elements
  * [q * R, q * R + R) of the flat array (R from clcnn/ops/batchnorm.py, ~1024), walked plane
  * segment by plane segment: one division per segment finds the plane and its channel, whose
@@ -209,15 +212,11 @@ inline void seg_add_grad(__global const float* x, __global const float* gy, __gl
     }
 }
 
-/* Pass 1 of the train-mode statistics: chunk s of channel c gets (its mean, its sum of squared
- * deviations from that mean). A chunk is a run of whole or partial planes; each plane segment
- * is contiguous. Range (S, C). */
-__kernel void batchnorm_stats_partial(__global const float* restrict x, __global float* restrict part,
-                                      const int C, const int HW, const int M, const int L, const int S)
+/* (mean, sum of squared deviations from it) of values j0 .. j1 - 1 of channel c: a run of whole
+ * or partial planes, each plane segment contiguous; two passes, the second reading the chunk
+ * from cache. */
+inline float2 chunk_stats(__global const float* x, int c, int C, int HW, int j0, int j1)
 {
-    const int s = get_global_id(0), c = get_global_id(1);
-    if (s >= S || c >= C) return;
-    const int j0 = s * L, j1 = min(j0 + L, M);
     const float k = x[((size_t)(j0 / HW) * C + c) * HW + j0 % HW];
     float8 acc = (float8)(0.0f), acc2 = (float8)(0.0f);
     float tail = 0.0f;
@@ -234,9 +233,74 @@ __kernel void batchnorm_stats_partial(__global const float* restrict x, __global
         seg_add_sq(x + ((size_t)n * C + c) * HW + i, len, mean, &acc, &acc2, &tail);
         j += len;
     }
-    const float m2 = tail + HSUM8(acc + acc2);
-    part[((size_t)c * S + s) * 2] = mean;
-    part[((size_t)c * S + s) * 2 + 1] = m2;
+    return (float2)(mean, tail + HSUM8(acc + acc2));
+}
+
+/* Pass 1 of the train-mode statistics: chunk s of channel c gets (its mean, its sum of squared
+ * deviations from that mean). Range (S, C). */
+__kernel void batchnorm_stats_partial(__global const float* restrict x, __global float* restrict part,
+                                      const int C, const int HW, const int M, const int L, const int S)
+{
+    const int s = get_global_id(0), c = get_global_id(1);
+    if (s >= S || c >= C) return;
+    const float2 stats = chunk_stats(x, c, C, HW, s * L, min(s * L + L, M));
+    part[((size_t)c * S + s) * 2] = stats.x;
+    part[((size_t)c * S + s) * 2 + 1] = stats.y;
+}
+
+/* Chan et al.'s pairwise update: (count, mean, m2) of a channel so far joined by a chunk of nb
+ * values with mean cm and squared deviations cm2. */
+inline void chan_merge(float* count, float* mean, float* m2, float nb, float cm, float cm2)
+{
+    const float n = *count + nb, delta = cm - *mean;
+    *mean += delta * (nb / n);
+    *m2 += cm2 + delta * delta * (*count * (nb / n));
+    *count = n;
+}
+
+/* save_mean, save_invstd and with UPDATE_RUNNING the running statistics of channel c from its
+ * mean and M2 over M values: running = (1 - factor) * running + factor * batch, running_var
+ * taking the unbiased variance M2 / (M - 1) (M > 1: the host refuses M == 1). The invstd. */
+inline float finish_stats(int c, float mean, float m2, int M, float eps, float factor, __global float* save_mean,
+                          __global float* save_invstd, __global float* running_mean, __global float* running_var)
+{
+    const float invstd = 1.0f / sqrt(m2 / (float)M + eps);
+    save_mean[c] = mean;
+    save_invstd[c] = invstd;
+#if UPDATE_RUNNING
+    running_mean[c] = (1.0f - factor) * running_mean[c] + factor * mean;
+    running_var[c] = (1.0f - factor) * running_var[c] + factor * (m2 / (float)(M - 1));
+#endif
+    return invstd;
+}
+
+/* The residual at element e (only read with RESIDUAL; the host passes none otherwise). */
+#if RESIDUAL
+#define RES_AT(e) (res + (e))
+#else
+#define RES_AT(e) res
+#endif
+
+/* y[i] = act((x[i] - m) * scale + shift (+ res[i] with RESIDUAL)) for i < len. */
+inline void normalize_segment(__global const float* xp, __global const float* rp, __global float* yp, int len,
+                              float m, float scale, float shift)
+{
+    int i = 0;
+    for (; i + 8 <= len; i += 8) {
+        float8 v = (LOAD8(xp + i) - m) * scale + shift;
+#if RESIDUAL
+        v += LOAD8(rp + i);
+#endif
+        v = act8(v);
+        STORE8(v, yp + i);
+    }
+    for (; i < len; ++i) {
+        float v = (xp[i] - m) * scale + shift;
+#if RESIDUAL
+        v += rp[i];
+#endif
+        yp[i] = activate(v, ACTIVATION, NEG_SLOPE);
+    }
 }
 
 /* Pass 2: channel c's mean and biased variance from its S chunks (Chan et al.'s pairwise
@@ -252,19 +316,42 @@ __kernel void batchnorm_stats_combine(__global const float* restrict part, __glo
     if (c >= C) return;
     __global const float* p = part + (size_t)c * S * 2;
     float count = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (int s = 0; s < S; ++s)
+        chan_merge(&count, &mean, &m2, (float)min(L, M - s * L), p[2 * s], p[2 * s + 1]);
+    finish_stats(c, mean, m2, M, eps, factor, save_mean, save_invstd, running_mean, running_var);
+}
+
+/* The whole train-mode forward of channel c in one work item (CPUs, where a channel's N*H*W
+ * values fit in the core's L2): its S chunks' statistics as pass 1 makes them, combined as
+ * pass 2 does, then the normalisation of its N planes, which reads them from the L2 rather than
+ * memory and saves the two other launches. Range C. */
+__kernel void batchnorm_forward_train_channel(__global const float* restrict x, __global const float* restrict res,
+                                              __global const float* restrict weight,
+                                              __global const float* restrict bias,
+                                              __global float* restrict save_mean, __global float* restrict save_invstd,
+                                              __global float* restrict running_mean,
+                                              __global float* restrict running_var, __global float* restrict y,
+                                              const int C, const int HW, const int M, const int L, const int S,
+                                              const float eps, const float factor)
+{
+    const int c = get_global_id(0);
+    if (c >= C) return;
+    float count = 0.0f, mean = 0.0f, m2 = 0.0f;
     for (int s = 0; s < S; ++s) {
-        const float nb = (float)min(L, M - s * L), n = count + nb;
-        const float delta = p[2 * s] - mean;
-        mean += delta * (nb / n);
-        m2 += p[2 * s + 1] + delta * delta * (count * (nb / n));
-        count = n;
+        const float2 chunk = chunk_stats(x, c, C, HW, s * L, min(s * L + L, M));
+        chan_merge(&count, &mean, &m2, (float)min(L, M - s * L), chunk.x, chunk.y);
     }
-    save_mean[c] = mean;
-    save_invstd[c] = 1.0f / sqrt(m2 / (float)M + eps);
-#if UPDATE_RUNNING
-    running_mean[c] = (1.0f - factor) * running_mean[c] + factor * mean;
-    running_var[c] = (1.0f - factor) * running_var[c] + factor * (m2 / (float)(M - 1));
+    const float invstd = finish_stats(c, mean, m2, M, eps, factor, save_mean, save_invstd, running_mean,
+                                      running_var);
+#if AFFINE
+    const float scale = invstd * weight[c], shift = bias[c];
+#else
+    const float scale = invstd, shift = 0.0f;
 #endif
+    for (int n = 0; n < M / HW; ++n) {
+        const size_t e = ((size_t)n * C + c) * HW;
+        normalize_segment(x + e, RES_AT(e), y + e, HW, mean, scale, shift);
+    }
 }
 
 /* y = act((x - mean[c]) * invstd[c] * weight[c] + bias[c]), with RESIDUAL
@@ -282,28 +369,7 @@ __kernel void batchnorm_forward_normalize(__global const float* restrict x, __gl
     const int e1 = e0 + min(R, total - e0);
     for (int e = e0; e < e1;) {
         const int plane = e / HW, len = min(HW - (e - plane * HW), e1 - e), c = plane % C;
-        const float m = mean[c], scale = bn_scale(istat, weight, c, eps), shift = bn_shift(bias, c);
-        __global const float* xp = x + e;
-        __global float* yp = y + e;
-#if RESIDUAL
-        __global const float* rp = res + e;
-#endif
-        int i = 0;
-        for (; i + 8 <= len; i += 8) {
-            float8 v = (LOAD8(xp + i) - m) * scale + shift;
-#if RESIDUAL
-            v += LOAD8(rp + i);
-#endif
-            v = act8(v);
-            STORE8(v, yp + i);
-        }
-        for (; i < len; ++i) {
-            float v = (xp[i] - m) * scale + shift;
-#if RESIDUAL
-            v += rp[i];
-#endif
-            yp[i] = activate(v, ACTIVATION, NEG_SLOPE);
-        }
+        normalize_segment(x + e, RES_AT(e), y + e, len, mean[c], bn_scale(istat, weight, c, eps), bn_shift(bias, c));
         e += len;
     }
 }

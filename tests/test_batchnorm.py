@@ -1,5 +1,7 @@
 """BatchNorm2D kernels (train and eval, forward and backward, running statistics) vs the NumPy
 oracle over random shapes; the oracle vs finite differences and vs torch; fold_into_conv."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -8,7 +10,7 @@ from clcnn.errors import ShapeError
 from clcnn.ops import batchnorm as ops
 from clcnn.oracle import batchnorm as oracle
 from clcnn.oracle import conv2d as o_conv
-from tests.helpers import assert_close, kernel_runs, numeric_grad
+from tests.helpers import assert_close, kernel_runs, launched_kernels as launched, numeric_grad
 
 # Tolerance of the float32 kernels against the float64 oracle, as a multiple of each result's
 # error scale (_scales). The kernels' sums have at most MAX_CHUNK / 8 = 1024 terms per float
@@ -89,6 +91,24 @@ class _Chunks:
 
     def __exit__(self, *exc):
         ops.MAX_CHUNK, ops.MIN_CHUNK = self.saved
+
+
+@contextlib.contextmanager
+def by_channel(on):
+    """The train-mode forward's path for a block: on, a channel per work item
+    (batchnorm_forward_train_channel) for any shape on CPUs; off, the chunked statistics,
+    their combination and the normalisation; None, the module's own rule."""
+    names = ("BY_CHANNEL_FLOATS", "BY_CHANNEL_PLANE", "BY_CHANNEL_ITEMS")
+    saved = [getattr(ops, name) for name in names]
+    if on is not None:
+        values = (2 ** 31, 1, 0) if on else (0, 1, 0)
+        for name, value in zip(names, values):
+            setattr(ops, name, value)
+    try:
+        yield
+    finally:
+        for name, value in zip(names, saved):
+            setattr(ops, name, value)
 
 
 # Run lengths of the elementwise kernels (None: the default choice): one element, one float8,
@@ -202,11 +222,28 @@ def _check_train(device, shape, affine, tracking, momentum, batches, need_input_
         assert gw is None and gb is None
 
 
-@given(case=bn_cases(), run=st.sampled_from(RUNS))
-def test_train_matches_oracle(device, case, run):
+@given(case=bn_cases(), run=st.sampled_from(RUNS), channel=st.sampled_from([None, True, False]))
+def test_train_matches_oracle(device, case, run, channel):
     shape, affine, tracking, momentum, batches, max_chunk, need_input_grad, seed = case
-    with _Chunks(max_chunk), kernel_runs(ops, run):
+    with _Chunks(max_chunk), kernel_runs(ops, run), by_channel(channel):
         _check_train(device, shape, affine, tracking, momentum, batches, need_input_grad, seed)
+
+
+@pytest.mark.parametrize("shape,by_channel_on_cpus", [
+    ((64, 16, 32, 32), True), ((8, 144, 16, 16), True),
+    ((64, 64, 8, 8), False),                  # small planes, far apart: the chunked statistics
+    ((4, 3, 32, 32), False),                  # fewer channels than compute units
+    ((257, 16, 32, 32), False),               # a channel past BY_CHANNEL_FLOATS
+])
+def test_train_forward_path(device, shape, by_channel_on_cpus):
+    x = device.to_device(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    names = []
+    with launched(names):
+        ops.batchnorm2d_forward_train(device, x, None, None, None, None)
+    channel = (by_channel_on_cpus and device.is_cpu
+               and shape[1] >= ops.BY_CHANNEL_ITEMS * device.cl_device.max_compute_units)
+    assert names == (["batchnorm_forward_train_channel"] if channel else
+                     ["batchnorm_stats_partial", "batchnorm_stats_combine", "batchnorm_forward_normalize"])
 
 
 @given(case=bn_cases(train=False), run=st.sampled_from(RUNS))
