@@ -374,6 +374,21 @@ __kernel void batchnorm_forward_normalize(__global const float* restrict x, __gl
     }
 }
 
+/* (sum g, sum g * (x - m)) over values j0 .. j1 - 1 of channel c (seg_add_grad's g). */
+inline float2 chunk_grad_sums(__global const float* x, __global const float* gy, __global const float* y,
+                              __global float* gres, int c, int C, int HW, int j0, int j1, float m, float scale,
+                              float shift)
+{
+    float8 sg = (float8)(0.0f), sgx = (float8)(0.0f);
+    float2 tail = (float2)(0.0f);
+    for (int j = j0; j < j1;) {
+        const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
+        seg_add_grad(x, gy, y, gres, ((size_t)n * C + c) * HW + i, len, m, scale, shift, &sg, &sgx, &tail);
+        j += len;
+    }
+    return (float2)(tail.x + HSUM8(sg), tail.y + HSUM8(sgx));
+}
+
 /* Pass 1 of the backward sums: chunk s of channel c gets (sum g, sum g * (x - mean[c])), g = gy
  * through the fused activation (istat, weight, bias only read for it; with RESIDUAL its mask
  * comes from y and g is written to gres). Range (S, C). */
@@ -393,15 +408,30 @@ __kernel void batchnorm_backward_partial(__global const float* restrict x, __glo
 #else
     const float scale = 0.0f, shift = 0.0f;
 #endif
-    float8 sg = (float8)(0.0f), sgx = (float8)(0.0f);
-    float2 tail = (float2)(0.0f);
-    for (int j = j0; j < j1;) {
-        const int n = j / HW, i = j - n * HW, len = min(HW - i, j1 - j);
-        seg_add_grad(x, gy, y, gres, ((size_t)n * C + c) * HW + i, len, m, scale, shift, &sg, &sgx, &tail);
-        j += len;
-    }
-    part[((size_t)c * S + s) * 2] = tail.x + HSUM8(sg);
-    part[((size_t)c * S + s) * 2 + 1] = tail.y + HSUM8(sgx);
+    const float2 sums = chunk_grad_sums(x, gy, y, gres, c, C, HW, j0, j1, m, scale, shift);
+    part[((size_t)c * S + s) * 2] = sums.x;
+    part[((size_t)c * S + s) * 2 + 1] = sums.y;
+}
+
+/* Channel c's gweight and gbias (AFFINE) from its sums, and its (k1, k2, k3): see pass 2. */
+inline float3 grad_coefficients(int c, float sg, float sgx, int M, __global const float* istat,
+                                __global const float* weight, float eps, __global float* gweight,
+                                __global float* gbias)
+{
+    const float is = inv_std(istat, c, eps);
+    const float sgxhat = sgx * is;
+#if AFFINE
+    gweight[c] = sgxhat;
+    gbias[c] = sg;
+    const float k1 = weight[c] * is;
+#else
+    const float k1 = is;
+#endif
+#if TRAIN
+    return (float3)(k1, -k1 * is * sgxhat / (float)M, -k1 * sg / (float)M);
+#else
+    return (float3)(k1, 0.0f, 0.0f);
+#endif
 }
 
 /* Pass 2: gbias[c] = sum gy, gweight[c] = sum gy * xhat (xhat = (x - mean) * invstd), and the
@@ -423,29 +453,54 @@ __kernel void batchnorm_backward_combine(__global const float* restrict part, __
         sg += p[2 * s];
         sgx += p[2 * s + 1];
     }
-    const float is = inv_std(istat, c, eps);
-    const float sgxhat = sgx * is;
-#if AFFINE
-    gweight[c] = sgxhat;
-    gbias[c] = sg;
-    const float k1 = weight[c] * is;
-#else
-    const float k1 = is;
+    const float3 k = grad_coefficients(c, sg, sgx, M, istat, weight, eps, gweight, gbias);
+    coef[3 * c] = k.x;
+    coef[3 * c + 1] = k.y;
+    coef[3 * c + 2] = k.z;
+}
+
+/* gx = k1 * g + k2 * (x - m) + k3 for i < len, g = gy through the fused activation at the
+ * pre-activation (x - m) * scale + shift (INPUT_FUSED; with RESIDUAL gy is the sums pass's
+ * already masked g); eval mode without an activation reads no x. */
+#define INPUT_FUSED (ACTIVATION != ACT_NONE && !RESIDUAL)
+inline void input_grad_segment(__global const float* xp, __global const float* gp, __global float* op, int len,
+                               float m, float scale, float shift, float k1, float k2, float k3)
+{
+    int i = 0;
+    for (; i + 8 <= len; i += 8) {
+        float8 g = LOAD8(gp + i);
+#if TRAIN || INPUT_FUSED
+        const float8 d = LOAD8(xp + i) - m;
 #endif
-    coef[3 * c] = k1;
+#if INPUT_FUSED
+        g = act_grad8(g, d * scale + shift);
+#endif
 #if TRAIN
-    coef[3 * c + 1] = -k1 * is * sgxhat / (float)M;
-    coef[3 * c + 2] = -k1 * sg / (float)M;
+        const float8 r = g * k1 + (d * k2 + k3);
 #else
-    coef[3 * c + 1] = 0.0f;
-    coef[3 * c + 2] = 0.0f;
+        const float8 r = g * k1;
 #endif
+        STORE8(r, op + i);
+    }
+    for (; i < len; ++i) {
+        float g = gp[i];
+#if TRAIN || INPUT_FUSED
+        const float d = xp[i] - m;
+#endif
+#if INPUT_FUSED
+        g = act_grad1(g, d * scale + shift);
+#endif
+#if TRAIN
+        op[i] = g * k1 + (d * k2 + k3);
+#else
+        op[i] = g * k1;
+#endif
+    }
 }
 
 /* gx = k1 * g + k2 * (x - mean) + k3 per channel (coefficients from batchnorm_backward_combine),
  * g = gy through the fused activation; eval mode without an activation reads neither x nor mean.
  * Range ceil(total / R), runs as batchnorm_forward_normalize's. */
-#define FUSED (ACTIVATION != ACT_NONE)
 __kernel void batchnorm_backward_input(__global const float* restrict x, __global const float* restrict gy,
                                        __global const float* restrict mean, __global const float* restrict istat,
                                        __global const float* restrict weight, __global const float* restrict bias,
@@ -457,50 +512,59 @@ __kernel void batchnorm_backward_input(__global const float* restrict x, __globa
     const int e1 = e0 + min(R, total - e0);
     for (int e = e0; e < e1;) {
         const int plane = e / HW, len = min(HW - (e - plane * HW), e1 - e), c = plane % C;
-        const float k1 = coef[3 * c];
-#if TRAIN
-        const float k2 = coef[3 * c + 1], k3 = coef[3 * c + 2];
-#endif
-#if TRAIN || FUSED
+#if TRAIN || INPUT_FUSED
         const float m = mean[c];
-        __global const float* xp = x + e;
+#else
+        const float m = 0.0f;
 #endif
-#if FUSED
+#if INPUT_FUSED
         const float scale = bn_scale(istat, weight, c, eps), shift = bn_shift(bias, c);
-#endif
-        __global const float* gp = gy + e;
-        __global float* op = gx + e;
-        int i = 0;
-        for (; i + 8 <= len; i += 8) {
-            float8 g = LOAD8(gp + i);
-#if TRAIN || FUSED
-            const float8 d = LOAD8(xp + i) - m;
-#endif
-#if FUSED
-            g = act_grad8(g, d * scale + shift);
-#endif
-#if TRAIN
-            const float8 r = g * k1 + (d * k2 + k3);
 #else
-            const float8 r = g * k1;
+        const float scale = 0.0f, shift = 0.0f;
 #endif
-            STORE8(r, op + i);
-        }
-        for (; i < len; ++i) {
-            float g = gp[i];
-#if TRAIN || FUSED
-            const float d = xp[i] - m;
-#endif
-#if FUSED
-            g = act_grad1(g, d * scale + shift);
-#endif
-#if TRAIN
-            op[i] = g * k1 + (d * k2 + k3);
-#else
-            op[i] = g * k1;
-#endif
-        }
+        input_grad_segment(x + e, gy + e, gx + e, len, m, scale, shift, coef[3 * c], coef[3 * c + 1],
+                           coef[3 * c + 2]);
         e += len;
+    }
+}
+
+/* The whole train-mode backward of channel c in one work item (CPUs, as
+ * batchnorm_forward_train_channel): its chunks' sums as pass 1 makes them (with RESIDUAL
+ * writing the masked g to gres), added as pass 2 adds them, the coefficients, and with need_gx
+ * the input gradient of its N planes, which reads x and g back from the core's L2. Range C. */
+__kernel void batchnorm_backward_channel(__global const float* restrict x, __global const float* restrict gy,
+                                         __global const float* restrict y, __global float* restrict gres,
+                                         __global const float* restrict mean, __global const float* restrict istat,
+                                         __global const float* restrict weight, __global const float* restrict bias,
+                                         __global float* restrict gweight, __global float* restrict gbias,
+                                         __global float* restrict gx, const int need_gx, const int C, const int HW,
+                                         const int M, const int L, const int S, const float eps)
+{
+    const int c = get_global_id(0);
+    if (c >= C) return;
+    const float m = mean[c];
+#if ACTIVATION != ACT_NONE && !RESIDUAL
+    const float scale = bn_scale(istat, weight, c, eps), shift = bn_shift(bias, c);
+#else
+    const float scale = 0.0f, shift = 0.0f;
+#endif
+    float sg = 0.0f, sgx = 0.0f;
+    for (int s = 0; s < S; ++s) {
+        const float2 sums = chunk_grad_sums(x, gy, y, gres, c, C, HW, s * L, min(s * L + L, M), m, scale, shift);
+        sg += sums.x;
+        sgx += sums.y;
+    }
+    const float3 k = grad_coefficients(c, sg, sgx, M, istat, weight, eps, gweight, gbias);
+    if (!need_gx)
+        return;
+#if RESIDUAL
+    __global const float* g = gres;     /* masked by the sums pass */
+#else
+    __global const float* g = gy;
+#endif
+    for (int n = 0; n < M / HW; ++n) {
+        const size_t e = ((size_t)n * C + c) * HW;
+        input_grad_segment(x + e, g + e, gx + e, HW, m, scale, shift, k.x, k.y, k.z);
     }
 }
 

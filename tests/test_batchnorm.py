@@ -235,15 +235,17 @@ def test_train_matches_oracle(device, case, run, channel):
     ((4, 3, 32, 32), False),                  # fewer channels than compute units
     ((257, 16, 32, 32), False),               # a channel past BY_CHANNEL_FLOATS
 ])
-def test_train_forward_path(device, shape, by_channel_on_cpus):
+def test_train_kernels_by_shape(device, shape, by_channel_on_cpus):
     x = device.to_device(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     names = []
     with launched(names):
-        ops.batchnorm2d_forward_train(device, x, None, None, None, None)
+        _, mean, invstd = ops.batchnorm2d_forward_train(device, x, None, None, None, None)
+        ops.batchnorm2d_backward(device, x, x, None, mean, invstd)
     channel = (by_channel_on_cpus and device.is_cpu
                and shape[1] >= ops.BY_CHANNEL_ITEMS * device.cl_device.max_compute_units)
-    assert names == (["batchnorm_forward_train_channel"] if channel else
-                     ["batchnorm_stats_partial", "batchnorm_stats_combine", "batchnorm_forward_normalize"])
+    assert names == (["batchnorm_forward_train_channel", "batchnorm_backward_channel"] if channel else
+                     ["batchnorm_stats_partial", "batchnorm_stats_combine", "batchnorm_forward_normalize",
+                      "batchnorm_backward_partial", "batchnorm_backward_combine", "batchnorm_backward_input"])
 
 
 @given(case=bn_cases(train=False), run=st.sampled_from(RUNS))

@@ -51,8 +51,9 @@ def _chunks(dev, channels, m):
     return -(-m // length), length
 
 
-# The train-mode forward runs a channel per work item (batchnorm_forward_train_channel: one
-# launch, the normalisation reading the channel back from the core's L2) on CPUs where a
+# The train-mode forward and backward run a channel per work item
+# (batchnorm_forward_train_channel, batchnorm_backward_channel: one launch, the normalisation
+# or the input gradient reading the channel back from the core's L2) on CPUs where a
 # channel's values fit in BY_CHANNEL_FLOATS, its planes have at least BY_CHANNEL_PLANE values
 # and there are BY_CHANNEL_ITEMS channels per compute unit; elsewhere the statistics in chunks,
 # their combination and the normalisation. Batch 64, against those three launches: 96 channels
@@ -331,8 +332,15 @@ def _backward(dev, x, gy, weight, bias, mean, istat, eps, need_input_grad, train
             gbias.fill(0.0)
         return done()
     s, length = _chunks(dev, c, m)
-    part, coef = dev.empty((c, s, 2)), dev.empty((c, 3))
     params = (buf(istat), buf(weight) if affine else None, buf(bias) if act and affine and not residual else None)
+    if train and _by_channel(dev, c, m, hw):
+        kernel = dev.kernel("batchnorm.cl", "batchnorm_backward_channel", AFFINE=affine, RESIDUAL=masked, **act)
+        launch(dev, kernel, (c,), (1,), buf(x), buf(gy), buf(y) if masked else None, buf(g) if masked else None,
+               buf(mean), *params, buf(gweight) if affine else None, buf(gbias) if affine else None,
+               buf(gx) if need_input_grad else None, i32(need_input_grad), i32(c), i32(hw), i32(m), i32(length),
+               i32(s), f32(eps))
+        return done()
+    part, coef = dev.empty((c, s, 2)), dev.empty((c, 3))
     launch(dev, dev.kernel("batchnorm.cl", "batchnorm_backward_partial", AFFINE=affine, FROM_VAR=not train,
                            RESIDUAL=masked, **act),
            (s, c), None, buf(x), buf(gy), buf(y) if masked else None, buf(g) if masked else None, buf(mean),
