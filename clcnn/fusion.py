@@ -223,15 +223,16 @@ def input_residual_steps(plan_steps, calls, count):
     """Plan indices of the steps whose backward adds the gradient their input already has to
     their own input gradient (the layer's input_residual): model.backward runs the steps in
     reverse, the first reader of a value gives it its gradient and each later one adds to it;
-    a later reader whose layer has adds_input_residual (Conv2D), that value as its only input
-    and no deferred pooling backward adds it in its kernel (a residual block's first
-    convolution, after the shortcut), the others by an add pass (accumulate)."""
+    a later reader whose layer has adds_input_residual (Conv2D), that value (not a model
+    input, whose gradient a training step does not ask for) as its only input and no deferred
+    pooling backward adds it in its kernel (a residual block's first convolution, after the
+    shortcut), the others by an add pass (accumulate)."""
     pooled_backward = {step.pool_from for step in plan_steps if defers_pool_backward(step, plan_steps, calls, count)}
     seen, folds = set(), set()
     for k in range(len(plan_steps) - 1, -1, -1):
         layer, inputs = step_call(plan_steps[k], calls, count)
-        if (len(inputs) == 1 and inputs[0] in seen and getattr(layer, "adds_input_residual", False)
-                and k not in pooled_backward):
+        if (len(inputs) == 1 and inputs[0] >= count and inputs[0] in seen
+                and getattr(layer, "adds_input_residual", False) and k not in pooled_backward):
             folds.add(k)
         seen.update(inputs)
     return folds

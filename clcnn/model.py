@@ -321,7 +321,7 @@ class Model:
                 # An input that already has a gradient from its other readers (a residual
                 # block's input, after the shortcut): the layer adds it to its own as it
                 # stores (one pass less than fusion.accumulate).
-                if k in residual_steps and grads[inputs[0]] is not None and (inputs[0] >= count or need_input_grad):
+                if k in residual_steps and grads[inputs[0]] is not None:
                     kwargs["input_residual"] = grads[inputs[0]]
                     grads[inputs[0]] = None
             gxs = self.device.with_memory_retry(

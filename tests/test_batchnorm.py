@@ -95,9 +95,10 @@ class _Chunks:
 
 @contextlib.contextmanager
 def by_channel(on):
-    """The train-mode forward's path for a block: on, a channel per work item
-    (batchnorm_forward_train_channel) for any shape on CPUs; off, the chunked statistics,
-    their combination and the normalisation; None, the module's own rule."""
+    """The train-mode kernels for a block: on, a channel per work item
+    (batchnorm_forward_train_channel, batchnorm_backward_channel) for any shape on CPUs; off,
+    the three launches each (chunked sums, their combination, the elementwise pass); None,
+    the module's own rule."""
     names = ("BY_CHANNEL_FLOATS", "BY_CHANNEL_PLANE", "BY_CHANNEL_ITEMS")
     saved = [getattr(ops, name) for name in names]
     if on is not None:
@@ -232,7 +233,7 @@ def test_train_matches_oracle(device, case, run, channel):
 @pytest.mark.parametrize("shape,by_channel_on_cpus", [
     ((64, 16, 32, 32), True), ((8, 144, 16, 16), True),
     ((64, 64, 8, 8), False),                  # small planes, far apart: the chunked statistics
-    ((4, 3, 32, 32), False),                  # fewer channels than compute units
+    ((4, 3, 32, 32), False),                  # fewer than BY_CHANNEL_ITEMS channels per compute unit
     ((257, 16, 32, 32), False),               # a channel past BY_CHANNEL_FLOATS
 ])
 def test_train_kernels_by_shape(device, shape, by_channel_on_cpus):

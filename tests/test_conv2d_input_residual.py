@@ -111,3 +111,23 @@ def test_residual_block_backward_adds_the_shortcut_gradient_in_the_convolution(d
         assert_close(got, want, 1e-5 * max(1.0, np.abs(want).max()), 0, "gradient")
     # the two blocks' inputs: one add pass each without the fold, none with it on CPUs
     assert plain_names.count("add_forward") == folded_names.count("add_forward") + 2 * device.is_cpu
+
+
+def test_a_model_input_read_twice_keeps_its_add_pass(device, monkeypatch):
+    """The model's input read by a convolution and an Add: its gradient (asked for or not) is
+    summed by an add pass, as model_cases lists it, and equals the unfolded model's."""
+    from collections import Counter
+    from clcnn import opspec
+    inp = L.Input((4, 6, 6))
+    model = clcnn.Model(inp, L.Add()([L.Conv2D(4, 4, 3, padding=1)(inp), inp]), device=device)
+    cases = opspec.model_cases(model, (4, 6, 6), 2)
+    assert not any(case.name.endswith("+input residual") for _, case in cases)
+    rng = np.random.default_rng(5)
+    x = device.to_device(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    gy = device.to_device(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    names = []
+    folded = _gradients(model, x, gy, names)
+    assert Counter(names)["add_forward"] == 1
+    monkeypatch.setattr(L.Conv2D, "adds_input_residual", False)
+    for got, want in zip(folded, _gradients(model, x, gy, [])):
+        assert_close(got, want, 1e-6 * max(1.0, np.abs(want).max()), 0, "gradient")

@@ -56,9 +56,10 @@ def _chunks(dev, channels, m):
 # or the input gradient reading the channel back from the core's L2) on CPUs where a
 # channel's values fit in BY_CHANNEL_FLOATS, its planes have at least BY_CHANNEL_PLANE values
 # and there are BY_CHANNEL_ITEMS channels per compute unit; elsewhere the statistics in chunks,
-# their combination and the normalisation. Batch 64, against those three launches: 96 channels
-# of 32x32 1.54 -> 1.26 ms, 16 of 32x32 0.25 -> 0.20, 144 of 16x16 0.56 -> 0.44; but 64 of 8x8
-# 0.07 -> 0.10 and 384 of 4x4 even (a channel's small planes lie far apart: latency-bound).
+# their combination and the elementwise pass. Batch 64, against those three launches, forward
+# / backward: 96 channels of 32x32 1.54 / 2.31 -> 1.26 / 1.77 ms, 16 of 32x32 0.25 / 0.35 ->
+# 0.20 / 0.24, 144 of 16x16 0.56 / 0.82 -> 0.44 / 0.64; but the forward of 64 of 8x8 0.07 ->
+# 0.10 and of 384 of 4x4 even (a channel's small planes lie far apart: latency-bound).
 BY_CHANNEL_FLOATS = 256 * 1024
 BY_CHANNEL_PLANE = 256
 BY_CHANNEL_ITEMS = ITEMS_PER_UNIT
