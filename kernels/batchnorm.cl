@@ -11,9 +11,11 @@
  *     chunk's partial results to part[(c * S + s) * 2 + {0, 1}];
  *   pass 2 (*_combine): 1-D range C, one work item per channel, combines the S partials and
  *     does the per-channel arithmetic (invstd, running statistics, gradient coefficients).
- * On CPUs with enough channels of large enough planes the train-mode forward instead runs a
- * channel per work item (batchnorm_forward_train_channel): the same chunks and combination in
- * one item, then the channel's normalisation while its values are still in the core's L2.
+ * On CPUs with enough channels the train-mode passes instead run a channel per work item
+ * (batchnorm_forward_train_channel, batchnorm_backward_channel): the same chunks and
+ * combination in one item, then the channel's elementwise pass while its values are still in
+ * the core's L2; on small planes a block of adjacent channels per item, walked in step image
+ * by image (the _block kernels), so that each image's planes are read as one contiguous run.
  * Elementwise passes: 1-D range ceil(N * C * HW / R); item q owns the run of elements
  * [q * R, q * R + R) of the flat array (R from clcnn/ops/batchnorm.py, ~1024), walked plane
  * segment by plane segment: one division per segment finds the plane and its channel, whose
@@ -354,6 +356,64 @@ __kernel void batchnorm_forward_train_channel(__global const float* restrict x, 
     }
 }
 
+/* batchnorm_forward_train_channel for small planes (a channel one chunk, S == 1): work item b
+ * owns the CB channels b*CB .. (at most CB_MAX), walked in step image by image, so that its
+ * reads are one contiguous run of CB planes per image (a channel's 4x4 or 8x8 planes alone lie
+ * 24 KB apart and left the walk latency-bound); the same per-channel sums in the same order, the
+ * three passes reading the block back from the core's L2. Range ceil(C / CB). */
+#define CB_MAX 16
+__kernel void batchnorm_forward_train_block(__global const float* restrict x, __global const float* restrict res,
+                                            __global const float* restrict weight,
+                                            __global const float* restrict bias,
+                                            __global float* restrict save_mean, __global float* restrict save_invstd,
+                                            __global float* restrict running_mean,
+                                            __global float* restrict running_var, __global float* restrict y,
+                                            const int C, const int HW, const int M, const int CB,
+                                            const float eps, const float factor)
+{
+    const int c0 = get_global_id(0) * CB;
+    if (c0 >= C) return;
+    const int cn = min(CB, C - c0), N = M / HW;
+    float8 acc[CB_MAX], acc2[CB_MAX];
+    float tail[CB_MAX], shift_by[CB_MAX], mean[CB_MAX], scale[CB_MAX], shift[CB_MAX];
+    for (int c = 0; c < cn; c++) {
+        shift_by[c] = x[(size_t)(c0 + c) * HW];
+        acc[c] = acc2[c] = (float8)(0.0f);
+        tail[c] = 0.0f;
+    }
+    for (int n = 0; n < N; n++) {
+        __global const float* p = x + ((size_t)n * C + c0) * HW;
+        for (int c = 0; c < cn; c++)
+            seg_add_shifted(p + c * HW, HW, shift_by[c], &acc[c], &acc2[c], &tail[c]);
+    }
+    for (int c = 0; c < cn; c++) {
+        mean[c] = shift_by[c] + (tail[c] + HSUM8(acc[c] + acc2[c])) / (float)M;
+        acc[c] = acc2[c] = (float8)(0.0f);
+        tail[c] = 0.0f;
+    }
+    for (int n = 0; n < N; n++) {
+        __global const float* p = x + ((size_t)n * C + c0) * HW;
+        for (int c = 0; c < cn; c++)
+            seg_add_sq(p + c * HW, HW, mean[c], &acc[c], &acc2[c], &tail[c]);
+    }
+    for (int c = 0; c < cn; c++) {
+        const float invstd = finish_stats(c0 + c, mean[c], tail[c] + HSUM8(acc[c] + acc2[c]), M, eps, factor,
+                                          save_mean, save_invstd, running_mean, running_var);
+#if AFFINE
+        scale[c] = invstd * weight[c0 + c];
+        shift[c] = bias[c0 + c];
+#else
+        scale[c] = invstd;
+        shift[c] = 0.0f;
+#endif
+    }
+    for (int n = 0; n < N; n++) {
+        const size_t e = ((size_t)n * C + c0) * HW;
+        for (int c = 0; c < cn; c++)
+            normalize_segment(x + e + c * HW, RES_AT(e + c * HW), y + e + c * HW, HW, mean[c], scale[c], shift[c]);
+    }
+}
+
 /* y = act((x - mean[c]) * invstd[c] * weight[c] + bias[c]), with RESIDUAL
  * y = act((x - mean[c]) * invstd[c] * weight[c] + bias[c] + res). Train mode passes the batch
  * mean and invstd; eval mode the running mean and running variance (FROM_VAR).
@@ -566,6 +626,56 @@ __kernel void batchnorm_backward_channel(__global const float* restrict x, __glo
         const size_t e = ((size_t)n * C + c) * HW;
         input_grad_segment(x + e, g + e, gx + e, HW, m, scale, shift, k.x, k.y, k.z);
     }
+}
+
+/* batchnorm_backward_channel for small planes (a channel one chunk), CB channels per work item
+ * walked in step image by image as batchnorm_forward_train_block walks them: the same sums in
+ * the same order, then the input gradient. Range ceil(C / CB). */
+__kernel void batchnorm_backward_block(__global const float* restrict x, __global const float* restrict gy,
+                                       __global const float* restrict y, __global float* restrict gres,
+                                       __global const float* restrict mean, __global const float* restrict istat,
+                                       __global const float* restrict weight, __global const float* restrict bias,
+                                       __global float* restrict gweight, __global float* restrict gbias,
+                                       __global float* restrict gx, const int need_gx, const int C, const int HW,
+                                       const int M, const int CB, const float eps)
+{
+    const int c0 = get_global_id(0) * CB;
+    if (c0 >= C) return;
+    const int cn = min(CB, C - c0), N = M / HW;
+    float8 sg[CB_MAX], sgx[CB_MAX];
+    float2 tail[CB_MAX];
+    float m[CB_MAX], scale[CB_MAX], shift[CB_MAX];
+    float3 k[CB_MAX];
+    for (int c = 0; c < cn; c++) {
+        m[c] = mean[c0 + c];
+#if ACTIVATION != ACT_NONE && !RESIDUAL
+        scale[c] = bn_scale(istat, weight, c0 + c, eps);
+        shift[c] = bn_shift(bias, c0 + c);
+#else
+        scale[c] = shift[c] = 0.0f;
+#endif
+        sg[c] = sgx[c] = (float8)(0.0f);
+        tail[c] = (float2)(0.0f);
+    }
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < cn; c++)
+            seg_add_grad(x, gy, y, gres, ((size_t)n * C + c0 + c) * HW, HW, m[c], scale[c], shift[c], &sg[c], &sgx[c],
+                         &tail[c]);
+    for (int c = 0; c < cn; c++)
+        k[c] = grad_coefficients(c0 + c, tail[c].x + HSUM8(sg[c]), tail[c].y + HSUM8(sgx[c]), M, istat, weight,
+                                 eps, gweight, gbias);
+    if (!need_gx)
+        return;
+#if RESIDUAL
+    __global const float* g = gres;     /* masked by the sums pass */
+#else
+    __global const float* g = gy;
+#endif
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < cn; c++) {
+            const size_t e = ((size_t)n * C + c0 + c) * HW;
+            input_grad_segment(x + e, g + e, gx + e, HW, m[c], scale[c], shift[c], k[c].x, k[c].y, k[c].z);
+        }
 }
 
 /* An eval-mode BatchNorm folded into the convolution before it, on the device (no read-back of

@@ -94,15 +94,16 @@ class _Chunks:
 
 
 @contextlib.contextmanager
-def by_channel(on):
-    """The train-mode kernels for a block: on, a channel per work item
-    (batchnorm_forward_train_channel, batchnorm_backward_channel) for any shape on CPUs; off,
-    the three launches each (chunked sums, their combination, the elementwise pass); None,
-    the module's own rule."""
+def by_channel(mode):
+    """The train-mode kernels for a block: "channel", a channel per work item
+    (batchnorm_forward_train_channel, batchnorm_backward_channel) for any shape on CPUs;
+    "block", blocks of channels per item (the _block kernels) where a channel is one chunk;
+    "chunks", the three launches each (chunked sums, their combination, the elementwise
+    pass); None, the module's own rule."""
     names = ("BY_CHANNEL_FLOATS", "BY_CHANNEL_PLANE", "BY_CHANNEL_ITEMS")
     saved = [getattr(ops, name) for name in names]
-    if on is not None:
-        values = (2 ** 31, 1, 0) if on else (0, 1, 0)
+    values = {"channel": (2 ** 31, 1, 0), "block": (2 ** 31, 2 ** 31, 0), "chunks": (0, 1, 0)}.get(mode)
+    if values:
         for name, value in zip(names, values):
             setattr(ops, name, value)
     try:
@@ -110,6 +111,9 @@ def by_channel(on):
     finally:
         for name, value in zip(names, saved):
             setattr(ops, name, value)
+
+
+PATHS = [None, "channel", "block", "chunks"]
 
 
 # Run lengths of the elementwise kernels (None: the default choice): one element, one float8,
@@ -223,30 +227,33 @@ def _check_train(device, shape, affine, tracking, momentum, batches, need_input_
         assert gw is None and gb is None
 
 
-@given(case=bn_cases(), run=st.sampled_from(RUNS), channel=st.sampled_from([None, True, False]))
-def test_train_matches_oracle(device, case, run, channel):
+@given(case=bn_cases(), run=st.sampled_from(RUNS), path=st.sampled_from(PATHS))
+def test_train_matches_oracle(device, case, run, path):
     shape, affine, tracking, momentum, batches, max_chunk, need_input_grad, seed = case
-    with _Chunks(max_chunk), kernel_runs(ops, run), by_channel(channel):
+    with _Chunks(max_chunk), kernel_runs(ops, run), by_channel(path):
         _check_train(device, shape, affine, tracking, momentum, batches, need_input_grad, seed)
 
 
-@pytest.mark.parametrize("shape,by_channel_on_cpus", [
-    ((64, 16, 32, 32), True), ((8, 144, 16, 16), True),
-    ((64, 64, 8, 8), False),                  # small planes, far apart: the chunked statistics
-    ((4, 3, 32, 32), False),                  # fewer than BY_CHANNEL_ITEMS channels per compute unit
-    ((257, 16, 32, 32), False),               # a channel past BY_CHANNEL_FLOATS
+@pytest.mark.parametrize("shape,path_on_cpus", [
+    ((64, 16, 32, 32), "channel"), ((8, 144, 16, 16), "channel"),
+    ((64, 64, 8, 8), "block"), ((64, 384, 4, 4), "block"),     # small planes: contiguous runs of planes
+    ((4, 3, 32, 32), "chunks"),               # fewer than BY_CHANNEL_ITEMS channels per compute unit
+    ((257, 16, 32, 32), "chunks"),            # a channel past BY_CHANNEL_FLOATS
+    ((256, 64, 8, 8), "chunks"),              # small planes, a channel of several chunks
 ])
-def test_train_kernels_by_shape(device, shape, by_channel_on_cpus):
+def test_train_kernels_by_shape(device, shape, path_on_cpus):
     x = device.to_device(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     names = []
     with launched(names):
         _, mean, invstd = ops.batchnorm2d_forward_train(device, x, None, None, None, None)
         ops.batchnorm2d_backward(device, x, x, None, mean, invstd)
-    channel = (by_channel_on_cpus and device.is_cpu
-               and shape[1] >= ops.BY_CHANNEL_ITEMS * device.cl_device.max_compute_units)
-    assert names == (["batchnorm_forward_train_channel", "batchnorm_backward_channel"] if channel else
-                     ["batchnorm_stats_partial", "batchnorm_stats_combine", "batchnorm_forward_normalize",
-                      "batchnorm_backward_partial", "batchnorm_backward_combine", "batchnorm_backward_input"])
+    items = ops.BY_CHANNEL_ITEMS * device.cl_device.max_compute_units
+    path = path_on_cpus if device.is_cpu and shape[1] >= items * (2 if path_on_cpus == "block" else 1) else "chunks"
+    assert names == {"channel": ["batchnorm_forward_train_channel", "batchnorm_backward_channel"],
+                     "block": ["batchnorm_forward_train_block", "batchnorm_backward_block"],
+                     "chunks": ["batchnorm_stats_partial", "batchnorm_stats_combine", "batchnorm_forward_normalize",
+                                "batchnorm_backward_partial", "batchnorm_backward_combine",
+                                "batchnorm_backward_input"]}[path]
 
 
 @given(case=bn_cases(train=False), run=st.sampled_from(RUNS))

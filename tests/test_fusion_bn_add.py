@@ -16,8 +16,8 @@ from clcnn.oracle import activation as o_act
 from clcnn.oracle import batchnorm as oracle
 from tests.helpers import (assert_close, assert_matches_torch_over_sgd_steps, kernel_runs, numeric_grad,
                            randomise_state)
-from tests.test_batchnorm import (RUNS, TOL, _assert_gradients, _assert_statistics, _fused_reference, _scales,
-                                  by_channel, fused_cases)
+from tests.test_batchnorm import (PATHS, RUNS, TOL, _assert_gradients, _assert_statistics, _fused_reference,
+                                  _scales, by_channel, fused_cases)
 
 try:
     import torch
@@ -36,9 +36,9 @@ def _act_grad(name, y, gy, slope):
     return gy if name is None else o_act.activation_backward(name, y, gy, slope)
 
 
-@given(fused_cases(sorted(KINKS, key=str)), st.sampled_from(RUNS), st.sampled_from([None, True, False]))
-def test_fused_kernels_match_oracle(device, case, run, channel):
-    with kernel_runs(ops, run), by_channel(channel):
+@given(fused_cases(sorted(KINKS, key=str)), st.sampled_from(RUNS), st.sampled_from(PATHS))
+def test_fused_kernels_match_oracle(device, case, run, path):
+    with kernel_runs(ops, run), by_channel(path):
         _check_fused(device, *case)
 
 
