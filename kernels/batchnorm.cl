@@ -362,6 +362,27 @@ __kernel void batchnorm_forward_train_channel(__global const float* restrict x, 
  * 24 KB apart and left the walk latency-bound); the same per-channel sums in the same order, the
  * three passes reading the block back from the core's L2. Range ceil(C / CB). */
 #define CB_MAX 16
+
+/* Per channel c < cn of the block at c0, over the N images, the lane sums of x - centre[c]
+ * (squares 0: seg_add_shifted) or of its squares (1: seg_add_sq) into acc, acc2 and tail. */
+inline void block_sums(__global const float* x, int C, int HW, int N, int c0, int cn, const float* centre,
+                       int squares, float8* acc, float8* acc2, float* tail)
+{
+    for (int c = 0; c < cn; c++) {
+        acc[c] = acc2[c] = (float8)(0.0f);
+        tail[c] = 0.0f;
+    }
+    for (int n = 0; n < N; n++) {
+        __global const float* p = x + ((size_t)n * C + c0) * HW;
+        for (int c = 0; c < cn; c++) {
+            if (squares)
+                seg_add_sq(p + c * HW, HW, centre[c], &acc[c], &acc2[c], &tail[c]);
+            else
+                seg_add_shifted(p + c * HW, HW, centre[c], &acc[c], &acc2[c], &tail[c]);
+        }
+    }
+}
+
 __kernel void batchnorm_forward_train_block(__global const float* restrict x, __global const float* restrict res,
                                             __global const float* restrict weight,
                                             __global const float* restrict bias,
@@ -376,26 +397,12 @@ __kernel void batchnorm_forward_train_block(__global const float* restrict x, __
     const int cn = min(CB, C - c0), N = M / HW;
     float8 acc[CB_MAX], acc2[CB_MAX];
     float tail[CB_MAX], shift_by[CB_MAX], mean[CB_MAX], scale[CB_MAX], shift[CB_MAX];
-    for (int c = 0; c < cn; c++) {
+    for (int c = 0; c < cn; c++)
         shift_by[c] = x[(size_t)(c0 + c) * HW];
-        acc[c] = acc2[c] = (float8)(0.0f);
-        tail[c] = 0.0f;
-    }
-    for (int n = 0; n < N; n++) {
-        __global const float* p = x + ((size_t)n * C + c0) * HW;
-        for (int c = 0; c < cn; c++)
-            seg_add_shifted(p + c * HW, HW, shift_by[c], &acc[c], &acc2[c], &tail[c]);
-    }
-    for (int c = 0; c < cn; c++) {
+    block_sums(x, C, HW, N, c0, cn, shift_by, 0, acc, acc2, tail);
+    for (int c = 0; c < cn; c++)
         mean[c] = shift_by[c] + (tail[c] + HSUM8(acc[c] + acc2[c])) / (float)M;
-        acc[c] = acc2[c] = (float8)(0.0f);
-        tail[c] = 0.0f;
-    }
-    for (int n = 0; n < N; n++) {
-        __global const float* p = x + ((size_t)n * C + c0) * HW;
-        for (int c = 0; c < cn; c++)
-            seg_add_sq(p + c * HW, HW, mean[c], &acc[c], &acc2[c], &tail[c]);
-    }
+    block_sums(x, C, HW, N, c0, cn, mean, 1, acc, acc2, tail);
     for (int c = 0; c < cn; c++) {
         const float invstd = finish_stats(c0 + c, mean[c], tail[c] + HSUM8(acc[c] + acc2[c]), M, eps, factor,
                                           save_mean, save_invstd, running_mean, running_var);
