@@ -356,12 +356,7 @@ __kernel void batchnorm_forward_train_channel(__global const float* restrict x, 
     }
 }
 
-/* batchnorm_forward_train_channel for small planes (a channel one chunk, S == 1): work item b
- * owns the CB channels b*CB .. (at most CB_MAX), walked in step image by image, so that its
- * reads are one contiguous run of CB planes per image (a channel's 4x4 or 8x8 planes alone lie
- * 24 KB apart and left the walk latency-bound); the same per-channel sums in the same order, the
- * three passes reading the block back from the core's L2. Range ceil(C / CB). */
-#define CB_MAX 16
+#define CB_MAX 16       /* channels per work item of the _block kernels */
 
 /* Per channel c < cn of the block at c0, over the N images, the lane sums of x - centre[c]
  * (squares 0: seg_add_shifted) or of its squares (1: seg_add_sq) into acc, acc2 and tail. */
@@ -383,6 +378,11 @@ inline void block_sums(__global const float* x, int C, int HW, int N, int c0, in
     }
 }
 
+/* batchnorm_forward_train_channel for small planes (a channel one chunk, S == 1): work item b
+ * owns the CB channels b*CB .. (at most CB_MAX), walked in step image by image, so that its
+ * reads are one contiguous run of CB planes per image (a channel's 4x4 or 8x8 planes alone lie
+ * 24 KB apart and left the walk latency-bound); the same per-channel sums in the same order, the
+ * second and third passes reading the block back from the core's L2. Range ceil(C / CB). */
 __kernel void batchnorm_forward_train_block(__global const float* restrict x, __global const float* restrict res,
                                             __global const float* restrict weight,
                                             __global const float* restrict bias,
