@@ -255,6 +255,16 @@ EXACT_DENORMAL_FILES = frozenset({"pool.cl", "elementwise.cl"})
 BUNDLE = ("data.cl", "loss.cl", "optim.cl", "activation.cl")
 
 
+def program_source(files):
+    """The source of one program made of kernels/<files>. common.h (activation codes and
+    helpers) is prepended rather than #included so that no include path has to be resolved on
+    the device's compiler. Each file starts from OpenCL's default FP_CONTRACT ON: data.cl turns
+    contraction off for itself, and in a bundle that pragma had reached the files after it (the
+    activation backward's 1 - y*y lost its FMA, and its tanh case 4 ulps)."""
+    return "\n".join([_read_kernel_source("common.h")] +
+                     [f"#pragma OPENCL FP_CONTRACT ON\n{_read_kernel_source(f)}" for f in files])
+
+
 def _build_options(filename):
     return [] if filename in EXACT_DENORMAL_FILES else list(BUILD_OPTIONS)
 
@@ -343,13 +353,7 @@ class Device:
         if program is None:
             # The define-free build of a BUNDLE file builds the whole bundle (same options).
             files = BUNDLE if filename in BUNDLE and options == tuple(_build_options(filename)) else (filename,)
-            # common.h (activation codes and helpers) is prepended rather than #included so
-            # that no include path has to be resolved on the device's compiler. Each file of a
-            # bundle starts from OpenCL's default FP_CONTRACT ON: data.cl turns contraction off
-            # for itself, and in the bundle that pragma had reached the files after it (the
-            # activation backward's 1 - y*y lost its FMA, and its tanh case 4 ulps).
-            source = "\n".join([_read_kernel_source("common.h")] +
-                                [f"#pragma OPENCL FP_CONTRACT ON\n{_read_kernel_source(f)}" for f in files])
+            source = program_source(files)
             program = self._cached_binary(source, options)
             if program is None:
                 try:

@@ -149,27 +149,26 @@ static inline void gemm_block_body(__global const float* restrict A, __global co
             }
         } else {
             /* the last, partial vector of a padded B: lanes past N are neither read nor stored.
-             * Stored by loops left rolled: unrolled, the TM x VW checked stores of each kernel
-             * doubled its compile (0.3 -> 0.6 s on a cold cache), for a block or two per row. */
+             * Rows finished and stored by loops left rolled: unrolled, the TM x VW checked stores
+             * of each kernel doubled its compile (0.3 -> 0.6 s on a cold cache), for a block or
+             * two per row, and the TM activations made the loop over v too big for LLVM to
+             * unroll with float16 lanes and NV >= 2 (clang's "loop not unrolled" warning reached
+             * the console on every cold build). y_act, add_y and bias_rows come only with an
+             * unpadded B (pointwise_*, dense_backward_pair): no partial vectors. */
             float bs[VW];
             #pragma unroll
             for (int j = 0; j < VW; ++j) bs[j] = has_bias ? bias[MIN(c0 + j, N - 1)] : 0.0f;
             const VEC bb = LOADV(bs);
             float out[TM][VW];
             #pragma unroll
-            for (int i = 0; i < TM; ++i) {
-                float r[VW];
-                #pragma unroll
-                for (int j = 0; j < VW; ++j)
-                    r[j] = add_y ? Y[(size_t)MIN(m0 + i, M - 1) * N + MIN(c0 + j, N - 1)] : 0.0f;
-                STOREV(activatev(acc[i][v] + bb + LOADV(r), act, slope), out[i]);
-            }
+            for (int i = 0; i < TM; ++i)
+                STOREV(acc[i][v] + bb, out[i]);
             #pragma unroll 1
             for (int i = 0; i < MIN(TM, M - m0); ++i) {
+                STOREV(activatev(LOADV(out[i]), act, slope), out[i]);
                 #pragma unroll 1
                 for (int j = 0; j < N - c0; ++j) C[(size_t)(m0 + i) * N + c0 + j] = out[i][j];
             }
-            /* (y_act comes only with an unpadded B: no partial vectors) */
         }
     }
 }
