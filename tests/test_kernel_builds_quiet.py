@@ -6,6 +6,7 @@ on float16 FMAs on AVX2 CPUs), 16 (gemm.cl's float16 blocking once warned "loop 
 on every cold build)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -52,5 +53,6 @@ def test_every_kernel_file_builds_without_warnings(device):
     assert done.returncode == 0, done.stderr[-3000:]
     logs = json.loads(done.stdout.strip().splitlines()[-1])
     assert logs == {}, "kernel builds with compiler output:\n" + "\n".join(f"{k}:\n{v}" for k, v in logs.items())
-    # clang writes its warning count to stderr itself ("1 warning generated.")
-    assert "warning" not in done.stderr, done.stderr[-3000:]
+    # clang writes its warning count to stderr itself ("1 warning generated."); pyopencl warns
+    # of a non-empty log
+    assert not re.search(r"warnings? generated|CompilerWarning", done.stderr), done.stderr[-3000:]
